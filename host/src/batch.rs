@@ -1,0 +1,343 @@
+//! The host's columnar record batch: the layout blocks are cut in, batches are run in and
+//! plugins are called with.
+//!
+//! It mirrors the WIT `batch` record, so handing a batch to a plugin is a few memory copies,
+//! whatever the number of records: one buffer of all values and their end offsets, the same for
+//! keys (with a presence bitmap, so an absent key differs from an empty one), one timestamp per
+//! record, and optional headers.
+
+/// Variable-length byte strings back to back, with the end offset of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BytesColumn {
+    /// Every value, back to back.
+    pub data: Vec<u8>,
+    /// Where each value ends in `data`.
+    pub ends: Vec<u32>,
+}
+
+impl BytesColumn {
+    /// An empty column with room for `items` values of `bytes` bytes in all.
+    pub fn with_capacity(items: usize, bytes: usize) -> Self {
+        BytesColumn {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(items),
+        }
+    }
+
+    /// How many values.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Value `i`. Panics when `i` is out of range, like slice indexing.
+    #[inline]
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.data[start..self.ends[i] as usize]
+    }
+
+    /// Appends a value.
+    #[inline]
+    pub fn push(&mut self, value: &[u8]) {
+        self.data.extend_from_slice(value);
+        self.ends.push(self.data.len() as u32);
+    }
+
+    /// Appends values `range` of `other`, in one copy.
+    pub fn extend_from(&mut self, other: &BytesColumn, range: std::ops::Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        let start = if range.start == 0 {
+            0
+        } else {
+            other.ends[range.start - 1] as usize
+        };
+        let end = other.ends[range.end - 1] as usize;
+        let base = self.data.len() as u32;
+        self.data.extend_from_slice(&other.data[start..end]);
+        let shift = base as i64 - start as i64;
+        self.ends.extend(
+            other.ends[range]
+                .iter()
+                .map(|&e| (e as i64 + shift) as u32),
+        );
+    }
+
+    /// Checks the invariants a plugin's output must keep: ends never decrease, the last is the
+    /// data length.
+    pub fn validate(&self, what: &str) -> Result<(), String> {
+        let mut prev = 0u32;
+        for (i, &e) in self.ends.iter().enumerate() {
+            if e < prev {
+                return Err(format!("{what}: end offset {i} ({e}) is below the one before ({prev})"));
+            }
+            prev = e;
+        }
+        if prev as usize != self.data.len() {
+            return Err(format!(
+                "{what}: the last end offset is {prev} but the data is {} bytes",
+                self.data.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Keys, where at least one record has one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// Every record's key; absent keys are empty here.
+    pub column: BytesColumn,
+    /// Bit `i` set when record `i` has a key (least significant bit first).
+    pub present: Vec<u8>,
+}
+
+impl Keys {
+    /// Record `i`'s key, or `None` when it has none.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        if self.present.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0) {
+            Some(self.column.get(i))
+        } else {
+            None
+        }
+    }
+
+    /// Appends a key.
+    pub fn push(&mut self, key: Option<&[u8]>) {
+        let i = self.column.len();
+        if i / 8 >= self.present.len() {
+            self.present.push(0);
+        }
+        match key {
+            Some(k) => {
+                self.present[i / 8] |= 1 << (i % 8);
+                self.column.push(k);
+            }
+            None => self.column.push(&[]),
+        }
+    }
+}
+
+/// Headers, where at least one record has some.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// The end of each record's run of entries.
+    pub record_ends: Vec<u32>,
+    /// Header names.
+    pub names: BytesColumn,
+    /// Header values.
+    pub values: BytesColumn,
+}
+
+/// One partition's records: a block, or a batch's worth of blocks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordBatch {
+    /// The values.
+    pub values: BytesColumn,
+    /// The keys, when any record has one.
+    pub keys: Option<Keys>,
+    /// One timestamp per record (ms since the epoch), or empty.
+    pub timestamps: Vec<i64>,
+    /// The headers, when any record has some.
+    pub headers: Option<Headers>,
+}
+
+impl RecordBatch {
+    /// An empty batch with room for `records` records of `bytes` value bytes in all.
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        RecordBatch {
+            values: BytesColumn::with_capacity(records, bytes),
+            timestamps: Vec::with_capacity(records),
+            ..Default::default()
+        }
+    }
+
+    /// A batch of these values, with no keys, timestamps or headers.
+    pub fn from_values<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut b = RecordBatch::default();
+        for v in values {
+            b.values.push(v);
+        }
+        b
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The value bytes held (what a memory budget counts), plus keys.
+    pub fn byte_size(&self) -> usize {
+        self.values.data.len()
+            + self.values.ends.len() * 4
+            + self.timestamps.len() * 8
+            + self.keys.as_ref().map_or(0, |k| k.column.data.len() + k.column.ends.len() * 4)
+    }
+
+    /// Record `i`'s value.
+    #[inline]
+    pub fn value(&self, i: usize) -> &[u8] {
+        self.values.get(i)
+    }
+
+    /// Record `i`'s key.
+    #[inline]
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        self.keys.as_ref().and_then(|k| k.get(i))
+    }
+
+    /// Record `i`'s timestamp.
+    #[inline]
+    pub fn timestamp(&self, i: usize) -> Option<i64> {
+        self.timestamps.get(i).copied()
+    }
+
+    /// Appends a record. Keys start being kept from the first record that has one.
+    pub fn push(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
+        let i = self.len();
+        if key.is_some() && self.keys.is_none() {
+            let mut keys = Keys::default();
+            for _ in 0..i {
+                keys.push(None);
+            }
+            self.keys = Some(keys);
+        }
+        if let Some(keys) = &mut self.keys {
+            keys.push(key);
+        }
+        self.values.push(value);
+        if let Some(ts) = timestamp {
+            if self.timestamps.len() < i {
+                self.timestamps.resize(i, ts);
+            }
+            self.timestamps.push(ts);
+        } else if !self.timestamps.is_empty() {
+            let last = *self.timestamps.last().unwrap_or(&0);
+            self.timestamps.push(last);
+        }
+    }
+
+    /// Appends every record of `other`.
+    pub fn append(&mut self, other: &RecordBatch) {
+        if other.is_empty() {
+            return;
+        }
+        let had = self.len();
+        if (had == 0 || !self.timestamps.is_empty()) && other.timestamps.len() == other.len() {
+            self.timestamps.extend_from_slice(&other.timestamps);
+        } else if !self.timestamps.is_empty() {
+            let last = *self.timestamps.last().unwrap_or(&0);
+            self.timestamps.resize(had + other.len(), last);
+        }
+        if self.keys.is_some() || other.keys.is_some() {
+            let keys = self.keys.get_or_insert_with(|| {
+                let mut k = Keys::default();
+                for _ in 0..had {
+                    k.push(None);
+                }
+                k
+            });
+            for i in 0..other.len() {
+                keys.push(other.key(i));
+            }
+        }
+        if let Some(h) = &other.headers {
+            let mine = self.headers.get_or_insert_with(|| Headers {
+                record_ends: vec![0; had],
+                ..Default::default()
+            });
+            let base = mine.names.len() as u32;
+            mine.names.extend_from(&h.names, 0..h.names.len());
+            mine.values.extend_from(&h.values, 0..h.values.len());
+            mine.record_ends.extend(h.record_ends.iter().map(|e| e + base));
+        } else if let Some(mine) = &mut self.headers {
+            let last = mine.record_ends.last().copied().unwrap_or(0);
+            mine.record_ends.resize(had + other.len(), last);
+        }
+        self.values.extend_from(&other.values, 0..other.len());
+    }
+
+    /// Checks the batch's invariants (column lengths and offsets).
+    pub fn validate(&self) -> Result<(), String> {
+        self.values.validate("values")?;
+        let n = self.len();
+        if !self.timestamps.is_empty() && self.timestamps.len() != n {
+            return Err(format!("{} timestamps for {n} records", self.timestamps.len()));
+        }
+        if let Some(k) = &self.keys {
+            k.column.validate("keys")?;
+            if k.column.len() != n {
+                return Err(format!("{} keys for {n} records", k.column.len()));
+            }
+            if k.present.len() < n.div_ceil(8) {
+                return Err(format!(
+                    "the key presence bitmap has {} bytes for {n} records",
+                    k.present.len()
+                ));
+            }
+        }
+        if let Some(h) = &self.headers {
+            h.names.validate("header names")?;
+            h.values.validate("header values")?;
+            if h.record_ends.len() != n || h.names.len() != h.values.len() {
+                return Err("header columns do not line up with the records".to_owned());
+            }
+            if h.record_ends.last().is_some_and(|&e| e as usize != h.names.len()) {
+                return Err("header record ends do not cover the header entries".to_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_key_differs_from_an_empty_one() {
+        let mut b = RecordBatch::default();
+        b.push(None, b"a", Some(1));
+        b.push(Some(b""), b"b", Some(2));
+        b.push(Some(b"k"), b"c", Some(3));
+        assert_eq!(b.key(0), None);
+        assert_eq!(b.key(1), Some(&b""[..]));
+        assert_eq!(b.key(2), Some(&b"k"[..]));
+        assert_eq!(b.value(2), b"c");
+        b.validate().unwrap();
+    }
+
+    #[test]
+    fn appending_batches_keeps_every_column_aligned() {
+        let mut a = RecordBatch::from_values([&b"x"[..], b"yy"]);
+        let mut b = RecordBatch::default();
+        b.push(Some(b"k1"), b"zzz", Some(7));
+        a.append(&b);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.value(2), b"zzz");
+        assert_eq!(a.key(0), None);
+        assert_eq!(a.key(2), Some(&b"k1"[..]));
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_catches_offsets_that_run_backwards() {
+        let col = BytesColumn {
+            data: b"abc".to_vec(),
+            ends: vec![2, 1, 3],
+        };
+        assert!(col.validate("values").unwrap_err().contains("below"));
+    }
+}

@@ -1,0 +1,139 @@
+//! Command-line arguments and dispatch; the work is done by the library's modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::plugin::limits::RuntimeConfig;
+use crate::plugin::{PluginRuntime, scaffold};
+use crate::telemetry::{self, LogFormat};
+
+/// sluice: micro-batch stream processing with WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+pub struct Cli {
+    /// How log lines are written (to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Where compiled plugins are cached (default: $SLUICE_CACHE_DIR or ~/.cache/sluice/components).
+    #[arg(long, global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run a benchmark.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `sluice plugin …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a ready plugin project in ./NAME.
+    New {
+        /// The plugin's name.
+        name: String,
+        /// The sluice SDK's directory (default: the one this host was built with).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the plugin project in DIR (default: here) into NAME.wasm.
+    Build {
+        /// The project directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print a plugin's world, contract version, imports, size and digest, or why it is refused.
+    Check {
+        /// The .wasm file (its NAME.toml manifest is read from beside it).
+        file: PathBuf,
+    },
+    /// List the plugins of a directory.
+    List {
+        /// The plugin directory.
+        dir: PathBuf,
+    },
+}
+
+/// `sluice bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The plugin call path against the same function called natively.
+    Plugins {
+        /// A run of a few seconds instead of a full one.
+        #[arg(long)]
+        quick: bool,
+        /// The directory holding uppercase.wasm and identity.wasm.
+        #[arg(long, env = "SLUICE_PLUGINS")]
+        plugins: PathBuf,
+    },
+}
+
+/// Parses the command line, runs the command, and turns an error into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(cli_cache: Option<PathBuf>) -> Result<PluginRuntime> {
+    let config = RuntimeConfig {
+        cache_dir: cli_cache,
+        ..RuntimeConfig::default()
+    };
+    Ok(PluginRuntime::new(config)?)
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Plugin(PluginCommand::New { name, sdk }) => {
+            let sdk = sdk.unwrap_or_else(scaffold::default_sdk_path);
+            let cwd = std::env::current_dir().map_err(Error::io("reading the current directory"))?;
+            let dir = scaffold::new_project(&name, &cwd, &sdk)?;
+            println!(
+                "Created {}. Next: cd {name} && sluice plugin build",
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Build { dir }) => {
+            let wasm = scaffold::build_project(&dir)?;
+            let rt = runtime(cli.cache_dir)?;
+            print!("{}", scaffold::check(&rt, &wasm)?);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Check { file }) => {
+            let rt = runtime(cli.cache_dir)?;
+            print!("{}", scaffold::check(&rt, &file)?);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::List { dir }) => {
+            let rt = runtime(cli.cache_dir)?;
+            print!("{}", scaffold::list(&rt, &dir)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Plugins { quick, plugins }) => {
+            let rt = runtime(cli.cache_dir)?;
+            let report = crate::bench::plugins::run(&rt, &plugins, quick)?;
+            print!("{report}");
+            Ok(())
+        }
+    }
+}

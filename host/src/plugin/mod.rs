@@ -1,0 +1,927 @@
+//! Plugins: WebAssembly components behind the WIT contract in `wit/`.
+//!
+//! - [`runtime`]: the one engine, the linker, the epoch ticker and the loader;
+//! - [`cache`]: compiled components on disk, keyed by digest and engine settings;
+//! - [`manifest`] and [`limits`]: what a plugin asks for and what the operator allows;
+//! - [`state`]: what each instance's store holds (WASI with nothing granted, log, metrics);
+//! - [`bindings`]: the typed bindings, one module per contract version;
+//! - this module: loaded [`Plugin`]s and the stages that call them ([`TransformStage`],
+//!   [`SinkStage`], [`ReceiverStage`]), with pooled instances, limits on every call and
+//!   classified errors.
+//!
+//! A call that traps (a panic, a loop past its time budget, memory past its cap) returns a
+//! [`PluginError`] naming the plugin, its digest, the partition and the batch; the trapped
+//! instance is dropped and the next call gets a fresh one.
+
+pub mod bindings;
+pub mod cache;
+pub mod error;
+pub mod limits;
+pub mod manifest;
+pub mod runtime;
+pub mod scaffold;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+use wasmtime::component::Component;
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::batch::{BytesColumn, Headers, Keys, RecordBatch};
+use bindings::v0_1;
+pub use error::{CallResult, CallSite, Failure, Fault, LoadError, PluginError};
+use limits::{Limits, MemoryCapExceeded, MemoryLimiter};
+pub use manifest::Manifest;
+pub use runtime::{PluginRuntime, Registry, RuntimeError};
+use state::{HostState, LogPipe, PluginMetrics, PluginTag};
+
+/// The kind of a plugin, learnt from the world its component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    /// World `transformer`.
+    Transformer,
+    /// World `sink`.
+    Sink,
+    /// World `receiver`.
+    Receiver,
+}
+
+impl PluginKind {
+    const ALL: [PluginKind; 3] = [
+        PluginKind::Transformer,
+        PluginKind::Sink,
+        PluginKind::Receiver,
+    ];
+
+    /// The interface a component of this kind exports.
+    pub fn export_name(self) -> &'static str {
+        match self {
+            PluginKind::Transformer => "sluice:plugin/transform@0.1.0",
+            PluginKind::Sink => "sluice:plugin/deliver@0.1.0",
+            PluginKind::Receiver => "sluice:plugin/source@0.1.0",
+        }
+    }
+
+    /// The WIT world's name.
+    pub fn world(self) -> &'static str {
+        match self {
+            PluginKind::Transformer => "transformer",
+            PluginKind::Sink => "sink",
+            PluginKind::Receiver => "receiver",
+        }
+    }
+
+    /// The kind whose interface a component with these exports implements.
+    pub fn from_exports(exports: &[String]) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| exports.iter().any(|e| e == k.export_name()))
+    }
+
+    /// For messages: every world and its export.
+    pub fn expected_exports() -> String {
+        Self::ALL
+            .iter()
+            .map(|k| format!("{} (world `{}`)", k.export_name(), k.world()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.world())
+    }
+}
+
+/// What is known about a loaded plugin.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    /// Its name (the file stem).
+    pub name: String,
+    /// Its kind.
+    pub kind: PluginKind,
+    /// The sha256 of its `.wasm`, hex.
+    pub digest: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// The `.wasm`'s size in bytes.
+    pub size: u64,
+    /// The versioned WIT interface it exports.
+    pub wit_package: String,
+    /// What the component imports.
+    pub imports: Vec<String>,
+    /// What the component exports.
+    pub exports: Vec<String>,
+    /// The limits its calls run under.
+    pub limits: Limits,
+    /// Whether it came from the compiled-artifact cache.
+    pub cached: bool,
+    /// How long compiling (or loading from the cache) took.
+    pub compile_time: Duration,
+    /// Its manifest (or the implicit one).
+    pub manifest: Manifest,
+}
+
+pub(crate) enum KindPre {
+    Transformer(v0_1::transformer::TransformerPre<HostState>),
+    Sink(v0_1::sink::SinkPre<HostState>),
+    Receiver(v0_1::receiver::ReceiverPre<HostState>),
+}
+
+/// A loaded, checked plugin, ready to be instantiated. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginShared>,
+}
+
+struct PluginShared {
+    runtime: PluginRuntime,
+    info: PluginInfo,
+    pre: KindPre,
+    dirs: Vec<(String, PathBuf)>,
+    tag: Arc<PluginTag>,
+    metrics: Arc<PluginMetrics>,
+    _component: Component,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.inner.info.name)
+            .field("kind", &self.inner.info.kind)
+            .field("digest", &self.inner.tag.digest)
+            .finish()
+    }
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        runtime: PluginRuntime,
+        info: PluginInfo,
+        pre: KindPre,
+        dirs: Vec<(String, PathBuf)>,
+        tag: Arc<PluginTag>,
+        metrics: Arc<PluginMetrics>,
+        component: Component,
+    ) -> Self {
+        Plugin {
+            inner: Arc::new(PluginShared {
+                runtime,
+                info,
+                pre,
+                dirs,
+                tag,
+                metrics,
+                _component: component,
+            }),
+        }
+    }
+
+    /// What is known about it.
+    pub fn info(&self) -> &PluginInfo {
+        &self.inner.info
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.inner.info.name
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> PluginKind {
+        self.inner.info.kind
+    }
+
+    /// The counters and gauges it reported.
+    pub fn metrics(&self) -> &PluginMetrics {
+        &self.inner.metrics
+    }
+
+    /// Makes a stage of this plugin with `params` (over the manifest's defaults). One instance
+    /// is made and initialised now, so bad parameters are refused before anything runs.
+    pub fn stage(&self, params: &BTreeMap<String, String>) -> CallResult<Stage> {
+        let mut merged = self.inner.info.manifest.params.clone();
+        merged.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let stage = Stage {
+            plugin: self.clone(),
+            params: merged.into_iter().collect(),
+            idle: Mutex::new(Vec::new()),
+            instances_made: AtomicU64::new(0),
+        };
+        let first = stage.instantiate(&stage.site("init", None, None))?;
+        stage.give_back(first);
+        Ok(stage)
+    }
+
+    /// A transformation stage; refuses a plugin of another kind.
+    pub fn transformer(&self, params: &BTreeMap<String, String>) -> Result<TransformStage, String> {
+        self.expect_kind(PluginKind::Transformer)?;
+        self.stage(params).map(TransformStage).map_err(|e| e.to_string())
+    }
+
+    /// A sink stage; refuses a plugin of another kind.
+    pub fn sink(&self, params: &BTreeMap<String, String>) -> Result<SinkStage, String> {
+        self.expect_kind(PluginKind::Sink)?;
+        self.stage(params).map(SinkStage).map_err(|e| e.to_string())
+    }
+
+    /// A receiver stage; refuses a plugin of another kind.
+    pub fn receiver(&self, params: &BTreeMap<String, String>) -> Result<ReceiverStage, String> {
+        self.expect_kind(PluginKind::Receiver)?;
+        self.stage(params).map(ReceiverStage).map_err(|e| e.to_string())
+    }
+
+    /// Times `n` bare instantiations from the `InstancePre` (a new store each, no `init`) and
+    /// returns the mean. For benchmarks.
+    pub fn time_instantiation(&self, n: u32) -> CallResult<Duration> {
+        let stage = Stage {
+            plugin: self.clone(),
+            params: Vec::new(),
+            idle: Mutex::new(Vec::new()),
+            instances_made: AtomicU64::new(0),
+        };
+        let site = stage.site("instantiate", None, None);
+        let started = Instant::now();
+        for _ in 0..n.max(1) {
+            let (mut store, _) = stage.new_store(&site)?;
+            let bound = stage.bind(&mut store).map_err(|e| PluginError {
+                site: site.clone(),
+                failure: Failure::Instantiate(format!("{e:#}")),
+            })?;
+            std::hint::black_box(&bound);
+        }
+        Ok(started.elapsed() / n.max(1))
+    }
+
+    fn expect_kind(&self, kind: PluginKind) -> Result<(), String> {
+        if self.kind() == kind {
+            Ok(())
+        } else {
+            Err(format!(
+                "plugin `{}` is a {} (it exports {}), but a {} is needed here",
+                self.name(),
+                self.kind(),
+                self.kind().export_name(),
+                kind
+            ))
+        }
+    }
+}
+
+/// Where and when a call happens (the WIT `batch-context`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallContext {
+    /// The stream name.
+    pub stream: String,
+    /// The partition.
+    pub partition: u32,
+    /// The batch id.
+    pub batch_id: u64,
+    /// The batch time, ms since the epoch.
+    pub batch_time_ms: i64,
+}
+
+enum Bound {
+    Transformer(v0_1::transformer::Transformer),
+    Sink(v0_1::sink::Sink),
+    Receiver(v0_1::receiver::Receiver),
+}
+
+struct Instance {
+    store: Store<HostState>,
+    stdout: LogPipe,
+    bound: Bound,
+}
+
+/// One use of a plugin in a pipeline: the plugin, its parameters, and a pool of initialised
+/// instances. Calls may come from several threads at once; each takes its own instance.
+pub struct Stage {
+    plugin: Plugin,
+    params: Vec<(String, String)>,
+    idle: Mutex<Vec<Instance>>,
+    instances_made: AtomicU64,
+}
+
+impl fmt::Debug for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stage")
+            .field("plugin", &self.plugin)
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
+impl Stage {
+    /// The plugin.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// How many instances were made so far (one at the start, one more after each trap, and
+    /// one per concurrent caller).
+    pub fn instances_made(&self) -> u64 {
+        self.instances_made.load(Ordering::Relaxed)
+    }
+
+    fn site(&self, call: &'static str, partition: Option<u32>, batch: Option<u64>) -> CallSite {
+        CallSite {
+            plugin: self.plugin.inner.info.name.clone(),
+            digest: self.plugin.inner.info.digest.clone(),
+            call,
+            partition,
+            batch,
+        }
+    }
+
+    /// A store for a new instance: WASI granting only the plugin's granted directories, the
+    /// memory limiter, and the time budget armed.
+    fn new_store(&self, site: &CallSite) -> CallResult<(Store<HostState>, LogPipe)> {
+        let shared = &self.plugin.inner;
+        let stdout = LogPipe::default();
+        let stderr = LogPipe::default();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (guest, host) in &shared.dirs {
+            wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadWrite)
+                .map_err(|e| PluginError {
+                    site: site.clone(),
+                    failure: Failure::Instantiate(format!(
+                        "granted directory {} for {guest}: {e}",
+                        host.display()
+                    )),
+                })?;
+        }
+        let limits = shared.info.limits;
+        let state = HostState::new(
+            wasi.build(),
+            MemoryLimiter {
+                cap: limits.memory,
+                refused: None,
+            },
+            shared.tag.clone(),
+            shared.metrics.clone(),
+            stderr,
+        );
+        let mut store = Store::new(&shared.runtime.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        arm(&mut store, &limits, shared.runtime.config().epoch_tick);
+        Ok((store, stdout))
+    }
+
+    fn bind(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bound> {
+        match &self.plugin.inner.pre {
+            KindPre::Transformer(pre) => pre.instantiate(store).map(Bound::Transformer),
+            KindPre::Sink(pre) => pre.instantiate(store).map(Bound::Sink),
+            KindPre::Receiver(pre) => pre.instantiate(store).map(Bound::Receiver),
+        }
+    }
+
+    fn instantiate(&self, site: &CallSite) -> CallResult<Instance> {
+        let fail = |failure| PluginError {
+            site: CallSite {
+                call: "init",
+                ..site.clone()
+            },
+            failure,
+        };
+        let limits = self.plugin.inner.info.limits;
+        let (mut store, stdout) = self.new_store(site)?;
+        let started = Instant::now();
+        let bound = match self.bind(&mut store) {
+            Ok(b) => b,
+            Err(e) => {
+                let failure = classify(e, &mut store, &limits, started.elapsed());
+                return Err(fail(match failure {
+                    Failure::Trapped(m) => Failure::Instantiate(m),
+                    other => other,
+                }));
+            }
+        };
+        self.instances_made.fetch_add(1, Ordering::Relaxed);
+        let mut inst = Instance {
+            store,
+            stdout,
+            bound,
+        };
+        let init_site = CallSite {
+            call: "init",
+            ..site.clone()
+        };
+        let params: Vec<(&str, &str)> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let owned_params = &self.params;
+        let result = self.call_on(&mut inst, &init_site, |bound, store| match bound {
+            Bound::Transformer(t) => t.sluice_plugin_transform().call_init(store, &params),
+            Bound::Sink(s) => s.sluice_plugin_deliver().call_init(store, &params),
+            Bound::Receiver(r) => r.sluice_plugin_source().call_init(store, owned_params),
+        });
+        match result {
+            Ok(Ok(())) => Ok(inst),
+            Ok(Err(message)) => Err(PluginError {
+                site: init_site,
+                failure: Failure::Init(message),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn give_back(&self, inst: Instance) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(inst);
+        }
+    }
+
+    /// Runs `f` on an instance under the plugin's limits. A trap drops the instance; anything
+    /// else returns it to the pool.
+    fn call<R>(
+        &self,
+        site: CallSite,
+        f: impl FnOnce(&Bound, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> CallResult<R> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut inst = match pooled {
+            Some(inst) => inst,
+            None => self.instantiate(&site)?,
+        };
+        let result = self.call_on(&mut inst, &site, f);
+        if result.is_ok() {
+            self.give_back(inst);
+        }
+        result
+    }
+
+    fn call_on<R>(
+        &self,
+        inst: &mut Instance,
+        site: &CallSite,
+        f: impl FnOnce(&Bound, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> CallResult<R> {
+        let shared = &self.plugin.inner;
+        let limits = shared.info.limits;
+        arm(&mut inst.store, &limits, shared.runtime.config().epoch_tick);
+        inst.store.data_mut().current = (site.partition, site.batch);
+        inst.store.data_mut().limiter.refused = None;
+        let started = Instant::now();
+        let result = f(&inst.bound, &mut inst.store);
+        let elapsed = started.elapsed();
+        inst.stdout.drain_to_log(&shared.tag, "stdout");
+        match result {
+            Ok(r) => {
+                inst.store.data().stderr.drain_to_log(&shared.tag, "stderr");
+                Ok(r)
+            }
+            Err(e) => {
+                let failure = classify(e, &mut inst.store, &limits, elapsed);
+                tracing::warn!(plugin = %shared.tag.name, digest = %shared.tag.digest, partition = site.partition, batch = site.batch, call = site.call, error = %failure, "A plugin call trapped; its instance is dropped and the next call gets a fresh one.");
+                Err(PluginError {
+                    site: site.clone(),
+                    failure,
+                })
+            }
+        }
+    }
+}
+
+/// Sets the time and fuel budget for the next call.
+fn arm(store: &mut Store<HostState>, limits: &Limits, tick: Duration) {
+    let ticks = limits.time.as_nanos().div_ceil(tick.as_nanos().max(1)).max(1) as u64;
+    store.set_epoch_deadline(ticks);
+    if let Some(fuel) = limits.fuel {
+        let _ = store.set_fuel(fuel);
+    }
+}
+
+/// Turns a trap into a [`Failure`] that says what happened.
+fn classify(
+    e: wasmtime::Error,
+    store: &mut Store<HostState>,
+    limits: &Limits,
+    elapsed: Duration,
+) -> Failure {
+    let stderr = store.data().stderr.take();
+    if let Some(cap) = e.downcast_ref::<MemoryCapExceeded>() {
+        return Failure::OutOfMemory {
+            cap: cap.cap,
+            requested: cap.requested,
+        };
+    }
+    if let Some(requested) = store.data().limiter.refused {
+        return Failure::OutOfMemory {
+            cap: limits.memory,
+            requested,
+        };
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => Failure::TimedOut {
+            budget: limits.time,
+            elapsed,
+        },
+        Some(wasmtime::Trap::OutOfFuel) => Failure::OutOfFuel(limits.fuel.unwrap_or_default()),
+        Some(wasmtime::Trap::UnreachableCodeReached) if stderr.contains("panicked at") => {
+            Failure::Panicked(panic_message(&stderr))
+        }
+        Some(trap) => {
+            let mut m = trap.to_string();
+            if !stderr.trim().is_empty() {
+                m = format!("{m}; the plugin's stderr said: {}", one_line(&stderr));
+            }
+            Failure::Trapped(m)
+        }
+        None => Failure::Trapped(format!("{e:#}")),
+    }
+}
+
+/// `thread '<unnamed>' panicked at src/lib.rs:9:5:\nboom\nnote: …` → `boom (at src/lib.rs:9:5)`.
+fn panic_message(stderr: &str) -> String {
+    let mut lines = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("note: "));
+    let mut at = None;
+    let mut msg = Vec::new();
+    for line in lines.by_ref() {
+        if let Some(rest) = line.split("panicked at ").nth(1) {
+            at = Some(rest.trim_end_matches(':').to_owned());
+        } else {
+            msg.push(line.trim());
+        }
+    }
+    match at {
+        Some(at) => format!("{} (at {at})", msg.join(" ")),
+        None => one_line(stderr),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A transformation step of a pipeline.
+#[derive(Debug)]
+pub struct TransformStage(pub Stage);
+
+/// What a transformation made of one partition's batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransformOutput {
+    /// The output records, with timestamps, headers and (unless the plugin set new ones) keys
+    /// inherited from the input records they came from.
+    pub batch: RecordBatch,
+    /// For each output record, the input record it came from; empty when output `i` came from
+    /// input `i` (a map).
+    pub origins: Vec<u32>,
+    /// Input records the plugin rejected, with its reason.
+    pub rejected: Vec<(u32, String)>,
+}
+
+impl TransformStage {
+    /// The stage's plugin.
+    pub fn plugin(&self) -> &Plugin {
+        &self.0.plugin
+    }
+
+    /// Calls `transform` with one partition's batch.
+    pub fn transform(&self, ctx: &CallContext, input: &RecordBatch) -> CallResult<TransformOutput> {
+        let site = self
+            .0
+            .site("transform", Some(ctx.partition), Some(ctx.batch_id));
+        let wit_ctx = v0_1::types::BatchContext {
+            stream: &ctx.stream,
+            partition: ctx.partition,
+            batch_id: ctx.batch_id,
+            batch_time_ms: ctx.batch_time_ms,
+        };
+        let wit_batch = to_wit(input);
+        let out = self.0.call(site.clone(), |bound, store| match bound {
+            Bound::Transformer(t) => t
+                .sluice_plugin_transform()
+                .call_transform(store, wit_ctx, wit_batch),
+            _ => unreachable!("a transform stage holds a transformer"),
+        })?;
+        let fail = |failure| PluginError {
+            site: site.clone(),
+            failure,
+        };
+        let out = out.map_err(|e| fail(guest_failure(e)))?;
+        from_wit_output(input, out).map_err(|m| fail(Failure::Contract(m)))
+    }
+}
+
+/// A sink step of a pipeline.
+#[derive(Debug)]
+pub struct SinkStage(pub Stage);
+
+impl SinkStage {
+    /// The stage's plugin.
+    pub fn plugin(&self) -> &Plugin {
+        &self.0.plugin
+    }
+
+    /// Calls `write` with one partition's batch.
+    pub fn write(&self, ctx: &CallContext, input: &RecordBatch) -> CallResult<()> {
+        let site = self.0.site("write", Some(ctx.partition), Some(ctx.batch_id));
+        let wit_ctx = v0_1::types::BatchContext {
+            stream: &ctx.stream,
+            partition: ctx.partition,
+            batch_id: ctx.batch_id,
+            batch_time_ms: ctx.batch_time_ms,
+        };
+        let wit_batch = to_wit(input);
+        let r = self.0.call(site.clone(), |bound, store| match bound {
+            Bound::Sink(s) => s.sluice_plugin_deliver().call_write(store, wit_ctx, wit_batch),
+            _ => unreachable!("a sink stage holds a sink"),
+        })?;
+        r.map_err(|e| PluginError {
+            site,
+            failure: guest_failure(e),
+        })
+    }
+
+    /// Calls `commit` for a batch whose every partition was written.
+    pub fn commit(&self, stream: &str, batch_id: u64) -> CallResult<()> {
+        let site = self.0.site("commit", None, Some(batch_id));
+        let r = self.0.call(site.clone(), |bound, store| match bound {
+            Bound::Sink(s) => s.sluice_plugin_deliver().call_commit(store, stream, batch_id),
+            _ => unreachable!("a sink stage holds a sink"),
+        })?;
+        r.map_err(|e| PluginError {
+            site,
+            failure: guest_failure(e),
+        })
+    }
+}
+
+/// A receiver plugin. Its instance keeps the read position, so after a failed call the caller
+/// must `open` again (the next call gets a fresh instance).
+#[derive(Debug)]
+pub struct ReceiverStage(pub Stage);
+
+/// What one `poll` returned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Polled {
+    /// The records.
+    pub records: RecordBatch,
+    /// The position after them.
+    pub position: Option<String>,
+    /// Whether the partition is finished.
+    pub end: bool,
+}
+
+impl ReceiverStage {
+    /// The stage's plugin.
+    pub fn plugin(&self) -> &Plugin {
+        &self.0.plugin
+    }
+
+    /// How many partitions the source has.
+    pub fn partitions(&self) -> CallResult<u32> {
+        let site = self.0.site("partitions", None, None);
+        self.0.call(site, |bound, store| match bound {
+            Bound::Receiver(r) => r.sluice_plugin_source().call_partitions(store),
+            _ => unreachable!("a receiver stage holds a receiver"),
+        })
+    }
+
+    /// Opens `partition` at `position`.
+    pub fn open(&self, partition: u32, position: Option<&str>) -> CallResult<()> {
+        let site = self.0.site("open", Some(partition), None);
+        let r = self.0.call(site.clone(), |bound, store| match bound {
+            Bound::Receiver(r) => r.sluice_plugin_source().call_open(store, partition, position),
+            _ => unreachable!("a receiver stage holds a receiver"),
+        })?;
+        r.map_err(|e| PluginError {
+            site,
+            failure: receiver_failure(e),
+        })
+    }
+
+    /// Polls `partition` for records.
+    pub fn poll(&self, partition: u32, max_records: u32, max_bytes: u32) -> CallResult<Polled> {
+        let site = self.0.site("poll", Some(partition), None);
+        let r = self.0.call(site.clone(), |bound, store| match bound {
+            Bound::Receiver(r) => {
+                r.sluice_plugin_source()
+                    .call_poll(store, partition, max_records, max_bytes)
+            }
+            _ => unreachable!("a receiver stage holds a receiver"),
+        })?;
+        let fail = |failure| PluginError {
+            site: site.clone(),
+            failure,
+        };
+        let p = r.map_err(|e| fail(receiver_failure(e)))?;
+        let b = p.records;
+        let records = RecordBatch {
+            values: BytesColumn {
+                data: b.values.data,
+                ends: b.values.ends,
+            },
+            keys: b.keys.map(|k| Keys {
+                column: BytesColumn {
+                    data: k.column.data,
+                    ends: k.column.ends,
+                },
+                present: k.present,
+            }),
+            timestamps: b.timestamps,
+            headers: b.headers.map(|h| Headers {
+                record_ends: h.record_ends,
+                names: BytesColumn {
+                    data: h.names.data,
+                    ends: h.names.ends,
+                },
+                values: BytesColumn {
+                    data: h.values.data,
+                    ends: h.values.ends,
+                },
+            }),
+        };
+        records.validate().map_err(|m| fail(Failure::Contract(m)))?;
+        Ok(Polled {
+            records,
+            position: p.position,
+            end: p.end,
+        })
+    }
+}
+
+fn col(c: &BytesColumn) -> v0_1::types::BytesColumnParam<'_> {
+    v0_1::types::BytesColumnParam {
+        data: &c.data,
+        ends: &c.ends,
+    }
+}
+
+/// The batch as the WIT sees it: borrowed, so lowering copies straight from our buffers.
+fn to_wit(b: &RecordBatch) -> v0_1::types::Batch<'_> {
+    v0_1::types::Batch {
+        values: col(&b.values),
+        keys: b.keys.as_ref().map(|k| v0_1::types::KeysParam {
+            column: col(&k.column),
+            present: &k.present,
+        }),
+        timestamps: &b.timestamps,
+        headers: b.headers.as_ref().map(|h| v0_1::types::Headers {
+            record_ends: &h.record_ends,
+            names: col(&h.names),
+            values: col(&h.values),
+        }),
+    }
+}
+
+fn guest_failure(e: v0_1::types::Error) -> Failure {
+    match e {
+        v0_1::types::Error::Retryable(m) => Failure::Retryable(m),
+        v0_1::types::Error::Fatal(m) => Failure::Fatal(m),
+        v0_1::types::Error::BadRecord(b) => Failure::BadRecord {
+            index: b.index,
+            reason: b.reason,
+        },
+    }
+}
+
+fn receiver_failure(e: v0_1::receiver::sluice::plugin::types::Error) -> Failure {
+    use v0_1::receiver::sluice::plugin::types::Error as E;
+    match e {
+        E::Retryable(m) => Failure::Retryable(m),
+        E::Fatal(m) => Failure::Fatal(m),
+        E::BadRecord(b) => Failure::BadRecord {
+            index: b.index,
+            reason: b.reason,
+        },
+    }
+}
+
+/// Builds the host's view of a transformation's output, checking it against the contract and
+/// inheriting timestamps, headers and keys through `origins`.
+fn from_wit_output(input: &RecordBatch, out: v0_1::types::Output) -> Result<TransformOutput, String> {
+    let values = BytesColumn {
+        data: out.values.data,
+        ends: out.values.ends,
+    };
+    values.validate("output values")?;
+    let n = values.len();
+    let origins = out.origins;
+    if origins.is_empty() {
+        if n != input.len() {
+            return Err(format!(
+                "returned {n} records for {} input records with no origins; origins may be empty only for a map",
+                input.len()
+            ));
+        }
+    } else {
+        if origins.len() != n {
+            return Err(format!("{} origins for {n} output records", origins.len()));
+        }
+        if let Some(bad) = origins.iter().find(|&&o| o as usize >= input.len()) {
+            return Err(format!(
+                "origin {bad} is out of range for {} input records",
+                input.len()
+            ));
+        }
+    }
+    for r in &out.rejected {
+        if r.index as usize >= input.len() {
+            return Err(format!(
+                "rejected record {} is out of range for {} input records",
+                r.index,
+                input.len()
+            ));
+        }
+    }
+    let origin = |i: usize| if origins.is_empty() { i } else { origins[i] as usize };
+    let timestamps = if input.timestamps.is_empty() {
+        Vec::new()
+    } else if origins.is_empty() {
+        input.timestamps.clone()
+    } else {
+        origins.iter().map(|&o| input.timestamps[o as usize]).collect()
+    };
+    let keys = match out.keys {
+        Some(k) => {
+            let keys = Keys {
+                column: BytesColumn {
+                    data: k.column.data,
+                    ends: k.column.ends,
+                },
+                present: k.present,
+            };
+            keys.column.validate("output keys")?;
+            if keys.column.len() != n || keys.present.len() < n.div_ceil(8) {
+                return Err(format!(
+                    "returned {} keys and a {}-byte presence bitmap for {n} records",
+                    keys.column.len(),
+                    keys.present.len()
+                ));
+            }
+            Some(keys)
+        }
+        None => input.keys.as_ref().map(|_| {
+            let mut keys = Keys::default();
+            for i in 0..n {
+                keys.push(input.key(origin(i)));
+            }
+            keys
+        }),
+    };
+    let headers = input.headers.as_ref().map(|h| {
+        let mut out = Headers::default();
+        for i in 0..n {
+            let o = origin(i);
+            let start = if o == 0 { 0 } else { h.record_ends[o - 1] as usize };
+            let end = h.record_ends[o] as usize;
+            out.names.extend_from(&h.names, start..end);
+            out.values.extend_from(&h.values, start..end);
+            out.record_ends.push(out.names.len() as u32);
+        }
+        out
+    });
+    Ok(TransformOutput {
+        batch: RecordBatch {
+            values,
+            keys,
+            timestamps,
+            headers,
+        },
+        origins,
+        rejected: out
+            .rejected
+            .into_iter()
+            .map(|r| (r.index, r.reason))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rust_panic_on_stderr_reads_as_one_line_with_its_place() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:9:5:\nfixture panic on purpose\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            panic_message(stderr),
+            "fixture panic on purpose (at src/lib.rs:9:5)"
+        );
+    }
+
+    #[test]
+    fn the_kind_comes_from_the_exported_interface() {
+        let exports = vec!["sluice:plugin/deliver@0.1.0".to_owned()];
+        assert_eq!(PluginKind::from_exports(&exports), Some(PluginKind::Sink));
+        assert_eq!(PluginKind::from_exports(&["run".to_owned()]), None);
+    }
+}
