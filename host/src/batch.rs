@@ -173,6 +173,15 @@ impl RecordBatch {
         self.values.len()
     }
 
+    /// Removes every record, keeping the buffers' capacity.
+    pub fn clear(&mut self) {
+        self.values.data.clear();
+        self.values.ends.clear();
+        self.keys = None;
+        self.timestamps.clear();
+        self.headers = None;
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
@@ -267,6 +276,35 @@ impl RecordBatch {
             mine.record_ends.resize(had + other.len(), last);
         }
         self.values.extend_from(&other.values, 0..other.len());
+    }
+
+    /// The records at `indices`, in that order, with their keys, timestamps and headers.
+    pub fn gather(&self, indices: &[u32]) -> RecordBatch {
+        let bytes: usize = indices.iter().map(|&i| self.value(i as usize).len()).sum();
+        let mut out = RecordBatch::with_capacity(indices.len(), bytes);
+        self.gather_into(indices, &mut out);
+        out
+    }
+
+    /// Appends the records at `indices` to `out`.
+    pub fn gather_into(&self, indices: &[u32], out: &mut RecordBatch) {
+        for &i in indices {
+            let i = i as usize;
+            out.push(self.key(i), self.value(i), self.timestamp(i));
+            if let Some(h) = &self.headers {
+                let mine = out.headers.get_or_insert_with(|| Headers {
+                    record_ends: vec![0; out.values.len() - 1],
+                    ..Default::default()
+                });
+                let start = if i == 0 { 0 } else { h.record_ends[i - 1] as usize };
+                mine.names.extend_from(&h.names, start..h.record_ends[i] as usize);
+                mine.values.extend_from(&h.values, start..h.record_ends[i] as usize);
+                mine.record_ends.push(mine.names.len() as u32);
+            } else if let Some(mine) = &mut out.headers {
+                let last = mine.record_ends.last().copied().unwrap_or(0);
+                mine.record_ends.push(last);
+            }
+        }
     }
 
     /// Checks the batch's invariants (column lengths and offsets).

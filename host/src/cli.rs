@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::error::{Error, Result};
 use crate::plugin::limits::RuntimeConfig;
 use crate::plugin::{PluginRuntime, scaffold};
+use crate::scheduler::{RunOptions, StopSignal};
 use crate::telemetry::{self, LogFormat};
 
 /// sluice: micro-batch stream processing with WebAssembly plugins.
@@ -28,6 +29,26 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a pipeline.
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The plugin directory (overrides the file's `plugins`).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// Stop after this many batches.
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
+    /// Check a pipeline: load its plugins, check their worlds and parameters, reach its
+    /// stores; run nothing.
+    Validate {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The plugin directory (overrides the file's `plugins`).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+    },
     /// Work with plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -92,6 +113,14 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-io")
+        .build()
+        .map_err(Error::io("starting the async runtime"))
+}
+
 fn runtime(cli_cache: Option<PathBuf>) -> Result<PluginRuntime> {
     let config = RuntimeConfig {
         cache_dir: cli_cache,
@@ -103,6 +132,56 @@ fn runtime(cli_cache: Option<PathBuf>) -> Result<PluginRuntime> {
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run {
+            pipeline,
+            plugins,
+            max_batches,
+        } => {
+            let rt = tokio_runtime()?;
+            let plan = crate::config::plan::build(&pipeline, plugins.as_deref(), rt.handle())?;
+            let stop = StopSignal::default();
+            {
+                let stop = stop.clone();
+                rt.spawn(async move {
+                    while tokio::signal::ctrl_c().await.is_ok() {
+                        tracing::info!("Interrupted: finishing what was received (interrupt again to stop after the running batch).");
+                        stop.request();
+                    }
+                });
+            }
+            let opts = RunOptions {
+                max_batches,
+                progress: true,
+            };
+            let summary = crate::scheduler::run(&plan, &rt, &opts, &stop)?;
+            tracing::info!(
+                batches = summary.batches,
+                records_in = summary.records_in,
+                records_out = summary.records_out,
+                dead_letters = summary.dead_letters,
+                peak_buffered_mib = summary.peak_buffered as f64 / (1 << 20) as f64,
+                "The pipeline stopped."
+            );
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            Ok(())
+        }
+        Command::Validate { pipeline, plugins } => {
+            let rt = tokio_runtime()?;
+            let plan = crate::config::plan::build(&pipeline, plugins.as_deref(), rt.handle())?;
+            println!(
+                "{}: ok. Stream `{}`, {} partitions, {} steps, {} sinks, {} workers.",
+                pipeline.display(),
+                plan.stream,
+                plan.partitions,
+                plan.steps.len(),
+                plan.sinks.len(),
+                plan.workers
+            );
+            for (name, digest) in &plan.digests {
+                println!("plugin {name} sha256 {digest}");
+            }
+            Ok(())
+        }
         Command::Plugin(PluginCommand::New { name, sdk }) => {
             let sdk = sdk.unwrap_or_else(scaffold::default_sdk_path);
             let cwd = std::env::current_dir().map_err(Error::io("reading the current directory"))?;

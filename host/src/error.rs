@@ -11,6 +11,12 @@ pub enum Error {
     /// A plugin call failed.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The pipeline file is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The pipeline stopped on an error.
+    #[error(transparent)]
+    Run(#[from] crate::scheduler::RunError),
     /// The plugin runtime could not start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

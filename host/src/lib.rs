@@ -6,6 +6,11 @@
 //! The modules, by part of the architecture (see `DESIGN.md` in the repository):
 //!
 //! - [`batch`]: the columnar record batch that flows through everything;
+//! - [`config`]: the pipeline file and the plan built from it;
+//! - [`receiver`]: one async receiver per source partition (generator, files, tcp, plugin);
+//! - [`block`]: the block generator and the block manager (memory budget, backpressure);
+//! - [`scheduler`]: the batch clock, the tracker and the job runner;
+//! - [`sink`]: stdout, files, count and plugin sinks, and the dead-letter sink;
 //! - [`plugin`]: the plugin runtime: engine, compiled-component cache, limits, instances, the
 //!   typed WIT bindings;
 //! - [`bench`]: the benchmarks behind `sluice bench`;
@@ -29,7 +34,12 @@
 
 pub mod batch;
 pub mod bench;
+pub mod block;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod plugin;
+pub mod receiver;
+pub mod scheduler;
+pub mod sink;
 pub mod telemetry;

@@ -85,7 +85,7 @@ pub enum LoadError {
     },
     /// The manifest asks for a capability the operator did not grant.
     #[error(
-        "plugin {name}: asks for directory {dir:?} (manifest `capabilities.dirs`), which the operator has not granted; grant it with `[plugins.{name}.grants] dirs = {{ {dir:?} = \"/host/path\" }}` or remove it from the manifest"
+        "plugin {name}: asks for directory {dir:?} (manifest `capabilities.dirs`), which the operator has not granted; grant it in the pipeline file with `[grants.{name}] dirs = {{ {dir:?} = \"/host/path\" }}` or remove it from the manifest"
     )]
     NotGranted {
         /// The plugin.

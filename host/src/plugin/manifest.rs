@@ -131,7 +131,16 @@ pub fn toml_message(e: &toml::de::Error, text: &str) -> String {
     let mut msg = e.message().trim().to_owned();
     if let Some(span) = e.span() {
         let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-        msg = format!("line {line}: {msg}");
+        let key = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().to_owned())
+            .filter(|k| !k.is_empty() && !k.starts_with('[') && !msg.contains(&format!("`{k}`")));
+        msg = match key {
+            Some(k) => format!("line {line}: key `{k}`: {msg}"),
+            None => format!("line {line}: {msg}"),
+        };
     }
     msg
 }

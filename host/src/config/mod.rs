@@ -1,0 +1,720 @@
+//! The user's pipeline file, and the plan the engine runs from it.
+//!
+//! - this module: the file's schema (versioned, unknown keys rejected) and its loading, with
+//!   every error naming the file, the key and the line;
+//! - [`location`]: store locations (paths and `file://`, `az://`, `s3://` URLs), resolved
+//!   against the pipeline file's directory;
+//! - [`plan`]: the resolved plan: plugins loaded and pinned by digest, stages made, stores
+//!   reached.
+
+pub mod location;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugin::limits::{Grants, RuntimeConfig};
+use crate::plugin::manifest::{de_bytes, toml_message};
+
+/// The pipeline file format this host reads.
+pub const PIPELINE_VERSION: u32 = 1;
+
+/// A pipeline file that cannot be used. The message names the file, the key and what was
+/// expected.
+#[derive(Debug, thiserror::Error)]
+#[error("pipeline {}: {message}", path.display())]
+pub struct ConfigError {
+    /// The pipeline file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// `pipeline.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PipelineFile {
+    /// `version`: the file format, `1`. Required.
+    pub version: u32,
+    /// `name`: the pipeline's name, used in logs. Default: the file's directory name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `plugins`: the plugin directory. Default: `--plugins`, else `$SLUICE_PLUGINS`.
+    #[serde(default)]
+    pub plugins: Option<String>,
+    /// `batch-interval`: how often a batch closes. Default `"1s"`; at least `"50ms"`.
+    #[serde(default = "default_batch_interval", with = "humantime_serde")]
+    pub batch_interval: Duration,
+    /// `block-interval`: how often received records become a block. Default `"200ms"`.
+    #[serde(default = "default_block_interval", with = "humantime_serde")]
+    pub block_interval: Duration,
+    /// `workers`: tasks running at once. Default: the number of cores.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// `memory-budget`: bytes of received records held before receivers are slowed.
+    /// Default `"256MiB"`.
+    #[serde(default = "default_budget", deserialize_with = "de_bytes")]
+    pub memory_budget: u64,
+    /// `[source]`: where records come from. Required.
+    #[serde(rename = "source")]
+    pub raw_source: RawSource,
+    /// The source, checked (from `[source]`).
+    #[serde(skip, default = "placeholder_source")]
+    pub source: SourceConfig,
+    /// `[[transform]]`: the steps, in order. Default: none.
+    #[serde(default)]
+    pub transform: Vec<StepConfig>,
+    /// `[[sink]]`: where results go. At least one.
+    #[serde(default, rename = "sink")]
+    pub raw_sinks: Vec<RawSink>,
+    /// The sinks, checked (from `[[sink]]`).
+    #[serde(skip)]
+    pub sink: Vec<SinkConfig>,
+    /// `[dead-letter]`: where rejected records go. Default: `./dead-letters` beside the file.
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+    /// `[runtime]`: plugin runtime settings. Default: see [`RuntimeConfig`].
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// `[grants.NAME]`: what the operator grants each plugin, e.g.
+    /// `[grants.jsonl-sink] dirs = { "/out" = "./out" }`. Default: nothing.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grants>,
+}
+
+fn placeholder_source() -> SourceConfig {
+    SourceConfig::Generator(GeneratorConfig::default())
+}
+
+fn default_batch_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_block_interval() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_budget() -> u64 {
+    256 << 20
+}
+
+/// `[source]`, as written: `kind` says which source, and only that kind's keys may be set.
+/// Every kind has `name` (the stream's name, default `"input"`) and `partitions` (one receiver
+/// each, default 1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSource {
+    /// `kind`: `"generator"`, `"files"`, `"tcp"` or `"plugin"`. Required.
+    pub kind: String,
+    /// `name`: the stream's name. Default `"input"`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `partitions`: how many partitions. Default 1 (a plugin: its own count).
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// generator `seed`. Default 42.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// generator `vocabulary`: distinct words. Default 1000.
+    #[serde(default)]
+    pub vocabulary: Option<u32>,
+    /// generator `words-per-line`. Default 10.
+    #[serde(default)]
+    pub words_per_line: Option<u32>,
+    /// generator `rate`: lines per second per partition, 0 for as fast as possible. Default 1000.
+    #[serde(default)]
+    pub rate: Option<u64>,
+    /// generator `limit`: lines per partition, then it ends. Default: none.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// files `path`: directory or store prefix. Required for files.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// files `poll-interval`. Default `"200ms"`.
+    #[serde(default, with = "humantime_serde")]
+    pub poll_interval: Option<Duration>,
+    /// tcp `address`: host:port. Required for tcp.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// tcp `end-on-close`: the peer closing ends the partition. Default false.
+    #[serde(default)]
+    pub end_on_close: Option<bool>,
+    /// plugin `plugin`: the receiver plugin. Required for plugin.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// plugin `params`.
+    #[serde(default)]
+    pub params: Option<BTreeMap<String, String>>,
+}
+
+/// Fails when a key that `kind` does not take is set.
+fn only(table: &str, kind: &str, set: &[(&str, bool)], allowed: &[&str]) -> Result<(), String> {
+    for (key, is_set) in set {
+        if *is_set && !allowed.contains(key) {
+            return Err(format!(
+                "key `{table}.{key}`: not a key of a `{kind}` {table}; its keys are: kind, {}",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl RawSource {
+    /// The source this table describes, or which key is wrong.
+    pub fn resolve(&self) -> Result<SourceConfig, String> {
+        let set = [
+            ("name", self.name.is_some()),
+            ("partitions", self.partitions.is_some()),
+            ("seed", self.seed.is_some()),
+            ("vocabulary", self.vocabulary.is_some()),
+            ("words-per-line", self.words_per_line.is_some()),
+            ("rate", self.rate.is_some()),
+            ("limit", self.limit.is_some()),
+            ("path", self.path.is_some()),
+            ("poll-interval", self.poll_interval.is_some()),
+            ("address", self.address.is_some()),
+            ("end-on-close", self.end_on_close.is_some()),
+            ("plugin", self.plugin.is_some()),
+            ("params", self.params.is_some()),
+        ];
+        let name = self.name.clone().unwrap_or_else(default_stream);
+        let partitions = self.partitions.unwrap_or(1);
+        let required = |key: &str, v: &Option<String>| {
+            v.clone().ok_or_else(|| format!("key `source.{key}`: required for a `{}` source", self.kind))
+        };
+        match self.kind.as_str() {
+            "generator" => {
+                only("source", "generator", &set, &["name", "partitions", "seed", "vocabulary", "words-per-line", "rate", "limit"])?;
+                Ok(SourceConfig::Generator(GeneratorConfig {
+                    name,
+                    partitions,
+                    seed: self.seed.unwrap_or(42),
+                    vocabulary: self.vocabulary.unwrap_or(1000),
+                    words_per_line: self.words_per_line.unwrap_or(10),
+                    rate: self.rate.unwrap_or(1000),
+                    limit: self.limit,
+                }))
+            }
+            "files" => {
+                only("source", "files", &set, &["name", "partitions", "path", "poll-interval"])?;
+                Ok(SourceConfig::Files(FilesConfig {
+                    name,
+                    partitions,
+                    path: required("path", &self.path)?,
+                    poll_interval: self.poll_interval.unwrap_or(Duration::from_millis(200)),
+                }))
+            }
+            "tcp" => {
+                only("source", "tcp", &set, &["name", "partitions", "address", "end-on-close"])?;
+                Ok(SourceConfig::Tcp(TcpConfig {
+                    name,
+                    partitions,
+                    address: required("address", &self.address)?,
+                    end_on_close: self.end_on_close.unwrap_or(false),
+                }))
+            }
+            "plugin" => {
+                only("source", "plugin", &set, &["name", "partitions", "plugin", "params"])?;
+                Ok(SourceConfig::Plugin(PluginSourceConfig {
+                    name,
+                    partitions: self.partitions,
+                    plugin: required("plugin", &self.plugin)?,
+                    params: self.params.clone().unwrap_or_default(),
+                }))
+            }
+            other => Err(format!(
+                "key `source.kind`: unknown source {other:?}; expected \"generator\", \"files\", \"tcp\" or \"plugin\""
+            )),
+        }
+    }
+}
+
+/// The source, checked.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// `kind = "generator"`: deterministic text lines.
+    Generator(GeneratorConfig),
+    /// `kind = "files"`: new files in a directory or store prefix, each read once.
+    Files(FilesConfig),
+    /// `kind = "tcp"`: newline-delimited records from a socket.
+    Tcp(TcpConfig),
+    /// `kind = "plugin"`: a receiver plugin.
+    Plugin(PluginSourceConfig),
+}
+
+impl SourceConfig {
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        match self {
+            SourceConfig::Generator(c) => &c.name,
+            SourceConfig::Files(c) => &c.name,
+            SourceConfig::Tcp(c) => &c.name,
+            SourceConfig::Plugin(c) => &c.name,
+        }
+    }
+
+    /// How many partitions the file asks for (a receiver plugin says its own).
+    pub fn partitions(&self) -> u32 {
+        match self {
+            SourceConfig::Generator(c) => c.partitions,
+            SourceConfig::Files(c) => c.partitions,
+            SourceConfig::Tcp(c) => c.partitions,
+            SourceConfig::Plugin(c) => c.partitions.unwrap_or(1),
+        }
+    }
+}
+
+fn default_stream() -> String {
+    "input".to_owned()
+}
+
+/// `kind = "plugin"` in `[source]`.
+#[derive(Debug, Clone)]
+pub struct PluginSourceConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Checked against what the plugin says, when given.
+    pub partitions: Option<u32>,
+    /// The receiver plugin's name.
+    pub plugin: String,
+    /// Its parameters.
+    pub params: BTreeMap<String, String>,
+}
+
+/// `kind = "generator"`: see [`RawSource`] for the keys and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratorConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// The same seed gives the same lines.
+    pub seed: u64,
+    /// Distinct words.
+    pub vocabulary: u32,
+    /// Words in each line.
+    pub words_per_line: u32,
+    /// Lines per second per partition; 0 is as fast as possible.
+    pub rate: u64,
+    /// Lines per partition, then the partition ends.
+    pub limit: Option<u64>,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            name: default_stream(),
+            partitions: 1,
+            seed: 42,
+            vocabulary: 1000,
+            words_per_line: 10,
+            rate: 1000,
+            limit: None,
+        }
+    }
+}
+
+/// `kind = "files"`.
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// The directory or store prefix to watch.
+    pub path: String,
+    /// How often to list it.
+    pub poll_interval: Duration,
+}
+
+/// `kind = "tcp"`.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// `host:port` to connect to.
+    pub address: String,
+    /// The peer closing the connection ends the partition, instead of a reconnect.
+    pub end_on_close: bool,
+}
+
+/// A plugin and its parameters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginRef {
+    /// `plugin`: the plugin's name in the plugin directory.
+    pub plugin: String,
+    /// `params`: its parameters. Default: none.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// `[[transform]]`: one step, either `plugin = "NAME"` (with `params`) or `builtin = "…"`:
+/// `"repartition-by-key"` (records with the same key meet in one partition; `partitions`
+/// after, default as many as before) or `"count-by-key"` (one record per key and partition:
+/// the key, and the count in decimal; after a repartition, the batch's global counts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StepConfig {
+    /// `plugin`: a transformation plugin's name.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// `params`: the plugin's parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// `builtin`: a step inside the host.
+    #[serde(default)]
+    pub builtin: Option<String>,
+    /// `partitions`: for `repartition-by-key`.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+}
+
+/// A step, once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A transformation plugin and its parameters.
+    Plugin {
+        /// The plugin's name.
+        name: String,
+        /// Its parameters.
+        params: BTreeMap<String, String>,
+    },
+    /// Records with the same key meet in one partition.
+    RepartitionByKey {
+        /// Partitions after; `None` keeps the count.
+        partitions: Option<u32>,
+    },
+    /// One record per key: the key and its count.
+    CountByKey,
+}
+
+impl StepConfig {
+    /// The step this entry (the `n`th, from 1) describes, or what is wrong with it.
+    pub fn step(&self, n: usize) -> Result<Step, String> {
+        let here = format!("`[[transform]]` number {n}");
+        match (&self.plugin, self.builtin.as_deref()) {
+            (Some(_), Some(_)) => Err(format!("{here}: has both `plugin` and `builtin`; give one")),
+            (None, None) => Err(format!("{here}: needs `plugin = \"NAME\"` or `builtin = \"…\"`")),
+            (Some(name), None) => {
+                if self.partitions.is_some() {
+                    return Err(format!("{here}: key `partitions` is only for `builtin = \"repartition-by-key\"`"));
+                }
+                Ok(Step::Plugin {
+                    name: name.clone(),
+                    params: self.params.clone(),
+                })
+            }
+            (None, Some(b)) => {
+                if !self.params.is_empty() {
+                    return Err(format!("{here}: key `params` is only for plugins"));
+                }
+                match b {
+                    "repartition-by-key" => Ok(Step::RepartitionByKey {
+                        partitions: self.partitions,
+                    }),
+                    "count-by-key" if self.partitions.is_none() => Ok(Step::CountByKey),
+                    "count-by-key" => Err(format!("{here}: key `partitions` is only for `repartition-by-key`")),
+                    other => Err(format!(
+                        "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\" or \"count-by-key\""
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// `[[sink]]`, as written: `kind` says which sink, and only that kind's keys may be set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSink {
+    /// `kind`: `"stdout"`, `"files"`, `"count"` or `"plugin"`. Required.
+    pub kind: String,
+    /// stdout and files `format`: `"lines"` (values), `"kv"` (key TAB value) or `"jsonl"`.
+    /// Default `"lines"`.
+    #[serde(default)]
+    pub format: Option<OutputFormat>,
+    /// stdout `top`: only the N records with the largest numeric value per batch.
+    #[serde(default)]
+    pub top: Option<usize>,
+    /// files `path`: directory or store prefix. Required for files.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// plugin `plugin`: the sink plugin. Required for plugin.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// plugin `params`.
+    #[serde(default)]
+    pub params: Option<BTreeMap<String, String>>,
+}
+
+impl RawSink {
+    /// The sink this table (the `n`th, from 1) describes, or which key is wrong.
+    pub fn resolve(&self) -> Result<SinkConfig, String> {
+        let set = [
+            ("format", self.format.is_some()),
+            ("top", self.top.is_some()),
+            ("path", self.path.is_some()),
+            ("plugin", self.plugin.is_some()),
+            ("params", self.params.is_some()),
+        ];
+        let format = self.format.unwrap_or_default();
+        match self.kind.as_str() {
+            "stdout" => {
+                only("sink", "stdout", &set, &["format", "top"])?;
+                Ok(SinkConfig::Stdout { format, top: self.top })
+            }
+            "files" => {
+                only("sink", "files", &set, &["format", "path"])?;
+                Ok(SinkConfig::Files {
+                    path: self.path.clone().ok_or("key `sink.path`: required for a `files` sink")?,
+                    format,
+                })
+            }
+            "count" => {
+                only("sink", "count", &set, &[])?;
+                Ok(SinkConfig::Count {})
+            }
+            "plugin" => {
+                only("sink", "plugin", &set, &["plugin", "params"])?;
+                Ok(SinkConfig::Plugin(PluginRef {
+                    plugin: self.plugin.clone().ok_or("key `sink.plugin`: required for a `plugin` sink")?,
+                    params: self.params.clone().unwrap_or_default(),
+                }))
+            }
+            other => Err(format!(
+                "key `sink.kind`: unknown sink {other:?}; expected \"stdout\", \"files\", \"count\" or \"plugin\""
+            )),
+        }
+    }
+}
+
+/// A sink, checked.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    /// Lines on standard output.
+    Stdout {
+        /// How records are written.
+        format: OutputFormat,
+        /// Only the N records with the largest numeric value per batch.
+        top: Option<usize>,
+    },
+    /// One object per batch and partition, committed atomically.
+    Files {
+        /// The directory or store prefix.
+        path: String,
+        /// How records are written.
+        format: OutputFormat,
+    },
+    /// Counts records, writes nothing (for benchmarks).
+    Count {},
+    /// A sink plugin.
+    Plugin(PluginRef),
+}
+
+/// How records are written out.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// The value, one per line.
+    #[default]
+    Lines,
+    /// `key<TAB>value`, one per line.
+    Kv,
+    /// `{"key":…,"value":…,"timestamp":…}`, one per line.
+    Jsonl,
+}
+
+/// `[dead-letter]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeadLetterConfig {
+    /// `path`: the directory or store prefix for rejected records. Required.
+    pub path: String,
+}
+
+impl PipelineFile {
+    /// Reads and checks a pipeline file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            message: format!("cannot be read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses pipeline text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let bad = |message: String| ConfigError {
+            path: path.to_owned(),
+            message,
+        };
+        // Check the version first, so a future file gets "version" rather than a key error.
+        if let Ok(table) = text.parse::<toml::Table>() {
+            match table.get("version") {
+                None => return Err(bad("key `version`: missing; this host reads `version = 1`".to_owned())),
+                Some(toml::Value::Integer(v)) if *v != PIPELINE_VERSION as i64 => {
+                    return Err(bad(format!(
+                        "key `version`: this host reads pipeline version {PIPELINE_VERSION}, the file says {v}"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let mut file: PipelineFile = toml::from_str(text).map_err(|e| bad(toml_message(&e, text)))?;
+        let with_line = |message: String| {
+            // Point at the key's line when the message names one.
+            let key = message
+                .strip_prefix("key `")
+                .and_then(|r| r.split('`').next())
+                .and_then(|k| k.rsplit('.').next())
+                .unwrap_or_default()
+                .to_owned();
+            match line_of_key(text, &key) {
+                Some(line) if !key.is_empty() => bad(format!("line {line}: {message}")),
+                _ => bad(message),
+            }
+        };
+        file.source = file.raw_source.resolve().map_err(with_line)?;
+        file.sink = file
+            .raw_sinks
+            .iter()
+            .map(RawSink::resolve)
+            .collect::<Result<_, _>>()
+            .map_err(with_line)?;
+        file.check().map_err(bad)?;
+        Ok(file)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.batch_interval < Duration::from_millis(50) {
+            return Err(format!(
+                "key `batch-interval`: {} is below the minimum of 50ms",
+                humantime::format_duration(self.batch_interval)
+            ));
+        }
+        if self.block_interval.is_zero() || self.block_interval > self.batch_interval {
+            return Err(format!(
+                "key `block-interval`: {} must be above zero and at most the batch interval ({})",
+                humantime::format_duration(self.block_interval),
+                humantime::format_duration(self.batch_interval)
+            ));
+        }
+        if self.source.partitions() == 0 || self.source.partitions() > 4096 {
+            return Err("key `source.partitions`: must be between 1 and 4096".to_owned());
+        }
+        if self.workers == Some(0) {
+            return Err("key `workers`: must be at least 1".to_owned());
+        }
+        if self.sink.is_empty() {
+            return Err("no `[[sink]]`: a pipeline needs at least one sink".to_owned());
+        }
+        if self.memory_budget < 1 << 20 {
+            return Err("key `memory-budget`: must be at least 1MiB".to_owned());
+        }
+        for (i, step) in self.transform.iter().enumerate() {
+            step.step(i + 1)?;
+        }
+        Ok(())
+    }
+
+    /// The checked steps.
+    pub fn steps(&self) -> Vec<Step> {
+        self.transform
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.step(i + 1).ok())
+            .collect()
+    }
+}
+
+/// The line (from 1) where `key = …` is first set, if anywhere.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let l = l.trim_start();
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
+    .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+version = 1
+[source]
+kind = "generator"
+[[sink]]
+kind = "stdout"
+"#;
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let f = PipelineFile::parse(MINIMAL, Path::new("p.toml")).unwrap();
+        assert_eq!(f.batch_interval, Duration::from_secs(1));
+        assert_eq!(f.block_interval, Duration::from_millis(200));
+        assert_eq!(f.source.partitions(), 1);
+        assert_eq!(f.memory_budget, 256 << 20);
+        assert!(matches!(f.source, SourceConfig::Generator(ref g) if g.seed == 42));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_file_key_and_line() {
+        let text = MINIMAL.replace("kind = \"stdout\"", "kind = \"stdout\"\ncolour = \"red\"");
+        let msg = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("p.toml") && msg.contains("colour") && msg.contains("line 7"), "{msg}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_refused_naming_the_key() {
+        let text = MINIMAL.replace("kind = \"generator\"", "kind = \"generator\"\nrate = \"fast\"");
+        let msg = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 5"), "{msg}");
+    }
+
+    #[test]
+    fn a_key_of_another_kind_is_refused_naming_it_and_the_kinds_keys() {
+        let text = MINIMAL.replace("kind = \"generator\"", "kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nrate = 5");
+        let msg = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("source.rate") && msg.contains("line 6") && msg.contains("address"), "{msg}");
+    }
+
+    #[test]
+    fn steps_are_checked_with_their_number() {
+        let text = format!("{MINIMAL}\n[[transform]]\nbuiltin = \"sort\"\n");
+        let msg = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("number 1") && msg.contains("sort"), "{msg}");
+    }
+
+    #[test]
+    fn a_future_version_is_refused_as_such() {
+        let text = MINIMAL.replace("version = 1", "version = 2");
+        let msg = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("version") && msg.contains('2'), "{msg}");
+    }
+
+    #[test]
+    fn a_batch_interval_below_50ms_is_refused() {
+        let text = format!("batch-interval = \"10ms\"\nblock-interval = \"5ms\"\n{MINIMAL}");
+        let msg = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("batch-interval"), "{msg}");
+    }
+}

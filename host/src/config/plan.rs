@@ -1,0 +1,288 @@
+//! The plan the engine runs: the pipeline file with its plugins loaded (pinned by digest),
+//! their stages made (parameters checked by each plugin's `init`), and its stores reached.
+//! Building a plan runs nothing; `sluice validate` stops there.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use super::location::Location;
+use super::{ConfigError, GeneratorConfig, PipelineFile, SinkConfig, SourceConfig, Step, TcpConfig};
+use crate::plugin::{Plugin, PluginRuntime, ReceiverStage, TransformStage};
+use crate::sink::dead_letter::DeadLetters;
+use crate::sink::{CountSink, FilesSink, PluginSink, Sink, StdoutSink};
+
+/// Where the records come from, resolved.
+pub enum SourcePlan {
+    /// The generator.
+    Generator(GeneratorConfig),
+    /// New files in a location.
+    Files {
+        /// Where.
+        location: Location,
+        /// How often to list it.
+        poll: Duration,
+    },
+    /// A socket.
+    Tcp(TcpConfig),
+    /// A receiver plugin.
+    Plugin(Arc<ReceiverStage>),
+}
+
+/// A step, resolved.
+pub enum StepPlan {
+    /// A transformation plugin's stage.
+    Plugin(Arc<TransformStage>),
+    /// Repartition by key into this many partitions (`None`: as many as before).
+    RepartitionByKey(Option<u32>),
+    /// Count records per key.
+    CountByKey,
+}
+
+/// A pipeline ready to run.
+pub struct Plan {
+    /// The pipeline's name.
+    pub name: String,
+    /// The pipeline file.
+    pub path: PathBuf,
+    /// The file as read.
+    pub file: PipelineFile,
+    /// The plugin runtime.
+    pub runtime: PluginRuntime,
+    /// The stream's name.
+    pub stream: String,
+    /// Source partitions.
+    pub partitions: u32,
+    /// The source.
+    pub source: SourcePlan,
+    /// The steps, in order.
+    pub steps: Vec<StepPlan>,
+    /// The sinks.
+    pub sinks: Vec<Arc<dyn Sink>>,
+    /// Where rejected records go.
+    pub dead_letters: Arc<DeadLetters>,
+    /// Tasks running at once.
+    pub workers: usize,
+    /// Every plugin used, by name, with its sha256: what each batch runs with.
+    pub digests: BTreeMap<String, String>,
+    /// Count sinks, so a benchmark can read them.
+    pub counters: Vec<Arc<CountSink>>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("name", &self.name)
+            .field("stream", &self.stream)
+            .field("partitions", &self.partitions)
+            .field("digests", &self.digests)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the plan for the pipeline file at `path`. `plugins` overrides the file's plugin
+/// directory. Must be called outside the async runtime whose `handle` is given (it waits on
+/// store look-ups).
+pub fn build(path: &Path, plugins: Option<&Path>, handle: &Handle) -> Result<Plan, ConfigError> {
+    let file = PipelineFile::load(path)?;
+    let bad = |message: String| ConfigError {
+        path: path.to_owned(),
+        message,
+    };
+    let base = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let base = std::fs::canonicalize(&base).unwrap_or(base);
+    let name = file.name.clone().unwrap_or_else(|| {
+        base.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".to_owned())
+    });
+
+    let mut runtime_cfg = file.runtime.clone();
+    if let Some(dir) = &runtime_cfg.cache_dir
+        && dir.is_relative()
+    {
+        runtime_cfg.cache_dir = Some(base.join(dir));
+    }
+    let runtime = PluginRuntime::new(runtime_cfg).map_err(|e| bad(e.to_string()))?;
+    let plugin_dir: Option<PathBuf> = plugins
+        .map(Path::to_owned)
+        .or_else(|| file.plugins.as_ref().map(|p| base.join(p)))
+        .or_else(|| std::env::var_os("SLUICE_PLUGINS").map(PathBuf::from));
+    let mut digests = BTreeMap::new();
+    let grants: BTreeMap<String, _> = file
+        .grants
+        .iter()
+        .map(|(name, g)| {
+            let mut g = g.clone();
+            for host in g.dirs.values_mut() {
+                if host.is_relative() {
+                    *host = base.join(&*host);
+                }
+            }
+            (name.clone(), g)
+        })
+        .collect();
+    let mut load = |what: &str, plugin: &str| -> Result<Plugin, ConfigError> {
+        let Some(dir) = &plugin_dir else {
+            return Err(bad(format!(
+                "{what}: plugin `{plugin}` is needed but there is no plugin directory: give --plugins DIR, `plugins = \"DIR\"` in the file, or $SLUICE_PLUGINS"
+            )));
+        };
+        let wasm = dir.join(format!("{plugin}.wasm"));
+        if !wasm.exists() {
+            let mut have: Vec<String> = std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter_map(|e| {
+                            let p = e.path();
+                            if p.extension()? == "wasm" {
+                                Some(p.file_stem()?.to_string_lossy().into_owned())
+                            } else {
+                                None
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            have.sort();
+            return Err(bad(format!(
+                "{what}: plugin `{plugin}` is not in {} (it has: {})",
+                dir.display(),
+                if have.is_empty() { "nothing".to_owned() } else { have.join(", ") }
+            )));
+        }
+        let none = Default::default();
+        let p = runtime
+            .load_file(&wasm, grants.get(plugin).unwrap_or(&none))
+            .map_err(|e| bad(format!("{what}: {e}")))?;
+        digests.insert(plugin.to_owned(), p.info().digest.clone());
+        Ok(p)
+    };
+
+    let stream = file.source.name().to_owned();
+    let (source, partitions) = match &file.source {
+        SourceConfig::Generator(g) => (SourcePlan::Generator(g.clone()), g.partitions),
+        SourceConfig::Files(f) => {
+            let location = Location::resolve(&f.path, "source.path", &base, false).map_err(&bad)?;
+            handle.block_on(location.reach("source.path")).map_err(&bad)?;
+            (
+                SourcePlan::Files {
+                    location,
+                    poll: f.poll_interval,
+                },
+                f.partitions,
+            )
+        }
+        SourceConfig::Tcp(t) => {
+            if t.address.parse::<std::net::SocketAddr>().is_err() && !t.address.contains(':') {
+                return Err(bad(format!(
+                    "key `source.address`: {:?} is not host:port",
+                    t.address
+                )));
+            }
+            (SourcePlan::Tcp(t.clone()), t.partitions)
+        }
+        SourceConfig::Plugin(p) => {
+            let plugin = load("`[source]`", &p.plugin)?;
+            let stage = plugin
+                .receiver(&p.params)
+                .map_err(|e| bad(format!("`[source]`: {e}")))?;
+            let have = stage
+                .partitions()
+                .map_err(|e| bad(format!("`[source]`: {e}")))?;
+            if let Some(want) = p.partitions
+                && want != have
+            {
+                return Err(bad(format!(
+                    "key `source.partitions`: the file says {want} but plugin `{}` has {have}",
+                    p.plugin
+                )));
+            }
+            (SourcePlan::Plugin(Arc::new(stage)), have)
+        }
+    };
+
+    let mut steps = Vec::new();
+    for (i, step) in file.steps().into_iter().enumerate() {
+        let what = format!("`[[transform]]` number {}", i + 1);
+        steps.push(match step {
+            Step::Plugin { name, params } => {
+                let plugin = load(&what, &name)?;
+                let stage = plugin
+                    .transformer(&params)
+                    .map_err(|e| bad(format!("{what}: {e}")))?;
+                StepPlan::Plugin(Arc::new(stage))
+            }
+            Step::RepartitionByKey { partitions } => {
+                if partitions == Some(0) {
+                    return Err(bad(format!("{what}: key `partitions` must be at least 1")));
+                }
+                StepPlan::RepartitionByKey(partitions)
+            }
+            Step::CountByKey => StepPlan::CountByKey,
+        });
+    }
+
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    let mut counters = Vec::new();
+    for (i, sink) in file.sink.iter().enumerate() {
+        let what = format!("`[[sink]]` number {}", i + 1);
+        sinks.push(match sink {
+            SinkConfig::Stdout { format, top } => Arc::new(StdoutSink::new(*format, *top)),
+            SinkConfig::Files { path: p, format } => {
+                let location = Location::resolve(p, "sink.path", &base, true)
+                    .map_err(|e| bad(format!("{what}: {e}")))?;
+                handle
+                    .block_on(location.reach("sink.path"))
+                    .map_err(|e| bad(format!("{what}: {e}")))?;
+                Arc::new(FilesSink::new(location, *format, handle.clone()))
+            }
+            SinkConfig::Count {} => {
+                let c = Arc::new(CountSink::default());
+                counters.push(c.clone());
+                c
+            }
+            SinkConfig::Plugin(p) => {
+                let plugin = load(&what, &p.plugin)?;
+                let stage = plugin
+                    .sink(&p.params)
+                    .map_err(|e| bad(format!("{what}: {e}")))?;
+                Arc::new(PluginSink(Arc::new(stage)))
+            }
+        });
+    }
+
+    let dl_spec = file
+        .dead_letter
+        .as_ref()
+        .map_or("dead-letters", |d| d.path.as_str());
+    let dl = Location::resolve(dl_spec, "dead-letter.path", &base, true).map_err(&bad)?;
+    handle.block_on(dl.reach("dead-letter.path")).map_err(&bad)?;
+    let workers = file.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    Ok(Plan {
+        name,
+        path: path.to_owned(),
+        runtime,
+        stream,
+        partitions,
+        source,
+        steps,
+        sinks,
+        dead_letters: Arc::new(DeadLetters::new(dl, handle.clone())),
+        workers,
+        digests,
+        counters,
+        file,
+    })
+}

@@ -1,0 +1,184 @@
+//! The `generator` source: deterministic text lines from a seed, a vocabulary and a rate.
+//! The embedded default source for the demo, the tests and the benchmarks.
+
+use crate::batch::RecordBatch;
+use crate::config::GeneratorConfig;
+
+const SYLLABLES: [&str; 32] = [
+    "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ba", "de", "fi", "go", "hu", "ja", "ke", "li",
+    "ma", "no", "pu", "ra", "se", "to", "vu", "wa", "ye", "zo", "an", "el", "in", "or", "um", "ex",
+];
+
+/// Makes the lines of one partition, in order. The same seed, vocabulary, words per line and
+/// partition always give the same lines.
+#[derive(Debug, Clone)]
+pub struct LineGenerator {
+    words: Vec<Vec<u8>>,
+    words_per_line: u32,
+    state: u64,
+    produced: u64,
+}
+
+impl LineGenerator {
+    /// The generator of `partition`.
+    pub fn new(cfg: &GeneratorConfig, partition: u32) -> Self {
+        LineGenerator {
+            words: vocabulary(cfg.seed, cfg.vocabulary.max(1)),
+            words_per_line: cfg.words_per_line.max(1),
+            state: splitmix(cfg.seed ^ (0xA076_1D64_78BD_642F_u64.wrapping_mul(partition as u64 + 1))),
+            produced: 0,
+        }
+    }
+
+    /// How many lines were made so far.
+    pub fn produced(&self) -> u64 {
+        self.produced
+    }
+
+    /// Appends the next `n` lines to `out`, each with timestamp `ts`; no allocation per line.
+    pub fn fill(&mut self, out: &mut RecordBatch, n: usize, ts: i64) {
+        let mut line = Vec::with_capacity(128);
+        for _ in 0..n {
+            line.clear();
+            for w in 0..self.words_per_line {
+                if w > 0 {
+                    line.push(b' ');
+                }
+                // Zipf-like skew: small indices are more frequent, as in real text.
+                let r = self.next();
+                let a = (r % self.words.len() as u64) as usize;
+                let b = ((r >> 32) % self.words.len() as u64) as usize;
+                line.extend_from_slice(&self.words[a.min(b)]);
+            }
+            out.push(None, &line, Some(ts));
+            self.produced += 1;
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        splitmix(self.state)
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The `n` distinct words of the vocabulary for `seed`.
+pub fn vocabulary(seed: u64, n: u32) -> Vec<Vec<u8>> {
+    let mut words = Vec::with_capacity(n as usize);
+    let mut seen = std::collections::HashSet::new();
+    let mut s = seed;
+    while words.len() < n as usize {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut r = splitmix(s);
+        let syllables = 1 + (r % 3) as usize + usize::from(words.len() > 64);
+        r >>= 2;
+        let mut w = Vec::new();
+        for _ in 0..syllables {
+            w.extend_from_slice(SYLLABLES[(r % 32) as usize].as_bytes());
+            r >>= 5;
+        }
+        if seen.insert(w.clone()) {
+            words.push(w);
+        }
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GeneratorConfig {
+        GeneratorConfig::default()
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_lines_whatever_the_chunking() {
+        let mut a = LineGenerator::new(&cfg(), 3);
+        let mut b = LineGenerator::new(&cfg(), 3);
+        let mut one = RecordBatch::default();
+        a.fill(&mut one, 100, 0);
+        let mut many = RecordBatch::default();
+        for _ in 0..10 {
+            b.fill(&mut many, 10, 0);
+        }
+        assert_eq!(one.values, many.values);
+        let line = std::str::from_utf8(one.value(0)).unwrap();
+        assert_eq!(line.split(' ').count(), 10);
+    }
+
+    #[test]
+    fn partitions_get_different_lines() {
+        let mut a = LineGenerator::new(&cfg(), 0);
+        let mut b = LineGenerator::new(&cfg(), 1);
+        let (mut x, mut y) = (RecordBatch::default(), RecordBatch::default());
+        a.fill(&mut x, 5, 0);
+        b.fill(&mut y, 5, 0);
+        assert_ne!(x.values, y.values);
+    }
+}
+
+/// The `generator` receiver of one partition.
+#[derive(Debug)]
+pub struct GeneratorReceiver {
+    lines: LineGenerator,
+    rate: u64,
+    limit: Option<u64>,
+}
+
+impl GeneratorReceiver {
+    /// The receiver of `partition`.
+    pub fn new(cfg: &GeneratorConfig, partition: u32) -> Self {
+        GeneratorReceiver {
+            lines: LineGenerator::new(cfg, partition),
+            rate: cfg.rate,
+            limit: cfg.limit,
+        }
+    }
+
+    /// Generates at the configured rate (or as fast as the budget lets it) until the limit.
+    pub async fn run(
+        &mut self,
+        out: &super::PartitionWriter,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<super::Finished, super::ReceiverError> {
+        const CHUNK: u64 = 4096;
+        let started = std::time::Instant::now();
+        let start_count = self.lines.produced();
+        let mut chunk = RecordBatch::with_capacity(CHUNK as usize, CHUNK as usize * 80);
+        loop {
+            if *stop.borrow() {
+                return Ok(super::Finished::Stopped);
+            }
+            let remaining = self
+                .limit
+                .map_or(u64::MAX, |l| l.saturating_sub(self.lines.produced()));
+            if remaining == 0 {
+                return Ok(super::Finished::End);
+            }
+            let mut n = CHUNK.min(remaining);
+            if self.rate > 0 {
+                let due = (started.elapsed().as_secs_f64() * self.rate as f64) as u64;
+                let done = self.lines.produced() - start_count;
+                if due <= done {
+                    let pause = std::time::Duration::from_millis(10);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+                n = n.min(due - done);
+            }
+            chunk.clear();
+            self.lines.fill(&mut chunk, n as usize, super::now_ms());
+            out.append(&chunk).await;
+            tokio::task::yield_now().await;
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Receivers: one async task per source partition, appending what it receives to the block
+//! manager (which slows it down when the memory budget is used).
+//!
+//! Unlike Spark's receivers, a receiver does not hold a core: sixteen partitions run on a
+//! two-thread pool. Built in: [`generator`], [`files`], [`tcp`]; receiver plugins run through
+//! [`plugin`]. The [`supervise`] loop restarts a failed receiver with backoff.
+
+pub mod files;
+pub mod generator;
+pub mod plugin;
+pub mod tcp;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::batch::RecordBatch;
+use crate::block::BlockManager;
+
+/// Why a receiver stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    /// A failure that a restart may cure (a closed connection, an unreachable store).
+    #[error("{0}")]
+    Transient(String),
+    /// A failure a restart will not cure (a plugin's fatal error).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// What a receiver writes into: its partition of the block manager.
+#[derive(Debug, Clone)]
+pub struct PartitionWriter {
+    /// The block manager.
+    pub blocks: Arc<BlockManager>,
+    /// This receiver's partition.
+    pub partition: u32,
+}
+
+impl PartitionWriter {
+    /// Appends records, waiting first while the memory budget is used up.
+    pub async fn append(&self, chunk: &RecordBatch) {
+        self.blocks.append(self.partition, chunk).await;
+    }
+}
+
+/// A receiver of one partition.
+pub enum Receiver {
+    /// `generator`.
+    Generator(generator::GeneratorReceiver),
+    /// `files`.
+    Files(files::FilesReceiver),
+    /// `tcp`.
+    Tcp(tcp::TcpReceiver),
+    /// A receiver plugin.
+    Plugin(plugin::PluginReceiver),
+}
+
+/// How a receiver's run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// The partition has no more records, ever.
+    End,
+    /// The pipeline asked it to stop.
+    Stopped,
+}
+
+impl Receiver {
+    /// Receives until the partition ends, `stop` turns true, or a failure.
+    pub async fn run(
+        &mut self,
+        out: &PartitionWriter,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Finished, ReceiverError> {
+        match self {
+            Receiver::Generator(r) => r.run(out, stop).await,
+            Receiver::Files(r) => r.run(out, stop).await,
+            Receiver::Tcp(r) => r.run(out, stop).await,
+            Receiver::Plugin(r) => r.run(out, stop).await,
+        }
+    }
+
+    /// For logs: which kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Receiver::Generator(_) => "generator",
+            Receiver::Files(_) => "files",
+            Receiver::Tcp(_) => "tcp",
+            Receiver::Plugin(_) => "plugin",
+        }
+    }
+}
+
+/// Runs a receiver until it ends or is stopped, restarting it after a transient failure with
+/// exponential backoff (100 ms doubling to 5 s). A fatal failure is returned.
+pub async fn supervise(
+    mut receiver: Receiver,
+    out: PartitionWriter,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ReceiverError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match receiver.run(&out, &mut stop).await {
+            Ok(Finished::End) => {
+                tracing::info!(partition = out.partition, kind = receiver.kind(), "The partition has ended.");
+                out.blocks.end_partition(out.partition);
+                return Ok(());
+            }
+            Ok(Finished::Stopped) => return Ok(()),
+            Err(ReceiverError::Fatal(m)) => {
+                tracing::error!(partition = out.partition, kind = receiver.kind(), error = %m, "The receiver failed and cannot be restarted.");
+                out.blocks.end_partition(out.partition);
+                return Err(ReceiverError::Fatal(m));
+            }
+            Err(ReceiverError::Transient(m)) => {
+                tracing::warn!(partition = out.partition, kind = receiver.kind(), error = %m, backoff_ms = backoff.as_millis() as u64, "The receiver failed; restarting it after a pause.");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Splits newline-delimited bytes into records (a trailing `\r` is dropped), appending complete
+/// lines to `out` and returning how many bytes of `buf` were consumed; the rest is a partial
+/// line waiting for more bytes.
+pub fn split_lines(buf: &[u8], out: &mut RecordBatch, ts: i64) -> usize {
+    let mut start = 0;
+    while let Some(nl) = memchr(b'\n', &buf[start..]) {
+        let mut line = &buf[start..start + nl];
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        out.push(None, line, Some(ts));
+        start += nl + 1;
+    }
+    start
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_and_a_partial_line_waits() {
+        let mut out = RecordBatch::default();
+        let used = split_lines(b"one\r\ntwo\nthr", &mut out, 0);
+        assert_eq!(used, 9);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out.value(0), b"one");
+        assert_eq!(out.value(1), b"two");
+    }
+}

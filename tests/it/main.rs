@@ -1,0 +1,5 @@
+//! sluice's end-to-end tests, in one binary (one link, one process to share the built
+//! components). Each module covers one part; test names read as sentences.
+
+mod cli;
+mod plugins;
