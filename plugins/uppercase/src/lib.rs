@@ -1,0 +1,112 @@
+//! `uppercase`: a map that upper-cases the ASCII letters of every value. Other bytes (digits,
+//! punctuation, UTF-8 beyond ASCII) are kept as they are, so every value keeps its length.
+
+use sluice_sdk::{Batch, Context, Error, Output, Params, Transform, export_transform};
+
+/// Upper-cases the ASCII letters of every value of `input` into `out`.
+///
+/// One loop runs over the whole values buffer at once; the value offsets are shared with the
+/// input, so there is no per-record work. The loop is branch-free, and LLVM turns it into
+/// 16-byte SIMD (`simd128`) operations.
+pub fn uppercase(input: &Batch, out: &mut Output) {
+    upper_in_place(out.map_same_shape(input));
+}
+
+/// Upper-cases the ASCII letters of `bytes` in place.
+#[inline]
+fn upper_in_place(bytes: &mut [u8]) {
+    // 128 bytes per step: LLVM unrolls each block into eight 16-byte SIMD operations. A plain
+    // loop over the buffer gets one vector per iteration, and then the loop overhead left by
+    // Cranelift costs about 2x (measured with wasmtime on 1 MB batches).
+    let mut blocks = bytes.chunks_exact_mut(128);
+    for block in &mut blocks {
+        upper_bytes(block);
+    }
+    upper_bytes(blocks.into_remainder());
+}
+
+#[inline(always)]
+fn upper_bytes(bytes: &mut [u8]) {
+    for b in bytes {
+        // `b'a'..=b'z'` is the only range where `b - b'a' < 26`; clearing bit 5 upper-cases it.
+        let is_lower = b.wrapping_sub(b'a') < 26;
+        *b &= !((is_lower as u8) << 5);
+    }
+}
+
+/// The plugin: it has no parameters and no state.
+#[derive(Debug)]
+pub struct Uppercase;
+
+impl Transform for Uppercase {
+    fn init(params: &Params) -> Result<Self, String> {
+        params.allow_only(&[])?;
+        Ok(Self)
+    }
+
+    fn transform(&mut self, _ctx: &Context, input: &Batch, out: &mut Output) -> Result<(), Error> {
+        uppercase(input, out);
+        Ok(())
+    }
+}
+
+export_transform!(Uppercase);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_letters_are_upper_cased_and_other_bytes_kept() {
+        let input = Batch::from_values([
+            b"hello, World 42!".as_slice(),
+            b"",
+            "é~{`z".as_bytes(),
+            b"\xff",
+        ]);
+        let mut out = Output::new();
+        uppercase(&input, &mut out);
+        let values: Vec<&[u8]> = out.values().collect();
+        assert_eq!(
+            values,
+            [
+                b"HELLO, WORLD 42!".as_slice(),
+                b"",
+                "é~{`Z".as_bytes(),
+                b"\xff"
+            ]
+        );
+        let parts = out.finish(input).unwrap();
+        assert!(parts.origins.is_empty(), "a map sends no origins");
+    }
+
+    #[test]
+    fn every_byte_value_matches_the_standard_library() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut upper = all.clone();
+        upper_in_place(&mut upper);
+        assert_eq!(upper, all.to_ascii_uppercase());
+    }
+
+    #[test]
+    fn values_of_every_length_around_the_block_size_are_upper_cased() {
+        let text: Vec<u8> = (0..400).map(|i| b"aZ{`z@ q"[i % 8]).collect();
+        for len in [0, 1, 15, 16, 127, 128, 129, 255, 256, 257, 400] {
+            let input = Batch::from_values([&text[..len], b"x"]);
+            let mut out = Output::new();
+            uppercase(&input, &mut out);
+            assert_eq!(
+                out.value(0),
+                text[..len].to_ascii_uppercase(),
+                "length {len}"
+            );
+            assert_eq!(out.value(1), b"X");
+        }
+    }
+
+    #[test]
+    fn parameters_are_refused() {
+        let err = Uppercase::init(&Params::from_iter([("mode", "x")])).unwrap_err();
+        assert!(err.contains("`mode`"), "{err}");
+    }
+}

@@ -1,0 +1,70 @@
+//! The traits a plugin implements: [`Transform`], [`Sink`] and [`Receiver`].
+
+use crate::{Batch, BatchBuilder, Context, Error, Output, Params};
+
+/// A transformation: a map, filter, flat-map or re-keying step, called once per partition per
+/// batch. Export it with [`crate::export_transform!`].
+pub trait Transform: Sized + 'static {
+    /// Called once on each fresh instance, before any batch. Checks the parameters and returns
+    /// the plugin's state, or a message naming the parameter that is wrong and why (the host
+    /// then refuses to start the pipeline).
+    fn init(params: &Params) -> Result<Self, String>;
+
+    /// Called once per partition per batch with all that partition's records of the batch;
+    /// appends the results to `out`. The same instance may be reused for later batches and
+    /// other partitions: it must not assume the batches it sees are consecutive.
+    fn transform(&mut self, ctx: &Context, input: &Batch, out: &mut Output) -> Result<(), Error>;
+}
+
+/// A sink: the last step of a pipeline, which writes batches somewhere outside. Export it with
+/// [`crate::export_sink!`].
+///
+/// A batch reaches a sink in two phases: [`Sink::write`] once per partition, then
+/// [`Sink::commit`] once every partition of the batch is written. A replayed batch comes again
+/// with the same batch id, so a sink that keys its output by batch id gives exactly-once output.
+pub trait Sink: Sized + 'static {
+    /// Called once on each fresh instance, before any batch, with the plugin's parameters.
+    fn init(params: &Params) -> Result<Self, String>;
+
+    /// Writes one partition's records of a batch. Nothing need be visible before `commit`.
+    fn write(&mut self, ctx: &Context, input: &Batch) -> Result<(), Error>;
+
+    /// Makes batch `batch_id` of `stream` visible. Called after every partition was written;
+    /// called again for the same id after a replay, where it must do no harm.
+    fn commit(&mut self, stream: &str, batch_id: u64) -> Result<(), Error>;
+}
+
+/// What [`Receiver::poll`] returns besides the records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Poll {
+    /// The position after the last record, to pass to [`Receiver::open`] on a restart; `None`
+    /// when the source cannot be replayed.
+    pub position: Option<String>,
+    /// Set when the partition has no more records and never will.
+    pub end: bool,
+}
+
+/// A custom receiver: a source the host polls for records. Export it with
+/// [`crate::export_receiver!`].
+pub trait Receiver: Sized + 'static {
+    /// Called once on each fresh instance, before anything else, with the plugin's parameters.
+    fn init(params: &Params) -> Result<Self, String>;
+
+    /// How many partitions this source has. Called once, after `init`.
+    fn partitions(&self) -> u32;
+
+    /// Starts reading `partition` at `position`: a value returned earlier in
+    /// [`Poll::position`], or `None` for the beginning.
+    fn open(&mut self, partition: u32, position: Option<String>) -> Result<(), Error>;
+
+    /// Appends the records available now on `partition` to `out`: at most `max_records` of them
+    /// and about `max_bytes` bytes. No records means nothing is available yet; the host polls
+    /// again after a short pause.
+    fn poll(
+        &mut self,
+        partition: u32,
+        max_records: u32,
+        max_bytes: u32,
+        out: &mut BatchBuilder,
+    ) -> Result<Poll, Error>;
+}
