@@ -278,6 +278,23 @@ impl RecordBatch {
         self.values.extend_from(&other.values, 0..other.len());
     }
 
+    /// Records `range`, copied with one copy per column.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> RecordBatch {
+        let mut out = RecordBatch::default();
+        out.values.extend_from(&self.values, range.clone());
+        if !self.timestamps.is_empty() {
+            out.timestamps.extend_from_slice(&self.timestamps[range.clone()]);
+        }
+        if self.keys.is_some() || self.headers.is_some() {
+            let idx: Vec<u32> = (range.start as u32..range.end as u32).collect();
+            let mut gathered = RecordBatch::default();
+            self.gather_into(&idx, &mut gathered);
+            out.keys = gathered.keys;
+            out.headers = gathered.headers;
+        }
+        out
+    }
+
     /// The records at `indices`, in that order, with their keys, timestamps and headers.
     pub fn gather(&self, indices: &[u32]) -> RecordBatch {
         let bytes: usize = indices.iter().map(|&i| self.value(i as usize).len()).sum();

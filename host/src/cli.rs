@@ -89,6 +89,15 @@ pub enum PluginCommand {
 /// `sluice bench …`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Whole pipelines with a plugin step against the same step in native Rust.
+    Pipeline {
+        /// A run of about half a minute instead of a full one.
+        #[arg(long)]
+        quick: bool,
+        /// The plugin directory.
+        #[arg(long, env = "SLUICE_PLUGINS")]
+        plugins: PathBuf,
+    },
     /// The plugin call path against the same function called natively.
     Plugins {
         /// A run of a few seconds instead of a full one.
@@ -138,7 +147,12 @@ pub fn run(cli: Cli) -> Result<()> {
             max_batches,
         } => {
             let rt = tokio_runtime()?;
-            let plan = crate::config::plan::build(&pipeline, plugins.as_deref(), rt.handle())?;
+            let plan = crate::config::plan::build_with(
+                &pipeline,
+                plugins.as_deref(),
+                cli.cache_dir.as_deref(),
+                rt.handle(),
+            )?;
             let stop = StopSignal::default();
             {
                 let stop = stop.clone();
@@ -167,7 +181,12 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Validate { pipeline, plugins } => {
             let rt = tokio_runtime()?;
-            let plan = crate::config::plan::build(&pipeline, plugins.as_deref(), rt.handle())?;
+            let plan = crate::config::plan::build_with(
+                &pipeline,
+                plugins.as_deref(),
+                cli.cache_dir.as_deref(),
+                rt.handle(),
+            )?;
             println!(
                 "{}: ok. Stream `{}`, {} partitions, {} steps, {} sinks, {} workers.",
                 pipeline.display(),
@@ -206,6 +225,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plugin(PluginCommand::List { dir }) => {
             let rt = runtime(cli.cache_dir)?;
             print!("{}", scaffold::list(&rt, &dir)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Pipeline { quick, plugins }) => {
+            print!("{}", crate::bench::pipeline::run(&plugins, quick)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Plugins { quick, plugins }) => {

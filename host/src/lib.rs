@@ -26,7 +26,7 @@
 //! let runtime = PluginRuntime::new(RuntimeConfig::default())?;
 //! let plugin = runtime.load_file("plugins/uppercase.wasm".as_ref(), &Grants::default())?;
 //! let stage = plugin.transformer(&BTreeMap::new())?;
-//! let ctx = CallContext { stream: "s".into(), partition: 0, batch_id: 0, batch_time_ms: 0 };
+//! let ctx = CallContext { stream: "s".into(), partition: 0, batch_id: 0, batch_time_ms: 0, part: 0 };
 //! let out = stage.transform(&ctx, &RecordBatch::from_values([&b"hello"[..]]))?;
 //! assert_eq!(out.batch.value(0), b"HELLO");
 //! # Ok::<(), Box<dyn std::error::Error>>(())

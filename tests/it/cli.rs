@@ -92,6 +92,7 @@ fn plugin_new_then_build_makes_a_working_transformation() {
         partition: 0,
         batch_id: 0,
         batch_time_ms: 0,
+        part: 0,
     };
     let out = stage
         .transform(&ctx, &sluice::batch::RecordBatch::from_values([&b"hi"[..]]))

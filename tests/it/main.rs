@@ -2,4 +2,5 @@
 //! components). Each module covers one part; test names read as sentences.
 
 mod cli;
+mod engine;
 mod plugins;

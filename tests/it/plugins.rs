@@ -14,6 +14,7 @@ fn ctx(partition: u32, batch_id: u64) -> CallContext {
         partition,
         batch_id,
         batch_time_ms: 1_700_000_000_000,
+        part: 0,
     }
 }
 

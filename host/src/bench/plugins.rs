@@ -70,6 +70,7 @@ pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<Strin
         partition: 0,
         batch_id: 0,
         batch_time_ms: 0,
+        part: 0,
     };
     let workloads = [
         Workload {

@@ -11,7 +11,7 @@ use tokio::runtime::Handle;
 
 use super::location::Location;
 use super::{ConfigError, GeneratorConfig, PipelineFile, SinkConfig, SourceConfig, Step, TcpConfig};
-use crate::plugin::{Plugin, PluginRuntime, ReceiverStage, TransformStage};
+use crate::plugin::{Plugin, PluginKind, PluginRuntime, ReceiverStage, TransformStage};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::{CountSink, FilesSink, PluginSink, Sink, StdoutSink};
 
@@ -40,6 +40,17 @@ pub enum StepPlan {
     RepartitionByKey(Option<u32>),
     /// Count records per key.
     CountByKey,
+    /// A step in native Rust, for benchmarks that compare it with a plugin doing the same.
+    Native(NativeStep),
+}
+
+/// A native step: a function from a partition's records to its output.
+#[derive(Clone, Copy)]
+pub struct NativeStep {
+    /// A name for reports.
+    pub name: &'static str,
+    /// The function.
+    pub f: fn(&crate::batch::RecordBatch) -> crate::batch::RecordBatch,
 }
 
 /// A pipeline ready to run.
@@ -87,6 +98,17 @@ impl std::fmt::Debug for Plan {
 /// directory. Must be called outside the async runtime whose `handle` is given (it waits on
 /// store look-ups).
 pub fn build(path: &Path, plugins: Option<&Path>, handle: &Handle) -> Result<Plan, ConfigError> {
+    build_with(path, plugins, None, handle)
+}
+
+/// [`build`], with the compiled-component cache directory given by the caller (`--cache-dir`),
+/// which wins over the file's `runtime.cache-dir`.
+pub fn build_with(
+    path: &Path,
+    plugins: Option<&Path>,
+    cache_dir: Option<&Path>,
+    handle: &Handle,
+) -> Result<Plan, ConfigError> {
     let file = PipelineFile::load(path)?;
     let bad = |message: String| ConfigError {
         path: path.to_owned(),
@@ -110,6 +132,9 @@ pub fn build(path: &Path, plugins: Option<&Path>, handle: &Handle) -> Result<Pla
     {
         runtime_cfg.cache_dir = Some(base.join(dir));
     }
+    if let Some(dir) = cache_dir {
+        runtime_cfg.cache_dir = Some(dir.to_owned());
+    }
     let runtime = PluginRuntime::new(runtime_cfg).map_err(|e| bad(e.to_string()))?;
     let plugin_dir: Option<PathBuf> = plugins
         .map(Path::to_owned)
@@ -129,7 +154,7 @@ pub fn build(path: &Path, plugins: Option<&Path>, handle: &Handle) -> Result<Pla
             (name.clone(), g)
         })
         .collect();
-    let mut load = |what: &str, plugin: &str| -> Result<Plugin, ConfigError> {
+    let mut load = |what: &str, plugin: &str, kind: PluginKind| -> Result<Plugin, ConfigError> {
         let Some(dir) = &plugin_dir else {
             return Err(bad(format!(
                 "{what}: plugin `{plugin}` is needed but there is no plugin directory: give --plugins DIR, `plugins = \"DIR\"` in the file, or $SLUICE_PLUGINS"
@@ -160,7 +185,7 @@ pub fn build(path: &Path, plugins: Option<&Path>, handle: &Handle) -> Result<Pla
         }
         let none = Default::default();
         let p = runtime
-            .load_file(&wasm, grants.get(plugin).unwrap_or(&none))
+            .load_as(&wasm, grants.get(plugin).unwrap_or(&none), kind)
             .map_err(|e| bad(format!("{what}: {e}")))?;
         digests.insert(plugin.to_owned(), p.info().digest.clone());
         Ok(p)
@@ -190,7 +215,7 @@ pub fn build(path: &Path, plugins: Option<&Path>, handle: &Handle) -> Result<Pla
             (SourcePlan::Tcp(t.clone()), t.partitions)
         }
         SourceConfig::Plugin(p) => {
-            let plugin = load("`[source]`", &p.plugin)?;
+            let plugin = load("`[source]`", &p.plugin, PluginKind::Receiver)?;
             let stage = plugin
                 .receiver(&p.params)
                 .map_err(|e| bad(format!("`[source]`: {e}")))?;
@@ -214,7 +239,7 @@ pub fn build(path: &Path, plugins: Option<&Path>, handle: &Handle) -> Result<Pla
         let what = format!("`[[transform]]` number {}", i + 1);
         steps.push(match step {
             Step::Plugin { name, params } => {
-                let plugin = load(&what, &name)?;
+                let plugin = load(&what, &name, PluginKind::Transformer)?;
                 let stage = plugin
                     .transformer(&params)
                     .map_err(|e| bad(format!("{what}: {e}")))?;
@@ -250,7 +275,7 @@ pub fn build(path: &Path, plugins: Option<&Path>, handle: &Handle) -> Result<Pla
                 c
             }
             SinkConfig::Plugin(p) => {
-                let plugin = load(&what, &p.plugin)?;
+                let plugin = load(&what, &p.plugin, PluginKind::Sink)?;
                 let stage = plugin
                     .sink(&p.params)
                     .map_err(|e| bad(format!("{what}: {e}")))?;

@@ -127,6 +127,16 @@ pub enum LoadError {
         /// The second file.
         second: PathBuf,
     },
+    /// The plugin is of another kind than its place in the pipeline needs.
+    #[error("plugin `{name}` is a {kind} (it exports {}), but a {role} is needed here", kind.export_name())]
+    WrongRole {
+        /// The plugin.
+        name: String,
+        /// What it is.
+        kind: super::PluginKind,
+        /// What is needed.
+        role: super::PluginKind,
+    },
     /// A trial instantiation with the manifest's parameter defaults failed.
     #[error("plugin {name}: refused at its trial start: {source}")]
     Trial {

@@ -286,6 +286,8 @@ pub struct CallContext {
     pub batch_id: u64,
     /// The batch time, ms since the epoch.
     pub batch_time_ms: i64,
+    /// Which call of the partition's batch, from 0 (see [`crate::scheduler::job::MAX_CALL_BYTES`]).
+    pub part: u32,
 }
 
 enum Bound {
@@ -603,6 +605,7 @@ impl TransformStage {
             partition: ctx.partition,
             batch_id: ctx.batch_id,
             batch_time_ms: ctx.batch_time_ms,
+            part: ctx.part,
         };
         let wit_batch = to_wit(input);
         let out = self.0.call(site.clone(), |bound, store| match bound {
@@ -638,6 +641,7 @@ impl SinkStage {
             partition: ctx.partition,
             batch_id: ctx.batch_id,
             batch_time_ms: ctx.batch_time_ms,
+            part: ctx.part,
         };
         let wit_batch = to_wit(input);
         let r = self.0.call(site.clone(), |bound, store| match bound {
@@ -816,7 +820,8 @@ fn from_wit_output(input: &RecordBatch, out: v0_1::types::Output) -> Result<Tran
     let n = values.len();
     let origins = out.origins;
     if origins.is_empty() {
-        if n != input.len() {
+        // Empty origins mean a map, or (with no values at all) a filter that kept nothing.
+        if n != input.len() && n != 0 {
             return Err(format!(
                 "returned {n} records for {} input records with no origins; origins may be empty only for a map",
                 input.len()

@@ -99,16 +99,27 @@ impl PluginRuntime {
 
     /// Loads one plugin file, checking its manifest, digest, limits, grants, world and imports.
     pub fn load_file(&self, wasm: &Path, grants: &Grants) -> Result<Plugin, LoadError> {
-        self.load(wasm, Some(grants))
+        self.load(wasm, Some(grants), None)
+    }
+
+    /// [`load_file`](Self::load_file) for a given role: a plugin of another kind is refused
+    /// for that (before its grants are looked at, so the message names the real problem).
+    pub fn load_as(&self, wasm: &Path, grants: &Grants, kind: PluginKind) -> Result<Plugin, LoadError> {
+        self.load(wasm, Some(grants), Some(kind))
     }
 
     /// Loads a plugin to inspect it (`sluice plugin check`): everything is checked except the
     /// grants, and no capability is given.
     pub fn inspect_file(&self, wasm: &Path) -> Result<Plugin, LoadError> {
-        self.load(wasm, None)
+        self.load(wasm, None, None)
     }
 
-    fn load(&self, wasm: &Path, grants: Option<&Grants>) -> Result<Plugin, LoadError> {
+    fn load(
+        &self,
+        wasm: &Path,
+        grants: Option<&Grants>,
+        role: Option<PluginKind>,
+    ) -> Result<Plugin, LoadError> {
         let started = Instant::now();
         let stem = wasm
             .file_stem()
@@ -136,11 +147,6 @@ impl PluginRuntime {
             });
         }
         let limits = self.inner.config.limits_for(&manifest)?;
-        let granted = match grants {
-            Some(grants) => check_grants(&manifest, grants)?,
-            None => Vec::new(),
-        };
-
         if !bytes.starts_with(b"\0asm") {
             return Err(LoadError::Invalid {
                 path: wasm.to_owned(),
@@ -171,6 +177,19 @@ impl PluginRuntime {
                 path: wasm.to_owned(),
                 exports,
             });
+        };
+        if let Some(role) = role
+            && role != kind
+        {
+            return Err(LoadError::WrongRole {
+                name: manifest.name.clone(),
+                kind,
+                role,
+            });
+        }
+        let granted = match grants {
+            Some(grants) => check_grants(&manifest, grants)?,
+            None => Vec::new(),
         };
         let pre = self
             .inner

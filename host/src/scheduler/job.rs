@@ -136,6 +136,7 @@ pub fn run(plan: &Plan, batch_id: u64, time_ms: i64, parts: Vec<Part>) -> Result
         partition,
         batch_id,
         batch_time_ms: time_ms,
+        part: 0,
     };
     let mut parts = parts;
     for step in &plan.steps {
@@ -150,6 +151,11 @@ pub fn run(plan: &Plan, batch_id: u64, time_ms: i64, parts: Vec<Part>) -> Result
                 repartition(parts, n)
             }
             StepPlan::CountByKey => pool_map(plan.workers, parts, |p| count_by_key(p, time_ms)),
+            StepPlan::Native(step) => pool_map(plan.workers, parts, |p| Part {
+                partition: p.partition,
+                records: (step.f)(&p.records),
+                lineage: p.lineage,
+            }),
         };
     }
     plan.dead_letters
@@ -161,8 +167,21 @@ pub fn run(plan: &Plan, batch_id: u64, time_ms: i64, parts: Vec<Part>) -> Result
     stats.dead_letters = plan.dead_letters.total() - dead_before;
     stats.records_out = parts.iter().map(|p| p.records.len() as u64).sum();
     for sink in &plan.sinks {
+        // Like transform calls, a big partition is written in parts of bounded size.
         let results = pool_map(plan.workers, parts.iter().collect(), |part: &Part| {
-            with_retry(|| sink.write(&ctx(part.partition), &part.records))
+            let ranges = call_ranges(&part.records);
+            if ranges.len() == 1 {
+                return with_retry(|| sink.write(&ctx(part.partition), &part.records));
+            }
+            for (n, range) in ranges.into_iter().enumerate() {
+                let slice = part.records.slice(range);
+                let ctx = CallContext {
+                    part: n as u32,
+                    ..ctx(part.partition)
+                };
+                with_retry(|| sink.write(&ctx, &slice))?;
+            }
+            Ok(())
         });
         for r in results {
             r.map_err(|source| JobError::Sink {
@@ -192,7 +211,58 @@ fn with_retry(mut f: impl FnMut() -> Result<(), SinkError>) -> Result<(), SinkEr
     }
 }
 
+/// The most value bytes sent in one call. A partition's batch above it is sent in several
+/// calls, in order, with the same batch id: a plugin's memory cap then bounds the call, not
+/// the batch (at full speed a one-second batch can hold tens of megabytes per partition).
+pub const MAX_CALL_BYTES: usize = 8 << 20;
+
+/// Splits `0..batch.len()` into ranges of at most about `MAX_CALL_BYTES` of values.
+fn call_ranges(batch: &RecordBatch) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut base = 0usize;
+    for (i, &end) in batch.values.ends.iter().enumerate() {
+        if end as usize - base > MAX_CALL_BYTES && i > start {
+            ranges.push(start..i);
+            start = i;
+            base = if i == 0 { 0 } else { batch.values.ends[i - 1] as usize };
+        }
+    }
+    ranges.push(start..batch.len());
+    ranges
+}
+
 fn transform_part(plan: &Plan, stage: &TransformStage, ctx: &CallContext, part: Part) -> Result<Part, JobError> {
+    let ranges = call_ranges(&part.records);
+    if ranges.len() == 1 {
+        return transform_call(plan, stage, ctx, part);
+    }
+    // Several calls: each gets a slice; outputs are appended, with lineage per slice.
+    let mut out = Part {
+        partition: part.partition,
+        records: RecordBatch::default(),
+        lineage: Lineage::Explicit(Vec::new()),
+    };
+    let mut lineage = Vec::new();
+    for (n, range) in ranges.into_iter().enumerate() {
+        let ctx = &CallContext {
+            part: n as u32,
+            ..ctx.clone()
+        };
+        let slice = Part {
+            partition: part.partition,
+            records: part.records.slice(range.clone()),
+            lineage: Lineage::Explicit(range.clone().map(|i| part.lineage.at(i)).collect()),
+        };
+        let done = transform_call(plan, stage, ctx, slice)?;
+        out.records.append(&done.records);
+        lineage.extend((0..done.records.len()).map(|i| done.lineage.at(i)));
+    }
+    out.lineage = Lineage::Explicit(lineage);
+    Ok(out)
+}
+
+fn transform_call(plan: &Plan, stage: &TransformStage, ctx: &CallContext, part: Part) -> Result<Part, JobError> {
     let info = stage.plugin().info();
     let mut input = part.records;
     let mut lineage = part.lineage;
@@ -394,6 +464,26 @@ mod tests {
         assert_eq!(out.records.key(0), Some(&b"x"[..]));
         assert_eq!(out.records.value(0), b"2");
         assert_eq!(out.records.value(1), b"1");
+    }
+
+    #[test]
+    fn a_big_batch_is_split_into_calls_of_bounded_size() {
+        let value = vec![b'x'; 1 << 20];
+        let mut b = RecordBatch::default();
+        for _ in 0..20 {
+            b.push(None, &value, Some(0));
+        }
+        let ranges = call_ranges(&b);
+        assert!(ranges.len() >= 2, "{ranges:?}");
+        assert_eq!(ranges.first().unwrap().start, 0);
+        assert_eq!(ranges.last().unwrap().end, 20);
+        for r in &ranges {
+            let bytes: usize = r.clone().map(|i| b.value(i).len()).sum();
+            assert!(bytes <= MAX_CALL_BYTES + (1 << 20), "{bytes}");
+        }
+        let slice = b.slice(ranges[1].clone());
+        assert_eq!(slice.len(), ranges[1].len());
+        slice.validate().unwrap();
     }
 
     #[test]

@@ -124,7 +124,9 @@ impl Sink for StdoutSink {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((ctx.batch_id, ctx.partition), lines);
+            .entry((ctx.batch_id, ctx.partition))
+            .or_default()
+            .extend(lines);
         Ok(())
     }
 
@@ -163,8 +165,9 @@ impl Sink for StdoutSink {
 }
 
 /// `kind = "files"`: one object per batch and partition,
-/// `<path>/<stream>/batch-<id>-part-<partition>.<ext>`, staged under `<path>/_staging/` by
-/// `write` and moved into place by `commit`.
+/// `<path>/<stream>/batch-<id>-part-<partition>.<ext>` (a partition above the call size is
+/// written in parts: `…-part-<partition>-<n>.<ext>` after the first), staged under
+/// `<path>/_staging/` by `write` and moved into place by `commit`.
 pub struct FilesSink {
     location: Location,
     format: OutputFormat,
@@ -213,8 +216,14 @@ impl Sink for FilesSink {
             format_record(self.format, batch, i, &mut body);
             body.push(b'\n');
         }
+        // A partition written in several parts (a big batch) gets `-<part>` after part 0.
+        let part = if ctx.part == 0 {
+            String::new()
+        } else {
+            format!("-{}", ctx.part)
+        };
         let name = format!(
-            "{}/batch-{:010}-part-{:05}.{}",
+            "{}/batch-{:010}-part-{:05}{part}.{}",
             ctx.stream,
             ctx.batch_id,
             ctx.partition,

@@ -1,0 +1,1115 @@
+//! The engine end to end: `sluice run` on the examples and on pipelines written for one
+//! property each, checked against what the sources are known to have sent.
+//!
+//! Every pipeline file is written into the test's own temporary directory, so its relative
+//! paths (`in/`, `out/`, `dead-letters/`) land beside it. Every run is bounded in time, and a
+//! process still running when a test ends (or panics) is killed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice::batch::RecordBatch;
+use sluice::config::{GeneratorConfig, PipelineFile, SourceConfig};
+use sluice::receiver::generator::LineGenerator;
+use sluice_tests::*;
+
+/// How long a pipeline that ends by itself may take.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long output may take to appear, and a stopped pipeline to exit.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Running sluice
+
+/// `sluice run PIPELINE --plugins DIR` with JSON logs, its compiled-plugin cache in `dir`
+/// (through `$SLUICE_CACHE_DIR`, so that tests share no cache and leave the user's alone).
+fn sluice_run(dir: &Path, pipeline: &Path, plugins: &Path) -> Command {
+    let mut c = Command::new(sluice_bin());
+    c.args(["--log-format", "json", "run"])
+        .arg(pipeline)
+        .arg("--plugins")
+        .arg(plugins)
+        .env("SLUICE_CACHE_DIR", dir.join("cache"))
+        .env("NO_COLOR", "1")
+        .env_remove("SLUICE_PLUGINS")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// A `sluice` process, its output collected as it comes. Dropping it kills the process if it
+/// still runs, so a failing test leaves nothing behind.
+struct Running {
+    child: Child,
+    started: Instant,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// How a `sluice` process ended.
+struct Ended {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluice starts");
+        let stdout = Arc::<Mutex<Vec<u8>>>::default();
+        let stderr = Arc::<Mutex<Vec<u8>>>::default();
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        Running {
+            child,
+            started: Instant::now(),
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Panics, with the log so far, if the process has exited.
+    fn assert_alive(&mut self, when: &str) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "sluice exited ({status}) {when}; its log:\n{}",
+                self.stderr_so_far()
+            );
+        }
+    }
+
+    /// Polls `done` every 50 ms until it holds, the process exits, or `timeout` passes.
+    fn wait_for(&mut self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            self.assert_alive(&format!("while the test waited for {what}"));
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within {timeout:?}; the log so far:\n{}",
+                self.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    #[allow(unsafe_code)]
+    fn interrupt(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) takes plain integers and touches no memory of this process; `pid` is
+        // our own child, not yet reaped (it is reaped only by `wait`), so it names no other.
+        let rc = unsafe { libc::kill(pid, libc::SIGINT) };
+        assert_eq!(
+            rc,
+            0,
+            "SIGINT to sluice: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// The resident set size of the process, in bytes, from `/proc/PID/status`.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"));
+        kib << 10
+    }
+
+    /// Waits at most `timeout` for the process to exit.
+    fn wait(mut self, timeout: Duration) -> Ended {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice did not exit within {timeout:?}; its log so far:\n{}",
+                self.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        let text =
+            |b: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&b.lock().unwrap()).into_owned();
+        Ended {
+            status,
+            stdout: text(&self.stdout),
+            stderr: text(&self.stderr),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Ended {
+    /// Panics with the log unless the process exited with status 0.
+    fn assert_success(&self) {
+        assert!(
+            self.status.success(),
+            "sluice failed ({}); its log:\n{}",
+            self.status,
+            self.stderr
+        );
+    }
+
+    /// The `fields` of every JSON log line whose message starts with `message`.
+    fn events(&self, message: &str) -> Vec<Value> {
+        self.stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| v["fields"].clone())
+            .filter(|f| {
+                f["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            })
+            .collect()
+    }
+
+    /// The one `The pipeline stopped.` event.
+    fn summary(&self) -> Value {
+        let mut stopped = self.events("The pipeline stopped.");
+        assert_eq!(stopped.len(), 1, "one summary line in:\n{}", self.stderr);
+        stopped.remove(0)
+    }
+}
+
+fn u64_field(event: &Value, field: &str) -> u64 {
+    event[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number `{field}` in {event}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelines, inputs and outputs
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Copies `examples/NAME/pipeline.toml` into `dir`, changed by `edit`.
+fn example(name: &str, dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let text =
+        std::fs::read_to_string(repo().join("examples").join(name).join("pipeline.toml")).unwrap();
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The generator settings of a pipeline file, as the host reads them.
+fn generator_of(pipeline: &Path) -> GeneratorConfig {
+    match PipelineFile::load(pipeline).unwrap().source {
+        SourceConfig::Generator(g) => g,
+        other => panic!("{} has no generator source: {other:?}", pipeline.display()),
+    }
+}
+
+/// The first `n` lines the generator makes in `partition`.
+fn generated(g: &GeneratorConfig, partition: u32, n: u64) -> Vec<String> {
+    let mut batch = RecordBatch::default();
+    LineGenerator::new(g, partition).fill(&mut batch, n as usize, 0);
+    (0..batch.len())
+        .map(|i| String::from_utf8(batch.value(i).to_vec()).unwrap())
+        .collect()
+}
+
+/// Writes a file into the files source's directory the way its users must: under a `.tmp`
+/// name first, renamed when complete.
+fn drop_file(dir: &Path, name: &str, contents: &[u8]) {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// Every file under `dir`, recursively (none when it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// What a files sink committed under `out` for `stream`: each (batch, partition) file's lines.
+/// Any other file there fails the test.
+fn committed(out: &Path, stream: &str, ext: &str) -> BTreeMap<(u64, u32), Vec<String>> {
+    let mut files = BTreeMap::new();
+    for path in files_under(&out.join(stream)) {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let id = name
+            .strip_prefix("batch-")
+            .and_then(|r| r.strip_suffix(&format!(".{ext}")))
+            .and_then(|r| r.split_once("-part-"))
+            .filter(|(b, p)| b.len() == 10 && p.len() == 5)
+            .and_then(|(b, p)| Some((b.parse().ok()?, p.parse().ok()?)))
+            .unwrap_or_else(|| panic!("unexpected file in the output: {}", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.is_empty(),
+            "an empty partition writes no file: {}",
+            path.display()
+        );
+        files.insert(id, text.lines().map(str::to_owned).collect());
+    }
+    files
+}
+
+fn line_count(files: &BTreeMap<(u64, u32), Vec<String>>) -> usize {
+    files.values().map(Vec::len).sum()
+}
+
+/// Each partition's lines, batches in order.
+fn by_partition(files: &BTreeMap<(u64, u32), Vec<String>>) -> BTreeMap<u32, Vec<String>> {
+    let mut parts: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for ((_, partition), lines) in files {
+        parts
+            .entry(*partition)
+            .or_default()
+            .extend(lines.iter().cloned());
+    }
+    parts
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+// ---------------------------------------------------------------------------------------------
+// The examples
+
+#[test]
+fn the_wordcount_example_counts_every_generated_word_and_prints_each_batchs_top_ten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = example("wordcount", tmp.path(), |t| t);
+    let g = generator_of(&pipeline);
+    let limit = g
+        .limit
+        .expect("the example ends by itself: it sets a limit");
+
+    let run = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir())).wait(RUN_TIMEOUT);
+    run.assert_success();
+
+    // (a) Over all batches, each word's counts add up to its count in the generated lines.
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for partition in 0..g.partitions {
+        for line in generated(&g, partition, limit) {
+            for word in line.split_ascii_whitespace() {
+                *expected.entry(word.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    let files = committed(&tmp.path().join("out"), &g.name, "tsv");
+    let mut batches: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
+    for ((batch, _), lines) in &files {
+        for line in lines {
+            let (word, count) = line
+                .split_once('\t')
+                .unwrap_or_else(|| panic!("not word TAB count: {line:?}"));
+            let count = count
+                .parse()
+                .unwrap_or_else(|_| panic!("not a count: {line:?}"));
+            batches
+                .entry(*batch)
+                .or_default()
+                .push((word.to_owned(), count));
+        }
+    }
+    let mut counted: HashMap<String, u64> = HashMap::new();
+    for (word, count) in batches.values().flatten() {
+        *counted.entry(word.clone()).or_default() += count;
+    }
+    assert_eq!(counted.len(), expected.len(), "distinct words");
+    assert_eq!(counted, expected);
+    assert_eq!(
+        counted.values().sum::<u64>(),
+        limit * u64::from(g.partitions) * u64::from(g.words_per_line)
+    );
+
+    // (b) Each batch's printed top ten is the top ten of that batch's full counts: largest
+    // count first, ties in text order.
+    let mut printed: Vec<(u64, usize, Vec<String>)> = Vec::new();
+    for line in run.stdout.lines() {
+        if let Some(header) = line.strip_prefix("-- batch ") {
+            let (id, n) = header
+                .split_once(": top ")
+                .unwrap_or_else(|| panic!("bad header {line:?}"));
+            printed.push((id.parse().unwrap(), n.parse().unwrap(), Vec::new()));
+        } else {
+            let section = printed
+                .last_mut()
+                .unwrap_or_else(|| panic!("a line before any header: {line:?}"));
+            section.2.push(line.to_owned());
+        }
+    }
+    let ids: Vec<u64> = printed.iter().map(|s| s.0).collect();
+    assert_eq!(
+        ids,
+        (0..printed.len() as u64).collect::<Vec<_>>(),
+        "every batch once, in order"
+    );
+    assert!(
+        batches.keys().all(|b| ids.contains(b)),
+        "every batch with output has a printed section: {:?} vs {ids:?}",
+        batches.keys()
+    );
+    for (id, n, lines) in &printed {
+        let mut top: Vec<(u64, String)> = batches
+            .get(id)
+            .map(|words| {
+                words
+                    .iter()
+                    .map(|(w, c)| (*c, format!("{w}\t{c}")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        top.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        top.truncate(10);
+        let top: Vec<String> = top.into_iter().map(|(_, l)| l).collect();
+        assert_eq!(lines, &top, "batch {id}'s top ten");
+        assert_eq!(
+            *n,
+            top.len(),
+            "batch {id}'s header says how many lines follow"
+        );
+    }
+}
+
+#[test]
+fn grep_to_files_writes_exactly_the_error_lines_of_every_input_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = example("grep-to-files", tmp.path(), |t| t);
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let out = tmp.path().join("out");
+
+    let file = |name: &str, lines: usize| -> (String, Vec<String>) {
+        let lines: Vec<String> = (0..lines)
+            .map(|i| match i % 5 {
+                0 => format!("{name} {i} ERROR disk full"),
+                1 => format!("{name} {i} error in lower case is not a match"),
+                2 => "ERROR repeated".to_owned(),
+                3 => format!("{name} {i} ERR OR split is not a match"),
+                _ => format!("{name} {i} all fine"),
+            })
+            .collect();
+        (name.to_owned(), lines)
+    };
+    let inputs = [file("a.log", 1000), file("b.log", 7), file("c.log", 2500)];
+    let mut expected: Vec<String> = inputs
+        .iter()
+        .flat_map(|(_, lines)| lines.iter().filter(|l| l.contains("ERROR")).cloned())
+        .collect();
+    expected.sort();
+    let write = |(name, lines): &(String, Vec<String>)| {
+        drop_file(&input, name, format!("{}\n", lines.join("\n")).as_bytes());
+    };
+
+    // Two files are there before the start, the third arrives while it runs.
+    write(&inputs[0]);
+    write(&inputs[1]);
+    let mut sluice = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir()));
+    let first_two = inputs[..2]
+        .iter()
+        .map(|(_, l)| l.iter().filter(|l| l.contains("ERROR")).count())
+        .sum::<usize>();
+    sluice.wait_for("the first two files' matches", WAIT_TIMEOUT, || {
+        line_count(&committed(&out, "input", "txt")) >= first_two
+    });
+    write(&inputs[2]);
+    sluice.wait_for("every file's matches", WAIT_TIMEOUT, || {
+        line_count(&committed(&out, "input", "txt")) >= expected.len()
+    });
+    sluice.interrupt();
+    let run = sluice.wait(WAIT_TIMEOUT);
+    run.assert_success();
+
+    let files = committed(&out, "input", "txt");
+    assert_eq!(sorted(files.into_values().flatten().collect()), expected);
+    assert_eq!(
+        files_under(&out.join("_staging")),
+        Vec::<PathBuf>::new(),
+        "staged leftovers"
+    );
+    assert_eq!(run.stdout, "", "a files sink prints nothing");
+}
+
+#[test]
+fn the_tcp_example_prints_every_line_upper_cased_in_order_and_ends_when_the_peer_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let pipeline = example("tcp-uppercase", tmp.path(), |t| {
+        assert!(
+            t.contains("\"127.0.0.1:9999\""),
+            "the example's address moved:\n{t}"
+        );
+        t.replace("127.0.0.1:9999", &address)
+    });
+    let lines: Vec<String> = (0..5000)
+        .map(|i| format!("line {i}: Hello, wörld {}", "abc".repeat(i % 7)))
+        .collect();
+
+    let mut sluice = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir()));
+    listener.set_nonblocking(true).unwrap();
+    let mut peer = None;
+    sluice.wait_for("sluice to connect", WAIT_TIMEOUT, || {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                peer = Some(stream);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept: {e}"),
+        }
+    });
+    let mut peer = peer.unwrap();
+    peer.set_nonblocking(false).unwrap();
+    peer.write_all(format!("{}\n", lines.join("\n")).as_bytes())
+        .unwrap();
+    drop(peer);
+    let run = sluice.wait(WAIT_TIMEOUT);
+    run.assert_success();
+
+    let expected: Vec<String> = lines.iter().map(|l| l.to_ascii_uppercase()).collect();
+    let got: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(got.len(), expected.len(), "line count");
+    assert_eq!(got, expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused pipeline files
+
+const VALID: &str = r#"version = 1
+
+[source]
+kind = "generator"
+limit = 10
+
+[[transform]]
+plugin = "uppercase"
+
+[[sink]]
+kind = "files"
+path = "out"
+"#;
+
+#[test]
+fn a_bad_pipeline_file_is_refused_with_one_message_naming_the_culprit_and_nothing_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir_with(
+        &plugins_dir(),
+        &["uppercase", "jsonl-sink"],
+        &tmp.path().join("plugins"),
+    );
+    plugin_dir_with(&fixtures_dir(), &["slow-sink"], &plugins);
+    let cases: [(&str, String, &[&str]); 6] = [
+        (
+            "unknown key",
+            VALID.replace("path = \"out\"", "path = \"out\"\ncolour = \"red\""),
+            &["colour"],
+        ),
+        (
+            "wrong type",
+            VALID.replace("limit = 10", "limit = 10\npartitions = \"four\""),
+            &["partitions"],
+        ),
+        (
+            "missing plugin",
+            VALID.replace("\"uppercase\"", "\"no-such-plugin\""),
+            &["no-such-plugin"],
+        ),
+        (
+            "a sink plugin as a transformation",
+            VALID.replace("\"uppercase\"", "\"slow-sink\""),
+            &["slow-sink", "is a sink"],
+        ),
+        (
+            // The same, with a sink that asks for a directory the file does not grant: the
+            // mistake is still the role, and granting the directory would not fix it.
+            "a sink plugin with capabilities as a transformation",
+            VALID.replace("\"uppercase\"", "\"jsonl-sink\""),
+            &["jsonl-sink", "is a sink"],
+        ),
+        (
+            "bad store URL",
+            VALID.replace("path = \"out\"", "path = \"ftp://x/y\""),
+            &["sink.path", "ftp"],
+        ),
+    ];
+    // Every case is tried, and every failure reported.
+    let mut failures = Vec::new();
+    for (case, text, names) in cases {
+        let dir = tmp.path().join(case.replace(' ', "-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pipeline = write_pipeline(&dir, &text);
+        let run = Running::start(sluice_run(&dir, &pipeline, &plugins)).wait(WAIT_TIMEOUT);
+        let errors: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        let mut wrong = Vec::new();
+        if run.status.code() != Some(1) {
+            wrong.push(format!("exit status {}, not 1", run.status));
+        }
+        match errors[..] {
+            [message] => {
+                for name in names.iter().chain(&["pipeline.toml"]) {
+                    if !message.contains(name) {
+                        wrong.push(format!("{name:?} is not in the message {message:?}"));
+                    }
+                }
+            }
+            _ => wrong.push(format!("{} `error:` lines, not one", errors.len())),
+        }
+        if !run.events("Starting").is_empty() || !run.stdout.is_empty() {
+            wrong.push("the pipeline started".to_owned());
+        }
+        for made in ["out", "dead-letters"] {
+            if dir.join(made).exists() {
+                wrong.push(format!("{made}/ was created though nothing started"));
+            }
+        }
+        if !wrong.is_empty() {
+            failures.push(format!(
+                "{case}: {}\n  log:\n{}",
+                wrong.join("; "),
+                run.stderr
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn sluice_run_keeps_compiled_plugins_in_the_cache_dir_it_is_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &VALID.replace("kind = \"files\"\npath = \"out\"", "kind = \"count\""),
+    );
+    let given = tmp.path().join("given-cache");
+    let mut cmd = sluice_run(tmp.path(), &pipeline, &plugins_dir());
+    // `--cache-dir` is global, so it may come after the subcommand too.
+    cmd.arg("--cache-dir").arg(&given);
+    let run = Running::start(cmd).wait(RUN_TIMEOUT);
+    run.assert_success();
+    assert!(
+        !files_under(&given).is_empty(),
+        "uppercase was compiled, yet nothing is in {}",
+        given.display()
+    );
+    assert_eq!(
+        files_under(&tmp.path().join("cache")),
+        Vec::<PathBuf>::new(),
+        "--cache-dir comes before $SLUICE_CACHE_DIR"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine's promises
+
+#[test]
+fn a_full_speed_source_is_held_to_the_memory_budget_by_a_slow_sink() {
+    const BUDGET_MIB: u64 = 32;
+    const MARGIN_MIB: u64 = 64;
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir_with(&plugins_dir(), &["identity"], &tmp.path().join("plugins"));
+    plugin_dir_with(&fixtures_dir(), &["slow-sink"], &plugins);
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &format!(
+            r#"version = 1
+memory-budget = "{BUDGET_MIB}MiB"
+
+[source]
+kind = "generator"
+partitions = 2
+rate = 0
+
+[[transform]]
+plugin = "identity"
+
+[[sink]]
+kind = "plugin"
+plugin = "slow-sink"
+"#
+        ),
+    );
+
+    let mut sluice = Running::start(sluice_run(tmp.path(), &pipeline, &plugins));
+    let mut samples: Vec<(u64, u64)> = Vec::new();
+    for second in 1..=60u64 {
+        // Pacing the samples, not waiting for an outcome.
+        std::thread::sleep(
+            (sluice.started + Duration::from_secs(second))
+                .saturating_duration_since(Instant::now()),
+        );
+        sluice.assert_alive(&format!("{second} s into the run"));
+        samples.push((second, sluice.rss()));
+    }
+    sluice.interrupt();
+    let run = sluice.wait(WAIT_TIMEOUT);
+    run.assert_success();
+
+    // The pipeline really ran into the budget the whole time, rather than idling. (Receivers
+    // check for room and then append, so each may overshoot by one chunk: "about" the budget.)
+    let summary = run.summary();
+    let peak = summary["peak_buffered_mib"].as_f64().unwrap();
+    assert!(
+        peak <= (BUDGET_MIB + 1) as f64 && peak >= BUDGET_MIB as f64 / 2.0,
+        "peak buffered {peak} MiB against a budget of {BUDGET_MIB} MiB"
+    );
+    let batches = run.events("Batch done.");
+    assert!(
+        batches.len() >= 50,
+        "{} batches in about 60 s",
+        batches.len()
+    );
+    assert_eq!(
+        batches
+            .iter()
+            .map(|b| u64_field(b, "records_in"))
+            .sum::<u64>(),
+        u64_field(&summary, "records_in")
+    );
+
+    let mib = |b: u64| b >> 20;
+    let after_5s = samples[4].1;
+    let (worst_at, worst) = samples.iter().copied().max_by_key(|s| s.1).unwrap();
+    // The budget bounds the records received; a batch in flight costs up to twice that again
+    // (its transform output and the plugins' memories), hence three budgets over the start.
+    let limit = after_5s + ((3 * BUDGET_MIB + MARGIN_MIB) << 20);
+    let half = samples.len() / 2;
+    let first_half = samples[5..half].iter().map(|s| s.1).max().unwrap();
+    let second_half = samples[half..].iter().map(|s| s.1).max().unwrap();
+    assert!(
+        second_half <= first_half + (16 << 20),
+        "RSS grows: at most {} MiB from 5 s to {half} s, then {} MiB",
+        mib(first_half),
+        mib(second_half)
+    );
+    assert!(
+        worst <= limit,
+        "RSS reached {} MiB at {worst_at} s; allowed: {} MiB after 5 s + 3 x {BUDGET_MIB} MiB budget + {MARGIN_MIB} MiB margin = {} MiB. Samples (s, MiB): {:?}",
+        mib(worst),
+        mib(after_5s),
+        mib(limit),
+        samples
+            .iter()
+            .map(|&(s, r)| (s, mib(r)))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_partition_bigger_than_a_sink_plugins_memory_cap_does_not_stop_the_pipeline() {
+    // The memory budget, not the sink, decides how big a partition's batch gets: at full speed
+    // one partition under a 64 MiB budget brings about 64 MiB a batch to a sink whose cap is
+    // 32 MiB. Transformations get such a batch in calls of at most 8 MiB; a sink must too.
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir_with(&fixtures_dir(), &["slow-sink"], &tmp.path().join("plugins"));
+    let manifest = std::fs::read_to_string(plugins.join("slow-sink.toml")).unwrap();
+    assert!(manifest.contains("memory = \"32MiB\""), "{manifest}");
+    let pipeline = write_pipeline(
+        tmp.path(),
+        r#"version = 1
+memory-budget = "64MiB"
+
+[source]
+kind = "generator"
+rate = 0
+
+[[sink]]
+kind = "plugin"
+plugin = "slow-sink"
+params = { delay-ms = "0" }
+"#,
+    );
+    let mut cmd = sluice_run(tmp.path(), &pipeline, &plugins);
+    cmd.args(["--max-batches", "2"]);
+    let run = Running::start(cmd).wait(RUN_TIMEOUT);
+    run.assert_success();
+    let summary = run.summary();
+    assert_eq!(u64_field(&summary, "batches"), 2);
+    assert!(
+        summary["peak_buffered_mib"].as_f64().unwrap() > 32.0,
+        "the test needs batches above the sink's cap: {summary}"
+    );
+}
+
+#[test]
+fn sixteen_partitions_on_two_workers_process_every_record_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        tmp.path(),
+        r#"version = 1
+workers = 2
+
+[source]
+kind = "generator"
+partitions = 16
+limit = 20000
+rate = 0
+
+[[transform]]
+plugin = "uppercase"
+
+[[sink]]
+kind = "files"
+path = "out"
+"#,
+    );
+    let g = generator_of(&pipeline);
+    let run = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir())).wait(RUN_TIMEOUT);
+    run.assert_success();
+    let starting = &run.events("Starting")[0];
+    assert_eq!(
+        (
+            u64_field(starting, "partitions"),
+            u64_field(starting, "workers")
+        ),
+        (16, 2)
+    );
+
+    let got = by_partition(&committed(&tmp.path().join("out"), &g.name, "txt"));
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        (0..16).collect::<Vec<_>>()
+    );
+    for (partition, lines) in got {
+        let expected: Vec<String> = generated(&g, partition, 20_000)
+            .iter()
+            .map(|l| l.to_ascii_uppercase())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            expected.len(),
+            "partition {partition}'s record count"
+        );
+        assert!(
+            lines == expected,
+            "partition {partition}'s records differ from its input"
+        );
+    }
+    assert_eq!(u64_field(&run.summary(), "records_in"), 16 * 20_000);
+}
+
+#[test]
+fn ctrl_c_mid_run_leaves_no_partial_batch_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        tmp.path(),
+        r#"version = 1
+
+[source]
+kind = "generator"
+partitions = 4
+rate = 20000
+
+[[sink]]
+kind = "files"
+path = "out"
+"#,
+    );
+    let g = generator_of(&pipeline);
+    let out = tmp.path().join("out");
+    let mut sluice = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir()));
+    let started = sluice.started;
+    sluice.wait_for("a committed batch, 3 s into the run", WAIT_TIMEOUT, || {
+        started.elapsed() >= Duration::from_secs(3) && !committed(&out, &g.name, "txt").is_empty()
+    });
+    sluice.interrupt();
+    let run = sluice.wait(WAIT_TIMEOUT);
+    run.assert_success();
+
+    assert_eq!(
+        files_under(&out.join("_staging")),
+        Vec::<PathBuf>::new(),
+        "staged leftovers"
+    );
+    let files = committed(&out, &g.name, "txt");
+    let done = run.events("Batch done.");
+    let ids: Vec<u64> = done.iter().map(|b| u64_field(b, "batch")).collect();
+    assert_eq!(
+        ids,
+        (0..done.len() as u64).collect::<Vec<_>>(),
+        "batches run in order"
+    );
+    assert!(done.len() >= 2, "{} batches in over 3 s", done.len());
+    // Each batch is there whole: its files hold exactly the records it took in.
+    for batch in &done {
+        let id = u64_field(batch, "batch");
+        let lines: usize = files
+            .range((id, 0)..(id + 1, 0))
+            .map(|(_, l)| l.len())
+            .sum();
+        assert_eq!(
+            lines as u64,
+            u64_field(batch, "records_in"),
+            "batch {id}'s output"
+        );
+        let partitions: Vec<u32> = files
+            .range((id, 0)..(id + 1, 0))
+            .map(|(k, _)| k.1)
+            .collect();
+        // At 20,000 lines a second, every partition has records in every full batch; the last
+        // batch may have closed within a few milliseconds of the previous one.
+        if id + 1 < done.len() as u64 {
+            assert_eq!(partitions, [0, 1, 2, 3], "batch {id}'s partitions");
+        }
+    }
+    assert!(
+        files.keys().all(|(b, _)| ids.contains(b)),
+        "output only from finished batches"
+    );
+    let total = line_count(&files) as u64;
+    assert_eq!(total, u64_field(&run.summary(), "records_in"));
+    // Nothing was lost or repeated: each partition's output is its generator's first lines.
+    for (partition, lines) in by_partition(&files) {
+        let expected = generated(&g, partition, lines.len() as u64);
+        assert!(
+            lines == expected,
+            "partition {partition} is not its generator's first {} lines",
+            lines.len()
+        );
+    }
+}
+
+#[test]
+fn a_rejected_record_lands_in_the_dead_letters_with_its_context_and_the_rest_is_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        tmp.path(),
+        r#"version = 1
+
+[source]
+kind = "files"
+path = "in"
+partitions = 2
+
+[[transform]]
+plugin = "json-project"
+params = { fields = "id" }
+
+[[sink]]
+kind = "files"
+path = "out"
+"#,
+    );
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // One file in each partition: a record's offset is then its line number in its file.
+    let name_in = |partition: u32| {
+        (0..)
+            .map(|i| format!("events-{i}.jsonl"))
+            .find(|n| sluice::receiver::files::partition_of(n, 2) == partition)
+            .unwrap()
+    };
+    let (a, b) = (name_in(0), name_in(1));
+    let file_a: [&[u8]; 5] = [
+        br#"{"id":1,"name":"a"}"#,
+        b"{not json",
+        br#"{"extra":[1,2],"id":2}"#,
+        b"[1,2]",
+        br#"{"name":"no id"}"#,
+    ];
+    let file_b: [&[u8]; 4] = [
+        br#"{"id":"b0"}"#,
+        br#""just a string""#,
+        br#"{"id":3}"#,
+        b"\xff\xfe",
+    ];
+    drop_file(&input, &a, &[file_a.join(&b'\n'), b"\n".to_vec()].concat());
+    drop_file(&input, &b, &[file_b.join(&b'\n'), b"\n".to_vec()].concat());
+    let digest = runtime_with_cache(&tmp.path().join("cache"))
+        .load_file(
+            &plugins_dir().join("json-project.wasm"),
+            &Default::default(),
+        )
+        .unwrap()
+        .info()
+        .digest
+        .clone();
+    assert!(
+        digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{digest}"
+    );
+
+    let started_ms = now_ms();
+    let out = tmp.path().join("out");
+    let dead = tmp.path().join("dead-letters").join("input");
+    let dead_letters = || -> Vec<(u64, Value)> {
+        files_under(&dead)
+            .iter()
+            .flat_map(|path| {
+                let name = path.file_name().unwrap().to_str().unwrap();
+                let batch: u64 = name
+                    .strip_prefix("batch-")
+                    .and_then(|r| r.strip_suffix(".jsonl"))
+                    .filter(|r| r.len() == 10)
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or_else(|| panic!("unexpected dead-letter file {}", path.display()));
+                std::fs::read_to_string(path)
+                    .unwrap()
+                    .lines()
+                    .map(|l| (batch, serde_json::from_str(l).unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let mut sluice = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir()));
+    sluice.wait_for("5 records out and 4 dead letters", WAIT_TIMEOUT, || {
+        line_count(&committed(&out, "input", "txt")) >= 5 && dead_letters().len() >= 4
+    });
+    sluice.interrupt();
+    let run = sluice.wait(WAIT_TIMEOUT);
+    run.assert_success();
+    let ended_ms = now_ms();
+
+    let got = by_partition(&committed(&out, "input", "txt"));
+    let expected: BTreeMap<u32, Vec<String>> = [
+        (
+            0,
+            vec![
+                r#"{"id":1}"#.to_owned(),
+                r#"{"id":2}"#.to_owned(),
+                "{}".to_owned(),
+            ],
+        ),
+        (
+            1,
+            vec![r#"{"id":"b0"}"#.to_owned(), r#"{"id":3}"#.to_owned()],
+        ),
+    ]
+    .into();
+    assert_eq!(got, expected, "the valid records, projected, in order");
+
+    let mut letters = dead_letters();
+    letters.sort_by_key(|(_, l)| (l["partition"].as_u64(), l["offset"].as_u64()));
+    let context: Vec<(u64, u64, Option<&str>, Option<&str>)> = letters
+        .iter()
+        .map(|(_, l)| {
+            (
+                u64_field(l, "partition"),
+                u64_field(l, "offset"),
+                l["value"].as_str(),
+                l["value_base64"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        context,
+        [
+            (0, 1, Some("{not json"), None),
+            (0, 3, Some("[1,2]"), None),
+            (1, 1, Some(r#""just a string""#), None),
+            (1, 3, None, Some("//4=")),
+        ]
+    );
+    let committed_batches: Vec<u64> = committed(&out, "input", "txt")
+        .keys()
+        .map(|k| k.0)
+        .collect();
+    for (batch, letter) in &letters {
+        assert_eq!(letter["stream"], "input", "{letter}");
+        assert_eq!(
+            u64_field(letter, "batch"),
+            *batch,
+            "the batch of its file: {letter}"
+        );
+        assert!(
+            committed_batches.contains(batch),
+            "a batch that was output: {letter}"
+        );
+        assert_eq!(letter["plugin"], "json-project", "{letter}");
+        assert_eq!(letter["digest"].as_str(), Some(digest.as_str()), "{letter}");
+        assert!(
+            letter["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("JSON")),
+            "the plugin's reason: {letter}"
+        );
+        assert_eq!(letter["key"], Value::Null, "{letter}");
+        let ts = letter["timestamp"].as_i64().unwrap_or_default();
+        assert!(
+            (started_ms..=ended_ms).contains(&ts),
+            "received during the run: {letter}"
+        );
+    }
+    let summary = run.summary();
+    assert_eq!(
+        (
+            u64_field(&summary, "records_in"),
+            u64_field(&summary, "dead_letters")
+        ),
+        (9, 4)
+    );
+}
