@@ -15,7 +15,9 @@ use sluice::plugin::limits::RuntimeConfig;
 pub fn components_dir() -> PathBuf {
     let dir = std::env::var_os("SLUICE_TEST_COMPONENTS")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("sluice-plugins")))
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("sluice-plugins"))
+        })
         .unwrap_or_else(|| PathBuf::from("/root/.cache/sluice/target/sluice-plugins"));
     assert!(
         dir.join("plugins").join("uppercase.wasm").exists(),
@@ -74,6 +76,10 @@ pub fn sluice_bin() -> PathBuf {
     // target/<profile>/deps/it-<hash> -> target/<profile>/sluice
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("sluice");
-    assert!(bin.exists(), "the sluice binary is not at {}; build it with cargo build", bin.display());
+    assert!(
+        bin.exists(),
+        "the sluice binary is not at {}; build it with cargo build",
+        bin.display()
+    );
     bin
 }

@@ -62,11 +62,8 @@ impl BytesColumn {
         let base = self.data.len() as u32;
         self.data.extend_from_slice(&other.data[start..end]);
         let shift = base as i64 - start as i64;
-        self.ends.extend(
-            other.ends[range]
-                .iter()
-                .map(|&e| (e as i64 + shift) as u32),
-        );
+        self.ends
+            .extend(other.ends[range].iter().map(|&e| (e as i64 + shift) as u32));
     }
 
     /// Checks the invariants a plugin's output must keep: ends never decrease, the last is the
@@ -75,7 +72,9 @@ impl BytesColumn {
         let mut prev = 0u32;
         for (i, &e) in self.ends.iter().enumerate() {
             if e < prev {
-                return Err(format!("{what}: end offset {i} ({e}) is below the one before ({prev})"));
+                return Err(format!(
+                    "{what}: end offset {i} ({e}) is below the one before ({prev})"
+                ));
             }
             prev = e;
         }
@@ -102,7 +101,11 @@ impl Keys {
     /// Record `i`'s key, or `None` when it has none.
     #[inline]
     pub fn get(&self, i: usize) -> Option<&[u8]> {
-        if self.present.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0) {
+        if self
+            .present
+            .get(i / 8)
+            .is_some_and(|b| b & (1 << (i % 8)) != 0)
+        {
             Some(self.column.get(i))
         } else {
             None
@@ -192,7 +195,10 @@ impl RecordBatch {
         self.values.data.len()
             + self.values.ends.len() * 4
             + self.timestamps.len() * 8
-            + self.keys.as_ref().map_or(0, |k| k.column.data.len() + k.column.ends.len() * 4)
+            + self
+                .keys
+                .as_ref()
+                .map_or(0, |k| k.column.data.len() + k.column.ends.len() * 4)
     }
 
     /// Record `i`'s value.
@@ -270,7 +276,8 @@ impl RecordBatch {
             let base = mine.names.len() as u32;
             mine.names.extend_from(&h.names, 0..h.names.len());
             mine.values.extend_from(&h.values, 0..h.values.len());
-            mine.record_ends.extend(h.record_ends.iter().map(|e| e + base));
+            mine.record_ends
+                .extend(h.record_ends.iter().map(|e| e + base));
         } else if let Some(mine) = &mut self.headers {
             let last = mine.record_ends.last().copied().unwrap_or(0);
             mine.record_ends.resize(had + other.len(), last);
@@ -283,7 +290,8 @@ impl RecordBatch {
         let mut out = RecordBatch::default();
         out.values.extend_from(&self.values, range.clone());
         if !self.timestamps.is_empty() {
-            out.timestamps.extend_from_slice(&self.timestamps[range.clone()]);
+            out.timestamps
+                .extend_from_slice(&self.timestamps[range.clone()]);
         }
         if self.keys.is_some() || self.headers.is_some() {
             let idx: Vec<u32> = (range.start as u32..range.end as u32).collect();
@@ -313,9 +321,15 @@ impl RecordBatch {
                     record_ends: vec![0; out.values.len() - 1],
                     ..Default::default()
                 });
-                let start = if i == 0 { 0 } else { h.record_ends[i - 1] as usize };
-                mine.names.extend_from(&h.names, start..h.record_ends[i] as usize);
-                mine.values.extend_from(&h.values, start..h.record_ends[i] as usize);
+                let start = if i == 0 {
+                    0
+                } else {
+                    h.record_ends[i - 1] as usize
+                };
+                mine.names
+                    .extend_from(&h.names, start..h.record_ends[i] as usize);
+                mine.values
+                    .extend_from(&h.values, start..h.record_ends[i] as usize);
                 mine.record_ends.push(mine.names.len() as u32);
             } else if let Some(mine) = &mut out.headers {
                 let last = mine.record_ends.last().copied().unwrap_or(0);
@@ -329,7 +343,10 @@ impl RecordBatch {
         self.values.validate("values")?;
         let n = self.len();
         if !self.timestamps.is_empty() && self.timestamps.len() != n {
-            return Err(format!("{} timestamps for {n} records", self.timestamps.len()));
+            return Err(format!(
+                "{} timestamps for {n} records",
+                self.timestamps.len()
+            ));
         }
         if let Some(k) = &self.keys {
             k.column.validate("keys")?;
@@ -349,7 +366,10 @@ impl RecordBatch {
             if h.record_ends.len() != n || h.names.len() != h.values.len() {
                 return Err("header columns do not line up with the records".to_owned());
             }
-            if h.record_ends.last().is_some_and(|&e| e as usize != h.names.len()) {
+            if h.record_ends
+                .last()
+                .is_some_and(|&e| e as usize != h.names.len())
+            {
                 return Err("header record ends do not cover the header entries".to_owned());
             }
         }

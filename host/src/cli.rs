@@ -203,7 +203,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Plugin(PluginCommand::New { name, sdk }) => {
             let sdk = sdk.unwrap_or_else(scaffold::default_sdk_path);
-            let cwd = std::env::current_dir().map_err(Error::io("reading the current directory"))?;
+            let cwd =
+                std::env::current_dir().map_err(Error::io("reading the current directory"))?;
             let dir = scaffold::new_project(&name, &cwd, &sdk)?;
             println!(
                 "Created {}. Next: cd {name} && sluice plugin build",

@@ -19,8 +19,18 @@ fn plugin_check_prints_world_version_imports_size_and_digest() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    for needle in ["world     transformer", "sluice:plugin/transform@0.1.0", "sha256", "imports", "bytes"] {
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "world     transformer",
+        "sluice:plugin/transform@0.1.0",
+        "sha256",
+        "imports",
+        "bytes",
+    ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
@@ -35,13 +45,20 @@ fn plugin_check_refuses_a_wrong_world_component_with_the_reason() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("wrong-world.wasm") && err.contains("match no sluice world"), "{err}");
+    assert!(
+        err.contains("wrong-world.wasm") && err.contains("match no sluice world"),
+        "{err}"
+    );
 }
 
 #[test]
 fn plugin_list_shows_every_plugin_and_why_refused_ones_are() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = plugin_dir_with(&plugins_dir(), &["uppercase", "grep"], &tmp.path().join("p"));
+    let dir = plugin_dir_with(
+        &plugins_dir(),
+        &["uppercase", "grep"],
+        &tmp.path().join("p"),
+    );
     plugin_dir_with(&fixtures_dir(), &["truncated"], &dir);
     let out = sluice(&tmp.path().join("cache"))
         .args(["plugin", "list"])
@@ -50,9 +67,21 @@ fn plugin_list_shows_every_plugin_and_why_refused_ones_are() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("uppercase") && l.ends_with("ok")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("grep") && l.ends_with("ok")), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("truncated") && l.contains("refused")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("uppercase") && l.ends_with("ok")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("grep") && l.ends_with("ok")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("truncated") && l.contains("refused")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -66,7 +95,10 @@ fn plugin_new_then_build_makes_a_working_transformation() {
     assert!(status.success());
     let project = tmp.path().join("shout");
     let config = std::fs::read_to_string(project.join(".cargo/config.toml")).unwrap();
-    assert!(config.contains("wasm32-wasip2") && config.contains("+simd128"), "{config}");
+    assert!(
+        config.contains("wasm32-wasip2") && config.contains("+simd128"),
+        "{config}"
+    );
     let out = sluice(&tmp.path().join("cache"))
         .args(["plugin", "build"])
         .current_dir(&project)

@@ -33,14 +33,20 @@ fn values(b: &RecordBatch) -> Vec<String> {
 }
 
 fn load_fixture(rt: &PluginRuntime, name: &str) -> sluice::plugin::Plugin {
-    rt.load_file(&fixtures_dir().join(format!("{name}.wasm")), &Grants::default())
-        .unwrap_or_else(|e| panic!("fixture {name} loads: {e}"))
+    rt.load_file(
+        &fixtures_dir().join(format!("{name}.wasm")),
+        &Grants::default(),
+    )
+    .unwrap_or_else(|e| panic!("fixture {name} loads: {e}"))
 }
 
 /// The error names the plugin, its digest, the partition and the batch.
 fn assert_names_its_context(err: &sluice::plugin::PluginError, plugin: &sluice::plugin::Plugin) {
     let msg = err.to_string();
-    assert!(msg.contains(&format!("plugin `{}`", plugin.name())), "{msg}");
+    assert!(
+        msg.contains(&format!("plugin `{}`", plugin.name())),
+        "{msg}"
+    );
     assert!(msg.contains(&plugin.info().digest[..12]), "{msg}");
     assert!(msg.contains("partition 3"), "{msg}");
     assert!(msg.contains("batch 7"), "{msg}");
@@ -86,14 +92,23 @@ fn an_infinite_loop_is_stopped_within_twice_its_time_budget() {
     let rt = runtime_with_cache(tmp.path());
     let p = load_fixture(&rt, "infinite-loop");
     let budget = p.info().limits.time;
-    assert!(budget <= Duration::from_millis(500), "the fixture's manifest sets a short budget");
+    assert!(
+        budget <= Duration::from_millis(500),
+        "the fixture's manifest sets a short budget"
+    );
     let stage = p.transformer(&BTreeMap::new()).unwrap();
     let started = Instant::now();
     let err = stage.transform(&ctx(3, 7), &batch(&["loop"])).unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err.failure, Failure::TimedOut { .. }), "{err}");
-    assert!(took < budget * 2, "stopped after {took:?}, budget {budget:?}");
-    assert!(took >= budget, "stopped after {took:?}, before its budget {budget:?}");
+    assert!(
+        took < budget * 2,
+        "stopped after {took:?}, budget {budget:?}"
+    );
+    assert!(
+        took >= budget,
+        "stopped after {took:?}, before its budget {budget:?}"
+    );
     assert_names_its_context(&err, &p);
     let out = stage.transform(&ctx(3, 8), &batch(&["fine"])).unwrap();
     assert_eq!(values(&out.batch), ["fine"]);
@@ -130,14 +145,21 @@ fn rejected_records_are_reported_and_the_rest_is_output() {
         .unwrap();
     assert_eq!(values(&out.batch), ["a", "c"]);
     assert_eq!(out.origins, [0, 2]);
-    assert_eq!(out.batch.timestamps, [1_000, 1_002], "timestamps follow the origins");
+    assert_eq!(
+        out.batch.timestamps,
+        [1_000, 1_002],
+        "timestamps follow the origins"
+    );
     assert_eq!(out.rejected.len(), 1);
     assert_eq!(out.rejected[0].0, 1);
 
     let err = stage
         .transform(&ctx(3, 7), &batch(&["a", "abort-bad"]))
         .unwrap_err();
-    assert!(matches!(err.failure, Failure::BadRecord { index: 1, .. }), "{err}");
+    assert!(
+        matches!(err.failure, Failure::BadRecord { index: 1, .. }),
+        "{err}"
+    );
     assert_names_its_context(&err, &p);
 }
 
@@ -151,7 +173,11 @@ fn broken_plugins_are_refused_at_load_and_the_others_still_load() {
         &tmp.path().join("plugins"),
     );
     plugin_dir_with(&plugins_dir(), &["uppercase"], &dir);
-    std::fs::write(dir.join("garbage.wasm"), b"\0asm\x0d\0\x01\0this is not a component").unwrap();
+    std::fs::write(
+        dir.join("garbage.wasm"),
+        b"\0asm\x0d\0\x01\0this is not a component",
+    )
+    .unwrap();
     std::fs::write(dir.join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
 
     let reg = rt.load_dir(&dir, &BTreeMap::new()).unwrap();
@@ -160,19 +186,33 @@ fn broken_plugins_are_refused_at_load_and_the_others_still_load() {
     assert_eq!(reg.refused.len(), 5, "{:#?}", reg.refused);
 
     let msg = |name: &str| reg.refusal(name).map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg("truncated").contains("truncated"), "{}", msg("truncated"));
     assert!(
-        matches!(reg.refusal("wrong-world"), Some(LoadError::WrongWorld { .. })),
+        msg("truncated").contains("truncated"),
+        "{}",
+        msg("truncated")
+    );
+    assert!(
+        matches!(
+            reg.refusal("wrong-world"),
+            Some(LoadError::WrongWorld { .. })
+        ),
         "{}",
         msg("wrong-world")
     );
-    assert!(msg("wrong-world").contains("sluice:plugin/transform@0.1.0"), "names what was expected");
+    assert!(
+        msg("wrong-world").contains("sluice:plugin/transform@0.1.0"),
+        "names what was expected"
+    );
     assert!(
         matches!(reg.refusal("wants-dir"), Some(LoadError::NotGranted { dir, .. }) if dir == "/secrets"),
         "{}",
         msg("wants-dir")
     );
-    assert!(msg("garbage").contains("garbage.wasm"), "{}", msg("garbage"));
+    assert!(
+        msg("garbage").contains("garbage.wasm"),
+        "{}",
+        msg("garbage")
+    );
     assert!(msg("core").contains("not a component"), "{}", msg("core"));
 }
 
@@ -237,7 +277,10 @@ fn the_second_start_loads_from_the_cache_and_a_changed_engine_setting_does_not()
     })
     .unwrap();
     let with_fuel = fuel.load_file(&file, &Grants::default()).unwrap();
-    assert!(!with_fuel.info().cached, "another engine setting misses the cache");
+    assert!(
+        !with_fuel.info().cached,
+        "another engine setting misses the cache"
+    );
     // And the artifact made with fuel on really counts fuel: it still runs correctly.
     let out = with_fuel
         .transformer(&BTreeMap::new())
@@ -279,7 +322,10 @@ fn a_plugin_of_the_wrong_kind_is_refused_for_the_role() {
         .inspect_file(&plugins_dir().join("jsonl-sink.wasm"))
         .unwrap();
     let msg = p.transformer(&BTreeMap::new()).unwrap_err();
-    assert!(msg.contains("jsonl-sink") && msg.contains("is a sink"), "{msg}");
+    assert!(
+        msg.contains("jsonl-sink") && msg.contains("is a sink"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -330,10 +376,17 @@ fn split_words_emits_each_word_as_key_and_value() {
     let out = stage
         .transform(&ctx(0, 0), &batch(&["the cat  sat", "", "on\tthe mat"]))
         .unwrap();
-    assert_eq!(values(&out.batch), ["the", "cat", "sat", "on", "the", "mat"]);
+    assert_eq!(
+        values(&out.batch),
+        ["the", "cat", "sat", "on", "the", "mat"]
+    );
     assert_eq!(out.origins, [0, 0, 0, 2, 2, 2]);
     let keys: Vec<_> = (0..out.batch.len())
-        .map(|i| out.batch.key(i).map(|k| String::from_utf8_lossy(k).into_owned()))
+        .map(|i| {
+            out.batch
+                .key(i)
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+        })
         .collect();
     assert_eq!(keys[1].as_deref(), Some("cat"));
     assert!(keys.iter().all(Option::is_some));
@@ -391,7 +444,10 @@ fn the_jsonl_sink_makes_a_batch_visible_only_at_commit() {
         v.sort();
         v
     };
-    assert!(visible(&out_dir).is_empty(), "nothing visible before commit");
+    assert!(
+        visible(&out_dir).is_empty(),
+        "nothing visible before commit"
+    );
     sink.commit("events", 5).unwrap();
     sink.commit("events", 5).unwrap();
     let files = visible(&out_dir);
@@ -441,7 +497,10 @@ fn the_lines_receiver_reads_granted_files_and_resumes_from_its_position() {
     let again = p.receiver(&BTreeMap::new()).unwrap();
     again.open(0, Some(&position)).unwrap();
     let resumed = again.poll(0, 100, 1 << 20).unwrap();
-    assert_eq!(values(&resumed.records).first().map(String::as_str), Some("three"));
+    assert_eq!(
+        values(&resumed.records).first().map(String::as_str),
+        Some("three")
+    );
 }
 
 #[test]

@@ -57,7 +57,11 @@ pub fn native_split_words(input: &RecordBatch) -> RecordBatch {
     let mut keys = Keys::default();
     for i in 0..input.len() {
         let ts = input.timestamp(i);
-        for word in input.value(i).split(u8::is_ascii_whitespace).filter(|w| !w.is_empty()) {
+        for word in input
+            .value(i)
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty())
+        {
             out.values.push(word);
             keys.push(Some(word));
             if let Some(ts) = ts {
@@ -109,7 +113,8 @@ pub fn measure(
     rt: &tokio::runtime::Runtime,
 ) -> Result<Measure> {
     let file = dir.join(format!("{workload}.toml"));
-    std::fs::write(&file, pipeline_text(workload, 2, "128MiB")).map_err(Error::io("writing a bench pipeline"))?;
+    std::fs::write(&file, pipeline_text(workload, 2, "128MiB"))
+        .map_err(Error::io("writing a bench pipeline"))?;
     let mut plan = plan::build(&file, Some(plugins), rt.handle())?;
     if native {
         let step = match workload {
@@ -167,7 +172,8 @@ pub fn measure(
         records_per_s: records as f64 / n / interval,
         cpu_s_per_million: cpu / (all as f64 / 1e6),
         peak_rss: peak.load(Ordering::Relaxed),
-        processing: steady.iter().map(|r| r.processing).sum::<Duration>() / steady.len().max(1) as u32,
+        processing: steady.iter().map(|r| r.processing).sum::<Duration>()
+            / steady.len().max(1) as u32,
         first_batch: summary.first_batch.unwrap_or_default(),
     })
 }
@@ -207,7 +213,10 @@ pub fn run(plugins: &Path, quick: bool) -> Result<String> {
                 .unwrap_or_default()
         };
         let (w, n) = (best(&wasm), best(&native));
-        for (label, m) in [(format!("{workload} (wasm)"), w), (format!("{workload} (native)"), n)] {
+        for (label, m) in [
+            (format!("{workload} (wasm)"), w),
+            (format!("{workload} (native)"), n),
+        ] {
             let _ = writeln!(
                 report,
                 "{:<22} {:>14.0} {:>12.3} {:>12.1} {:>14.1} {:>12.0}",

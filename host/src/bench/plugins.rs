@@ -97,9 +97,7 @@ pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<Strin
     for w in &workloads {
         let file = plugins.join(format!("{}.wasm", w.name));
         let plugin = runtime.load_file(&file, &Grants::default())?;
-        let stage = plugin
-            .transformer(&BTreeMap::new())
-            .map_err(Error::Usage)?;
+        let stage = plugin.transformer(&BTreeMap::new()).map_err(Error::Usage)?;
 
         // Same answer both ways, checked before anything is timed.
         let wasm_out = stage.transform(&ctx, &input)?;

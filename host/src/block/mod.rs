@@ -190,7 +190,8 @@ impl BlockManager {
 
     /// Gives back the bytes of a finished batch and wakes waiting receivers.
     pub fn release(&self, bytes: u64) {
-        self.used.fetch_sub(bytes.min(self.used()), Ordering::AcqRel);
+        self.used
+            .fetch_sub(bytes.min(self.used()), Ordering::AcqRel);
         self.room.notify_waiters();
     }
 
@@ -252,7 +253,11 @@ mod tests {
         let batch = m.take_batch(2);
         assert_eq!(batch[0].records.len(), 3);
         assert_eq!(
-            batch[0].blocks.iter().map(|b| b.records.clone()).collect::<Vec<_>>(),
+            batch[0]
+                .blocks
+                .iter()
+                .map(|b| b.records.clone())
+                .collect::<Vec<_>>(),
             [0..2, 2..3]
         );
         assert_eq!(batch[0].blocks[1].id.seq, 1);
@@ -271,7 +276,8 @@ mod tests {
         m.append(0, &big).await;
         let m2 = m.clone();
         let waiter = tokio::spawn(async move {
-            m2.append(0, &RecordBatch::from_values([&[0u8; 80][..]])).await;
+            m2.append(0, &RecordBatch::from_values([&[0u8; 80][..]]))
+                .await;
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!waiter.is_finished(), "the second append waits for room");

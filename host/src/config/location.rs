@@ -150,7 +150,10 @@ mod tests {
     fn a_relative_path_resolves_against_the_pipeline_directory() {
         let tmp = tempfile::tempdir().unwrap();
         let loc = Location::resolve("out/x", "sink.path", tmp.path(), true).unwrap();
-        assert_eq!(loc.local.unwrap(), tmp.path().canonicalize().unwrap().join("out/x"));
+        assert_eq!(
+            loc.local.unwrap(),
+            tmp.path().canonicalize().unwrap().join("out/x")
+        );
     }
 
     #[test]
@@ -158,7 +161,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let abs = tmp.path().canonicalize().unwrap();
         let a = Location::resolve(abs.to_str().unwrap(), "k", Path::new("/"), false).unwrap();
-        let b = Location::resolve(&format!("file://{}", abs.display()), "k", Path::new("/"), false).unwrap();
+        let b = Location::resolve(
+            &format!("file://{}", abs.display()),
+            "k",
+            Path::new("/"),
+            false,
+        )
+        .unwrap();
         assert_eq!(a.local, b.local);
     }
 
@@ -166,7 +175,11 @@ mod tests {
     fn an_unknown_scheme_or_a_missing_input_directory_is_refused_naming_the_key() {
         let msg = Location::resolve("ftp://x/y", "source.path", Path::new("/"), false).unwrap_err();
         assert!(msg.contains("source.path") && msg.contains("ftp"), "{msg}");
-        let msg = Location::resolve("/no/such/dir", "source.path", Path::new("/"), false).unwrap_err();
-        assert!(msg.contains("source.path") && msg.contains("not a directory"), "{msg}");
+        let msg =
+            Location::resolve("/no/such/dir", "source.path", Path::new("/"), false).unwrap_err();
+        assert!(
+            msg.contains("source.path") && msg.contains("not a directory"),
+            "{msg}"
+        );
     }
 }

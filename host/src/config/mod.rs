@@ -182,11 +182,25 @@ impl RawSource {
         let name = self.name.clone().unwrap_or_else(default_stream);
         let partitions = self.partitions.unwrap_or(1);
         let required = |key: &str, v: &Option<String>| {
-            v.clone().ok_or_else(|| format!("key `source.{key}`: required for a `{}` source", self.kind))
+            v.clone()
+                .ok_or_else(|| format!("key `source.{key}`: required for a `{}` source", self.kind))
         };
         match self.kind.as_str() {
             "generator" => {
-                only("source", "generator", &set, &["name", "partitions", "seed", "vocabulary", "words-per-line", "rate", "limit"])?;
+                only(
+                    "source",
+                    "generator",
+                    &set,
+                    &[
+                        "name",
+                        "partitions",
+                        "seed",
+                        "vocabulary",
+                        "words-per-line",
+                        "rate",
+                        "limit",
+                    ],
+                )?;
                 Ok(SourceConfig::Generator(GeneratorConfig {
                     name,
                     partitions,
@@ -198,7 +212,12 @@ impl RawSource {
                 }))
             }
             "files" => {
-                only("source", "files", &set, &["name", "partitions", "path", "poll-interval"])?;
+                only(
+                    "source",
+                    "files",
+                    &set,
+                    &["name", "partitions", "path", "poll-interval"],
+                )?;
                 Ok(SourceConfig::Files(FilesConfig {
                     name,
                     partitions,
@@ -207,7 +226,12 @@ impl RawSource {
                 }))
             }
             "tcp" => {
-                only("source", "tcp", &set, &["name", "partitions", "address", "end-on-close"])?;
+                only(
+                    "source",
+                    "tcp",
+                    &set,
+                    &["name", "partitions", "address", "end-on-close"],
+                )?;
                 Ok(SourceConfig::Tcp(TcpConfig {
                     name,
                     partitions,
@@ -216,7 +240,12 @@ impl RawSource {
                 }))
             }
             "plugin" => {
-                only("source", "plugin", &set, &["name", "partitions", "plugin", "params"])?;
+                only(
+                    "source",
+                    "plugin",
+                    &set,
+                    &["name", "partitions", "plugin", "params"],
+                )?;
                 Ok(SourceConfig::Plugin(PluginSourceConfig {
                     name,
                     partitions: self.partitions,
@@ -399,10 +428,14 @@ impl StepConfig {
         let here = format!("`[[transform]]` number {n}");
         match (&self.plugin, self.builtin.as_deref()) {
             (Some(_), Some(_)) => Err(format!("{here}: has both `plugin` and `builtin`; give one")),
-            (None, None) => Err(format!("{here}: needs `plugin = \"NAME\"` or `builtin = \"…\"`")),
+            (None, None) => Err(format!(
+                "{here}: needs `plugin = \"NAME\"` or `builtin = \"…\"`"
+            )),
             (Some(name), None) => {
                 if self.partitions.is_some() {
-                    return Err(format!("{here}: key `partitions` is only for `builtin = \"repartition-by-key\"`"));
+                    return Err(format!(
+                        "{here}: key `partitions` is only for `builtin = \"repartition-by-key\"`"
+                    ));
                 }
                 Ok(Step::Plugin {
                     name: name.clone(),
@@ -418,7 +451,9 @@ impl StepConfig {
                         partitions: self.partitions,
                     }),
                     "count-by-key" if self.partitions.is_none() => Ok(Step::CountByKey),
-                    "count-by-key" => Err(format!("{here}: key `partitions` is only for `repartition-by-key`")),
+                    "count-by-key" => Err(format!(
+                        "{here}: key `partitions` is only for `repartition-by-key`"
+                    )),
                     other => Err(format!(
                         "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\" or \"count-by-key\""
                     )),
@@ -466,12 +501,18 @@ impl RawSink {
         match self.kind.as_str() {
             "stdout" => {
                 only("sink", "stdout", &set, &["format", "top"])?;
-                Ok(SinkConfig::Stdout { format, top: self.top })
+                Ok(SinkConfig::Stdout {
+                    format,
+                    top: self.top,
+                })
             }
             "files" => {
                 only("sink", "files", &set, &["format", "path"])?;
                 Ok(SinkConfig::Files {
-                    path: self.path.clone().ok_or("key `sink.path`: required for a `files` sink")?,
+                    path: self
+                        .path
+                        .clone()
+                        .ok_or("key `sink.path`: required for a `files` sink")?,
                     format,
                 })
             }
@@ -482,7 +523,10 @@ impl RawSink {
             "plugin" => {
                 only("sink", "plugin", &set, &["plugin", "params"])?;
                 Ok(SinkConfig::Plugin(PluginRef {
-                    plugin: self.plugin.clone().ok_or("key `sink.plugin`: required for a `plugin` sink")?,
+                    plugin: self
+                        .plugin
+                        .clone()
+                        .ok_or("key `sink.plugin`: required for a `plugin` sink")?,
                     params: self.params.clone().unwrap_or_default(),
                 }))
             }
@@ -556,7 +600,11 @@ impl PipelineFile {
         // Check the version first, so a future file gets "version" rather than a key error.
         if let Ok(table) = text.parse::<toml::Table>() {
             match table.get("version") {
-                None => return Err(bad("key `version`: missing; this host reads `version = 1`".to_owned())),
+                None => {
+                    return Err(bad(
+                        "key `version`: missing; this host reads `version = 1`".to_owned()
+                    ));
+                }
                 Some(toml::Value::Integer(v)) if *v != PIPELINE_VERSION as i64 => {
                     return Err(bad(format!(
                         "key `version`: this host reads pipeline version {PIPELINE_VERSION}, the file says {v}"
@@ -565,7 +613,8 @@ impl PipelineFile {
                 _ => {}
             }
         }
-        let mut file: PipelineFile = toml::from_str(text).map_err(|e| bad(toml_message(&e, text)))?;
+        let mut file: PipelineFile =
+            toml::from_str(text).map_err(|e| bad(toml_message(&e, text)))?;
         let with_line = |message: String| {
             // Point at the key's line when the message names one.
             let key = message
@@ -634,12 +683,13 @@ impl PipelineFile {
 
 /// The line (from 1) where `key = …` is first set, if anywhere.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        l.strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -670,12 +720,18 @@ kind = "stdout"
         let msg = PipelineFile::parse(&text, Path::new("p.toml"))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("p.toml") && msg.contains("colour") && msg.contains("line 7"), "{msg}");
+        assert!(
+            msg.contains("p.toml") && msg.contains("colour") && msg.contains("line 7"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_wrong_type_is_refused_naming_the_key() {
-        let text = MINIMAL.replace("kind = \"generator\"", "kind = \"generator\"\nrate = \"fast\"");
+        let text = MINIMAL.replace(
+            "kind = \"generator\"",
+            "kind = \"generator\"\nrate = \"fast\"",
+        );
         let msg = PipelineFile::parse(&text, Path::new("p.toml"))
             .unwrap_err()
             .to_string();
@@ -684,11 +740,17 @@ kind = "stdout"
 
     #[test]
     fn a_key_of_another_kind_is_refused_naming_it_and_the_kinds_keys() {
-        let text = MINIMAL.replace("kind = \"generator\"", "kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nrate = 5");
+        let text = MINIMAL.replace(
+            "kind = \"generator\"",
+            "kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nrate = 5",
+        );
         let msg = PipelineFile::parse(&text, Path::new("p.toml"))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("source.rate") && msg.contains("line 6") && msg.contains("address"), "{msg}");
+        assert!(
+            msg.contains("source.rate") && msg.contains("line 6") && msg.contains("address"),
+            "{msg}"
+        );
     }
 
     #[test]

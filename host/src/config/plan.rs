@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 use super::location::Location;
-use super::{ConfigError, GeneratorConfig, PipelineFile, SinkConfig, SourceConfig, Step, TcpConfig};
+use super::{
+    ConfigError, GeneratorConfig, PipelineFile, SinkConfig, SourceConfig, Step, TcpConfig,
+};
 use crate::plugin::{Plugin, PluginKind, PluginRuntime, ReceiverStage, TransformStage};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::{CountSink, FilesSink, PluginSink, Sink, StdoutSink};
@@ -116,7 +118,13 @@ pub fn build_with(
     };
     let base = path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .to_owned();
     let base = std::fs::canonicalize(&base).unwrap_or(base);
@@ -180,7 +188,11 @@ pub fn build_with(
             return Err(bad(format!(
                 "{what}: plugin `{plugin}` is not in {} (it has: {})",
                 dir.display(),
-                if have.is_empty() { "nothing".to_owned() } else { have.join(", ") }
+                if have.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    have.join(", ")
+                }
             )));
         }
         let none = Default::default();
@@ -196,7 +208,9 @@ pub fn build_with(
         SourceConfig::Generator(g) => (SourcePlan::Generator(g.clone()), g.partitions),
         SourceConfig::Files(f) => {
             let location = Location::resolve(&f.path, "source.path", &base, false).map_err(&bad)?;
-            handle.block_on(location.reach("source.path")).map_err(&bad)?;
+            handle
+                .block_on(location.reach("source.path"))
+                .map_err(&bad)?;
             (
                 SourcePlan::Files {
                     location,
@@ -289,7 +303,9 @@ pub fn build_with(
         .as_ref()
         .map_or("dead-letters", |d| d.path.as_str());
     let dl = Location::resolve(dl_spec, "dead-letter.path", &base, true).map_err(&bad)?;
-    handle.block_on(dl.reach("dead-letter.path")).map_err(&bad)?;
+    handle
+        .block_on(dl.reach("dead-letter.path"))
+        .map_err(&bad)?;
     let workers = file.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -106,7 +106,9 @@ pub enum LoadError {
         message: String,
     },
     /// A limit in the manifest is over the operator's maximum.
-    #[error("plugin {name}: manifest `limits.{key}` is {asked}, over the operator's maximum of {max}")]
+    #[error(
+        "plugin {name}: manifest `limits.{key}` is {asked}, over the operator's maximum of {max}"
+    )]
     Limit {
         /// The plugin.
         name: String,

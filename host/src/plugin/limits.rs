@@ -197,7 +197,10 @@ mod tests {
         let mut m = Manifest::implicit("hog");
         m.limits.memory = Some(2 << 30);
         let msg = cfg.limits_for(&m).unwrap_err().to_string();
-        assert!(msg.contains("limits.memory") && msg.contains("hog"), "{msg}");
+        assert!(
+            msg.contains("limits.memory") && msg.contains("hog"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -204,7 +204,11 @@ mod tests {
         assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
         assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
         assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert!(parse_bytes("12 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_bytes("12 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_bytes("MiB").is_err());
     }
 

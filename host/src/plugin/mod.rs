@@ -223,7 +223,9 @@ impl Plugin {
     /// A transformation stage; refuses a plugin of another kind.
     pub fn transformer(&self, params: &BTreeMap<String, String>) -> Result<TransformStage, String> {
         self.expect_kind(PluginKind::Transformer)?;
-        self.stage(params).map(TransformStage).map_err(|e| e.to_string())
+        self.stage(params)
+            .map(TransformStage)
+            .map_err(|e| e.to_string())
     }
 
     /// A sink stage; refuses a plugin of another kind.
@@ -235,7 +237,9 @@ impl Plugin {
     /// A receiver stage; refuses a plugin of another kind.
     pub fn receiver(&self, params: &BTreeMap<String, String>) -> Result<ReceiverStage, String> {
         self.expect_kind(PluginKind::Receiver)?;
-        self.stage(params).map(ReceiverStage).map_err(|e| e.to_string())
+        self.stage(params)
+            .map(ReceiverStage)
+            .map_err(|e| e.to_string())
     }
 
     /// Times `n` bare instantiations from the `InstancePre` (a new store each, no `init`) and
@@ -501,7 +505,11 @@ impl Stage {
 
 /// Sets the time and fuel budget for the next call.
 fn arm(store: &mut Store<HostState>, limits: &Limits, tick: Duration) {
-    let ticks = limits.time.as_nanos().div_ceil(tick.as_nanos().max(1)).max(1) as u64;
+    let ticks = limits
+        .time
+        .as_nanos()
+        .div_ceil(tick.as_nanos().max(1))
+        .max(1) as u64;
     store.set_epoch_deadline(ticks);
     if let Some(fuel) = limits.fuel {
         let _ = store.set_fuel(fuel);
@@ -635,7 +643,9 @@ impl SinkStage {
 
     /// Calls `write` with one partition's batch.
     pub fn write(&self, ctx: &CallContext, input: &RecordBatch) -> CallResult<()> {
-        let site = self.0.site("write", Some(ctx.partition), Some(ctx.batch_id));
+        let site = self
+            .0
+            .site("write", Some(ctx.partition), Some(ctx.batch_id));
         let wit_ctx = v0_1::types::BatchContext {
             stream: &ctx.stream,
             partition: ctx.partition,
@@ -645,7 +655,9 @@ impl SinkStage {
         };
         let wit_batch = to_wit(input);
         let r = self.0.call(site.clone(), |bound, store| match bound {
-            Bound::Sink(s) => s.sluice_plugin_deliver().call_write(store, wit_ctx, wit_batch),
+            Bound::Sink(s) => s
+                .sluice_plugin_deliver()
+                .call_write(store, wit_ctx, wit_batch),
             _ => unreachable!("a sink stage holds a sink"),
         })?;
         r.map_err(|e| PluginError {
@@ -658,7 +670,9 @@ impl SinkStage {
     pub fn commit(&self, stream: &str, batch_id: u64) -> CallResult<()> {
         let site = self.0.site("commit", None, Some(batch_id));
         let r = self.0.call(site.clone(), |bound, store| match bound {
-            Bound::Sink(s) => s.sluice_plugin_deliver().call_commit(store, stream, batch_id),
+            Bound::Sink(s) => s
+                .sluice_plugin_deliver()
+                .call_commit(store, stream, batch_id),
             _ => unreachable!("a sink stage holds a sink"),
         })?;
         r.map_err(|e| PluginError {
@@ -703,7 +717,9 @@ impl ReceiverStage {
     pub fn open(&self, partition: u32, position: Option<&str>) -> CallResult<()> {
         let site = self.0.site("open", Some(partition), None);
         let r = self.0.call(site.clone(), |bound, store| match bound {
-            Bound::Receiver(r) => r.sluice_plugin_source().call_open(store, partition, position),
+            Bound::Receiver(r) => r
+                .sluice_plugin_source()
+                .call_open(store, partition, position),
             _ => unreachable!("a receiver stage holds a receiver"),
         })?;
         r.map_err(|e| PluginError {
@@ -811,7 +827,10 @@ fn receiver_failure(e: v0_1::receiver::sluice::plugin::types::Error) -> Failure 
 
 /// Builds the host's view of a transformation's output, checking it against the contract and
 /// inheriting timestamps, headers and keys through `origins`.
-fn from_wit_output(input: &RecordBatch, out: v0_1::types::Output) -> Result<TransformOutput, String> {
+fn from_wit_output(
+    input: &RecordBatch,
+    out: v0_1::types::Output,
+) -> Result<TransformOutput, String> {
     let values = BytesColumn {
         data: out.values.data,
         ends: out.values.ends,
@@ -847,13 +866,22 @@ fn from_wit_output(input: &RecordBatch, out: v0_1::types::Output) -> Result<Tran
             ));
         }
     }
-    let origin = |i: usize| if origins.is_empty() { i } else { origins[i] as usize };
+    let origin = |i: usize| {
+        if origins.is_empty() {
+            i
+        } else {
+            origins[i] as usize
+        }
+    };
     let timestamps = if input.timestamps.is_empty() {
         Vec::new()
     } else if origins.is_empty() {
         input.timestamps.clone()
     } else {
-        origins.iter().map(|&o| input.timestamps[o as usize]).collect()
+        origins
+            .iter()
+            .map(|&o| input.timestamps[o as usize])
+            .collect()
     };
     let keys = match out.keys {
         Some(k) => {
@@ -886,7 +914,11 @@ fn from_wit_output(input: &RecordBatch, out: v0_1::types::Output) -> Result<Tran
         let mut out = Headers::default();
         for i in 0..n {
             let o = origin(i);
-            let start = if o == 0 { 0 } else { h.record_ends[o - 1] as usize };
+            let start = if o == 0 {
+                0
+            } else {
+                h.record_ends[o - 1] as usize
+            };
             let end = h.record_ends[o] as usize;
             out.names.extend_from(&h.names, start..end);
             out.values.extend_from(&h.values, start..end);

@@ -61,11 +61,12 @@ impl PluginRuntime {
         // WASI is linked so that components built with Rust's std (which import wasi:cli,
         // wasi:io, wasi:filesystem, …) instantiate; what it grants is decided per instance by
         // its WasiCtx, which by default grants nothing.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
-        v0_1::transformer::sluice::plugin::host::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError(e.to_string()))?;
+        v0_1::transformer::sluice::plugin::host::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut linker, |s| s)
         .map_err(|e| RuntimeError(e.to_string()))?;
 
         let cache = ArtifactCache::new(config.resolved_cache_dir(), &engine);
@@ -104,7 +105,12 @@ impl PluginRuntime {
 
     /// [`load_file`](Self::load_file) for a given role: a plugin of another kind is refused
     /// for that (before its grants are looked at, so the message names the real problem).
-    pub fn load_as(&self, wasm: &Path, grants: &Grants, kind: PluginKind) -> Result<Plugin, LoadError> {
+    pub fn load_as(
+        &self,
+        wasm: &Path,
+        grants: &Grants,
+        kind: PluginKind,
+    ) -> Result<Plugin, LoadError> {
         self.load(wasm, Some(grants), Some(kind))
     }
 
@@ -304,7 +310,8 @@ impl Registry {
     pub fn refusal(&self, name: &str) -> Option<&LoadError> {
         self.refused.iter().find(|e| {
             let s = e.to_string();
-            s.contains(&format!("{name}.wasm")) || s.contains(&format!("plugin {name}:"))
+            s.contains(&format!("{name}.wasm"))
+                || s.contains(&format!("plugin {name}:"))
                 || s.contains(&format!("{name}.toml"))
         })
     }
@@ -344,7 +351,9 @@ fn invalid_message(e: &wasmtime::Error) -> String {
     } else if msg.contains("parse a wasm module with a component parser")
         || msg.contains("expected a component")
     {
-        format!("it is a core WebAssembly module, not a component; build it for wasm32-wasip2 ({msg})")
+        format!(
+            "it is a core WebAssembly module, not a component; build it for wasm32-wasip2 ({msg})"
+        )
     } else {
         msg
     }

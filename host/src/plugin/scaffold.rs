@@ -95,7 +95,8 @@ time = "1s"
     for (path, text) in files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(Error::io(format!("creating {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(Error::io(format!("creating {}", parent.display())))?;
         }
         std::fs::write(&path, text).map_err(Error::io(format!("writing {}", path.display())))?;
     }
@@ -165,7 +166,10 @@ pub fn build_project(dir: &Path) -> Result<PathBuf> {
         .status()
         .map_err(Error::io("running cargo"))?;
     if !status.success() {
-        return Err(Error::Usage(format!("cargo build failed in {} ({status})", dir.display())));
+        return Err(Error::Usage(format!(
+            "cargo build failed in {} ({status})",
+            dir.display()
+        )));
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -196,7 +200,9 @@ pub fn ensure_wasm_target() -> Result<()> {
             .status()
             .map_err(Error::io("running rustup target add wasm32-wasip2"))?;
         if !status.success() {
-            return Err(Error::Usage("rustup target add wasm32-wasip2 failed".to_owned()));
+            return Err(Error::Usage(
+                "rustup target add wasm32-wasip2 failed".to_owned(),
+            ));
         }
     }
     Ok(())
@@ -228,7 +234,11 @@ pub fn describe(plugin: &Plugin) -> String {
         i.wit_package,
         i.imports.join(", "),
         i.compile_time.as_secs_f64() * 1e3,
-        if i.cached { "from the cache" } else { "compiled now, cached" },
+        if i.cached {
+            "from the cache"
+        } else {
+            "compiled now, cached"
+        },
     )
 }
 

@@ -73,7 +73,12 @@ impl FilesReceiver {
                 .store
                 .list_with_delimiter(Some(&self.location.prefix))
                 .await
-                .map_err(|e| ReceiverError::Transient(format!("files {}: listing failed: {e}", self.location)))?;
+                .map_err(|e| {
+                    ReceiverError::Transient(format!(
+                        "files {}: listing failed: {e}",
+                        self.location
+                    ))
+                })?;
             let mut objects = listing.objects;
             objects.sort_by(|a, b| a.location.cmp(&b.location));
             for meta in objects {
@@ -113,14 +118,18 @@ impl FilesReceiver {
             .store
             .get(path)
             .await
-            .map_err(|e| ReceiverError::Transient(format!("files {}: reading {name}: {e}", self.location)))?
+            .map_err(|e| {
+                ReceiverError::Transient(format!("files {}: reading {name}: {e}", self.location))
+            })?
             .into_stream()
             .try_fold(Vec::new(), |mut acc, b| async move {
                 acc.extend_from_slice(&b);
                 Ok(acc)
             })
             .await
-            .map_err(|e| ReceiverError::Transient(format!("files {}: reading {name}: {e}", self.location)))?;
+            .map_err(|e| {
+                ReceiverError::Transient(format!("files {}: reading {name}: {e}", self.location))
+            })?;
         let ts = now_ms();
         let mut chunk = RecordBatch::default();
         let mut start = 0;
@@ -142,7 +151,12 @@ impl FilesReceiver {
             out.append(&chunk).await;
             start = end;
         }
-        tracing::debug!(file = name, partition = self.partition, bytes = bytes.len(), "Read a file.");
+        tracing::debug!(
+            file = name,
+            partition = self.partition,
+            bytes = bytes.len(),
+            "Read a file."
+        );
         Ok(())
     }
 }
@@ -163,7 +177,9 @@ mod tests {
     fn files_spread_over_partitions_stably() {
         let p = partition_of("a.txt", 4);
         assert_eq!(p, partition_of("a.txt", 4));
-        let spread: HashSet<u32> = (0..100).map(|i| partition_of(&format!("f{i}"), 4)).collect();
+        let spread: HashSet<u32> = (0..100)
+            .map(|i| partition_of(&format!("f{i}"), 4))
+            .collect();
         assert_eq!(spread.len(), 4);
     }
 }

@@ -25,7 +25,9 @@ impl LineGenerator {
         LineGenerator {
             words: vocabulary(cfg.seed, cfg.vocabulary.max(1)),
             words_per_line: cfg.words_per_line.max(1),
-            state: splitmix(cfg.seed ^ (0xA076_1D64_78BD_642F_u64.wrapping_mul(partition as u64 + 1))),
+            state: splitmix(
+                cfg.seed ^ (0xA076_1D64_78BD_642F_u64.wrapping_mul(partition as u64 + 1)),
+            ),
             produced: 0,
         }
     }

@@ -103,7 +103,11 @@ pub async fn supervise(
     loop {
         match receiver.run(&out, &mut stop).await {
             Ok(Finished::End) => {
-                tracing::info!(partition = out.partition, kind = receiver.kind(), "The partition has ended.");
+                tracing::info!(
+                    partition = out.partition,
+                    kind = receiver.kind(),
+                    "The partition has ended."
+                );
                 out.blocks.end_partition(out.partition);
                 return Ok(());
             }

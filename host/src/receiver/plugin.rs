@@ -38,7 +38,8 @@ impl PluginReceiver {
                 return Ok(Finished::Stopped);
             }
             if !self.opened {
-                let (stage, partition, position) = (self.stage.clone(), self.partition, self.position.clone());
+                let (stage, partition, position) =
+                    (self.stage.clone(), self.partition, self.position.clone());
                 tokio::task::spawn_blocking(move || stage.open(partition, position.as_deref()))
                     .await
                     .map_err(|e| ReceiverError::Fatal(e.to_string()))?
@@ -79,7 +80,9 @@ impl PluginReceiver {
 
 fn classify(e: PluginError) -> ReceiverError {
     match e.failure {
-        Failure::Fatal(_) | Failure::Init(_) | Failure::Contract(_) => ReceiverError::Fatal(e.to_string()),
+        Failure::Fatal(_) | Failure::Init(_) | Failure::Contract(_) => {
+            ReceiverError::Fatal(e.to_string())
+        }
         _ => ReceiverError::Transient(e.to_string()),
     }
 }

@@ -33,10 +33,15 @@ impl TcpReceiver {
         out: &PartitionWriter,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Finished, ReceiverError> {
-        let mut socket = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.address))
-            .await
-            .map_err(|_| ReceiverError::Transient(format!("tcp {}: connecting timed out", self.address)))?
-            .map_err(|e| ReceiverError::Transient(format!("tcp {}: cannot connect: {e}", self.address)))?;
+        let mut socket =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.address))
+                .await
+                .map_err(|_| {
+                    ReceiverError::Transient(format!("tcp {}: connecting timed out", self.address))
+                })?
+                .map_err(|e| {
+                    ReceiverError::Transient(format!("tcp {}: cannot connect: {e}", self.address))
+                })?;
         tracing::info!(address = %self.address, partition = out.partition, "Connected.");
         let mut buf = vec![0u8; 256 * 1024];
         let mut filled = 0usize;
@@ -50,7 +55,8 @@ impl TcpReceiver {
                 r = socket.read(&mut buf[filled..]) => r,
                 _ = stop.changed() => return Ok(Finished::Stopped),
             };
-            let n = read.map_err(|e| ReceiverError::Transient(format!("tcp {}: {e}", self.address)))?;
+            let n =
+                read.map_err(|e| ReceiverError::Transient(format!("tcp {}: {e}", self.address)))?;
             if n == 0 {
                 chunk.clear();
                 if filled > 0 {

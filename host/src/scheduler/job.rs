@@ -93,7 +93,11 @@ pub struct JobStats {
 }
 
 /// Runs `f` over `items` on at most `workers` threads, keeping the order of the results.
-pub fn pool_map<T: Send, R: Send>(workers: usize, items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+pub fn pool_map<T: Send, R: Send>(
+    workers: usize,
+    items: Vec<T>,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
     if workers <= 1 || items.len() <= 1 {
         return items.into_iter().map(f).collect();
     }
@@ -125,7 +129,12 @@ pub fn pool_map<T: Send, R: Send>(workers: usize, items: Vec<T>, f: impl Fn(T) -
 }
 
 /// Runs batch `batch_id` (batch time `time_ms`) over `parts`.
-pub fn run(plan: &Plan, batch_id: u64, time_ms: i64, parts: Vec<Part>) -> Result<JobStats, JobError> {
+pub fn run(
+    plan: &Plan,
+    batch_id: u64,
+    time_ms: i64,
+    parts: Vec<Part>,
+) -> Result<JobStats, JobError> {
     let mut stats = JobStats {
         records_in: parts.iter().map(|p| p.records.len() as u64).sum(),
         ..JobStats::default()
@@ -225,14 +234,23 @@ fn call_ranges(batch: &RecordBatch) -> Vec<std::ops::Range<usize>> {
         if end as usize - base > MAX_CALL_BYTES && i > start {
             ranges.push(start..i);
             start = i;
-            base = if i == 0 { 0 } else { batch.values.ends[i - 1] as usize };
+            base = if i == 0 {
+                0
+            } else {
+                batch.values.ends[i - 1] as usize
+            };
         }
     }
     ranges.push(start..batch.len());
     ranges
 }
 
-fn transform_part(plan: &Plan, stage: &TransformStage, ctx: &CallContext, part: Part) -> Result<Part, JobError> {
+fn transform_part(
+    plan: &Plan,
+    stage: &TransformStage,
+    ctx: &CallContext,
+    part: Part,
+) -> Result<Part, JobError> {
     let ranges = call_ranges(&part.records);
     if ranges.len() == 1 {
         return transform_call(plan, stage, ctx, part);
@@ -262,7 +280,12 @@ fn transform_part(plan: &Plan, stage: &TransformStage, ctx: &CallContext, part: 
     Ok(out)
 }
 
-fn transform_call(plan: &Plan, stage: &TransformStage, ctx: &CallContext, part: Part) -> Result<Part, JobError> {
+fn transform_call(
+    plan: &Plan,
+    stage: &TransformStage,
+    ctx: &CallContext,
+    part: Part,
+) -> Result<Part, JobError> {
     let info = stage.plugin().info();
     let mut input = part.records;
     let mut lineage = part.lineage;
@@ -294,7 +317,9 @@ fn transform_call(plan: &Plan, stage: &TransformStage, ctx: &CallContext, part: 
                 });
             }
             Err(e) => match &e.failure {
-                Failure::BadRecord { index, reason } if (*index as usize) < input.len() && bad_rounds < 1000 => {
+                Failure::BadRecord { index, reason }
+                    if (*index as usize) < input.len() && bad_rounds < 1000 =>
+                {
                     let index = *index as usize;
                     let (partition, offset) = lineage.at(index);
                     plan.dead_letters.add(
@@ -310,7 +335,9 @@ fn transform_call(plan: &Plan, stage: &TransformStage, ctx: &CallContext, part: 
                             index,
                         },
                     );
-                    let keep: Vec<u32> = (0..input.len() as u32).filter(|&i| i as usize != index).collect();
+                    let keep: Vec<u32> = (0..input.len() as u32)
+                        .filter(|&i| i as usize != index)
+                        .collect();
                     input = input.gather(&keep);
                     lineage = lineage.follow(&keep);
                     bad_rounds += 1;
@@ -382,7 +409,11 @@ pub fn count_by_key(part: Part, time_ms: i64) -> Part {
     let mut out = RecordBatch::with_capacity(keys.len(), keys.len() * 4);
     let mut num = itoa_buf();
     for (key, count) in keys {
-        out.push(Some(key.unwrap_or_default()), fmt_u64(count, &mut num), Some(time_ms));
+        out.push(
+            Some(key.unwrap_or_default()),
+            fmt_u64(count, &mut num),
+            Some(time_ms),
+        );
     }
     Part {
         partition: part.partition,
@@ -429,12 +460,18 @@ mod tests {
             Part {
                 partition: 0,
                 records: keyed(&[("a", "1"), ("b", "2")]),
-                lineage: Lineage::Range { partition: 0, start: 10 },
+                lineage: Lineage::Range {
+                    partition: 0,
+                    start: 10,
+                },
             },
             Part {
                 partition: 1,
                 records: keyed(&[("a", "3")]),
-                lineage: Lineage::Range { partition: 1, start: 0 },
+                lineage: Lineage::Range {
+                    partition: 1,
+                    start: 0,
+                },
             },
         ];
         let out = repartition(parts, 3);
@@ -457,7 +494,10 @@ mod tests {
         let part = Part {
             partition: 0,
             records: keyed(&[("x", ""), ("y", ""), ("x", "")]),
-            lineage: Lineage::Range { partition: 0, start: 0 },
+            lineage: Lineage::Range {
+                partition: 0,
+                start: 0,
+            },
         };
         let out = count_by_key(part, 5);
         assert_eq!(out.records.len(), 2);

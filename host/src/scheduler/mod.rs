@@ -153,15 +153,24 @@ pub fn run(
 
     for partition in 0..plan.partitions {
         let receiver = match &plan.source {
-            SourcePlan::Generator(g) => Receiver::Generator(receiver::generator::GeneratorReceiver::new(g, partition)),
-            SourcePlan::Files { location, poll } => Receiver::Files(receiver::files::FilesReceiver::new(
-                location.clone(),
+            SourcePlan::Generator(g) => {
+                Receiver::Generator(receiver::generator::GeneratorReceiver::new(g, partition))
+            }
+            SourcePlan::Files { location, poll } => {
+                Receiver::Files(receiver::files::FilesReceiver::new(
+                    location.clone(),
+                    partition,
+                    plan.partitions,
+                    *poll,
+                ))
+            }
+            SourcePlan::Tcp(t) => {
+                Receiver::Tcp(receiver::tcp::TcpReceiver::new(&t.address, t.end_on_close))
+            }
+            SourcePlan::Plugin(stage) => Receiver::Plugin(receiver::plugin::PluginReceiver::new(
+                stage.clone(),
                 partition,
-                plan.partitions,
-                *poll,
             )),
-            SourcePlan::Tcp(t) => Receiver::Tcp(receiver::tcp::TcpReceiver::new(&t.address, t.end_on_close)),
-            SourcePlan::Plugin(stage) => Receiver::Plugin(receiver::plugin::PluginReceiver::new(stage.clone(), partition)),
         };
         let writer = PartitionWriter {
             blocks: blocks.clone(),
@@ -245,7 +254,9 @@ pub fn run(
     loop {
         if stop.requested() && !stopping {
             stopping = true;
-            tracing::info!("Stopping: the receivers stop, the records they received make a last batch, and every queued batch runs.");
+            tracing::info!(
+                "Stopping: the receivers stop, the records they received make a last batch, and every queued batch runs."
+            );
             let _ = stop_tx.send(true);
             closing.store(true, Ordering::SeqCst);
         }
@@ -322,7 +333,10 @@ pub fn run(
             slow_streak = 0;
         }
         if opts.max_batches.is_some_and(|m| summary.batches >= m) && !stopping {
-            tracing::info!(batches = summary.batches, "Reached --max-batches; stopping.");
+            tracing::info!(
+                batches = summary.batches,
+                "Reached --max-batches; stopping."
+            );
             let _ = stop_tx.send(true);
             break;
         }

@@ -86,11 +86,15 @@ fn numeric_value(batch: &RecordBatch, i: usize) -> i64 {
         .unwrap_or(i64::MIN)
 }
 
+/// Formatted lines waiting for their batch's commit, by (batch, partition), each with its rank
+/// for `top`.
+type PendingLines = BTreeMap<(u64, u32), Vec<(i64, Vec<u8>)>>;
+
 /// `kind = "stdout"`: prints each batch at commit, partitions in order.
 pub struct StdoutSink {
     format: OutputFormat,
     top: Option<usize>,
-    pending: Mutex<BTreeMap<(u64, u32), Vec<(i64, Vec<u8>)>>>,
+    pending: Mutex<PendingLines>,
 }
 
 impl StdoutSink {
@@ -274,7 +278,8 @@ impl Sink for CountSink {
     }
 
     fn write(&self, _ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError> {
-        self.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.records
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.bytes
             .fetch_add(batch.values.data.len() as u64, Ordering::Relaxed);
         Ok(())
