@@ -505,11 +505,15 @@ impl Stage {
 
 /// Sets the time and fuel budget for the next call.
 fn arm(store: &mut Store<HostState>, limits: &Limits, tick: Duration) {
+    // One tick more than the budget holds: the ticker runs on its own, so the first tick may
+    // come at once; this way a call is never stopped before its budget, and at most one tick
+    // after it.
     let ticks = limits
         .time
         .as_nanos()
         .div_ceil(tick.as_nanos().max(1))
-        .max(1) as u64;
+        .max(1) as u64
+        + 1;
     store.set_epoch_deadline(ticks);
     if let Some(fuel) = limits.fuel {
         let _ = store.set_fuel(fuel);

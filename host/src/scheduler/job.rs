@@ -287,6 +287,22 @@ fn transform_call(
     part: Part,
 ) -> Result<Part, JobError> {
     let info = stage.plugin().info();
+    let dead_letter = |index: usize, reason: &str, batch: &RecordBatch, lineage: &Lineage| {
+        let (partition, offset) = lineage.at(index);
+        plan.dead_letters.add(
+            &plan.stream,
+            ctx.batch_id,
+            DeadLetter {
+                partition,
+                offset,
+                plugin: &info.name,
+                digest: &info.digest,
+                reason,
+                batch,
+                index,
+            },
+        );
+    };
     let mut input = part.records;
     let mut lineage = part.lineage;
     let mut retries = 0;
@@ -295,20 +311,7 @@ fn transform_call(
         match stage.transform(ctx, &input) {
             Ok(out) => {
                 for (index, reason) in &out.rejected {
-                    let (partition, offset) = lineage.at(*index as usize);
-                    plan.dead_letters.add(
-                        &plan.stream,
-                        ctx.batch_id,
-                        DeadLetter {
-                            partition,
-                            offset,
-                            plugin: &info.name,
-                            digest: &info.digest,
-                            reason,
-                            batch: &input,
-                            index: *index as usize,
-                        },
-                    );
+                    dead_letter(*index as usize, reason, &input, &lineage);
                 }
                 return Ok(Part {
                     partition: part.partition,
@@ -321,20 +324,7 @@ fn transform_call(
                     if (*index as usize) < input.len() && bad_rounds < 1000 =>
                 {
                     let index = *index as usize;
-                    let (partition, offset) = lineage.at(index);
-                    plan.dead_letters.add(
-                        &plan.stream,
-                        ctx.batch_id,
-                        DeadLetter {
-                            partition,
-                            offset,
-                            plugin: &info.name,
-                            digest: &info.digest,
-                            reason,
-                            batch: &input,
-                            index,
-                        },
-                    );
+                    dead_letter(index, reason, &input, &lineage);
                     let keep: Vec<u32> = (0..input.len() as u32)
                         .filter(|&i| i as usize != index)
                         .collect();
