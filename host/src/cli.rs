@@ -122,6 +122,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The async runtime and the plan of `pipeline`, built outside the runtime (it waits on stores).
+fn plan_for(
+    pipeline: &std::path::Path,
+    plugins: Option<&std::path::Path>,
+    cache_dir: Option<&std::path::Path>,
+) -> Result<(tokio::runtime::Runtime, crate::config::plan::Plan)> {
+    let rt = tokio_runtime()?;
+    let plan = crate::config::plan::build_with(pipeline, plugins, cache_dir, rt.handle())?;
+    Ok((rt, plan))
+}
+
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -146,13 +157,7 @@ pub fn run(cli: Cli) -> Result<()> {
             plugins,
             max_batches,
         } => {
-            let rt = tokio_runtime()?;
-            let plan = crate::config::plan::build_with(
-                &pipeline,
-                plugins.as_deref(),
-                cli.cache_dir.as_deref(),
-                rt.handle(),
-            )?;
+            let (rt, plan) = plan_for(&pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
             let stop = StopSignal::default();
             {
                 let stop = stop.clone();
@@ -180,13 +185,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Validate { pipeline, plugins } => {
-            let rt = tokio_runtime()?;
-            let plan = crate::config::plan::build_with(
-                &pipeline,
-                plugins.as_deref(),
-                cli.cache_dir.as_deref(),
-                rt.handle(),
-            )?;
+            let (_rt, plan) = plan_for(&pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
             println!(
                 "{}: ok. Stream `{}`, {} partitions, {} steps, {} sinks, {} workers.",
                 pipeline.display(),

@@ -1,18 +1,6 @@
-//! Logging and metric names.
-//!
-//! Log lines are `tracing` events with their fields first and a plain sentence. Metric names
-//! are constants here; counters end in `_total`.
+//! Logging: `tracing` events with their fields first and a plain sentence.
 
 use tracing_subscriber::EnvFilter;
-
-/// Records that entered a batch.
-pub const RECORDS_IN_TOTAL: &str = "sluice_records_in_total";
-/// Records a stage output.
-pub const RECORDS_OUT_TOTAL: &str = "sluice_records_out_total";
-/// Records sent to the dead-letter sink.
-pub const DEAD_LETTERS_TOTAL: &str = "sluice_dead_letters_total";
-/// Plugin calls that trapped.
-pub const PLUGIN_TRAPS_TOTAL: &str = "sluice_plugin_traps_total";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]

@@ -139,14 +139,6 @@ pub enum LoadError {
         /// What is needed.
         role: super::PluginKind,
     },
-    /// A trial instantiation with the manifest's parameter defaults failed.
-    #[error("plugin {name}: refused at its trial start: {source}")]
-    Trial {
-        /// The plugin.
-        name: String,
-        /// What the trial call said.
-        source: Box<PluginError>,
-    },
 }
 
 impl LoadError {

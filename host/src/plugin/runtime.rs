@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::v0_1;
@@ -400,6 +400,3 @@ fn start_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
         tracing::error!(error = %e, "The epoch ticker could not start; time budgets will not be enforced.");
     }
 }
-
-/// Unused component handle kept by a plugin so its code stays mapped.
-pub type ComponentHandle = Component;
