@@ -201,6 +201,23 @@ impl RecordBatch {
                 .map_or(0, |k| k.column.data.len() + k.column.ends.len() * 4)
     }
 
+    /// The bytes its buffers hold allocated (their capacity): what it costs in memory.
+    pub fn allocated(&self) -> usize {
+        self.values.data.capacity()
+            + self.values.ends.capacity() * 4
+            + self.timestamps.capacity() * 8
+            + self.keys.as_ref().map_or(0, |k| {
+                k.column.data.capacity() + k.column.ends.capacity() * 4 + k.present.capacity()
+            })
+            + self.headers.as_ref().map_or(0, |h| {
+                h.record_ends.capacity() * 4
+                    + h.names.data.capacity()
+                    + h.names.ends.capacity() * 4
+                    + h.values.data.capacity()
+                    + h.values.ends.capacity() * 4
+            })
+    }
+
     /// Record `i`'s value.
     #[inline]
     pub fn value(&self, i: usize) -> &[u8] {

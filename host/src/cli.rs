@@ -39,6 +39,11 @@ pub enum Command {
         /// Stop after this many batches.
         #[arg(long)]
         max_batches: Option<u64>,
+        /// Write one JSON line per finished batch here (batch, time_ms, done_ms, records_in,
+        /// records_out, dead_letters, processing_ms, scheduling_delay_ms, total_delay_ms,
+        /// marker_latency_ms).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Check a pipeline: load its plugins, check their worlds and parameters, reach its
     /// stores; run nothing.
@@ -94,6 +99,9 @@ pub enum BenchCommand {
         /// A run of about half a minute instead of a full one.
         #[arg(long)]
         quick: bool,
+        /// Only this workload (`uppercase` or `wordcount`), e.g. to profile it.
+        #[arg(long, value_parser = ["uppercase", "wordcount"])]
+        only: Option<String>,
         /// The plugin directory.
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: PathBuf,
@@ -156,6 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
             pipeline,
             plugins,
             max_batches,
+            report,
         } => {
             let (rt, plan) = plan_for(&pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
             let stop = StopSignal::default();
@@ -171,6 +180,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let opts = RunOptions {
                 max_batches,
                 progress: true,
+                report,
             };
             let summary = crate::scheduler::run(&plan, &rt, &opts, &stop)?;
             tracing::info!(
@@ -227,8 +237,15 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", scaffold::list(&rt, &dir)?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Pipeline { quick, plugins }) => {
-            print!("{}", crate::bench::pipeline::run(&plugins, quick)?);
+        Command::Bench(BenchCommand::Pipeline {
+            quick,
+            only,
+            plugins,
+        }) => {
+            print!(
+                "{}",
+                crate::bench::pipeline::run(&plugins, quick, only.as_deref())?
+            );
             Ok(())
         }
         Command::Bench(BenchCommand::Plugins { quick, plugins }) => {

@@ -2,31 +2,33 @@
 
 use crate::{Batch, BatchBuilder, Context, Error, Output, Params};
 
-/// A transformation: a map, filter, flat-map or re-keying step, called once per partition per
-/// batch. Export it with [`crate::export_transform!`].
+/// A transformation: a map, filter, flat-map or re-keying step, called per partition per batch,
+/// once per block of the batch. Export it with [`crate::export_transform!`].
 pub trait Transform: Sized + 'static {
     /// Called once on each fresh instance, before any batch. Checks the parameters and returns
     /// the plugin's state, or a message naming the parameter that is wrong and why (the host
     /// then refuses to start the pipeline).
     fn init(params: &Params) -> Result<Self, String>;
 
-    /// Called once per partition per batch with all that partition's records of the batch;
-    /// appends the results to `out`. The same instance may be reused for later batches and
-    /// other partitions: it must not assume the batches it sees are consecutive.
+    /// Called with one block of a partition's batch (the records of one block interval, at
+    /// most 2 MiB; [`Context::part`] counts the calls of a batch); appends the results to
+    /// `out`. The same instance may be reused for later blocks, batches and partitions: it
+    /// must not assume the calls it sees are consecutive.
     fn transform(&mut self, ctx: &Context, input: &Batch, out: &mut Output) -> Result<(), Error>;
 }
 
 /// A sink: the last step of a pipeline, which writes batches somewhere outside. Export it with
 /// [`crate::export_sink!`].
 ///
-/// A batch reaches a sink in two phases: [`Sink::write`] once per partition, then
-/// [`Sink::commit`] once every partition of the batch is written. A replayed batch comes again
+/// A batch reaches a sink in two phases: [`Sink::write`] per partition, once per block as the
+/// batch's records arrive, then [`Sink::commit`] once the batch is closed and every write done. A replayed batch comes again
 /// with the same batch id, so a sink that keys its output by batch id gives exactly-once output.
 pub trait Sink: Sized + 'static {
     /// Called once on each fresh instance, before any batch, with the plugin's parameters.
     fn init(params: &Params) -> Result<Self, String>;
 
-    /// Writes one partition's records of a batch. Nothing need be visible before `commit`.
+    /// Writes one block of a partition's records of a batch. Nothing need be visible before
+    /// `commit`.
     fn write(&mut self, ctx: &Context, input: &Batch) -> Result<(), Error>;
 
     /// Makes batch `batch_id` of `stream` visible. Called after every partition was written;

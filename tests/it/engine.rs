@@ -240,6 +240,25 @@ fn example(name: &str, dir: &Path, edit: impl FnOnce(String) -> String) -> PathB
     path
 }
 
+/// Waits for sluice's tcp receiver to connect to `listener` and returns the connection.
+fn accept_sluice(listener: &std::net::TcpListener, sluice: &mut Running) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let mut peer = None;
+    sluice.wait_for("sluice to connect", WAIT_TIMEOUT, || {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                peer = Some(stream);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept: {e}"),
+        }
+    });
+    let peer = peer.unwrap();
+    peer.set_nonblocking(false).unwrap();
+    peer
+}
+
 fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
@@ -517,20 +536,7 @@ fn the_tcp_example_prints_every_line_upper_cased_in_order_and_ends_when_the_peer
         .collect();
 
     let mut sluice = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir()));
-    listener.set_nonblocking(true).unwrap();
-    let mut peer = None;
-    sluice.wait_for("sluice to connect", WAIT_TIMEOUT, || {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                peer = Some(stream);
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Err(e) => panic!("accept: {e}"),
-        }
-    });
-    let mut peer = peer.unwrap();
-    peer.set_nonblocking(false).unwrap();
+    let mut peer = accept_sluice(&listener, &mut sluice);
     peer.write_all(format!("{}\n", lines.join("\n")).as_bytes())
         .unwrap();
     drop(peer);
@@ -541,6 +547,89 @@ fn the_tcp_example_prints_every_line_upper_cased_in_order_and_ends_when_the_peer
     let got: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(got.len(), expected.len(), "line count");
     assert_eq!(got, expected);
+}
+
+#[test]
+fn the_report_file_has_a_line_per_batch_and_the_latency_of_every_marker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &format!(
+            r##"version = 1
+batch-interval = "200ms"
+block-interval = "50ms"
+
+[source]
+kind = "tcp"
+address = "{address}"
+end-on-close = true
+latency-marker = "#MARK "
+
+[[transform]]
+plugin = "uppercase"
+
+[[sink]]
+kind = "count"
+"##
+        ),
+    );
+    let report = tmp.path().join("report.jsonl");
+    let mut cmd = sluice_run(tmp.path(), &pipeline, &plugins_dir());
+    cmd.arg("--report").arg(&report);
+    let mut sluice = Running::start(cmd);
+    let mut peer = accept_sluice(&listener, &mut sluice);
+    // Ten markers, 100 ms apart, each between ordinary lines; a marker's stamp is its send
+    // time in epoch microseconds.
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        sent.push(now_us);
+        peer.write_all(format!("line {i}\n#MARK {now_us:016}\n").as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(peer);
+    let run = sluice.wait(WAIT_TIMEOUT);
+    run.assert_success();
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&report)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        run.events("Batch done.").len(),
+        "a line per batch"
+    );
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["batch"].as_u64(), Some(i as u64), "{l}");
+        assert!(l["done_ms"].as_i64() >= l["time_ms"].as_i64(), "{l}");
+    }
+    let records: u64 = lines
+        .iter()
+        .map(|l| l["records_in"].as_u64().unwrap())
+        .sum();
+    assert_eq!(records, 20);
+    let latencies: Vec<f64> = lines
+        .iter()
+        .flat_map(|l| l["marker_latency_ms"].as_array().unwrap().clone())
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(latencies.len(), 10, "every marker is measured once");
+    // From send to commit: at least the socket and at most a batch interval plus a generous
+    // allowance for a loaded machine.
+    for l in &latencies {
+        assert!(
+            *l > 0.0 && *l < 200.0 + 1000.0,
+            "latency {l} ms: {latencies:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -679,7 +768,9 @@ fn sluice_run_keeps_compiled_plugins_in_the_cache_dir_it_is_given() {
 #[test]
 fn a_full_speed_source_is_held_to_the_memory_budget_by_a_slow_sink() {
     const BUDGET_MIB: u64 = 32;
-    const MARGIN_MIB: u64 = 64;
+    // The fixed margin: the runtime itself (about 45 MiB), the blocks being processed and
+    // their outputs (a few 2 MiB blocks), the plugins' instances and the allocator's slack.
+    const MARGIN_MIB: u64 = 128;
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugin_dir_with(&plugins_dir(), &["identity"], &tmp.path().join("plugins"));
     plugin_dir_with(&fixtures_dir(), &["slow-sink"], &plugins);
@@ -720,11 +811,12 @@ plugin = "slow-sink"
     run.assert_success();
 
     // The pipeline really ran into the budget the whole time, rather than idling. (Receivers
-    // check for room and then append, so each may overshoot by one chunk: "about" the budget.)
+    // check for room and then append, and a fresh block buffer is counted whole, so the budget
+    // may be passed by up to a block, 2 MiB, per partition: "about" the budget.)
     let summary = run.summary();
     let peak = summary["peak_buffered_mib"].as_f64().unwrap();
     assert!(
-        peak <= (BUDGET_MIB + 1) as f64 && peak >= BUDGET_MIB as f64 / 2.0,
+        peak <= (BUDGET_MIB + 2 * 2) as f64 && peak >= BUDGET_MIB as f64 / 2.0,
         "peak buffered {peak} MiB against a budget of {BUDGET_MIB} MiB"
     );
     let batches = run.events("Batch done.");
@@ -742,11 +834,10 @@ plugin = "slow-sink"
     );
 
     let mib = |b: u64| b >> 20;
-    let after_5s = samples[4].1;
     let (worst_at, worst) = samples.iter().copied().max_by_key(|s| s.1).unwrap();
-    // The budget bounds the records received; a batch in flight costs up to twice that again
-    // (its transform output and the plugins' memories), hence three budgets over the start.
-    let limit = after_5s + ((3 * BUDGET_MIB + MARGIN_MIB) << 20);
+    // The budget bounds the records received and not yet processed (counted by the memory
+    // their buffers hold); blocks are processed as they are cut, so no whole batch is held.
+    let limit = (BUDGET_MIB + MARGIN_MIB) << 20;
     // RSS swings by about a batch's worth every batch, so growth is judged on the mean of each
     // half of the run: a leak raises it, a swing does not.
     let half = samples.len() / 2;
@@ -761,9 +852,8 @@ plugin = "slow-sink"
     );
     assert!(
         worst <= limit,
-        "RSS reached {} MiB at {worst_at} s; allowed: {} MiB after 5 s + 3 x {BUDGET_MIB} MiB budget + {MARGIN_MIB} MiB margin = {} MiB. Samples (s, MiB): {:?}",
+        "RSS reached {} MiB at {worst_at} s; allowed: the {BUDGET_MIB} MiB budget + a {MARGIN_MIB} MiB margin = {} MiB. Samples (s, MiB): {:?}",
         mib(worst),
-        mib(after_5s),
         mib(limit),
         samples
             .iter()

@@ -55,7 +55,7 @@ pub struct PipelineFile {
     #[serde(default)]
     pub workers: Option<usize>,
     /// `memory-budget`: bytes of received records held before receivers are slowed.
-    /// Default `"256MiB"`.
+    /// Default `"64MiB"`.
     #[serde(default = "default_budget", deserialize_with = "de_bytes")]
     pub memory_budget: u64,
     /// `[source]`: where records come from. Required.
@@ -96,7 +96,7 @@ fn default_block_interval() -> Duration {
     Duration::from_millis(200)
 }
 fn default_budget() -> u64 {
-    256 << 20
+    64 << 20
 }
 
 /// `[source]`, as written: `kind` says which source, and only that kind's keys may be set.
@@ -146,6 +146,11 @@ pub struct RawSource {
     /// plugin `params`.
     #[serde(default)]
     pub params: Option<BTreeMap<String, String>>,
+    /// `latency-marker`, any kind: a record whose value starts with this prefix followed by
+    /// decimal epoch microseconds is a latency marker; each batch reports, for its markers,
+    /// the time from that stamp to the batch's commit. Default: none.
+    #[serde(default)]
+    pub latency_marker: Option<String>,
 }
 
 /// Fails when a key that `kind` does not take is set.
@@ -485,6 +490,11 @@ pub struct RawSink {
     /// plugin `params`.
     #[serde(default)]
     pub params: Option<BTreeMap<String, String>>,
+    /// `latency-marker`, any kind: a record whose value starts with this prefix followed by
+    /// decimal epoch microseconds is a latency marker; each batch reports, for its markers,
+    /// the time from that stamp to the batch's commit. Default: none.
+    #[serde(default)]
+    pub latency_marker: Option<String>,
 }
 
 impl RawSink {
@@ -710,7 +720,7 @@ kind = "stdout"
         assert_eq!(f.batch_interval, Duration::from_secs(1));
         assert_eq!(f.block_interval, Duration::from_millis(200));
         assert_eq!(f.source.partitions(), 1);
-        assert_eq!(f.memory_budget, 256 << 20);
+        assert_eq!(f.memory_budget, 64 << 20);
         assert!(matches!(f.source, SourceConfig::Generator(ref g) if g.seed == 42));
     }
 

@@ -79,10 +79,14 @@ pub struct Plan {
     pub dead_letters: Arc<DeadLetters>,
     /// Tasks running at once.
     pub workers: usize,
+    /// The worker pool: `workers` threads.
+    pub pool: Arc<rayon::ThreadPool>,
     /// Every plugin used, by name, with its sha256: what each batch runs with.
     pub digests: BTreeMap<String, String>,
     /// Count sinks, so a benchmark can read them.
     pub counters: Vec<Arc<CountSink>>,
+    /// The source's `latency-marker` prefix.
+    pub latency_marker: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -322,8 +326,21 @@ pub fn build_with(
         sinks,
         dead_letters: Arc::new(DeadLetters::new(dl, handle.clone())),
         workers,
+        pool: Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(workers.max(1))
+                .thread_name(|i| format!("sluice-worker-{i}"))
+                .build()
+                .map_err(|e| bad(format!("starting {workers} worker threads: {e}")))?,
+        ),
         digests,
         counters,
+        latency_marker: file
+            .raw_source
+            .latency_marker
+            .as_ref()
+            .filter(|m| !m.is_empty())
+            .map(|m| m.as_bytes().to_vec()),
         file,
     })
 }

@@ -290,7 +290,7 @@ pub struct CallContext {
     pub batch_id: u64,
     /// The batch time, ms since the epoch.
     pub batch_time_ms: i64,
-    /// Which call of the partition's batch, from 0 (see [`crate::scheduler::job::MAX_CALL_BYTES`]).
+    /// Which call of the partition's batch, from 0: one per block (see [`crate::block`]).
     pub part: u32,
 }
 

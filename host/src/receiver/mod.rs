@@ -39,9 +39,28 @@ pub struct PartitionWriter {
 }
 
 impl PartitionWriter {
-    /// Appends records, waiting first while the memory budget is used up.
-    pub async fn append(&self, chunk: &RecordBatch) {
-        self.blocks.append(self.partition, chunk).await;
+    /// Appends records, waiting first while the memory budget is used up, and returns the
+    /// partition offsets they got.
+    pub async fn append(&self, chunk: &RecordBatch) -> std::ops::Range<u64> {
+        self.blocks.append(self.partition, chunk).await
+    }
+
+    /// Like [`PartitionWriter::append`], but `fill` appends the records straight into the
+    /// partition's buffer; `size` is what they will take, for the budget.
+    pub async fn append_with(
+        &self,
+        size: usize,
+        fill: impl FnOnce(&mut RecordBatch),
+    ) -> std::ops::Range<u64> {
+        self.blocks
+            .append_with(self.partition, size as u64, fill)
+            .await
+    }
+
+    /// Every record with an offset below the watched value is durable and may be acknowledged
+    /// to its source (without a write-ahead log: as soon as it is appended).
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.blocks.durable(self.partition)
     }
 }
 

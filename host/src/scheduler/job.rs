@@ -1,5 +1,6 @@
-//! One batch's job: one task per partition through the steps, on the bounded worker pool, then
-//! the sinks (`write` per partition, `commit` once).
+//! The work of a batch, in two parts: [`run_blocks`] runs the narrow steps and the sink writes
+//! on each block as it is cut (one task per partition on the bounded worker pool), and
+//! [`close`] runs what needs the whole batch, then commits every sink once.
 //!
 //! Retry policy: a `retryable` plugin error or a timeout is retried on a fresh instance, up to
 //! three times with backoff (100, 200, 400 ms); a `bad-record` error dead-letters that record
@@ -8,10 +9,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::batch::RecordBatch;
+use crate::block::{Block, BlockManager};
 use crate::config::plan::{Plan, StepPlan};
 use crate::plugin::{CallContext, Failure, PluginError, TransformStage};
 use crate::sink::SinkError;
@@ -50,6 +52,9 @@ pub enum Lineage {
     },
     /// Record `i` came from `self.0[i]`.
     Explicit(Vec<(u32, u64)>),
+    /// Record `i` came from record `origins[i]` of the earlier lineage: a filter's or a
+    /// flat map's, kept as the plugin gave it (resolved only when a record is dead-lettered).
+    Via(Box<Lineage>, Vec<u32>),
 }
 
 impl Lineage {
@@ -58,15 +63,18 @@ impl Lineage {
         match self {
             Lineage::Range { partition, start } => (*partition, start + i as u64),
             Lineage::Explicit(v) => v.get(i).copied().unwrap_or((u32::MAX, u64::MAX)),
+            Lineage::Via(base, origins) => origins
+                .get(i)
+                .map_or((u32::MAX, u64::MAX), |&o| base.at(o as usize)),
         }
     }
 
     /// The lineage after a step with these origins (empty: a map, unchanged).
-    pub fn follow(self, origins: &[u32]) -> Lineage {
+    pub fn follow(self, origins: Vec<u32>) -> Lineage {
         if origins.is_empty() {
             return self;
         }
-        Lineage::Explicit(origins.iter().map(|&o| self.at(o as usize)).collect())
+        Lineage::Via(Box::new(self), origins)
     }
 }
 
@@ -81,129 +89,486 @@ pub struct Part {
     pub lineage: Lineage,
 }
 
-/// What a job did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct JobStats {
+/// Runs `f` over `items` on the worker pool, keeping the order of the results. The pool's
+/// threads live as long as the plan: blocks come hundreds of times a second, and a thread
+/// started per round cost more than small blocks' work.
+pub fn pool_map<T: Send, R: Send>(
+    pool: &rayon::ThreadPool,
+    items: Vec<T>,
+    f: impl Fn(T) -> R + Sync + Send,
+) -> Vec<R> {
+    if pool.current_num_threads() <= 1 || items.len() <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    use rayon::prelude::*;
+    pool.install(|| items.into_par_iter().with_max_len(1).map(f).collect())
+}
+
+/// How a pipeline's steps split between blocks and the batch's close.
+///
+/// The steps before the first `repartition-by-key` or `count-by-key` work record by record,
+/// so they run on each block as soon as it is cut (the *narrow* steps). What comes after
+/// needs the whole batch and runs when it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// How many steps run on each block.
+    pub narrow: usize,
+    /// What happens to a block's output.
+    pub combine: Combine,
+}
+
+/// What happens to a block's output after the narrow steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// Nothing waits for the batch: the block goes to the sinks now.
+    Stream,
+    /// `[repartition-by-key] count-by-key`: the block's keys are counted where it is (a
+    /// map-side combine) and merged into the batch's counts, per target partition
+    /// (`partitions`; `None`: where the record is). Steps from `rest` run on the counts.
+    Count {
+        /// The repartition's partition count.
+        partitions: Option<u32>,
+        /// The first step after the count.
+        rest: usize,
+    },
+    /// Anything else: the block's output is kept until the batch closes, then steps from
+    /// `from` run on it.
+    Collect {
+        /// The first step that needs the whole batch.
+        from: usize,
+    },
+}
+
+impl Shape {
+    /// The shape of `steps` over `partitions` source partitions.
+    pub fn of(steps: &[StepPlan], partitions: u32) -> Shape {
+        let narrow = steps
+            .iter()
+            .position(|s| matches!(s, StepPlan::RepartitionByKey(_) | StepPlan::CountByKey))
+            .unwrap_or(steps.len());
+        let combine = match &steps[narrow..] {
+            [] => Combine::Stream,
+            [StepPlan::CountByKey, ..] => Combine::Count {
+                partitions: None,
+                rest: narrow + 1,
+            },
+            [StepPlan::RepartitionByKey(n), StepPlan::CountByKey, ..] => Combine::Count {
+                partitions: Some(n.unwrap_or(partitions).max(1)),
+                rest: narrow + 2,
+            },
+            _ => Combine::Collect { from: narrow },
+        };
+        Shape { narrow, combine }
+    }
+}
+
+/// Numbers each stage's calls per partition within a batch (the WIT `batch-context.part`).
+#[derive(Debug, Default)]
+struct Calls(Mutex<HashMap<(usize, u32), u32>>);
+
+impl Calls {
+    fn next(&self, stage: usize, partition: u32) -> u32 {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry((stage, partition)).or_default();
+        *n += 1;
+        *n - 1
+    }
+}
+
+/// The hasher of the per-key counts: fixed, so a key always lands in the same partition.
+type Fast = foldhash::fast::FixedState;
+
+/// Counts per key of one target partition.
+type Counts = HashMap<Box<[u8]>, u64, Fast>;
+
+/// The batch that is open: what its blocks did so far.
+#[derive(Debug)]
+pub struct OpenBatch {
+    /// The batch id.
+    pub id: u64,
+    /// The batch time (the end of its interval), ms since the epoch.
+    pub time_ms: i64,
+    calls: Calls,
+    counts: Vec<Mutex<Counts>>,
+    kept: Mutex<Vec<Part>>,
+    kept_bytes: AtomicU64,
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    markers: Mutex<Vec<i64>>,
+    dead_before: u64,
+    /// Time spent on its blocks so far.
+    pub busy: Duration,
+}
+
+impl OpenBatch {
+    /// Opens batch `id` with batch time `time_ms`.
+    pub fn new(plan: &Plan, shape: &Shape, id: u64, time_ms: i64) -> OpenBatch {
+        let targets = match shape.combine {
+            Combine::Count {
+                partitions: Some(n),
+                ..
+            } => n,
+            _ => plan.partitions,
+        };
+        OpenBatch {
+            id,
+            time_ms,
+            calls: Calls::default(),
+            counts: (0..targets)
+                .map(|_| Mutex::new(Counts::with_hasher(Fast::default())))
+                .collect(),
+            kept: Mutex::default(),
+            kept_bytes: AtomicU64::new(0),
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            markers: Mutex::default(),
+            dead_before: plan.dead_letters.total(),
+            busy: Duration::ZERO,
+        }
+    }
+
+    fn ctx(&self, plan: &Plan, partition: u32, part: u32) -> CallContext {
+        CallContext {
+            stream: plan.stream.clone(),
+            partition,
+            batch_id: self.id,
+            batch_time_ms: self.time_ms,
+            part,
+        }
+    }
+}
+
+/// Runs the narrow steps on `blocks` (of the open batch, in arrival order): one task per
+/// partition on the worker pool, each taking its partition's blocks in order. A block's bytes
+/// are given back to the budget as soon as it is done (when the batch keeps its output, at
+/// close).
+pub fn run_blocks(
+    plan: &Plan,
+    shape: &Shape,
+    batch: &OpenBatch,
+    blocks: Vec<Block>,
+    manager: &BlockManager,
+) -> Result<(), JobError> {
+    let mut by_partition: Vec<Vec<Block>> = Vec::new();
+    for block in blocks {
+        match by_partition
+            .iter_mut()
+            .find(|g| g[0].id.partition == block.id.partition)
+        {
+            Some(g) => g.push(block),
+            None => by_partition.push(vec![block]),
+        }
+    }
+    let results = pool_map(&plan.pool, by_partition, |group: Vec<Block>| {
+        for block in group {
+            let bytes = block.bytes;
+            run_block(plan, shape, batch, block, manager)?;
+            if matches!(shape.combine, Combine::Collect { .. }) {
+                batch.kept_bytes.fetch_add(bytes, Ordering::Relaxed);
+            } else {
+                manager.release(bytes);
+            }
+        }
+        Ok(())
+    });
+    results.into_iter().collect()
+}
+
+fn run_block(
+    plan: &Plan,
+    shape: &Shape,
+    batch: &OpenBatch,
+    block: Block,
+    manager: &BlockManager,
+) -> Result<(), JobError> {
+    let records = block.records;
+    batch
+        .records_in
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    if let Some(prefix) = &plan.latency_marker {
+        find_markers(&records, prefix, &batch.markers);
+    }
+    let partition = block.id.partition;
+    let mut lineage = Lineage::Range {
+        partition,
+        start: block.first_offset,
+    };
+    // The block's own buffer is only read, and goes back to the block manager for reuse.
+    let mut current: Option<RecordBatch> = None;
+    for (i, step) in plan.steps[..shape.narrow].iter().enumerate() {
+        let input = current.as_ref().unwrap_or(&records);
+        let out = match step {
+            StepPlan::Plugin(stage) => {
+                transform_part(plan, stage, batch, i, (partition, input, lineage))?
+            }
+            StepPlan::Native(step) => Part {
+                partition,
+                records: (step.f)(input),
+                lineage,
+            },
+            StepPlan::RepartitionByKey(_) | StepPlan::CountByKey => {
+                unreachable!("Shape::of puts barriers after the narrow steps")
+            }
+        };
+        lineage = out.lineage;
+        current = Some(out.records);
+    }
+    let part = Part {
+        partition,
+        records: current.unwrap_or_default(),
+        lineage,
+    };
+    {
+        let part = if shape.narrow == 0 {
+            // No step ran: the block is the output (and is not reused).
+            Part { records, ..part }
+        } else {
+            manager.recycle(records);
+            part
+        };
+        match shape.combine {
+            Combine::Stream => write_sinks(plan, batch, &part),
+            Combine::Count { partitions, .. } => {
+                combine_counts(&part, partitions, &batch.counts);
+                Ok(())
+            }
+            Combine::Collect { .. } => {
+                batch
+                    .kept
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(part);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Records the send stamps (epoch µs) of the values that start with `prefix`.
+fn find_markers(records: &RecordBatch, prefix: &[u8], out: &Mutex<Vec<i64>>) {
+    let mut found = Vec::new();
+    for i in 0..records.len() {
+        if let Some(rest) = records.value(i).strip_prefix(prefix) {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            if let Some(us) = std::str::from_utf8(&rest[..digits])
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+            {
+                found.push(us);
+            }
+        }
+    }
+    if !found.is_empty() {
+        out.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+    }
+}
+
+/// Counts `part`'s keys locally (borrowing them: no allocation per record), then merges the
+/// counts into the batch's, allocating only for keys the batch has not seen.
+fn combine_counts(part: &Part, partitions: Option<u32>, into: &[Mutex<Counts>]) {
+    let mut local: Vec<HashMap<&[u8], u64, Fast>> =
+        vec![HashMap::with_hasher(Fast::default()); into.len()];
+    for i in 0..part.records.len() {
+        let key = part.records.key(i).unwrap_or_default();
+        let target = match partitions {
+            Some(n) => (partition_hash(key) % n as u64) as usize,
+            None => part.partition as usize,
+        };
+        if let Some(m) = local.get_mut(target) {
+            *m.entry(key).or_default() += 1;
+        }
+    }
+    for (target, m) in local.into_iter().enumerate() {
+        if m.is_empty() {
+            continue;
+        }
+        let mut counts = into[target].lock().unwrap_or_else(|e| e.into_inner());
+        for (key, n) in m {
+            match counts.get_mut(key) {
+                Some(c) => *c += n,
+                None => {
+                    counts.insert(key.into(), n);
+                }
+            }
+        }
+    }
+}
+
+/// Writes one partition's records to every sink, in calls of bounded size.
+fn write_sinks(plan: &Plan, batch: &OpenBatch, part: &Part) -> Result<(), JobError> {
+    let stages = plan.steps.len();
+    for (s, sink) in plan.sinks.iter().enumerate() {
+        for range in call_ranges(&part.records) {
+            let ctx = batch.ctx(
+                plan,
+                part.partition,
+                batch.calls.next(stages + s, part.partition),
+            );
+            let result = if range.len() == part.records.len() {
+                with_retry(|| sink.write(&ctx, &part.records))
+            } else {
+                let slice = part.records.slice(range);
+                with_retry(|| sink.write(&ctx, &slice))
+            };
+            result.map_err(|source| JobError::Sink {
+                batch: batch.id,
+                source,
+            })?;
+        }
+        if s == 0 {
+            batch
+                .records_out
+                .fetch_add(part.records.len() as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// What a closed batch did.
+#[derive(Debug, Default, Clone)]
+pub struct Closed {
     /// Records in.
     pub records_in: u64,
     /// Records written to the sinks (by the first sink).
     pub records_out: u64,
     /// Records dead-lettered.
     pub dead_letters: u64,
+    /// The send stamps (epoch µs) of the batch's latency markers.
+    pub markers: Vec<i64>,
 }
 
-/// Runs `f` over `items` on at most `workers` threads, keeping the order of the results.
-pub fn pool_map<T: Send, R: Send>(
-    workers: usize,
-    items: Vec<T>,
-    f: impl Fn(T) -> R + Sync,
-) -> Vec<R> {
-    if workers <= 1 || items.len() <= 1 {
-        return items.into_iter().map(f).collect();
-    }
-    let n = items.len();
-    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
-    let results: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..workers.min(n) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        break;
-                    }
-                    let item = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
-                    if let Some(item) = item {
-                        let r = f(item);
-                        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-                    }
-                }
-            });
+/// Closes `batch`: runs the steps that need the whole batch, writes their output, flushes
+/// dead letters and commits every sink. Returns what the batch did and the bytes of kept
+/// blocks to give back to the budget.
+pub fn close(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u64), JobError> {
+    let time_ms = batch.time_ms;
+    let parts_and_rest = match shape.combine {
+        Combine::Stream => None,
+        Combine::Count { rest, .. } => {
+            let parts = batch
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(t, m)| {
+                    let counts = std::mem::replace(
+                        &mut *m.lock().unwrap_or_else(|e| e.into_inner()),
+                        Counts::with_hasher(Fast::default()),
+                    );
+                    counts_part(t as u32, counts, time_ms)
+                })
+                .collect();
+            Some((parts, rest))
         }
-    });
-    results
+        Combine::Collect { from } => {
+            let kept = std::mem::take(&mut *batch.kept.lock().unwrap_or_else(|e| e.into_inner()));
+            Some((merge_parts(kept, plan.partitions), from))
+        }
+    };
+    if let Some((mut parts, rest)) = parts_and_rest {
+        for (i, step) in plan.steps.iter().enumerate().skip(rest) {
+            parts = match step {
+                StepPlan::Plugin(stage) => pool_map(&plan.pool, parts, |part| {
+                    transform_part(
+                        plan,
+                        stage,
+                        &batch,
+                        i,
+                        (part.partition, &part.records, part.lineage),
+                    )
+                })
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?,
+                StepPlan::RepartitionByKey(n) => {
+                    let n = n.unwrap_or(parts.len() as u32).max(1);
+                    repartition(parts, n)
+                }
+                StepPlan::CountByKey => pool_map(&plan.pool, parts, |p| count_by_key(p, time_ms)),
+                StepPlan::Native(step) => pool_map(&plan.pool, parts, |p| Part {
+                    partition: p.partition,
+                    records: (step.f)(&p.records),
+                    lineage: p.lineage,
+                }),
+            };
+        }
+        pool_map(&plan.pool, parts.iter().collect(), |p: &Part| {
+            write_sinks(plan, &batch, p)
+        })
         .into_iter()
-        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect::<Result<Vec<_>, _>>()?;
+    }
+    plan.dead_letters
+        .flush(&plan.stream, batch.id)
+        .map_err(|source| JobError::Sink {
+            batch: batch.id,
+            source,
+        })?;
+    for sink in &plan.sinks {
+        with_retry(|| sink.commit(&plan.stream, batch.id)).map_err(|source| JobError::Sink {
+            batch: batch.id,
+            source,
+        })?;
+    }
+    let closed = Closed {
+        records_in: batch.records_in.load(Ordering::Relaxed),
+        records_out: batch.records_out.load(Ordering::Relaxed),
+        dead_letters: plan.dead_letters.total() - batch.dead_before,
+        markers: std::mem::take(&mut *batch.markers.lock().unwrap_or_else(|e| e.into_inner())),
+    };
+    Ok((closed, batch.kept_bytes.load(Ordering::Relaxed)))
+}
+
+/// Tells every sink to drop what it holds of `batch`, which will never commit (the run
+/// stopped with the batch open).
+pub fn abort(plan: &Plan, batch: &OpenBatch) {
+    for sink in &plan.sinks {
+        sink.abort(batch.id);
+    }
+}
+
+/// Joins kept blocks' outputs into one part per partition.
+fn merge_parts(kept: Vec<Part>, partitions: u32) -> Vec<Part> {
+    let mut out: Vec<(RecordBatch, Vec<(u32, u64)>)> =
+        (0..partitions).map(|_| Default::default()).collect();
+    for part in kept {
+        if let Some((records, lineage)) = out.get_mut(part.partition as usize) {
+            records.append(&part.records);
+            lineage.extend((0..part.records.len()).map(|i| part.lineage.at(i)));
+        }
+    }
+    into_parts(out)
+}
+
+/// Numbers gathered partitions' records and lineages as parts 0, 1, ...
+fn into_parts(gathered: Vec<(RecordBatch, Vec<(u32, u64)>)>) -> Vec<Part> {
+    gathered
+        .into_iter()
+        .enumerate()
+        .map(|(p, (records, lineage))| Part {
+            partition: p as u32,
+            records,
+            lineage: Lineage::Explicit(lineage),
+        })
         .collect()
 }
 
-/// Runs batch `batch_id` (batch time `time_ms`) over `parts`.
-pub fn run(
-    plan: &Plan,
-    batch_id: u64,
-    time_ms: i64,
-    parts: Vec<Part>,
-) -> Result<JobStats, JobError> {
-    let mut stats = JobStats {
-        records_in: parts.iter().map(|p| p.records.len() as u64).sum(),
-        ..JobStats::default()
-    };
-    let dead_before = plan.dead_letters.total();
-    let ctx = |partition: u32| CallContext {
-        stream: plan.stream.clone(),
+/// One record per key: the key and its count in decimal, sorted by key, timestamped with the
+/// batch time.
+fn counts_part(partition: u32, counts: Counts, time_ms: i64) -> Part {
+    let mut keys: Vec<_> = counts.into_iter().collect();
+    keys.sort_unstable();
+    let mut out = RecordBatch::with_capacity(keys.len(), keys.len() * 12);
+    let mut num = itoa_buf();
+    for (key, count) in keys {
+        out.push(Some(&key), fmt_u64(count, &mut num), Some(time_ms));
+    }
+    Part {
         partition,
-        batch_id,
-        batch_time_ms: time_ms,
-        part: 0,
-    };
-    let mut parts = parts;
-    for step in &plan.steps {
-        parts = match step {
-            StepPlan::Plugin(stage) => pool_map(plan.workers, parts, |part| {
-                transform_part(plan, stage, &ctx(part.partition), part)
-            })
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?,
-            StepPlan::RepartitionByKey(n) => {
-                let n = n.unwrap_or(parts.len() as u32).max(1);
-                repartition(parts, n)
-            }
-            StepPlan::CountByKey => pool_map(plan.workers, parts, |p| count_by_key(p, time_ms)),
-            StepPlan::Native(step) => pool_map(plan.workers, parts, |p| Part {
-                partition: p.partition,
-                records: (step.f)(&p.records),
-                lineage: p.lineage,
-            }),
-        };
+        lineage: Lineage::Range {
+            partition,
+            start: 0,
+        },
+        records: out,
     }
-    plan.dead_letters
-        .flush(&plan.stream, batch_id)
-        .map_err(|source| JobError::Sink {
-            batch: batch_id,
-            source,
-        })?;
-    stats.dead_letters = plan.dead_letters.total() - dead_before;
-    stats.records_out = parts.iter().map(|p| p.records.len() as u64).sum();
-    for sink in &plan.sinks {
-        // Like transform calls, a big partition is written in parts of bounded size.
-        let results = pool_map(plan.workers, parts.iter().collect(), |part: &Part| {
-            let ranges = call_ranges(&part.records);
-            if ranges.len() == 1 {
-                return with_retry(|| sink.write(&ctx(part.partition), &part.records));
-            }
-            for (n, range) in ranges.into_iter().enumerate() {
-                let slice = part.records.slice(range);
-                let ctx = CallContext {
-                    part: n as u32,
-                    ..ctx(part.partition)
-                };
-                with_retry(|| sink.write(&ctx, &slice))?;
-            }
-            Ok(())
-        });
-        for r in results {
-            r.map_err(|source| JobError::Sink {
-                batch: batch_id,
-                source,
-            })?;
-        }
-        with_retry(|| sink.commit(&plan.stream, batch_id)).map_err(|source| JobError::Sink {
-            batch: batch_id,
-            source,
-        })?;
-    }
-    Ok(stats)
 }
 
 fn with_retry(mut f: impl FnMut() -> Result<(), SinkError>) -> Result<(), SinkError> {
@@ -248,43 +613,41 @@ fn call_ranges(batch: &RecordBatch) -> Vec<std::ops::Range<usize>> {
 fn transform_part(
     plan: &Plan,
     stage: &TransformStage,
-    ctx: &CallContext,
-    part: Part,
+    batch: &OpenBatch,
+    step: usize,
+    input: (u32, &RecordBatch, Lineage),
 ) -> Result<Part, JobError> {
-    let ranges = call_ranges(&part.records);
+    let (partition, records, lineage) = input;
+    let ranges = call_ranges(records);
     if ranges.len() == 1 {
-        return transform_call(plan, stage, ctx, part);
+        let ctx = batch.ctx(plan, partition, batch.calls.next(step, partition));
+        return transform_call(plan, stage, &ctx, partition, records, lineage);
     }
     // Several calls: each gets a slice; outputs are appended, with lineage per slice.
-    let mut out = Part {
-        partition: part.partition,
-        records: RecordBatch::default(),
-        lineage: Lineage::Explicit(Vec::new()),
-    };
-    let mut lineage = Vec::new();
-    for (n, range) in ranges.into_iter().enumerate() {
-        let ctx = &CallContext {
-            part: n as u32,
-            ..ctx.clone()
-        };
-        let slice = Part {
-            partition: part.partition,
-            records: part.records.slice(range.clone()),
-            lineage: Lineage::Explicit(range.clone().map(|i| part.lineage.at(i)).collect()),
-        };
-        let done = transform_call(plan, stage, ctx, slice)?;
-        out.records.append(&done.records);
-        lineage.extend((0..done.records.len()).map(|i| done.lineage.at(i)));
+    let mut out = RecordBatch::default();
+    let mut out_lineage = Vec::new();
+    for range in ranges {
+        let ctx = batch.ctx(plan, partition, batch.calls.next(step, partition));
+        let slice = records.slice(range.clone());
+        let slice_lineage = Lineage::Explicit(range.clone().map(|i| lineage.at(i)).collect());
+        let done = transform_call(plan, stage, &ctx, partition, &slice, slice_lineage)?;
+        out.append(&done.records);
+        out_lineage.extend((0..done.records.len()).map(|i| done.lineage.at(i)));
     }
-    out.lineage = Lineage::Explicit(lineage);
-    Ok(out)
+    Ok(Part {
+        partition,
+        records: out,
+        lineage: Lineage::Explicit(out_lineage),
+    })
 }
 
 fn transform_call(
     plan: &Plan,
     stage: &TransformStage,
     ctx: &CallContext,
-    part: Part,
+    partition: u32,
+    records: &RecordBatch,
+    lineage: Lineage,
 ) -> Result<Part, JobError> {
     let info = stage.plugin().info();
     let dead_letter = |index: usize, reason: &str, batch: &RecordBatch, lineage: &Lineage| {
@@ -303,8 +666,8 @@ fn transform_call(
             },
         );
     };
-    let mut input = part.records;
-    let mut lineage = part.lineage;
+    let mut input = std::borrow::Cow::Borrowed(records);
+    let mut lineage = lineage;
     let mut retries = 0;
     let mut bad_rounds = 0;
     loop {
@@ -314,8 +677,8 @@ fn transform_call(
                     dead_letter(*index as usize, reason, &input, &lineage);
                 }
                 return Ok(Part {
-                    partition: part.partition,
-                    lineage: lineage.follow(&out.origins),
+                    partition,
+                    lineage: lineage.follow(out.origins),
                     records: out.batch,
                 });
             }
@@ -328,8 +691,10 @@ fn transform_call(
                     let keep: Vec<u32> = (0..input.len() as u32)
                         .filter(|&i| i as usize != index)
                         .collect();
-                    input = input.gather(&keep);
-                    lineage = lineage.follow(&keep);
+                    input = std::borrow::Cow::Owned(input.gather(&keep));
+                    // Resolved now: bad records one by one would nest a lineage per round.
+                    lineage =
+                        Lineage::Explicit(keep.iter().map(|&i| lineage.at(i as usize)).collect());
                     bad_rounds += 1;
                 }
                 f if f.retryable() && retries < 3 => {
@@ -348,13 +713,10 @@ fn transform_call(
     }
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+/// Which partition a key belongs to (of `n`: this modulo `n`). Fixed across runs.
+fn partition_hash(key: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    Fast::default().hash_one(key)
 }
 
 /// Moves records so that equal keys meet in one of `n` partitions. A record without a key is
@@ -368,7 +730,7 @@ pub fn repartition(parts: Vec<Part>, n: u32) -> Vec<Part> {
         }
         for i in 0..part.records.len() {
             let k = part.records.key(i).unwrap_or_else(|| part.records.value(i));
-            indices[(fnv(k) % n as u64) as usize].push(i as u32);
+            indices[(partition_hash(k) % n as u64) as usize].push(i as u32);
         }
         for (target, idx) in indices.iter().enumerate() {
             part.records.gather_into(idx, &mut out[target].0);
@@ -377,14 +739,7 @@ pub fn repartition(parts: Vec<Part>, n: u32) -> Vec<Part> {
                 .extend(idx.iter().map(|&i| part.lineage.at(i as usize)));
         }
     }
-    out.into_iter()
-        .enumerate()
-        .map(|(p, (records, lineage))| Part {
-            partition: p as u32,
-            records,
-            lineage: Lineage::Explicit(lineage),
-        })
-        .collect()
+    into_parts(out)
 }
 
 /// One record per key: the key and its count in decimal, sorted by key, timestamped with the
@@ -518,7 +873,11 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_the_order_of_results() {
-        let out = pool_map(2, (0..100).collect(), |i: i32| i * 2);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let out = pool_map(&pool, (0..100).collect(), |i: i32| i * 2);
         assert_eq!(out, (0..100).map(|i| i * 2).collect::<Vec<_>>());
     }
 }

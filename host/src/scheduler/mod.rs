@@ -1,33 +1,39 @@
-//! The scheduler: the batch clock, the tracker that gives each batch the blocks of its
-//! interval, and the job runner that runs batches in order.
+//! The scheduler: the batch clock, the tracker that closes each batch over the blocks of its
+//! interval, and the job runner.
 //!
 //! - Receivers and the block generator are async tasks on the tokio runtime.
-//! - Every batch interval the clock task takes every partition's records (cutting a last
-//!   block) as batch N, in order, and queues it. Closing a batch never waits for a job.
-//! - The job runner (the calling thread) runs batches one at a time, in batch order, each as
-//!   one task per partition on a pool of `workers` threads ([`job`]). A slow batch makes the
-//!   next wait: the scheduling delay grows, is shown, and when processing takes longer than the
-//!   interval for three batches running, the host says so with the numbers (Spark's app just
-//!   "appears stuck").
+//! - Blocks reach the job runner (the calling thread) as they are cut. It runs the pipeline's
+//!   narrow steps and sink writes on them at once, one task per partition on a pool of
+//!   `workers` threads ([`job::run_blocks`]), and gives their bytes back to the budget.
+//! - Every batch interval the clock closes batch N. When the runner reaches the close (after
+//!   every block of N), it runs what needs the whole batch (a count by key: from counts that
+//!   were combined block by block) and commits every sink ([`job::close`]). Batches commit in
+//!   order, and a batch's output is visible whole or not at all.
+//! - A slow runner makes blocks and closes wait in the channel, while the budget stops the
+//!   receivers: the scheduling delay grows and is shown, and when a batch's processing takes
+//!   longer than the interval three batches running, the host says so with the numbers
+//!   (Spark's app just "appears stuck").
 //! - Stopping: `--max-batches` stops after that many batches. A stop request (Ctrl-C) stops
-//!   the receivers, closes one last batch with what they had received, runs every queued batch
-//!   and returns: nothing received is dropped and no batch is left half-written. A second
-//!   request stops after the running batch. When every partition has ended (a generator's
-//!   limit, a closed socket with `end-on-close`), the last records make a last batch.
+//!   the receivers, closes one last batch with what they had received, runs every block
+//!   received and returns: nothing received is dropped and no batch is left half-written (the
+//!   open batch's writes are aborted). A second request stops after the next commit. When
+//!   every partition has ended (a generator's limit, a closed socket with `end-on-close`), the
+//!   last records make a last batch.
 
 pub mod job;
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::block::{BlockManager, PartitionInput};
+use crate::block::{BlockManager, Cut};
 use crate::config::plan::{Plan, SourcePlan};
 use crate::receiver::{self, PartitionWriter, Receiver, now_ms};
-use job::{JobError, Lineage, Part};
+use job::{JobError, OpenBatch, Shape};
 
 /// How a run is bounded and shown.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +42,8 @@ pub struct RunOptions {
     pub max_batches: Option<u64>,
     /// Print one progress line per batch on stderr (when it is a terminal, by default).
     pub progress: bool,
+    /// Write one JSON line per finished batch to this file.
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// Stop requests: the first asks for a graceful stop, the second for a stop after the running
@@ -77,6 +85,8 @@ pub struct BatchReport {
     pub processing: Duration,
     /// From batch time to the job's end.
     pub total_delay: Duration,
+    /// When its commit finished, ms since the epoch.
+    pub done_ms: i64,
 }
 
 /// What a run did.
@@ -98,6 +108,8 @@ pub struct RunSummary {
     pub reports: Vec<BatchReport>,
     /// From the start to the first finished batch.
     pub first_batch: Option<Duration>,
+    /// Every latency marker's time from its send stamp to its batch's commit, ms.
+    pub marker_latencies_ms: Vec<f64>,
 }
 
 /// The pipeline stopped on an error.
@@ -106,6 +118,14 @@ pub enum RunError {
     /// A batch failed.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// The `--report` file could not be written.
+    #[error("report file {}: {message}", path.display())]
+    Report {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        message: String,
+    },
     /// A receiver failed for good.
     #[error("receiver of partition {partition}: {message}")]
     Receiver {
@@ -114,13 +134,6 @@ pub enum RunError {
         /// Why.
         message: String,
     },
-}
-
-struct Closed {
-    id: u64,
-    time_ms: i64,
-    closed_at: Instant,
-    inputs: Vec<PartitionInput>,
 }
 
 /// Runs `plan` until it ends, is stopped, or fails. Receivers and clocks run on `rt`; jobs run
@@ -133,9 +146,23 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let file = &plan.file;
-    let blocks = Arc::new(BlockManager::new(plan.partitions, file.memory_budget));
+    let (manager, mut cuts) = BlockManager::new(
+        plan.partitions,
+        file.memory_budget,
+        max_block_bytes(file.memory_budget, plan.partitions),
+    );
+    let blocks = Arc::new(manager);
     let (stop_tx, stop_rx) = watch::channel(false);
     let failure: Arc<std::sync::Mutex<Option<RunError>>> = Arc::default();
+    let mut report = match &opts.report {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| RunError::Report {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+        )),
+        None => None,
+    };
 
     tracing::info!(
         pipeline = %plan.name,
@@ -206,14 +233,19 @@ pub fn run(
         });
     }
 
-    // The batch clock and tracker.
-    let (batch_tx, mut batch_rx) = mpsc::unbounded_channel::<Closed>();
+    // The batch clock and tracker: batch N closes at the end of interval N, and the last
+    // close says so.
+    let origin_ms = now_ms();
+    let batch_time =
+        |id: u64| origin_ms + (file.batch_interval.as_millis() as i64) * (id as i64 + 1);
     let closing = Arc::new(AtomicBool::new(false));
+    let last_close = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     {
         let blocks = blocks.clone();
         let interval = file.batch_interval;
         let closing = closing.clone();
         let failure = failure.clone();
+        let last_close = last_close.clone();
         rt.spawn(async move {
             let origin = tokio::time::Instant::now();
             let mut id = 0u64;
@@ -229,94 +261,126 @@ pub fn run(
                 };
                 let ended = blocks.all_ended();
                 let failed = failure.lock().map(|f| f.is_some()).unwrap_or(true);
-                let inputs = blocks.take_batch(now_ms());
-                let closed = Closed {
-                    id,
-                    time_ms: now_ms(),
-                    closed_at: Instant::now(),
-                    inputs,
-                };
-                if batch_tx.send(closed).is_err() {
-                    break;
+                let last = last || (ended && !blocks.has_pending()) || failed;
+                if last {
+                    last_close.store(id, Ordering::SeqCst);
                 }
+                blocks.close_batch(id, now_ms());
                 id += 1;
-                if last || (ended && !blocks.has_pending()) || failed {
+                if last {
                     break;
                 }
             }
         });
     }
 
+    let shape = Shape::of(&plan.steps, plan.partitions);
+    let mut batch = OpenBatch::new(plan, &shape, 0, batch_time(0));
+    let mut pending: VecDeque<Cut> = VecDeque::new();
     let mut summary = RunSummary::default();
     let mut slow_streak = 0u32;
-    let progress = opts.progress;
     let mut stopping = false;
+    let fail = |e: JobError, batch: &OpenBatch| {
+        tracing::error!(error = %e, "The pipeline stops: a batch failed.");
+        let _ = stop_tx.send(true);
+        closing.store(true, Ordering::SeqCst);
+        job::abort(plan, batch);
+        RunError::from(e)
+    };
     loop {
         if stop.requested() && !stopping {
             stopping = true;
             tracing::info!(
-                "Stopping: the receivers stop, the records they received make a last batch, and every queued batch runs."
+                "Stopping: the receivers stop, the records they received make a last batch, and every block received runs."
             );
             let _ = stop_tx.send(true);
             closing.store(true, Ordering::SeqCst);
         }
-        let next = rt.block_on(async {
-            tokio::time::timeout(Duration::from_millis(100), batch_rx.recv()).await
-        });
-        let closed = match next {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(_) => {
-                if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    let _ = stop_tx.send(true);
-                    return Err(e);
+        if pending.is_empty() {
+            let next = rt.block_on(async {
+                tokio::time::timeout(Duration::from_millis(100), cuts.recv()).await
+            });
+            match next {
+                Ok(Some(c)) => pending.push_back(c),
+                Ok(None) => break,
+                Err(_) => {
+                    if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        let _ = stop_tx.send(true);
+                        job::abort(plan, &batch);
+                        return Err(e);
+                    }
+                    continue;
                 }
-                continue;
             }
-        };
-        let job_start = Instant::now();
-        let scheduling_delay = job_start.duration_since(closed.closed_at);
-        let bytes: u64 = closed.inputs.iter().map(|p| p.bytes).sum();
-        let parts: Vec<Part> = closed
-            .inputs
-            .into_iter()
-            .map(|p| Part {
-                partition: p.partition,
-                lineage: Lineage::Range {
-                    partition: p.partition,
-                    start: p.first_offset,
-                },
-                records: p.records,
-            })
-            .collect();
-        let result = job::run(plan, closed.id, closed.time_ms, parts);
-        blocks.release(bytes);
-        let stats = match result {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "The pipeline stops: a batch failed.");
-                let _ = stop_tx.send(true);
-                closing.store(true, Ordering::SeqCst);
-                return Err(e.into());
+        }
+        while let Ok(c) = cuts.try_recv() {
+            pending.push_back(c);
+        }
+        let mut ready = Vec::new();
+        let mut close = None;
+        while let Some(c) = pending.pop_front() {
+            match c {
+                Cut::Block(b) => ready.push(b),
+                Cut::Close { id, closed_at } => {
+                    close = Some((id, closed_at));
+                    break;
+                }
             }
+        }
+        if !ready.is_empty() {
+            let t = Instant::now();
+            if let Err(e) = job::run_blocks(plan, &shape, &batch, ready, &blocks) {
+                return Err(fail(e, &batch));
+            }
+            batch.busy += t.elapsed();
+        }
+        let Some((id, closed_at)) = close else {
+            continue;
         };
-        let processing = job_start.elapsed();
-        let report = BatchReport {
-            id: closed.id,
-            records_in: stats.records_in,
-            records_out: stats.records_out,
-            dead_letters: stats.dead_letters,
+        debug_assert_eq!(id, batch.id);
+        let closing_start = Instant::now();
+        let scheduling_delay = closing_start.duration_since(closed_at);
+        let next = OpenBatch::new(plan, &shape, id + 1, batch_time(id + 1));
+        let this = std::mem::replace(&mut batch, next);
+        let busy = this.busy;
+        let time_ms = this.time_ms;
+        let (closed, kept_bytes) = match job::close(plan, &shape, this) {
+            Ok(c) => c,
+            Err(e) => return Err(fail(e, &batch)),
+        };
+        blocks.release(kept_bytes);
+        let done_ms = now_ms();
+        let processing = busy + closing_start.elapsed();
+        let report_line = BatchReport {
+            id,
+            records_in: closed.records_in,
+            records_out: closed.records_out,
+            dead_letters: closed.dead_letters,
             scheduling_delay,
             processing,
-            total_delay: closed.closed_at.elapsed(),
+            total_delay: closed_at.elapsed(),
+            done_ms,
         };
+        let done_us = done_ms * 1000;
+        let latencies: Vec<f64> = closed
+            .markers
+            .iter()
+            .map(|&us| (done_us - us) as f64 / 1e3)
+            .collect();
+        if let Some(w) = report.as_mut() {
+            write_report(w, &report_line, time_ms, &latencies).map_err(|e| RunError::Report {
+                path: opts.report.clone().unwrap_or_default(),
+                message: e.to_string(),
+            })?;
+        }
         summary.batches += 1;
-        summary.records_in += stats.records_in;
-        summary.records_out += stats.records_out;
-        summary.dead_letters += stats.dead_letters;
+        summary.records_in += closed.records_in;
+        summary.records_out += closed.records_out;
+        summary.dead_letters += closed.dead_letters;
+        summary.marker_latencies_ms.extend(latencies);
         summary.first_batch.get_or_insert(started.elapsed());
-        summary.reports.push(report);
-        show(&report, progress);
+        summary.reports.push(report_line);
+        show(&report_line, opts.progress);
         if processing > file.batch_interval {
             slow_streak += 1;
             if slow_streak == 3 {
@@ -332,12 +396,14 @@ pub fn run(
         } else {
             slow_streak = 0;
         }
+        if id == last_close.load(Ordering::SeqCst) {
+            break;
+        }
         if opts.max_batches.is_some_and(|m| summary.batches >= m) && !stopping {
             tracing::info!(
                 batches = summary.batches,
                 "Reached --max-batches; stopping."
             );
-            let _ = stop_tx.send(true);
             break;
         }
         if stop.now.load(Ordering::SeqCst) {
@@ -345,6 +411,8 @@ pub fn run(
             break;
         }
     }
+    // Whatever the open batch's blocks wrote is dropped: it never commits.
+    job::abort(plan, &batch);
     let _ = stop_tx.send(true);
     closing.store(true, Ordering::SeqCst);
     if let Some(e) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -353,6 +421,38 @@ pub fn run(
     summary.peak_buffered = blocks.peak();
     summary.backpressure_waits = blocks.backpressure_waits();
     Ok(summary)
+}
+
+/// The largest block: a partition's share of a sixteenth of the budget, between 256 KiB and
+/// 2 MiB. Many blocks per partition fit in the budget, so receivers rarely wait for one to be
+/// processed; and a block is one plugin call of a size that keeps the plugin's memory (which
+/// an instance keeps at its high-water mark) and the host's copies small, at a call overhead
+/// of a few per cent (measured with `sluice bench pipeline`).
+pub fn max_block_bytes(budget: u64, partitions: u32) -> u64 {
+    (budget / 16 / partitions.max(1) as u64).clamp(256 << 10, 2 << 20)
+}
+
+fn write_report(
+    w: &mut impl std::io::Write,
+    r: &BatchReport,
+    time_ms: i64,
+    latencies: &[f64],
+) -> std::io::Result<()> {
+    let line = serde_json::json!({
+        "batch": r.id,
+        "time_ms": time_ms,
+        "done_ms": r.done_ms,
+        "records_in": r.records_in,
+        "records_out": r.records_out,
+        "dead_letters": r.dead_letters,
+        "processing_ms": r.processing.as_secs_f64() * 1e3,
+        "scheduling_delay_ms": r.scheduling_delay.as_secs_f64() * 1e3,
+        "total_delay_ms": r.total_delay.as_secs_f64() * 1e3,
+        "marker_latency_ms": latencies,
+    });
+    serde_json::to_writer(&mut *w, &line)?;
+    w.write_all(b"\n")?;
+    w.flush()
 }
 
 async fn wait_flag(flag: &AtomicBool) {

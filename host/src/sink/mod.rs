@@ -1,6 +1,7 @@
 //! Sinks: where a pipeline's results go. Every sink sees the batch id, in two phases:
-//! `write` once per partition (from the worker pool, in parallel), then `commit` once the
-//! batch's every partition is written. A replayed batch comes again with the same id.
+//! `write`, one or more times per partition as the batch's blocks are processed (partitions in
+//! parallel from the worker pool, a partition's writes in order), then `commit` once the batch
+//! is closed and every write done. A replayed batch comes again with the same id.
 //!
 //! Built in: [`StdoutSink`], [`FilesSink`] (one object per batch and partition, staged and
 //! then moved into place at commit, so a batch's output is there whole or not at all),
@@ -27,9 +28,17 @@ pub enum SinkError {
     /// A sink plugin's call failed.
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    /// A store or output failed.
+    /// A store or output failed; trying again may help.
     #[error("sink {sink}: {message}")]
     Io {
+        /// The sink.
+        sink: String,
+        /// What failed.
+        message: String,
+    },
+    /// A batch's output is broken beyond repair (a failed part of an upload).
+    #[error("sink {sink}: {message}")]
+    Broken {
         /// The sink.
         sink: String,
         /// What failed.
@@ -43,6 +52,7 @@ impl SinkError {
         match self {
             SinkError::Plugin(e) => e.retryable(),
             SinkError::Io { .. } => true,
+            SinkError::Broken { .. } => false,
         }
     }
 }
@@ -55,6 +65,8 @@ pub trait Sink: Send + Sync {
     fn write(&self, ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError>;
     /// Makes the batch visible; must do no harm when called again for the same batch.
     fn commit(&self, stream: &str, batch_id: u64) -> Result<(), SinkError>;
+    /// Drops what was written of a batch that will not commit (the run stopped with it open).
+    fn abort(&self, _batch_id: u64) {}
 }
 
 /// Formats one record as a line (without the newline) into `out`.
@@ -166,18 +178,35 @@ impl Sink for StdoutSink {
         }
         out.flush().map_err(io)
     }
+
+    fn abort(&self, batch_id: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(b, _), _| *b != batch_id);
+    }
 }
 
 /// `kind = "files"`: one object per batch and partition,
-/// `<path>/<stream>/batch-<id>-part-<partition>.<ext>` (a partition above the call size is
-/// written in parts: `…-part-<partition>-<n>.<ext>` after the first), staged under
-/// `<path>/_staging/` by `write` and moved into place by `commit`.
+/// `<path>/<stream>/batch-<id>-part-<partition>.<ext>`. A partition's records come in several
+/// writes (one per block); they stream into a multipart upload of
+/// `<path>/_staging/<stream>/…`, which `commit` completes and moves into place, so a batch's
+/// output is there whole or not at all, and a batch never sits whole in memory.
 pub struct FilesSink {
     location: Location,
     format: OutputFormat,
     handle: Handle,
-    staged: Mutex<BTreeMap<u64, Vec<(object_store::path::Path, object_store::path::Path)>>>,
+    open: Mutex<BTreeMap<(u64, u32), Staged>>,
 }
+
+struct Staged {
+    staging: object_store::path::Path,
+    target: object_store::path::Path,
+    upload: Option<object_store::WriteMultipart>,
+}
+
+/// Parts of a staged upload are 8 MiB (S3 wants at least 5 MiB for all but the last).
+const UPLOAD_PART: usize = 8 << 20;
 
 impl FilesSink {
     /// A files sink writing under `location`.
@@ -186,7 +215,7 @@ impl FilesSink {
             location,
             format,
             handle,
-            staged: Mutex::default(),
+            open: Mutex::default(),
         }
     }
 
@@ -204,6 +233,56 @@ impl FilesSink {
             message,
         }
     }
+
+    fn broken(&self, message: String) -> SinkError {
+        SinkError::Broken {
+            sink: format!("files {}", self.location),
+            message,
+        }
+    }
+
+    /// Takes every partition's staged upload of `batch_id`.
+    fn take_batch(&self, batch_id: u64) -> Vec<Staged> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let rest = open.split_off(&(batch_id, 0));
+        let (mine, later): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            rest.into_iter().partition(|((b, _), _)| *b == batch_id);
+        open.extend(later);
+        mine.into_values().collect()
+    }
+
+    fn staged(&self, ctx: &CallContext) -> Result<Staged, SinkError> {
+        let key = (ctx.batch_id, ctx.partition);
+        if let Some(s) = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+        {
+            return Ok(s);
+        }
+        let name = format!(
+            "{}/batch-{:010}-part-{:05}.{}",
+            ctx.stream,
+            ctx.batch_id,
+            ctx.partition,
+            self.ext()
+        );
+        let staging = self.location.child(&format!("_staging/{name}"));
+        let target = self.location.child(&name);
+        let upload = self
+            .handle
+            .block_on(self.location.store.put_multipart(&staging))
+            .map_err(|e| self.err(format!("starting {staging}: {e}")))?;
+        Ok(Staged {
+            staging,
+            target,
+            upload: Some(object_store::WriteMultipart::new_with_chunk_size(
+                upload,
+                UPLOAD_PART,
+            )),
+        })
+    }
 }
 
 impl Sink for FilesSink {
@@ -220,46 +299,43 @@ impl Sink for FilesSink {
             format_record(self.format, batch, i, &mut body);
             body.push(b'\n');
         }
-        // A partition written in several parts (a big batch) gets `-<part>` after part 0.
-        let part = if ctx.part == 0 {
-            String::new()
-        } else {
-            format!("-{}", ctx.part)
+        let mut staged = self.staged(ctx)?;
+        let upload = staged.upload.as_mut().expect("an open upload");
+        // Parts upload as tasks on the runtime; at most two in flight per object.
+        let waited = {
+            let _in_runtime = self.handle.enter();
+            upload.put(body.into());
+            self.handle.block_on(upload.wait_for_capacity(2))
         };
-        let name = format!(
-            "{}/batch-{:010}-part-{:05}{part}.{}",
-            ctx.stream,
-            ctx.batch_id,
-            ctx.partition,
-            self.ext()
-        );
-        let staging = self.location.child(&format!("_staging/{name}"));
-        let target = self.location.child(&name);
-        self.handle
-            .block_on(self.location.store.put(&staging, body.into()))
-            .map_err(|e| self.err(format!("writing {staging}: {e}")))?;
-        self.staged
+        let staging = staged.staging.clone();
+        self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(ctx.batch_id)
-            .or_default()
-            .push((staging, target));
-        Ok(())
+            .insert((ctx.batch_id, ctx.partition), staged);
+        // A failed part breaks the whole upload: writing again would not mend it.
+        waited.map_err(|e| self.broken(format!("writing {staging}: {e}")))
     }
 
     fn commit(&self, _stream: &str, batch_id: u64) -> Result<(), SinkError> {
-        let staged = self
-            .staged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&batch_id)
-            .unwrap_or_default();
-        for (from, to) in staged {
+        for mut s in self.take_batch(batch_id) {
+            if let Some(upload) = s.upload.take() {
+                self.handle
+                    .block_on(upload.finish())
+                    .map_err(|e| self.broken(format!("completing {}: {e}", s.staging)))?;
+            }
             self.handle
-                .block_on(self.location.store.rename(&from, &to))
-                .map_err(|e| self.err(format!("committing {to}: {e}")))?;
+                .block_on(self.location.store.rename(&s.staging, &s.target))
+                .map_err(|e| self.err(format!("committing {}: {e}", s.target)))?;
         }
         Ok(())
+    }
+
+    fn abort(&self, batch_id: u64) {
+        for mut s in self.take_batch(batch_id) {
+            if let Some(upload) = s.upload.take() {
+                let _ = self.handle.block_on(upload.abort());
+            }
+        }
     }
 }
 
