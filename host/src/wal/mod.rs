@@ -346,6 +346,9 @@ impl Wal {
     /// writer, which continues after the highest segment found. Called once per pipeline run,
     /// before its receivers start; the [`Recovery`] holds what the last run left.
     ///
+    /// Must be called inside a tokio runtime (the writer is a task of it). Reads every segment
+    /// into memory: after a checkpoint truncates, that is the unfinished batches' blocks.
+    ///
     /// Fails when the store cannot be listed or read, or when a segment has a format version
     /// this host does not read. Damage is no failure: it is in [`Recovery::problems`].
     pub async fn open(
