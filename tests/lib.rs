@@ -83,3 +83,48 @@ pub fn sluice_bin() -> PathBuf {
     );
     bin
 }
+
+/// Whether the test services must be there: `scripts/test` starts them (`scripts/services
+/// start`) and sets `SLUICE_SERVICES=1`, so a test that needs one fails when it is missing.
+pub fn services_required() -> bool {
+    std::env::var("SLUICE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Azurite's blob service, as `scripts/services start` left it (its env file sourced): a store
+/// on the test container. `None`, said loudly, when the services are not running and not
+/// required (a plain `cargo test`); a panic when `SLUICE_SERVICES=1` and they are missing.
+pub fn azurite(test: &str) -> Option<std::sync::Arc<dyn object_store::ObjectStore>> {
+    let Ok(container) = std::env::var("SLUICE_AZURITE_CONTAINER") else {
+        assert!(
+            !services_required(),
+            "{test}: SLUICE_SERVICES=1 but SLUICE_AZURITE_CONTAINER is unset: \
+             source the env file of scripts/services start"
+        );
+        eprintln!(
+            "\n*** SKIPPED {test}: Azurite is not configured. Run `scripts/services start` and \
+             source `$(scripts/services env)`, or run scripts/test. ***\n"
+        );
+        return None;
+    };
+    let account = std::env::var("SLUICE_AZURITE_ACCOUNT").unwrap_or("devstoreaccount1".into());
+    let mut builder = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_use_emulator(true)
+        .with_account(account)
+        .with_container_name(container);
+    if let Ok(key) = std::env::var("SLUICE_AZURITE_KEY") {
+        builder = builder.with_access_key(key);
+    }
+    let store = builder
+        .build()
+        .unwrap_or_else(|e| panic!("{test}: cannot configure Azurite: {e}"));
+    Some(std::sync::Arc::new(store))
+}
+
+/// A prefix no other test run uses: `name/<pid>-<nanos>`.
+pub fn unique_prefix(name: &str) -> object_store::path::Path {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    object_store::path::Path::from(format!("{name}/{}-{nanos}", std::process::id()))
+}

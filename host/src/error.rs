@@ -17,6 +17,9 @@ pub enum Error {
     /// The pipeline stopped on an error.
     #[error(transparent)]
     Run(#[from] crate::scheduler::RunError),
+    /// The write-ahead log failed.
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
     /// The plugin runtime could not start.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

@@ -10,6 +10,8 @@
 //! - [`receiver`]: one async receiver per source partition (generator, files, tcp, plugin);
 //! - [`block`]: the block generator and the block manager (memory budget, backpressure);
 //! - [`scheduler`]: the batch clock, the tracker and the job runner;
+//! - [`wal`]: the write-ahead log on `object_store` (framed, checksummed, versioned segments,
+//!   group commit, recovery that reports damage);
 //! - [`sink`]: stdout, files, count and plugin sinks, and the dead-letter sink;
 //! - [`plugin`]: the plugin runtime: engine, compiled-component cache, limits, instances, the
 //!   typed WIT bindings;
@@ -43,3 +45,4 @@ pub mod receiver;
 pub mod scheduler;
 pub mod sink;
 pub mod telemetry;
+pub mod wal;

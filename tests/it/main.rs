@@ -4,3 +4,4 @@
 mod cli;
 mod engine;
 mod plugins;
+mod wal;

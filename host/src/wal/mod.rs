@@ -1,0 +1,764 @@
+//! The write-ahead log: blocks made durable on `object_store` before their source is
+//! acknowledged (reliable mode), read back after a crash, deleted once checkpointed.
+//!
+//! # Layout
+//!
+//! One log per pipeline, under one prefix: `<prefix>/<seq>.seg`, `seq` a zero-padded 20-digit
+//! number, so a listing gives write order. Object stores cannot append, so a **segment is one
+//! object, written once** by one PUT, holding one commit group: the blocks that concurrent
+//! [`Wal::append`] calls, from any partitions, handed in within a short window
+//! ([`WalOptions::group_window`]). The format is in [`format`]: a versioned, checksummed
+//! header saying how many frames and bytes follow; then one frame per block (length, CRC-32,
+//! the block's columns as they are in memory).
+//!
+//! Why one log shared by the partitions rather than one per partition (DESIGN.md sketched
+//! `wal/<stream>/<partition>/<segment>`): the blocks of every partition are cut at the same
+//! instant, every block interval, so one shared log turns a tick's N partition writes into one
+//! PUT. Per-partition logs would cost N requests per tick (on Azure, N transactions and N
+//! round trips of latency). The price is that a segment can be deleted only when every
+//! partition in it is checkpointed; checkpoints cover all partitions at once, batch by batch,
+//! so in practice segments go as soon as their batch is done.
+//!
+//! # Guarantees
+//!
+//! - [`Wal::append`] returns once the segment holding the block is written; on a local
+//!   directory ([`WalOptions::fsync_root`]) the file and its directory are also fsynced, since
+//!   `object_store`'s local store does not.
+//! - Segments are created with create-if-absent ([`PutMode::Create`]): a second writer on the
+//!   same log fails its next write ([`WalError::Fenced`]) instead of overwriting.
+//! - A segment of another format version stops [`Wal::open`] with
+//!   [`WalError::UnknownVersion`]: a newer log is never half-read by an older host.
+//! - Damage (a torn object, a flipped byte) is never replayed and never dropped silently:
+//!   [`Recovery::problems`] names the object, the byte position, what is wrong and how many
+//!   frames and bytes could not be read. Reading a segment stops at its first damage: the
+//!   frames after a corrupt frame in the same object are counted as lost, never returned, so a
+//!   partition's recovered blocks never have a hole in the middle of a segment. A damaged
+//!   segment is never deleted by [`Wal::truncate`]; it stays for an operator to inspect (and
+//!   is reported again at every open until removed).
+
+pub mod bench;
+pub mod format;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batch::RecordBatch;
+use crate::config::location::Location;
+pub use format::Damage;
+
+/// How the log writes.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// How long the writer waits for more blocks after the first of a group, while other
+    /// appends are under way (default 5 ms). It never waits when no other append is: a lone
+    /// appender pays no window.
+    pub group_window: Duration,
+    /// A group is written as soon as it holds this many bytes (default 8 MiB). A single larger
+    /// block is written alone.
+    pub max_group_bytes: usize,
+    /// When the store is a local directory: that directory (the store's root), so that each
+    /// segment and its directory are fsynced after the write. `None` for remote stores.
+    pub fsync_root: Option<PathBuf>,
+    /// Appends queued for the writer before `append` waits (default 1024).
+    pub queue: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            group_window: Duration::from_millis(5),
+            max_group_bytes: 8 << 20,
+            fsync_root: None,
+            queue: 1024,
+        }
+    }
+}
+
+/// What can go wrong with the log. Each says whether retrying can help
+/// ([`WalError::is_retryable`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalError {
+    /// The store could not list the log's segments.
+    #[error("WAL {prefix}: cannot list the segments: {message}")]
+    List {
+        /// The log's prefix.
+        prefix: String,
+        /// The store's error.
+        message: String,
+    },
+    /// A segment could not be read.
+    #[error("WAL segment {path}: cannot read it: {message}")]
+    Read {
+        /// The segment.
+        path: String,
+        /// The store's error.
+        message: String,
+    },
+    /// A segment has a format version this host does not read.
+    #[error(
+        "WAL segment {path}: format version {found}, but this sluice reads version {supported}; \
+         it was written by a newer sluice (run that one), or its header is damaged"
+    )]
+    UnknownVersion {
+        /// The segment.
+        path: String,
+        /// The version it says.
+        found: u32,
+        /// The version this host reads.
+        supported: u32,
+    },
+    /// A block cannot be encoded (its columns do not line up, or it is over 4 GiB).
+    #[error(
+        "WAL: block at partition {partition} offset {first_offset} cannot be written: {message}"
+    )]
+    Block {
+        /// The partition.
+        partition: u32,
+        /// The block's first offset.
+        first_offset: u64,
+        /// Why.
+        message: String,
+    },
+    /// Writing a segment failed; the blocks in it are not durable.
+    #[error("WAL segment {path}: write failed: {message}")]
+    Write {
+        /// The segment.
+        path: String,
+        /// The store's error.
+        message: String,
+    },
+    /// The segment to write already exists: another writer is using this log.
+    #[error(
+        "WAL segment {path} already exists: another host or process writes this log, so this \
+         one stops writing (fenced)"
+    )]
+    Fenced {
+        /// The segment.
+        path: String,
+    },
+    /// Deleting a checkpointed segment failed.
+    #[error("WAL segment {path}: cannot delete it: {message}")]
+    Delete {
+        /// The segment.
+        path: String,
+        /// The store's error.
+        message: String,
+    },
+    /// The log's writer task is gone (the runtime is shutting down).
+    #[error("WAL: the writer has stopped")]
+    Closed,
+}
+
+impl WalError {
+    /// Whether trying again can help: a store's failure can pass; a fenced log, a newer
+    /// format or a malformed block cannot.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            WalError::List { .. }
+                | WalError::Read { .. }
+                | WalError::Write { .. }
+                | WalError::Delete { .. }
+        )
+    }
+}
+
+/// `Result` with [`WalError`].
+pub type Result<T> = std::result::Result<T, WalError>;
+
+/// One block found by [`Wal::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredBlock {
+    /// Its partition.
+    pub partition: u32,
+    /// The partition offset of its first record.
+    pub first_offset: u64,
+    /// Its records.
+    pub records: RecordBatch,
+    /// The sequence number of the segment it was in.
+    pub segment: u64,
+}
+
+/// Damage found in one segment, with where it is and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalProblem {
+    /// The segment's object path.
+    pub segment: Path,
+    /// The byte position in the object where reading stopped.
+    pub position: u64,
+    /// What is wrong there.
+    pub damage: Damage,
+    /// Blocks read from the segment before the damage (returned in [`Recovery::blocks`]).
+    pub blocks_read: usize,
+    /// Frames the segment's header promised that could not be read, when the header could be
+    /// read.
+    pub frames_lost: Option<u32>,
+    /// Bytes from `position` to the end of the object, none of them returned.
+    pub bytes_unreadable: u64,
+}
+
+impl std::fmt::Display for WalProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WAL segment {}, byte {}: {}; {} blocks read before it, ",
+            self.segment, self.position, self.damage, self.blocks_read
+        )?;
+        match self.frames_lost {
+            Some(n) => write!(f, "{n} frames")?,
+            None => f.write_str("an unknown number of frames")?,
+        }
+        write!(f, " ({} bytes) unreadable", self.bytes_unreadable)
+    }
+}
+
+/// What [`Wal::open`] found: the blocks to replay and the damage seen.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Every readable block, ordered by partition, then in write order within a partition
+    /// (which is offset order for a partition that waits for each append). Blocks a crashed
+    /// run wrote but never saw acknowledged are here too, and a source that redelivered them
+    /// may have had them written twice: the caller skips what its checkpoint already covers
+    /// and what an earlier block already covered.
+    pub blocks: Vec<RecoveredBlock>,
+    /// Damage, one entry per damaged segment, in segment order. Empty when the log is clean.
+    pub problems: Vec<WalProblem>,
+    /// How many segments were read.
+    pub segments: usize,
+}
+
+/// Counters since the log was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Segments written (commit groups).
+    pub segments_written: u64,
+    /// Blocks written.
+    pub blocks_written: u64,
+    /// Bytes written, headers included.
+    pub bytes_written: u64,
+    /// Segments deleted by [`Wal::truncate`].
+    pub segments_deleted: u64,
+    /// Segments on the store that this log knows of (written or recovered, not deleted).
+    pub segments_live: u64,
+}
+
+/// What the log knows of a segment on the store.
+#[derive(Debug)]
+struct SegmentInfo {
+    path: Path,
+    /// For each partition in it, the offset after its last record there.
+    ends: Vec<(u32, u64)>,
+    /// Damaged segments are kept for an operator.
+    damaged: bool,
+}
+
+impl SegmentInfo {
+    fn note(&mut self, partition: u32, end: u64) {
+        match self.ends.iter_mut().find(|(p, _)| *p == partition) {
+            Some((_, e)) => *e = (*e).max(end),
+            None => self.ends.push((partition, end)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    opts: WalOptions,
+    segments: Mutex<BTreeMap<u64, SegmentInfo>>,
+    /// Appends handed in (or about to be) and not yet taken by the writer.
+    coming: AtomicUsize,
+    fenced: Mutex<Option<WalError>>,
+    segments_written: AtomicU64,
+    blocks_written: AtomicU64,
+    bytes_written: AtomicU64,
+    segments_deleted: AtomicU64,
+}
+
+/// A block on its way to the writer.
+struct Pending {
+    frame: Bytes,
+    partition: u32,
+    end: u64,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// The write-ahead log of one pipeline: a cheap, cloneable handle.
+///
+/// One writer task owns the writing; [`Wal::append`] from any number of tasks hands it a block
+/// and waits for the segment holding it to be written. The writer stops when the last handle
+/// is dropped, after writing what it was handed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use object_store::{memory::InMemory, path::Path};
+/// use sluice::batch::RecordBatch;
+/// use sluice::wal::{Wal, WalOptions};
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let store = Arc::new(InMemory::new());
+/// let (wal, _) = Wal::open(store.clone(), Path::from("wal"), WalOptions::default()).await?;
+/// wal.append(0, 0, &RecordBatch::from_values([&b"hello"[..]])).await?; // durable now
+/// drop(wal);
+///
+/// let (wal, recovery) = Wal::open(store, Path::from("wal"), WalOptions::default()).await?;
+/// assert!(recovery.problems.is_empty());
+/// assert_eq!(recovery.blocks[0].records.value(0), b"hello");
+/// wal.truncate(&[1]).await?; // offset 0 of partition 0 is checkpointed: the segment goes
+/// # Ok::<(), sluice::wal::WalError>(())
+/// # }).unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Wal {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Pending>,
+}
+
+/// The object name of segment `seq`.
+pub fn segment_name(seq: u64) -> String {
+    format!("{seq:020}.seg")
+}
+
+/// The sequence number of a segment's object name, when `name` is one.
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl Wal {
+    /// Opens the log under `prefix` in `store`, reads every segment there and starts the
+    /// writer, which continues after the highest segment found. Called once per pipeline run,
+    /// before its receivers start; the [`Recovery`] holds what the last run left.
+    ///
+    /// Must be called inside a tokio runtime (the writer is a task of it). Reads every segment
+    /// into memory: after a checkpoint truncates, that is the unfinished batches' blocks.
+    ///
+    /// Fails when the store cannot be listed or read, or when a segment has a format version
+    /// this host does not read. Damage is no failure: it is in [`Recovery::problems`].
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        opts: WalOptions,
+    ) -> Result<(Wal, Recovery)> {
+        let mut listed: Vec<(u64, Path)> = Vec::new();
+        let mut objects = store.list(Some(&prefix));
+        while let Some(meta) = objects.try_next().await.map_err(|e| WalError::List {
+            prefix: prefix.to_string(),
+            message: e.to_string(),
+        })? {
+            let rest: Option<Vec<_>> = meta.location.prefix_match(&prefix).map(|p| p.collect());
+            match rest.as_deref() {
+                Some([name]) => match parse_segment_name(name.as_ref()) {
+                    Some(seq) => listed.push((seq, meta.location)),
+                    None => {
+                        tracing::warn!(object = %meta.location, "An object in the WAL's directory is not a segment; it is left alone.")
+                    }
+                },
+                _ => {
+                    tracing::warn!(object = %meta.location, "An object below the WAL's directory is not a segment; it is left alone.")
+                }
+            }
+        }
+        listed.sort_by_key(|(seq, _)| *seq);
+
+        let mut recovery = Recovery::default();
+        let mut segments = BTreeMap::new();
+        for (seq, path) in &listed {
+            let read_err = |e: object_store::Error| WalError::Read {
+                path: path.to_string(),
+                message: e.to_string(),
+            };
+            let bytes = store
+                .get(path)
+                .await
+                .map_err(read_err)?
+                .bytes()
+                .await
+                .map_err(read_err)?;
+            let decoded = format::decode_segment(&bytes).map_err(|v| WalError::UnknownVersion {
+                path: path.to_string(),
+                found: v.0,
+                supported: format::VERSION,
+            })?;
+            let mut info = SegmentInfo {
+                path: path.clone(),
+                ends: Vec::new(),
+                damaged: decoded.damage.is_some(),
+            };
+            let blocks_read = decoded.blocks.len();
+            for b in decoded.blocks {
+                info.note(b.partition, b.first_offset + b.records.len() as u64);
+                recovery.blocks.push(RecoveredBlock {
+                    partition: b.partition,
+                    first_offset: b.first_offset,
+                    records: b.records,
+                    segment: *seq,
+                });
+            }
+            if let Some(d) = decoded.damage {
+                let problem = WalProblem {
+                    segment: path.clone(),
+                    position: d.position,
+                    damage: d.damage,
+                    blocks_read,
+                    frames_lost: d.frames_lost,
+                    bytes_unreadable: d.bytes_unreadable,
+                };
+                tracing::error!(segment = %path, position = problem.position, "{problem}");
+                recovery.problems.push(problem);
+            }
+            segments.insert(*seq, info);
+        }
+        // Stable: within a partition, segment order then frame order.
+        recovery.blocks.sort_by_key(|b| b.partition);
+        recovery.segments = listed.len();
+        let next_seq = listed.last().map_or(0, |(seq, _)| seq + 1);
+        tracing::info!(prefix = %prefix, segments = listed.len(), blocks = recovery.blocks.len(), problems = recovery.problems.len(), "The WAL is open.");
+
+        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let shared = Arc::new(Shared {
+            store,
+            prefix,
+            opts,
+            segments: Mutex::new(segments),
+            coming: AtomicUsize::new(0),
+            fenced: Mutex::new(None),
+            segments_written: AtomicU64::new(0),
+            blocks_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            segments_deleted: AtomicU64::new(0),
+        });
+        tokio::spawn(writer(shared.clone(), rx, next_seq));
+        Ok((Wal { shared, tx }, recovery))
+    }
+
+    /// Opens the log `name` (e.g. `wal`) under a resolved location, fsyncing segments when the
+    /// location is a local directory.
+    pub async fn open_at(
+        location: &Location,
+        name: &str,
+        mut opts: WalOptions,
+    ) -> Result<(Wal, Recovery)> {
+        if opts.fsync_root.is_none() {
+            opts.fsync_root.clone_from(&location.local);
+        }
+        Wal::open(location.store.clone(), location.child(name), opts).await
+    }
+
+    /// Writes one block durably: `records` of `partition`, the first at `first_offset`.
+    /// Returns when the segment holding it is written (and fsynced, on a local directory);
+    /// only then may the source be acknowledged. Calls from many tasks at once are written
+    /// together, one object per group.
+    ///
+    /// On an error the block is not durable (the caller must not acknowledge it); see
+    /// [`WalError::is_retryable`].
+    pub async fn append(
+        &self,
+        partition: u32,
+        first_offset: u64,
+        records: &RecordBatch,
+    ) -> Result<()> {
+        if let Some(e) = self.fenced() {
+            return Err(e);
+        }
+        let frame = format::encode_block(partition, first_offset, records).map_err(|e| {
+            WalError::Block {
+                partition,
+                first_offset,
+                message: e.0,
+            }
+        })?;
+        let (done, wait) = oneshot::channel();
+        let pending = Pending {
+            frame: Bytes::from(frame),
+            partition,
+            end: first_offset + records.len() as u64,
+            done,
+        };
+        // Counted before it is sent, so the writer knows to wait for it; the guard takes the
+        // count back if the send never happens (the writer is gone, or this call was dropped).
+        let guard = Coming::new(&self.shared.coming);
+        self.tx.send(pending).await.map_err(|_| WalError::Closed)?;
+        guard.sent();
+        wait.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// Deletes the segments whose every block is checkpointed: everything below
+    /// `offsets[p]` in each partition `p` is processed and committed. A segment holding a
+    /// partition missing from `offsets` stays, and so does a damaged one. Returns how many
+    /// segments were deleted. Called after each checkpoint; a failed delete is retried by the
+    /// next call.
+    pub async fn truncate(&self, offsets: &[u64]) -> Result<usize> {
+        let doomed: Vec<(u64, Path)> = {
+            let segments = self
+                .shared
+                .segments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            segments
+                .iter()
+                .filter(|(_, s)| {
+                    !s.damaged
+                        && s.ends.iter().all(|&(p, end)| {
+                            offsets.get(p as usize).is_some_and(|&done| end <= done)
+                        })
+                })
+                .map(|(seq, s)| (*seq, s.path.clone()))
+                .collect()
+        };
+        let mut deleted = 0;
+        for (seq, path) in doomed {
+            match self.shared.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(WalError::Delete {
+                        path: path.to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+            let mut segments = self
+                .shared
+                .segments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if segments.remove(&seq).is_some() {
+                deleted += 1;
+            }
+        }
+        self.shared
+            .segments_deleted
+            .fetch_add(deleted as u64, Ordering::Relaxed);
+        if deleted > 0 {
+            tracing::debug!(prefix = %self.shared.prefix, deleted, "Checkpointed WAL segments are deleted.");
+        }
+        Ok(deleted)
+    }
+
+    /// Counters since the log was opened.
+    pub fn stats(&self) -> WalStats {
+        let s = &self.shared;
+        WalStats {
+            segments_written: s.segments_written.load(Ordering::Relaxed),
+            blocks_written: s.blocks_written.load(Ordering::Relaxed),
+            bytes_written: s.bytes_written.load(Ordering::Relaxed),
+            segments_deleted: s.segments_deleted.load(Ordering::Relaxed),
+            segments_live: s.segments.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+        }
+    }
+
+    /// The log's prefix in its store.
+    pub fn prefix(&self) -> &Path {
+        &self.shared.prefix
+    }
+
+    fn fenced(&self) -> Option<WalError> {
+        self.shared
+            .fenced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Counts an append on its way to the writer until it is sent.
+struct Coming<'a> {
+    count: &'a AtomicUsize,
+    sent: bool,
+}
+
+impl<'a> Coming<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Coming { count, sent: false }
+    }
+
+    /// The writer now owns the count (it takes it back when it receives the block).
+    fn sent(mut self) {
+        self.sent = true;
+    }
+}
+
+impl Drop for Coming<'_> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The writer task: takes a group of pending blocks, writes it as one segment, answers each.
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, mut seq: u64) {
+    let take = |p: Pending, group: &mut Vec<Pending>, bytes: &mut usize| {
+        shared.coming.fetch_sub(1, Ordering::AcqRel);
+        *bytes += p.frame.len();
+        group.push(p);
+    };
+    while let Some(first) = rx.recv().await {
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        take(first, &mut group, &mut bytes);
+        let deadline = tokio::time::Instant::now() + shared.opts.group_window;
+        let mut yielded = false;
+        while bytes < shared.opts.max_group_bytes {
+            match rx.try_recv() {
+                Ok(p) => {
+                    take(p, &mut group, &mut bytes);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            // Nobody else is appending: waiting would only add latency. But first let the
+            // tasks woken with this one (a tick's other partitions) have one turn.
+            if shared.coming.load(Ordering::Acquire) == 0 {
+                if yielded {
+                    break;
+                }
+                yielded = true;
+                tokio::task::yield_now().await;
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => take(p, &mut group, &mut bytes),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let result = write_group(&shared, seq, &group).await;
+        seq += 1;
+        for p in group {
+            let _ = p.done.send(result.clone());
+        }
+    }
+}
+
+async fn write_group(shared: &Shared, seq: u64, group: &[Pending]) -> Result<()> {
+    let path = shared.prefix.child(segment_name(seq));
+    if let Some(e) = shared
+        .fenced
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
+        return Err(e);
+    }
+    let body_len: u64 = group.iter().map(|p| p.frame.len() as u64).sum();
+    let header = format::encode_header(group.len() as u32, body_len);
+    let payload: PutPayload = std::iter::once(Bytes::copy_from_slice(&header))
+        .chain(group.iter().map(|p| p.frame.clone()))
+        .collect();
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match shared.store.put_opts(&path, payload.clone(), opts).await {
+        Ok(_) => {}
+        // A client retry of a PUT that went through but whose answer was lost also finds the
+        // object there: it is ours when it holds exactly what was written.
+        Err(object_store::Error::AlreadyExists { .. })
+            if is_ours(shared, &path, &payload).await =>
+        {
+            tracing::debug!(segment = %path, "A retried WAL write found its own segment already written.");
+        }
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let e = WalError::Fenced {
+                path: path.to_string(),
+            };
+            tracing::error!(segment = %path, "{e}");
+            *shared.fenced.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
+            return Err(e);
+        }
+        Err(e) => {
+            return Err(WalError::Write {
+                path: path.to_string(),
+                message: e.to_string(),
+            });
+        }
+    }
+    if let Some(root) = &shared.opts.fsync_root {
+        fsync(root, &path, seq == 0)
+            .await
+            .map_err(|e| WalError::Write {
+                path: path.to_string(),
+                message: format!("written but not fsynced: {e}"),
+            })?;
+    }
+    let mut info = SegmentInfo {
+        path,
+        ends: Vec::new(),
+        damaged: false,
+    };
+    for p in group {
+        info.note(p.partition, p.end);
+    }
+    shared
+        .segments
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(seq, info);
+    shared.segments_written.fetch_add(1, Ordering::Relaxed);
+    shared
+        .blocks_written
+        .fetch_add(group.len() as u64, Ordering::Relaxed);
+    shared
+        .bytes_written
+        .fetch_add(header.len() as u64 + body_len, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether the object at `path` holds exactly `payload`.
+async fn is_ours(shared: &Shared, path: &Path, payload: &PutPayload) -> bool {
+    let Ok(got) = shared.store.get(path).await else {
+        return false;
+    };
+    let Ok(got) = got.bytes().await else {
+        return false;
+    };
+    got.len() == payload.content_length()
+        && payload
+            .iter()
+            .scan(0usize, |at, chunk| {
+                let start = *at;
+                *at += chunk.len();
+                Some(got[start..*at] == chunk[..])
+            })
+            .all(|same| same)
+}
+
+/// Makes a segment written to a local directory survive a power cut: the file, its directory
+/// (the new name) and, for the first segment, the directory's parent (a new directory).
+async fn fsync(root: &std::path::Path, path: &Path, first: bool) -> std::io::Result<()> {
+    let mut file = root.to_owned();
+    for part in path.parts() {
+        file.push(part.as_ref());
+    }
+    tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&file)?.sync_all()?;
+        let mut dir = file.parent();
+        for _ in 0..if first { 2 } else { 1 } {
+            if let Some(d) = dir {
+                std::fs::File::open(d)?.sync_all()?;
+                dir = d.parent();
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
