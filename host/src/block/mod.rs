@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::batch::RecordBatch;
 
@@ -78,6 +78,7 @@ pub struct BlockManager {
     partitions: Vec<Mutex<PartitionBuffer>>,
     ended: Vec<AtomicBool>,
     room: Notify,
+    durable: Vec<watch::Sender<u64>>,
 }
 
 impl BlockManager {
@@ -91,6 +92,7 @@ impl BlockManager {
             partitions: (0..partitions).map(|_| Mutex::default()).collect(),
             ended: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
             room: Notify::new(),
+            durable: (0..partitions).map(|_| watch::channel(0).0).collect(),
         }
     }
 
@@ -119,12 +121,13 @@ impl BlockManager {
         self.budget
     }
 
-    /// Appends a receiver's records to `partition`, first waiting while the budget is used up.
-    /// A chunk larger than the whole budget is let in when nothing else is held, so it cannot
-    /// wait forever.
-    pub async fn append(&self, partition: u32, chunk: &RecordBatch) {
+    /// Appends a receiver's records to `partition`, first waiting while the budget is used up,
+    /// and returns the partition offsets they got. A chunk larger than the whole budget is let
+    /// in when nothing else is held, so it cannot wait forever.
+    pub async fn append(&self, partition: u32, chunk: &RecordBatch) -> std::ops::Range<u64> {
         if chunk.is_empty() {
-            return;
+            let next = self.next_offset(partition);
+            return next..next;
         }
         let size = chunk.byte_size() as u64;
         let mut waited = false;
@@ -143,18 +146,45 @@ impl BlockManager {
             // Also wake now and then, in case a release raced with this check.
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
-        self.insert(partition, chunk, size);
+        let offsets = self.insert(partition, chunk, size);
+        // Plain mode: a record is as durable as it will get once it is held here. (Reliable
+        // mode moves this mark after the block's write-ahead-log write instead.)
+        if let Some(d) = self.durable.get(partition as usize) {
+            d.send_if_modified(|v| {
+                let moved = *v < offsets.end;
+                *v = (*v).max(offsets.end);
+                moved
+            });
+        }
+        offsets
     }
 
-    fn insert(&self, partition: u32, chunk: &RecordBatch, size: u64) {
+    fn insert(&self, partition: u32, chunk: &RecordBatch, size: u64) -> std::ops::Range<u64> {
         let Some(slot) = self.partitions.get(partition as usize) else {
-            return;
+            return 0..0;
         };
         let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let start = p.first_offset + p.records.len() as u64;
         p.records.append(chunk);
         p.bytes += size;
         let now = self.used.fetch_add(size, Ordering::AcqRel) + size;
         self.peak.fetch_max(now, Ordering::Relaxed);
+        start..start + chunk.len() as u64
+    }
+
+    fn next_offset(&self, partition: u32) -> u64 {
+        self.partitions.get(partition as usize).map_or(0, |slot| {
+            let p = slot.lock().unwrap_or_else(|e| e.into_inner());
+            p.first_offset + p.records.len() as u64
+        })
+    }
+
+    /// Watches `partition`'s durable mark: every record with an offset below it is durable
+    /// (plain mode: as soon as it is appended). A partition out of range never moves.
+    pub fn durable(&self, partition: u32) -> watch::Receiver<u64> {
+        self.durable
+            .get(partition as usize)
+            .map_or_else(|| watch::channel(0).1, watch::Sender::subscribe)
     }
 
     /// The block generator: cuts what each partition received since its last cut into a block.
