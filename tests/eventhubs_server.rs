@@ -229,7 +229,9 @@ fn check_token(st: &State, audience: &str, token: &str) -> Result<(), String> {
     };
     let sr = decode(sr_raw)?;
     if sr != audience || !sr.ends_with(&format!("/{}", st.hub)) || !sr.starts_with("sb://") {
-        return Err(format!("sr {sr:?} does not name the hub (audience {audience:?})"));
+        return Err(format!(
+            "sr {sr:?} does not name the hub (audience {audience:?})"
+        ));
     }
     if decode(skn)? != st.key_name {
         return Err("unknown policy".into());
@@ -383,13 +385,10 @@ async fn partition_main(mut s: Sender, address: String, ctx: Arc<Conn>) {
     }
     let parts: Vec<&str> = address.split('/').collect();
     let partition = match parts.as_slice() {
-        [hub, "ConsumerGroups", cg, "Partitions", n]
-            if *hub == st.hub && !cg.is_empty() =>
-        {
-            n.parse::<usize>()
-                .ok()
-                .filter(|n| *n < st.partitions.lock().unwrap().len())
-        }
+        [hub, "ConsumerGroups", cg, "Partitions", n] if *hub == st.hub && !cg.is_empty() => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n < st.partitions.lock().unwrap().len()),
         _ => None,
     };
     let Some(partition) = partition else {

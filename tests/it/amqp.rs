@@ -118,22 +118,22 @@ fn every_published_message_reaches_the_sink_across_a_broker_restart() {
         "it attached again:\n{}",
         run.stderr
     );
-    assert!(!run.stderr.contains("guest:guest"), "no password in the log");
+    assert!(
+        !run.stderr.contains("guest:guest"),
+        "no password in the log"
+    );
 }
 
 #[test]
 fn a_record_the_transformation_rejects_is_dead_lettered_with_its_partition_and_offset() {
-    if !services("a_record_the_transformation_rejects_is_dead_lettered_with_its_partition_and_offset") {
+    if !services(
+        "a_record_the_transformation_rejects_is_dead_lettered_with_its_partition_and_offset",
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let queue = fresh_queue("dead");
-    let bodies: [&[u8]; 4] = [
-        br#"{"id":1,"x":2}"#,
-        b"{not json",
-        br#"{"id":3}"#,
-        b"[1,2]",
-    ];
+    let bodies: [&[u8]; 4] = [br#"{"id":1,"x":2}"#, b"{not json", br#"{"id":3}"#, b"[1,2]"];
     let messages: Vec<(String, Vec<u8>)> = bodies
         .iter()
         .enumerate()
@@ -160,9 +160,11 @@ fn a_record_the_transformation_rejects_is_dead_lettered_with_its_partition_and_o
             .collect()
     };
     let mut sluice = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir()));
-    sluice.wait_for("2 records out and 2 dead letters", Duration::from_secs(60), || {
-        line_count(&committed(&out, "input", "txt")) >= 2 && letters().len() >= 2
-    });
+    sluice.wait_for(
+        "2 records out and 2 dead letters",
+        Duration::from_secs(60),
+        || line_count(&committed(&out, "input", "txt")) >= 2 && letters().len() >= 2,
+    );
     sluice.interrupt();
     sluice.wait(Duration::from_secs(30)).assert_success();
     let got: Vec<String> = committed(&out, "input", "txt")
@@ -233,7 +235,10 @@ fn validate_reaches_the_broker_and_says_clearly_when_it_cannot() {
     let no_address = pipeline(&queue, "").replace(&format!("queues = [\"{queue}\"]"), "");
     let bad = validate(&no_address);
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("source.queues") && err.contains("address"), "{err}");
+    assert!(
+        err.contains("source.queues") && err.contains("address"),
+        "{err}"
+    );
 }
 
 /// The bare `fe2o3-amqp` consumer (`sluice bench amqp` will run it): publishes then consumes

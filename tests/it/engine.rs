@@ -109,7 +109,12 @@ impl Running {
     }
 
     /// Polls `done` every 50 ms until it holds, the process exits, or `timeout` passes.
-    pub(crate) fn wait_for(&mut self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    pub(crate) fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut() -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         while !done() {
             self.assert_alive(&format!("while the test waited for {what}"));
@@ -318,7 +323,9 @@ pub(crate) fn line_count(files: &BTreeMap<(u64, u32), Vec<String>>) -> usize {
 }
 
 /// Each partition's lines, batches in order.
-pub(crate) fn by_partition(files: &BTreeMap<(u64, u32), Vec<String>>) -> BTreeMap<u32, Vec<String>> {
+pub(crate) fn by_partition(
+    files: &BTreeMap<(u64, u32), Vec<String>>,
+) -> BTreeMap<u32, Vec<String>> {
     let mut parts: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for ((_, partition), lines) in files {
         parts

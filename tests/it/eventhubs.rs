@@ -99,9 +99,14 @@ fn a_wrong_key_is_refused_with_a_clear_error_that_names_no_secret() {
     );
 
     // `sluice run` refuses the same way, and so does a receiver whose key goes bad later.
-    let run = Running::start(sluice_run(tmp.path(), &p, &plugins_dir())).wait(Duration::from_secs(30));
+    let run =
+        Running::start(sluice_run(tmp.path(), &p, &plugins_dir())).wait(Duration::from_secs(30));
     assert!(!run.status.success());
-    assert!(run.stderr.contains("refused the SAS token"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("refused the SAS token"),
+        "{}",
+        run.stderr
+    );
     assert_no_secret("run's log", &format!("{}{}", run.stdout, run.stderr));
 
     // The right key passes.
@@ -134,9 +139,11 @@ fn events_flow_with_their_metadata_and_a_restart_resumes_from_the_checkpointed_o
     let out = tmp.path().join("out");
 
     let mut first = Running::start(sluice_run(tmp.path(), &p, &plugins_dir()));
-    first.wait_for("every event of the first run", Duration::from_secs(60), || {
-        line_count(&committed(&out, "input", "jsonl")) >= 2 * FIRST
-    });
+    first.wait_for(
+        "every event of the first run",
+        Duration::from_secs(60),
+        || line_count(&committed(&out, "input", "jsonl")) >= 2 * FIRST,
+    );
     // Let a checkpoint interval pass, then stop.
     std::thread::sleep(Duration::from_millis(600));
     first.interrupt();
@@ -157,9 +164,12 @@ fn events_flow_with_their_metadata_and_a_restart_resumes_from_the_checkpointed_o
     let files = files_under(&ckpt);
     assert_eq!(files.len(), 2, "{files:?}");
     for partition in 0..2 {
-        let path = ckpt.join("hub1").join("$Default").join(format!("{partition}.json"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let path = ckpt
+            .join("hub1")
+            .join("$Default")
+            .join(format!("{partition}.json"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_no_secret("a checkpoint", &text);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["offset"], offset_of(FIRST - 1), "{text}");
@@ -172,10 +182,16 @@ fn events_flow_with_their_metadata_and_a_restart_resumes_from_the_checkpointed_o
     hub.add(1, events(1, FIRST..FIRST + MORE));
     let tokens_before = hub.accepted_tokens();
     // (Batch ids start again at 0 without the engine's checkpoints: another output directory.)
-    let p2 = pipeline(tmp.path(), &hub.connection_string(KEY), "token-ttl = \"2s\"");
+    let p2 = pipeline(
+        tmp.path(),
+        &hub.connection_string(KEY),
+        "token-ttl = \"2s\"",
+    );
     std::fs::write(
         &p2,
-        std::fs::read_to_string(&p2).unwrap().replace("path = \"out\"", "path = \"out2\""),
+        std::fs::read_to_string(&p2)
+            .unwrap()
+            .replace("path = \"out\"", "path = \"out2\""),
     )
     .unwrap();
     let out2 = tmp.path().join("out2");
@@ -196,7 +212,10 @@ fn events_flow_with_their_metadata_and_a_restart_resumes_from_the_checkpointed_o
         .flat_map(|p| (FIRST..FIRST + MORE).map(move |i| format!("p{p}-e{i:04}")))
         .collect();
     want.sort();
-    assert_eq!(got, want, "only the new events: nothing read twice, nothing lost");
+    assert_eq!(
+        got, want,
+        "only the new events: nothing read twice, nothing lost"
+    );
     for partition in 0..2 {
         let want = format!(
             "attach hub1/ConsumerGroups/$Default/Partitions/{partition} filter amqp.annotation.x-opt-offset > '{}'",
@@ -210,7 +229,11 @@ fn events_flow_with_their_metadata_and_a_restart_resumes_from_the_checkpointed_o
         tokens_before,
         hub.accepted_tokens()
     );
-    assert!(run2.stderr.contains("Resuming from the checkpoint."), "{}", run2.stderr);
+    assert!(
+        run2.stderr.contains("Resuming from the checkpoint."),
+        "{}",
+        run2.stderr
+    );
     for (what, run) in [("run 1", &run1), ("run 2", &run2)] {
         assert_no_secret(what, &format!("{}{}", run.stdout, run.stderr));
     }
@@ -243,7 +266,10 @@ kind = "stdout"
     assert_eq!(e.key.expose(), KEY);
     assert_eq!(e.checkpoint_dir.as_deref(), Some("ckpt"));
     assert_eq!(e.checkpoint_interval, Duration::from_secs(5));
-    assert_eq!(e.partition_address(3), "hub1/ConsumerGroups/cg1/Partitions/3");
+    assert_eq!(
+        e.partition_address(3),
+        "hub1/ConsumerGroups/cg1/Partitions/3"
+    );
     assert_no_secret("the parsed file's Debug", &format!("{f:?}"));
 
     // Both forms at once, a missing part, a key of another kind: each refused by name.
@@ -251,13 +277,28 @@ kind = "stdout"
         "eventhubs.policyname",
         "connection-string = \"Endpoint=sb://x/;SharedAccessKeyName=a;SharedAccessKey=b\"\neventhubs.policyname",
     );
-    let err = PipelineFile::parse(&both, Path::new("p.toml")).unwrap_err().to_string();
+    let err = PipelineFile::parse(&both, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("give one of them"), "{err}");
     let missing = text.replace("eventhubs.namespace = \"myns\"\n", "");
-    let err = PipelineFile::parse(&missing, Path::new("p.toml")).unwrap_err().to_string();
-    assert!(err.contains("eventhubs.namespace") && err.contains("required"), "{err}");
+    let err = PipelineFile::parse(&missing, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("eventhubs.namespace") && err.contains("required"),
+        "{err}"
+    );
     assert_no_secret("an error", &err);
-    let foreign = text.replace("kind = \"eventhubs\"", "kind = \"eventhubs\"\nqueues = [\"/queue/a\"]");
-    let err = PipelineFile::parse(&foreign, Path::new("p.toml")).unwrap_err().to_string();
-    assert!(err.contains("source.queues") && err.contains("connection-string"), "{err}");
+    let foreign = text.replace(
+        "kind = \"eventhubs\"",
+        "kind = \"eventhubs\"\nqueues = [\"/queue/a\"]",
+    );
+    let err = PipelineFile::parse(&foreign, Path::new("p.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source.queues") && err.contains("connection-string"),
+        "{err}"
+    );
 }

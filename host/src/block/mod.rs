@@ -300,6 +300,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn appends_get_consecutive_offsets_and_plain_mode_is_durable_at_once() {
+        let m = BlockManager::new(1, 1 << 20);
+        let durable = m.durable(0);
+        assert_eq!(m.append(0, &chunk(&["a", "b"])).await, 0..2);
+        assert_eq!(*durable.borrow(), 2);
+        m.take_batch(0);
+        assert_eq!(m.append(0, &chunk(&[])).await, 2..2);
+        assert_eq!(m.append(0, &chunk(&["c"])).await, 2..3);
+        assert_eq!(*durable.borrow(), 3);
+    }
+
+    #[tokio::test]
     async fn a_full_budget_makes_appends_wait_until_a_batch_is_released() {
         let m = std::sync::Arc::new(BlockManager::new(1, 100));
         let big = RecordBatch::from_values([&[0u8; 80][..]]);
