@@ -275,3 +275,60 @@ fn the_bare_consumer_benchmark_consumes_everything_published() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The whole receiver path (link, credit, append, accepts) under `sluice run` with a counting
+/// sink: publishes `SLUICE_AMQP_BENCH_N` (default 20000) messages, then prints the rate at which
+/// the pipeline took them in.
+#[test]
+fn the_pipeline_takes_in_every_published_message_and_reports_its_rate() {
+    if !services("the_pipeline_takes_in_every_published_message_and_reports_its_rate") {
+        return;
+    }
+    let n: usize = std::env::var("SLUICE_AMQP_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let credit: u32 = std::env::var("SLUICE_AMQP_BENCH_CREDIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let ep = AmqpEndpoint::parse(&amqp_url(), "url").unwrap();
+    let queue = fresh_queue("rate");
+    rt().block_on(bench::publish(&ep, &queue, "r", n as u64, 100, 1000))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let text = pipeline(&queue, "")
+        .replace("credit = 500", &format!("credit = {credit}"))
+        .replace("kind = \"files\"\npath = \"out\"", "kind = \"count\"");
+    let p = write_pipeline(tmp.path(), &text);
+    let started = Instant::now();
+    let mut sluice = Running::start(sluice_run(tmp.path(), &p, &plugins_dir()));
+    let took = loop {
+        let records_in: u64 = sluice
+            .stderr_so_far()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "Batch done.")
+            .filter_map(|v| v["fields"]["records_in"].as_u64())
+            .sum();
+        if records_in >= n as u64 {
+            break started.elapsed();
+        }
+        sluice.assert_alive("while taking in the messages");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{records_in} of {n} in after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    sluice.interrupt();
+    let run = sluice.wait(Duration::from_secs(30));
+    run.assert_success();
+    let summary = run.summary();
+    assert_eq!(u64_field(&summary, "records_in"), n as u64);
+    eprintln!(
+        "amqp pipeline: {n} messages in {:.2} s from start (connect included): {:.0} msgs/s (credit {credit})",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+}

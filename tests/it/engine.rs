@@ -99,7 +99,7 @@ impl Running {
     }
 
     /// Panics, with the log so far, if the process has exited.
-    fn assert_alive(&mut self, when: &str) {
+    pub(crate) fn assert_alive(&mut self, when: &str) {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!(
                 "sluice exited ({status}) {when}; its log:\n{}",
