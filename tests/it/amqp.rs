@@ -15,6 +15,14 @@ use crate::engine::{
     Running, committed, files_under, line_count, sluice_run, u64_field, write_pipeline,
 };
 
+/// The broker tests take turns: one of them restarts the broker, which would cut the others'
+/// connections.
+static BROKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn broker_turn() -> std::sync::MutexGuard<'static, ()> {
+    BROKER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -58,6 +66,7 @@ fn every_published_message_reaches_the_sink_across_a_broker_restart() {
     if !services("every_published_message_reaches_the_sink_across_a_broker_restart") {
         return;
     }
+    let _turn = broker_turn();
     const N: usize = 6000;
     let tmp = tempfile::tempdir().unwrap();
     let queue = fresh_queue("restart");
@@ -195,6 +204,7 @@ fn validate_reaches_the_broker_and_says_clearly_when_it_cannot() {
     if !services("validate_reaches_the_broker_and_says_clearly_when_it_cannot") {
         return;
     }
+    let _turn = broker_turn();
     let tmp = tempfile::tempdir().unwrap();
     let queue = fresh_queue("validate");
     let validate = |text: &str| {
@@ -248,6 +258,7 @@ fn the_bare_consumer_benchmark_consumes_everything_published() {
     if !services("the_bare_consumer_benchmark_consumes_everything_published") {
         return;
     }
+    let _turn = broker_turn();
     let n: u64 = std::env::var("SLUICE_AMQP_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -284,6 +295,7 @@ fn the_pipeline_takes_in_every_published_message_and_reports_its_rate() {
     if !services("the_pipeline_takes_in_every_published_message_and_reports_its_rate") {
         return;
     }
+    let _turn = broker_turn();
     let n: usize = std::env::var("SLUICE_AMQP_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
