@@ -128,3 +128,100 @@ pub fn unique_prefix(name: &str) -> object_store::path::Path {
         .as_nanos();
     object_store::path::Path::from(format!("{name}/{}-{nanos}", std::process::id()))
 }
+
+pub mod eventhubs_server;
+
+/// Whether the test services (RabbitMQ, Azurite: `scripts/services start`) are to be used.
+/// With `SLUICE_SERVICES=1` they must be there: a test that cannot reach them fails. Without
+/// it, a test that needs them and cannot reach them is skipped, loudly.
+pub fn services(test: &str) -> bool {
+    let required = std::env::var("SLUICE_SERVICES").is_ok_and(|v| v == "1");
+    let up = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5672".parse().unwrap(),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok();
+    if !up {
+        assert!(
+            !required,
+            "{test}: SLUICE_SERVICES=1 but RabbitMQ does not answer on 127.0.0.1:5672; run scripts/services start"
+        );
+        eprintln!(
+            "\n!!! SKIPPED {test}: RabbitMQ does not answer on 127.0.0.1:5672 (scripts/services start; SLUICE_SERVICES=1 makes this a failure) !!!\n"
+        );
+    }
+    up
+}
+
+/// The test broker's URL: `$SLUICE_AMQP_URL`, else `amqp://guest:guest@127.0.0.1:5672`.
+pub fn amqp_url() -> String {
+    std::env::var("SLUICE_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".to_owned())
+}
+
+/// A queue address no other test uses: `/queue/sluice-<what>-<pid>-<ns>`.
+pub fn fresh_queue(what: &str) -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("/queue/sluice-{what}-{}-{ns}", std::process::id())
+}
+
+/// `rabbitmqctl` on the services' node (as `scripts/services` starts it), e.g. `stop_app`.
+pub fn rabbitmqctl(args: &[&str]) -> std::process::Output {
+    let state = std::env::var_os("SLUICE_SERVICES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/sluice/services")
+        });
+    std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+        .args(["-n", "sluice@localhost"])
+        .args(args)
+        .env("HOME", state.join("rabbitmq"))
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODENAME", "sluice@localhost")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("rabbitmqctl runs")
+}
+
+/// Publishes durable messages with `fe2o3-amqp`'s `Sender`: each body (a Data section) with
+/// the message id `id`, all outcomes awaited.
+pub async fn publish(address: &str, messages: &[(String, Vec<u8>)]) {
+    use fe2o3_amqp::types::messaging::{Header, Message, Properties};
+    use fe2o3_amqp::types::primitives::Binary;
+    use fe2o3_amqp::{Connection, Sendable, Sender, Session};
+    let mut conn = Connection::open("sluice-test-publisher", amqp_url().as_str())
+        .await
+        .expect("the test publisher connects");
+    let mut session = Session::begin(&mut conn).await.unwrap();
+    let mut sender = Sender::attach(&mut session, format!("pub-{address}"), address)
+        .await
+        .unwrap();
+    let mut pending = std::collections::VecDeque::new();
+    for (id, body) in messages {
+        let m = Message::builder()
+            .header(Header::builder().durable(true).build())
+            .properties(Properties::builder().message_id(id.clone()).build())
+            .data(Binary::from(body.clone()))
+            .build();
+        pending.push_back(
+            sender
+                .send_batchable(Sendable::builder().message(m).build())
+                .await
+                .unwrap(),
+        );
+        if pending.len() > 500 {
+            pending.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    // RabbitMQ 3.10 answers a closing detach in a way fe2o3-amqp calls an illegal state; every
+    // outcome was awaited above, so the messages are in.
+    let _ = sender.close().await;
+    let _ = session.end().await;
+    let _ = conn.close().await;
+}

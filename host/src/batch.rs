@@ -261,6 +261,42 @@ impl RecordBatch {
         }
     }
 
+    /// Appends a record with headers (`name`, `value` pairs, kept in order). Once a batch has
+    /// headers, append every further record with this method (`push` keeps no header column).
+    pub fn push_with_headers(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: Option<i64>,
+        headers: &[(&[u8], &[u8])],
+    ) {
+        let had = self.len();
+        self.push(key, value, timestamp);
+        let h = self.headers.get_or_insert_with(|| Headers {
+            record_ends: vec![0; had],
+            ..Default::default()
+        });
+        for (name, value) in headers {
+            h.names.push(name);
+            h.values.push(value);
+        }
+        h.record_ends.push(h.names.len() as u32);
+    }
+
+    /// Record `i`'s headers, as (name, value) pairs.
+    pub fn headers_of(&self, i: usize) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let range = self.headers.as_ref().map_or(0..0, |h| {
+            let start = if i == 0 {
+                0
+            } else {
+                h.record_ends[i - 1] as usize
+            };
+            start..h.record_ends[i] as usize
+        });
+        let h = self.headers.as_ref();
+        range.filter_map(move |j| h.map(|h| (h.names.get(j), h.values.get(j))))
+    }
+
     /// Appends every record of `other`.
     pub fn append(&mut self, other: &RecordBatch) {
         if other.is_empty() {
@@ -422,6 +458,25 @@ mod tests {
         assert_eq!(a.key(0), None);
         assert_eq!(a.key(2), Some(&b"k1"[..]));
         a.validate().unwrap();
+    }
+
+    #[test]
+    fn headers_pushed_with_a_record_stay_with_it() {
+        let mut b = RecordBatch::from_values([&b"plain"[..]]);
+        b.push_with_headers(
+            None,
+            b"v",
+            Some(1),
+            &[(b"x-opt-offset", b"42"), (b"k", b"")],
+        );
+        b.push_with_headers(None, b"none", None, &[]);
+        b.validate().unwrap();
+        assert_eq!(b.headers_of(0).count(), 0);
+        assert_eq!(
+            b.headers_of(1).collect::<Vec<_>>(),
+            [(&b"x-opt-offset"[..], &b"42"[..]), (b"k", b"")]
+        );
+        assert_eq!(b.headers_of(2).count(), 0);
     }
 
     #[test]

@@ -22,14 +22,14 @@ use sluice_tests::*;
 /// How long a pipeline that ends by itself may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long output may take to appear, and a stopped pipeline to exit.
-const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // Running sluice
 
 /// `sluice run PIPELINE --plugins DIR` with JSON logs, its compiled-plugin cache in `dir`
 /// (through `$SLUICE_CACHE_DIR`, so that tests share no cache and leave the user's alone).
-fn sluice_run(dir: &Path, pipeline: &Path, plugins: &Path) -> Command {
+pub(crate) fn sluice_run(dir: &Path, pipeline: &Path, plugins: &Path) -> Command {
     let mut c = Command::new(sluice_bin());
     c.args(["--log-format", "json", "run"])
         .arg(pipeline)
@@ -44,7 +44,7 @@ fn sluice_run(dir: &Path, pipeline: &Path, plugins: &Path) -> Command {
 
 /// A `sluice` process, its output collected as it comes. Dropping it kills the process if it
 /// still runs, so a failing test leaves nothing behind.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     started: Instant,
     stdout: Arc<Mutex<Vec<u8>>>,
@@ -53,10 +53,10 @@ struct Running {
 }
 
 /// How a `sluice` process ended.
-struct Ended {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Ended {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
@@ -72,7 +72,7 @@ fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> J
 }
 
 impl Running {
-    fn start(mut cmd: Command) -> Running {
+    pub(crate) fn start(mut cmd: Command) -> Running {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -94,12 +94,12 @@ impl Running {
         }
     }
 
-    fn stderr_so_far(&self) -> String {
+    pub(crate) fn stderr_so_far(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
     /// Panics, with the log so far, if the process has exited.
-    fn assert_alive(&mut self, when: &str) {
+    pub(crate) fn assert_alive(&mut self, when: &str) {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!(
                 "sluice exited ({status}) {when}; its log:\n{}",
@@ -109,7 +109,12 @@ impl Running {
     }
 
     /// Polls `done` every 50 ms until it holds, the process exits, or `timeout` passes.
-    fn wait_for(&mut self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    pub(crate) fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut() -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         while !done() {
             self.assert_alive(&format!("while the test waited for {what}"));
@@ -124,7 +129,7 @@ impl Running {
 
     /// Sends SIGINT, as Ctrl-C in a terminal does.
     #[allow(unsafe_code)]
-    fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) takes plain integers and touches no memory of this process; `pid` is
         // our own child, not yet reaped (it is reaped only by `wait`), so it names no other.
@@ -150,7 +155,7 @@ impl Running {
     }
 
     /// Waits at most `timeout` for the process to exit.
-    fn wait(mut self, timeout: Duration) -> Ended {
+    pub(crate) fn wait(mut self, timeout: Duration) -> Ended {
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -187,7 +192,7 @@ impl Drop for Running {
 
 impl Ended {
     /// Panics with the log unless the process exited with status 0.
-    fn assert_success(&self) {
+    pub(crate) fn assert_success(&self) {
         assert!(
             self.status.success(),
             "sluice failed ({}); its log:\n{}",
@@ -197,7 +202,7 @@ impl Ended {
     }
 
     /// The `fields` of every JSON log line whose message starts with `message`.
-    fn events(&self, message: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, message: &str) -> Vec<Value> {
         self.stderr
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -211,14 +216,14 @@ impl Ended {
     }
 
     /// The one `The pipeline stopped.` event.
-    fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         let mut stopped = self.events("The pipeline stopped.");
         assert_eq!(stopped.len(), 1, "one summary line in:\n{}", self.stderr);
         stopped.remove(0)
     }
 }
 
-fn u64_field(event: &Value, field: &str) -> u64 {
+pub(crate) fn u64_field(event: &Value, field: &str) -> u64 {
     event[field]
         .as_u64()
         .unwrap_or_else(|| panic!("no number `{field}` in {event}"))
@@ -259,7 +264,7 @@ fn accept_sluice(listener: &std::net::TcpListener, sluice: &mut Running) -> std:
     peer
 }
 
-fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
+pub(crate) fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -291,7 +296,7 @@ fn drop_file(dir: &Path, name: &str, contents: &[u8]) {
 }
 
 /// Every file under `dir`, recursively (none when it does not exist).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return files;
@@ -310,7 +315,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// What a files sink committed under `out` for `stream`: each (batch, partition) file's lines.
 /// Any other file there fails the test.
-fn committed(out: &Path, stream: &str, ext: &str) -> BTreeMap<(u64, u32), Vec<String>> {
+pub(crate) fn committed(out: &Path, stream: &str, ext: &str) -> BTreeMap<(u64, u32), Vec<String>> {
     let mut files = BTreeMap::new();
     for path in files_under(&out.join(stream)) {
         let name = path.file_name().unwrap().to_str().unwrap();
@@ -332,12 +337,14 @@ fn committed(out: &Path, stream: &str, ext: &str) -> BTreeMap<(u64, u32), Vec<St
     files
 }
 
-fn line_count(files: &BTreeMap<(u64, u32), Vec<String>>) -> usize {
+pub(crate) fn line_count(files: &BTreeMap<(u64, u32), Vec<String>>) -> usize {
     files.values().map(Vec::len).sum()
 }
 
 /// Each partition's lines, batches in order.
-fn by_partition(files: &BTreeMap<(u64, u32), Vec<String>>) -> BTreeMap<u32, Vec<String>> {
+pub(crate) fn by_partition(
+    files: &BTreeMap<(u64, u32), Vec<String>>,
+) -> BTreeMap<u32, Vec<String>> {
     let mut parts: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for ((_, partition), lines) in files {
         parts

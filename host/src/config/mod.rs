@@ -7,8 +7,10 @@
 //! - [`plan`]: the resolved plan: plugins loaded and pinned by digest, stages made, stores
 //!   reached.
 
+pub mod amqp;
 pub mod location;
 pub mod plan;
+pub mod secret;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use serde::Deserialize;
 
 use crate::plugin::limits::{Grants, RuntimeConfig};
 use crate::plugin::manifest::{de_bytes, toml_message};
+pub use amqp::{AmqpConfig, EventHubsConfig};
+pub use secret::Secret;
 
 /// The pipeline file format this host reads.
 pub const PIPELINE_VERSION: u32 = 1;
@@ -105,7 +109,8 @@ fn default_budget() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSource {
-    /// `kind`: `"generator"`, `"files"`, `"tcp"` or `"plugin"`. Required.
+    /// `kind`: `"generator"`, `"files"`, `"tcp"`, `"amqp"`, `"eventhubs"` or `"plugin"`.
+    /// Required.
     pub kind: String,
     /// `name`: the stream's name. Default `"input"`.
     #[serde(default)]
@@ -134,9 +139,45 @@ pub struct RawSource {
     /// files `poll-interval`. Default `"200ms"`.
     #[serde(default, with = "humantime_serde")]
     pub poll_interval: Option<Duration>,
-    /// tcp `address`: host:port. Required for tcp.
+    /// tcp `address`: host:port. Required for tcp. amqp `address`: the source address of
+    /// every partition's link (`{partition}` in it is replaced by the partition's number).
     #[serde(default)]
     pub address: Option<String>,
+    /// amqp `url`: `amqp://[user:password@]host[:port]` or `amqps://…`. Required for amqp.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// amqp `queues`: one source address per partition, e.g. `["/queue/a", "/queue/b"]`.
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
+    /// amqp and eventhubs `credit`: the link credit window per partition. Default 2000.
+    #[serde(default)]
+    pub credit: Option<u32>,
+    /// amqp and eventhubs `wal`: reliable mode (acknowledge only what is durable). Default false.
+    #[serde(default)]
+    pub wal: Option<bool>,
+    /// eventhubs `connection-string`: `Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…`.
+    #[serde(default)]
+    pub connection_string: Option<Secret>,
+    /// eventhubs `consumer-group`. Default `"$Default"`.
+    #[serde(default)]
+    pub consumer_group: Option<String>,
+    /// eventhubs `start`: where a partition without a checkpoint starts. Default `"-1"`.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// eventhubs `checkpoint-dir`: where each partition's last durable offset is kept.
+    #[serde(default)]
+    pub checkpoint_dir: Option<String>,
+    /// eventhubs `checkpoint-interval`. Default `"10s"`.
+    #[serde(default, with = "humantime_serde")]
+    pub checkpoint_interval: Option<Duration>,
+    /// eventhubs `token-ttl`: each SAS token's lifetime, renewed at 80%. Default `"1h"`.
+    #[serde(default, with = "humantime_serde")]
+    pub token_ttl: Option<Duration>,
+    /// eventhubs `eventhubs.*`: the seed's names (`eventhubs.policyname`, `…policykey`,
+    /// `…namespace`, `…name`, `…partition.count`, `…consumergroup`, `…checkpoint.dir`,
+    /// `…checkpoint.interval`).
+    #[serde(default)]
+    pub eventhubs: Option<amqp::SeedParams>,
     /// tcp `end-on-close`: the peer closing ends the partition. Default false.
     #[serde(default)]
     pub end_on_close: Option<bool>,
@@ -183,6 +224,17 @@ impl RawSource {
             ("end-on-close", self.end_on_close.is_some()),
             ("plugin", self.plugin.is_some()),
             ("params", self.params.is_some()),
+            ("url", self.url.is_some()),
+            ("queues", self.queues.is_some()),
+            ("credit", self.credit.is_some()),
+            ("wal", self.wal.is_some()),
+            ("connection-string", self.connection_string.is_some()),
+            ("consumer-group", self.consumer_group.is_some()),
+            ("start", self.start.is_some()),
+            ("checkpoint-dir", self.checkpoint_dir.is_some()),
+            ("checkpoint-interval", self.checkpoint_interval.is_some()),
+            ("token-ttl", self.token_ttl.is_some()),
+            ("eventhubs", self.eventhubs.is_some()),
         ];
         let name = self.name.clone().unwrap_or_else(default_stream);
         let partitions = self.partitions.unwrap_or(1);
@@ -258,8 +310,69 @@ impl RawSource {
                     params: self.params.clone().unwrap_or_default(),
                 }))
             }
+            "amqp" => {
+                only(
+                    "source",
+                    "amqp",
+                    &set,
+                    &[
+                        "name",
+                        "partitions",
+                        "url",
+                        "queues",
+                        "address",
+                        "credit",
+                        "wal",
+                    ],
+                )?;
+                Ok(SourceConfig::Amqp(amqp::resolve_amqp(
+                    name,
+                    self.url.as_ref(),
+                    self.queues.as_ref(),
+                    self.address.as_deref(),
+                    self.partitions,
+                    self.credit,
+                    self.wal,
+                )?))
+            }
+            "eventhubs" => {
+                only(
+                    "source",
+                    "eventhubs",
+                    &set,
+                    &[
+                        "name",
+                        "partitions",
+                        "connection-string",
+                        "consumer-group",
+                        "start",
+                        "checkpoint-dir",
+                        "checkpoint-interval",
+                        "credit",
+                        "wal",
+                        "token-ttl",
+                        "eventhubs",
+                    ],
+                )?;
+                Ok(SourceConfig::EventHubs(
+                    amqp::RawEventHubs {
+                        stream: name,
+                        partitions: self.partitions,
+                        connection_string: self.connection_string.as_ref(),
+                        consumer_group: self.consumer_group.as_deref(),
+                        start: self.start.as_deref(),
+                        checkpoint_dir: self.checkpoint_dir.as_deref(),
+                        checkpoint_interval: self.checkpoint_interval,
+                        credit: self.credit,
+                        wal: self.wal,
+                        token_ttl: self.token_ttl,
+                        seed: self.eventhubs.as_ref(),
+                    }
+                    .resolve()?,
+                ))
+            }
             other => Err(format!(
-                "key `source.kind`: unknown source {other:?}; expected \"generator\", \"files\", \"tcp\" or \"plugin\""
+                "key `source.kind`: unknown source {other:?}; expected \"generator\", \"files\", \"tcp\", \"amqp\", \"eventhubs\" or \"plugin\""
             )),
         }
     }
@@ -274,6 +387,10 @@ pub enum SourceConfig {
     Files(FilesConfig),
     /// `kind = "tcp"`: newline-delimited records from a socket.
     Tcp(TcpConfig),
+    /// `kind = "amqp"`: an AMQP 1.0 broker, one link per partition.
+    Amqp(AmqpConfig),
+    /// `kind = "eventhubs"`: Azure Event Hubs, one link per partition.
+    EventHubs(EventHubsConfig),
     /// `kind = "plugin"`: a receiver plugin.
     Plugin(PluginSourceConfig),
 }
@@ -285,6 +402,8 @@ impl SourceConfig {
             SourceConfig::Generator(c) => &c.name,
             SourceConfig::Files(c) => &c.name,
             SourceConfig::Tcp(c) => &c.name,
+            SourceConfig::Amqp(c) => &c.name,
+            SourceConfig::EventHubs(c) => &c.name,
             SourceConfig::Plugin(c) => &c.name,
         }
     }
@@ -295,6 +414,8 @@ impl SourceConfig {
             SourceConfig::Generator(c) => c.partitions,
             SourceConfig::Files(c) => c.partitions,
             SourceConfig::Tcp(c) => c.partitions,
+            SourceConfig::Amqp(c) => c.partitions,
+            SourceConfig::EventHubs(c) => c.partitions,
             SourceConfig::Plugin(c) => c.partitions.unwrap_or(1),
         }
     }

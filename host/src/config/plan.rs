@@ -14,6 +14,7 @@ use super::{
     ConfigError, GeneratorConfig, PipelineFile, SinkConfig, SourceConfig, Step, TcpConfig,
 };
 use crate::plugin::{Plugin, PluginKind, PluginRuntime, ReceiverStage, TransformStage};
+use crate::receiver::amqp::eventhubs::EventHubsSource;
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::{CountSink, FilesSink, PluginSink, Sink, StdoutSink};
 
@@ -30,6 +31,10 @@ pub enum SourcePlan {
     },
     /// A socket.
     Tcp(TcpConfig),
+    /// An AMQP 1.0 broker.
+    Amqp(Arc<super::AmqpConfig>),
+    /// Azure Event Hubs.
+    EventHubs(Arc<EventHubsSource>),
     /// A receiver plugin.
     Plugin(Arc<ReceiverStage>),
 }
@@ -231,6 +236,31 @@ pub fn build_with(
                 )));
             }
             (SourcePlan::Tcp(t.clone()), t.partitions)
+        }
+        SourceConfig::Amqp(a) => {
+            // Reach the broker now (connect, attach each address, detach), as stores are.
+            handle
+                .block_on(crate::receiver::amqp::probe(a))
+                .map_err(&bad)?;
+            (SourcePlan::Amqp(Arc::new(a.clone())), a.partitions)
+        }
+        SourceConfig::EventHubs(e) => {
+            let checkpoints = match &e.checkpoint_dir {
+                Some(dir) => {
+                    let loc = Location::resolve(dir, "source.checkpoint-dir", &base, true)
+                        .map_err(&bad)?;
+                    handle
+                        .block_on(loc.reach("source.checkpoint-dir"))
+                        .map_err(&bad)?;
+                    Some(loc)
+                }
+                None => None,
+            };
+            let src = EventHubsSource::new(e.clone(), checkpoints);
+            handle
+                .block_on(crate::receiver::amqp::eventhubs::probe(&src))
+                .map_err(&bad)?;
+            (SourcePlan::EventHubs(Arc::new(src)), e.partitions)
         }
         SourceConfig::Plugin(p) => {
             let plugin = load("`[source]`", &p.plugin, PluginKind::Receiver)?;

@@ -2,9 +2,11 @@
 //! manager (which slows it down when the memory budget is used).
 //!
 //! Unlike Spark's receivers, a receiver does not hold a core: sixteen partitions run on a
-//! two-thread pool. Built in: [`generator`], [`files`], [`tcp`]; receiver plugins run through
+//! two-thread pool. Built in: [`generator`], [`files`], [`tcp`], [`amqp`] (with its Event Hubs
+//! dialect); receiver plugins run through
 //! [`plugin`]. The [`supervise`] loop restarts a failed receiver with backoff.
 
+pub mod amqp;
 pub mod files;
 pub mod generator;
 pub mod plugin;
@@ -57,8 +59,9 @@ impl PartitionWriter {
             .await
     }
 
-    /// Every record with an offset below the watched value is durable and may be acknowledged
-    /// to its source (without a write-ahead log: as soon as it is appended).
+    /// Every record with an offset below the watched value is durable: in plain mode as soon
+    /// as it is appended; in reliable mode (`wal = true`) after its block's write-ahead-log
+    /// write. A receiver acknowledges its source only up to this mark.
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.blocks.durable(self.partition)
     }
@@ -72,6 +75,10 @@ pub enum Receiver {
     Files(files::FilesReceiver),
     /// `tcp`.
     Tcp(tcp::TcpReceiver),
+    /// `amqp`.
+    Amqp(amqp::AmqpReceiver),
+    /// `eventhubs`.
+    EventHubs(amqp::eventhubs::EventHubsReceiver),
     /// A receiver plugin.
     Plugin(plugin::PluginReceiver),
 }
@@ -96,6 +103,8 @@ impl Receiver {
             Receiver::Generator(r) => r.run(out, stop).await,
             Receiver::Files(r) => r.run(out, stop).await,
             Receiver::Tcp(r) => r.run(out, stop).await,
+            Receiver::Amqp(r) => r.run(out, stop).await,
+            Receiver::EventHubs(r) => r.run(out, stop).await,
             Receiver::Plugin(r) => r.run(out, stop).await,
         }
     }
@@ -106,6 +115,8 @@ impl Receiver {
             Receiver::Generator(_) => "generator",
             Receiver::Files(_) => "files",
             Receiver::Tcp(_) => "tcp",
+            Receiver::Amqp(_) => "amqp",
+            Receiver::EventHubs(_) => "eventhubs",
             Receiver::Plugin(_) => "plugin",
         }
     }

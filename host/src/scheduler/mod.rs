@@ -194,6 +194,12 @@ pub fn run(
             SourcePlan::Tcp(t) => {
                 Receiver::Tcp(receiver::tcp::TcpReceiver::new(&t.address, t.end_on_close))
             }
+            SourcePlan::Amqp(a) => {
+                Receiver::Amqp(receiver::amqp::AmqpReceiver::new(a.clone(), partition))
+            }
+            SourcePlan::EventHubs(e) => Receiver::EventHubs(
+                receiver::amqp::eventhubs::EventHubsReceiver::new(e.clone(), partition),
+            ),
             SourcePlan::Plugin(stage) => Receiver::Plugin(receiver::plugin::PluginReceiver::new(
                 stage.clone(),
                 partition,

@@ -1,0 +1,666 @@
+//! AMQP 1.0 receivers (`fe2o3-amqp`): `amqp` for any broker (RabbitMQ, ActiveMQ, Qpid) and
+//! `eventhubs` for Azure Event Hubs ([`eventhubs`]).
+//!
+//! One link per partition, each on its own connection, run by the receiver [`supervise`] loop:
+//! when the broker goes away the link fails with a transient error and is re-established with
+//! backoff.
+//!
+//! **Backpressure is link credit.** The link runs in manual credit mode with a window of
+//! `credit` deliveries. Received deliveries are appended to the block manager in chunks; once
+//! half the window has been appended the window is granted again. While the block manager's
+//! budget is used up, `append` waits, so no credit is granted and the broker stops sending:
+//! at most one window per partition waits in memory outside the budget.
+//!
+//! **Settlement follows durability.** Every appended delivery is kept, with the partition
+//! offset it got, until [`PartitionWriter::durable`] covers that offset; then the covered
+//! deliveries are accepted in one disposition per consecutive range. In plain mode that is
+//! right after the append (accept on receipt); in reliable mode (`wal = true`) it is after the
+//! block holding them is in the write-ahead log, so a crash loses nothing the broker forgot.
+//! Deliveries received but not yet appended are never accepted: a lost connection or a stop
+//! returns them to the broker (a redelivery has `first-acquirer = false`).
+//!
+//! [`supervise`]: super::supervise
+
+pub mod bench;
+pub mod eventhubs;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::delivery::DeliveryInfo;
+use fe2o3_amqp::link::receiver::CreditMode;
+use fe2o3_amqp::link::{ReceiverAttachError, RecvError};
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::definitions::{self, SenderSettleMode};
+use fe2o3_amqp::types::messaging::{Body, Message, MessageId, Source};
+use fe2o3_amqp::types::primitives::{SimpleValue, Value};
+use fe2o3_amqp::{Connection, Delivery, Session};
+use futures::FutureExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::{Finished, PartitionWriter, ReceiverError, now_ms};
+use crate::batch::RecordBatch;
+use crate::config::AmqpConfig;
+use crate::config::amqp::AmqpEndpoint;
+
+/// The most deliveries appended in one chunk.
+const MAX_CHUNK: usize = 1024;
+/// How long connecting, attaching and closing may take.
+const NET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An open connection and session.
+pub struct Link {
+    /// The connection.
+    pub connection: ConnectionHandle<()>,
+    /// Its one session.
+    pub session: SessionHandle<()>,
+}
+
+impl Link {
+    /// Ends the session and closes the connection, each within a short time.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.session.end()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.connection.close()).await;
+    }
+}
+
+/// Connects to `endpoint` (TLS for `amqps`) and begins a session. Messages name the endpoint
+/// without its password.
+pub async fn connect(endpoint: &AmqpEndpoint, container_id: &str) -> Result<Link, ReceiverError> {
+    let transient = |what: &str, e: &dyn std::fmt::Display| {
+        ReceiverError::Transient(format!("amqp {endpoint}: {what}: {e}"))
+    };
+    let addr = (endpoint.host.as_str(), endpoint.port);
+    let tcp = tokio::time::timeout(NET_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| transient("connecting", &"timed out"))?
+        .map_err(|e| transient("cannot connect", &e))?;
+    let _ = tcp.set_nodelay(true);
+    let sasl = match &endpoint.user {
+        Some(user) => SaslProfile::Plain {
+            username: user.clone(),
+            password: endpoint.password.expose().to_owned(),
+        },
+        None => SaslProfile::Anonymous,
+    };
+    // TLS is set up here (rustls with the system's roots) and AMQP runs over it, so the
+    // connection builder is always told "amqp".
+    let builder = Connection::builder()
+        .container_id(container_id)
+        .scheme("amqp")
+        .hostname(endpoint.host.as_str())
+        .sasl_profile(sasl)
+        .idle_time_out(60_000u32);
+    let open = async {
+        if endpoint.tls {
+            let stream = tls(tcp, &endpoint.host).await?;
+            builder.open_with_stream(stream).await
+        } else {
+            builder.open_with_stream(tcp).await
+        }
+    };
+    let mut connection = tokio::time::timeout(NET_TIMEOUT, open)
+        .await
+        .map_err(|_| transient("opening the connection", &"timed out"))?
+        .map_err(|e| {
+            let text = endpoint.password.scrub(&e.to_string());
+            if text.contains("SASL") || text.contains("sasl") || text.contains("Auth") {
+                ReceiverError::Fatal(format!(
+                    "amqp {endpoint}: the broker refused the credentials: {text}"
+                ))
+            } else {
+                ReceiverError::Transient(format!("amqp {endpoint}: opening the connection: {text}"))
+            }
+        })?;
+    let session = tokio::time::timeout(NET_TIMEOUT, Session::begin(&mut connection))
+        .await
+        .map_err(|_| transient("beginning a session", &"timed out"))?
+        .map_err(|e| transient("beginning a session", &e))?;
+    Ok(Link {
+        connection,
+        session,
+    })
+}
+
+async fn tls(
+    tcp: TcpStream,
+    host: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, fe2o3_amqp::connection::OpenError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| std::io::Error::other(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| std::io::Error::other(format!("TLS server name {host:?}: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    Ok(stream)
+}
+
+/// Says what an attach failure means; a refused address or authorization is fatal.
+pub fn attach_error(address: &str, e: &ReceiverAttachError) -> ReceiverError {
+    match e {
+        ReceiverAttachError::RemoteClosedWithError(err) => {
+            let message = format!("attaching to {address:?}: {}", describe(err));
+            let cond = format!("{:?}", err.condition);
+            if cond.contains("NotFound")
+                || cond.contains("UnauthorizedAccess")
+                || cond.contains("NotAllowed")
+                || cond.contains("InvalidField")
+            {
+                ReceiverError::Fatal(message)
+            } else {
+                ReceiverError::Transient(message)
+            }
+        }
+        other => ReceiverError::Transient(format!("attaching to {address:?}: {other}")),
+    }
+}
+
+/// An AMQP error as a sentence: its condition and description.
+pub fn describe(e: &definitions::Error) -> String {
+    let cond: String = match serde_json::to_value(format!("{:?}", e.condition)) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    };
+    match &e.description {
+        Some(d) => format!("{cond}: {d}"),
+        None => cond,
+    }
+}
+
+/// Appends the value of `body` to `buf`: Data sections back to back, a string, binary or
+/// symbol AMQP value as its bytes, anything else in AMQP's debug notation.
+pub fn body_bytes(body: &Body<Value>, buf: &mut Vec<u8>) {
+    match body {
+        Body::Data(sections) => {
+            for d in sections.iter() {
+                buf.extend_from_slice(&d.0);
+            }
+        }
+        Body::Value(v) => value_bytes(&v.0, buf),
+        Body::Sequence(seqs) => buf.extend_from_slice(
+            format!("{:?}", seqs.iter().map(|s| &s.0).collect::<Vec<_>>()).as_bytes(),
+        ),
+        Body::Empty => {}
+    }
+}
+
+fn value_bytes(v: &Value, buf: &mut Vec<u8>) {
+    match v {
+        Value::String(s) => buf.extend_from_slice(s.as_bytes()),
+        Value::Binary(b) => buf.extend_from_slice(b),
+        Value::Symbol(s) => buf.extend_from_slice(s.0.as_bytes()),
+        other => buf.extend_from_slice(format!("{other:?}").as_bytes()),
+    }
+}
+
+/// A message id as text.
+pub fn message_id_text(id: &MessageId) -> String {
+    match id {
+        MessageId::String(s) => s.clone(),
+        MessageId::Ulong(n) => n.to_string(),
+        MessageId::Uuid(u) => hex::encode(u.as_inner()),
+        MessageId::Binary(b) => hex::encode(b),
+    }
+}
+
+fn simple_text(v: &SimpleValue) -> Option<String> {
+    Some(match v {
+        SimpleValue::String(s) => s.clone(),
+        SimpleValue::Symbol(s) => s.0.clone(),
+        SimpleValue::Bool(b) => b.to_string(),
+        SimpleValue::Ubyte(n) => n.to_string(),
+        SimpleValue::Ushort(n) => n.to_string(),
+        SimpleValue::Uint(n) => n.to_string(),
+        SimpleValue::Ulong(n) => n.to_string(),
+        SimpleValue::Byte(n) => n.to_string(),
+        SimpleValue::Short(n) => n.to_string(),
+        SimpleValue::Int(n) => n.to_string(),
+        SimpleValue::Long(n) => n.to_string(),
+        SimpleValue::Timestamp(t) => t.milliseconds().to_string(),
+        _ => return None,
+    })
+}
+
+/// Appends a broker message as a record: the body as the value, no key, the creation time (else
+/// now) as the timestamp, and as headers `message-id` and the string-able application
+/// properties.
+pub fn push_message(out: &mut RecordBatch, message: &Message<Body<Value>>, buf: &mut Vec<u8>) {
+    buf.clear();
+    body_bytes(&message.body, buf);
+    let props = message.properties.as_ref();
+    let ts = props
+        .and_then(|p| p.creation_time.as_ref())
+        .map_or_else(now_ms, |t| t.milliseconds());
+    let id = props
+        .and_then(|p| p.message_id.as_ref())
+        .map(message_id_text);
+    let app: Vec<(String, String)> = message
+        .application_properties
+        .as_ref()
+        .map(|a| {
+            a.0.iter()
+                .filter_map(|(k, v)| Some((k.clone(), simple_text(v)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(1 + app.len());
+    if let Some(id) = &id {
+        headers.push((b"message-id", id.as_bytes()));
+    }
+    for (k, v) in &app {
+        headers.push((k.as_bytes(), v.as_bytes()));
+    }
+    out.push_with_headers(None, buf, Some(ts), &headers);
+}
+
+/// What the receive loop does with each delivery, per dialect.
+pub(crate) trait Dialect: Send {
+    /// Appends the delivery's record to `out`; returns false to skip it.
+    fn push(&mut self, out: &mut RecordBatch, message: &Message<Body<Value>>, buf: &mut Vec<u8>);
+    /// Called after a chunk was appended at `offsets` (its last record is the chunk's last).
+    fn appended(&mut self, offsets: std::ops::Range<u64>);
+    /// Called when every record below `durable` is durable.
+    fn durable(&mut self, durable: u64);
+}
+
+/// Why the receive loop returned.
+pub(crate) enum Pumped {
+    /// `stop` was set.
+    Stopped,
+    /// A dialect timer fired (Event Hubs: renew the token, write a checkpoint).
+    Timer,
+}
+
+/// The receive loop state of one link, kept across calls so that a dialect timer can run
+/// between them.
+pub(crate) struct Pump {
+    credit: u32,
+    since_grant: u32,
+    chunk: RecordBatch,
+    infos: Vec<DeliveryInfo>,
+    unsettled: VecDeque<(u64, DeliveryInfo)>,
+    buf: Vec<u8>,
+    settles: bool,
+    /// Records appended over the link's life.
+    pub received: u64,
+}
+
+impl Pump {
+    /// A loop granting `credit` at a time; `settles`: the deliveries need accepting (false
+    /// for sender-settled links).
+    pub fn new(credit: u32, settles: bool) -> Self {
+        Pump {
+            credit,
+            since_grant: 0,
+            chunk: RecordBatch::default(),
+            infos: Vec::new(),
+            unsettled: VecDeque::new(),
+            buf: Vec::new(),
+            settles,
+            received: 0,
+        }
+    }
+
+    /// Receives until `stop`, a failure, or `timer` fires.
+    pub async fn run(
+        &mut self,
+        link: &mut fe2o3_amqp::Receiver,
+        out: &PartitionWriter,
+        durable: &mut watch::Receiver<u64>,
+        stop: &mut watch::Receiver<bool>,
+        dialect: &mut dyn Dialect,
+        timer: impl std::future::Future<Output = ()>,
+    ) -> Result<Pumped, ReceiverError> {
+        tokio::pin!(timer);
+        loop {
+            if *stop.borrow() {
+                return Ok(Pumped::Stopped);
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(Pumped::Stopped),
+                _ = durable.changed() => {
+                    let d = *durable.borrow_and_update();
+                    self.settle(link, d, dialect).await?;
+                }
+                _ = &mut timer => return Ok(Pumped::Timer),
+                first = link.recv::<Body<Value>>() => {
+                    let mut failure = None;
+                    match first {
+                        Ok(d) => self.take(d, dialect),
+                        Err(e) => return Err(recv_error(&e)),
+                    }
+                    // Whatever else has already arrived joins this chunk.
+                    while self.chunk.len() < MAX_CHUNK {
+                        match link.recv::<Body<Value>>().now_or_never() {
+                            Some(Ok(d)) => self.take(d, dialect),
+                            Some(Err(e)) => {
+                                failure = Some(recv_error(&e));
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    self.flush(link, out, durable, dialect).await?;
+                    if let Some(e) = failure {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, d: Delivery<Body<Value>>, dialect: &mut dyn Dialect) {
+        let (info, message) = d.into_parts();
+        dialect.push(&mut self.chunk, &message, &mut self.buf);
+        if self.settles {
+            self.infos.push(info);
+        }
+    }
+
+    /// Appends the chunk (waiting while the budget is used: no credit is granted meanwhile),
+    /// then grants credit again when half the window is used, and settles what is durable.
+    async fn flush(
+        &mut self,
+        link: &mut fe2o3_amqp::Receiver,
+        out: &PartitionWriter,
+        durable: &mut watch::Receiver<u64>,
+        dialect: &mut dyn Dialect,
+    ) -> Result<(), ReceiverError> {
+        let n = self.chunk.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let offsets = out.append(&self.chunk).await;
+        self.chunk.clear();
+        self.received += n as u64;
+        dialect.appended(offsets.clone());
+        self.unsettled.extend(offsets.zip(self.infos.drain(..)));
+        self.since_grant += n as u32;
+        if self.since_grant >= self.credit / 2 {
+            self.since_grant = 0;
+            link.set_credit(self.credit)
+                .await
+                .map_err(|e| ReceiverError::Transient(format!("granting link credit: {e}")))?;
+        }
+        let d = *durable.borrow_and_update();
+        self.settle(link, d, dialect).await
+    }
+
+    /// Accepts every delivery below `durable`, one disposition per consecutive range.
+    async fn settle(
+        &mut self,
+        link: &fe2o3_amqp::Receiver,
+        durable: u64,
+        dialect: &mut dyn Dialect,
+    ) -> Result<(), ReceiverError> {
+        dialect.durable(durable);
+        let covered = self.unsettled.partition_point(|(o, _)| *o < durable);
+        if covered == 0 {
+            return Ok(());
+        }
+        let done: Vec<DeliveryInfo> = self.unsettled.drain(..covered).map(|(_, i)| i).collect();
+        link.accept_all(done)
+            .await
+            .map_err(|e| ReceiverError::Transient(format!("accepting deliveries: {e}")))
+    }
+
+    /// On a stop: waits (at most `wait`) for what was appended to become durable, settling it.
+    pub async fn drain(
+        &mut self,
+        link: &fe2o3_amqp::Receiver,
+        durable: &mut watch::Receiver<u64>,
+        dialect: &mut dyn Dialect,
+        wait: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let d = *durable.borrow_and_update();
+            if self.settle(link, d, dialect).await.is_err() || self.unsettled.is_empty() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, durable.changed())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Deliveries appended but not yet accepted.
+    pub fn unsettled(&self) -> usize {
+        self.unsettled.len()
+    }
+}
+
+fn recv_error(e: &RecvError) -> ReceiverError {
+    use fe2o3_amqp::link::LinkStateError as L;
+    let text = match e {
+        RecvError::LinkStateError(L::RemoteDetachedWithError(err))
+        | RecvError::LinkStateError(L::RemoteClosedWithError(err)) => {
+            format!("the broker detached the link: {}", describe(err))
+        }
+        RecvError::LinkStateError(L::SessionStopped(_)) => "the connection was lost".to_owned(),
+        other => other.to_string(),
+    };
+    ReceiverError::Transient(text)
+}
+
+/// The `amqp` receiver of one partition: one link on `address`.
+pub struct AmqpReceiver {
+    cfg: Arc<AmqpConfig>,
+    partition: u32,
+    address: String,
+}
+
+struct PlainDialect;
+
+impl Dialect for PlainDialect {
+    fn push(&mut self, out: &mut RecordBatch, message: &Message<Body<Value>>, buf: &mut Vec<u8>) {
+        push_message(out, message, buf);
+    }
+    fn appended(&mut self, _: std::ops::Range<u64>) {}
+    fn durable(&mut self, _: u64) {}
+}
+
+impl AmqpReceiver {
+    /// The receiver of `partition`.
+    pub fn new(cfg: Arc<AmqpConfig>, partition: u32) -> Self {
+        let address = cfg.addresses[partition as usize % cfg.addresses.len()].clone();
+        AmqpReceiver {
+            cfg,
+            partition,
+            address,
+        }
+    }
+
+    /// Connects, attaches and receives until `stop` or a failure.
+    pub async fn run(
+        &mut self,
+        out: &PartitionWriter,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Finished, ReceiverError> {
+        let ep = &self.cfg.endpoint;
+        let container = format!(
+            "sluice-{}-{}-{}",
+            self.cfg.name,
+            self.partition,
+            std::process::id()
+        );
+        let mut conn = connect(ep, &container).await?;
+        let mut link = match attach(
+            &mut conn.session,
+            &self.address,
+            &container,
+            self.cfg.credit,
+            None,
+            false,
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                conn.close().await;
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            broker = %ep,
+            address = %self.address,
+            partition = self.partition,
+            credit = self.cfg.credit,
+            reliable = self.cfg.wal,
+            "Attached to the broker."
+        );
+        let mut pump = Pump::new(self.cfg.credit, true);
+        let mut durable = out.durable();
+        let mut dialect = PlainDialect;
+        let result = pump
+            .run(
+                &mut link,
+                out,
+                &mut durable,
+                stop,
+                &mut dialect,
+                std::future::pending(),
+            )
+            .await;
+        if matches!(result, Ok(Pumped::Stopped)) {
+            pump.drain(&link, &mut durable, &mut dialect, Duration::from_secs(5))
+                .await;
+            let left = pump.unsettled();
+            let _ = tokio::time::timeout(Duration::from_secs(2), link.close()).await;
+            conn.close().await;
+            tracing::info!(
+                partition = self.partition,
+                received = pump.received,
+                unsettled_returned = left,
+                "Detached from the broker."
+            );
+            return Ok(Finished::Stopped);
+        }
+        drop(link);
+        conn.close().await;
+        result.map(|_| Finished::Stopped)
+    }
+}
+
+/// Attaches a receiving link on `address` in manual credit mode and grants `credit`.
+/// `filter`: a selector (Event Hubs); `sender_settled`: ask the sender to settle on send.
+pub async fn attach(
+    session: &mut SessionHandle<()>,
+    address: &str,
+    container: &str,
+    credit: u32,
+    filter: Option<String>,
+    sender_settled: bool,
+) -> Result<fe2o3_amqp::Receiver, ReceiverError> {
+    let mut source = Source::builder().address(address.to_owned());
+    if let Some(f) = filter {
+        source = source.add_to_filter(
+            eventhubs::SELECTOR_FILTER,
+            serde_amqp::described::Described {
+                descriptor: serde_amqp::descriptor::Descriptor::Name(
+                    eventhubs::SELECTOR_FILTER.into(),
+                ),
+                value: Value::String(f),
+            },
+        );
+    }
+    let builder = fe2o3_amqp::Receiver::builder()
+        .name(format!("{container}-{address}"))
+        .source(source.build())
+        .credit_mode(CreditMode::Manual)
+        .auto_accept(false)
+        .sender_settle_mode(if sender_settled {
+            SenderSettleMode::Settled
+        } else {
+            SenderSettleMode::Unsettled
+        });
+    let mut link = tokio::time::timeout(NET_TIMEOUT, builder.attach(session))
+        .await
+        .map_err(|_| ReceiverError::Transient(format!("attaching to {address:?}: timed out")))?
+        .map_err(|e| attach_error(address, &e))?;
+    link.set_credit(credit)
+        .await
+        .map_err(|e| ReceiverError::Transient(format!("granting link credit: {e}")))?;
+    Ok(link)
+}
+
+/// `sluice validate` for an `amqp` source: connects, attaches every partition's address and
+/// detaches, within `NET_TIMEOUT` each. The message says which step failed.
+pub async fn probe(cfg: &AmqpConfig) -> Result<(), String> {
+    let container = format!("sluice-validate-{}", std::process::id());
+    let mut conn = connect(&cfg.endpoint, &container)
+        .await
+        .map_err(|e| format!("`[source]`: cannot reach the broker: {e}"))?;
+    let mut seen = std::collections::BTreeSet::new();
+    for address in &cfg.addresses {
+        if !seen.insert(address) {
+            continue;
+        }
+        let link = attach(&mut conn.session, address, &container, 1, None, false)
+            .await
+            .map_err(|e| format!("`[source]`: broker {}: {e}", cfg.endpoint));
+        match link {
+            Ok(l) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), l.close()).await;
+            }
+            Err(e) => {
+                conn.close().await;
+                return Err(e);
+            }
+        }
+    }
+    conn.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_becomes_a_record_with_its_id_and_properties_as_headers() {
+        use fe2o3_amqp::types::messaging::{ApplicationProperties, Properties};
+        let message = Message::builder()
+            .properties(Properties::builder().message_id("m-1".to_string()).build())
+            .application_properties(ApplicationProperties::builder().insert("n", 7i32).build())
+            .value(Value::String("hello".into()))
+            .build();
+        let message = Message {
+            body: Body::Value(fe2o3_amqp::types::messaging::AmqpValue(
+                message.body.0.clone(),
+            )),
+            header: message.header,
+            delivery_annotations: message.delivery_annotations,
+            message_annotations: message.message_annotations,
+            properties: message.properties,
+            application_properties: message.application_properties,
+            footer: message.footer,
+        };
+        let mut out = RecordBatch::default();
+        push_message(&mut out, &message, &mut Vec::new());
+        out.validate().unwrap();
+        assert_eq!(out.value(0), b"hello");
+        assert_eq!(
+            out.headers_of(0).collect::<Vec<_>>(),
+            [(&b"message-id"[..], &b"m-1"[..]), (b"n", b"7")]
+        );
+    }
+}
