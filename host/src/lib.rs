@@ -10,6 +10,7 @@
 //! - [`receiver`]: one async receiver per source partition (generator, files, tcp, plugin);
 //! - [`block`]: the block generator and the block manager (memory budget, backpressure);
 //! - [`scheduler`]: the batch clock, the tracker and the job runner;
+//! - [`checkpoint`]: what reliable mode has committed for good, where a restart resumes;
 //! - [`wal`]: the write-ahead log on `object_store` (framed, checksummed, versioned segments,
 //!   group commit, recovery that reports damage);
 //! - [`sink`]: stdout, files, count and plugin sinks, and the dead-letter sink;
@@ -37,6 +38,7 @@
 pub mod batch;
 pub mod bench;
 pub mod block;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod error;

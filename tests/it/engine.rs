@@ -127,6 +127,13 @@ impl Running {
         }
     }
 
+    /// Kills the process with SIGKILL (no chance to clean up, as in a crash) and reaps it.
+    pub(crate) fn kill_hard(mut self) -> String {
+        self.child.kill().expect("SIGKILL to sluice");
+        let _ = self.child.wait();
+        self.stderr_so_far()
+    }
+
     /// Sends SIGINT, as Ctrl-C in a terminal does.
     #[allow(unsafe_code)]
     pub(crate) fn interrupt(&self) {
@@ -1212,4 +1219,77 @@ path = "out"
         ),
         (9, 4)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reliable mode (write-ahead log and checkpoint) without a broker
+
+fn reliable_generator(dir: &Path, limit: u64) -> PathBuf {
+    write_pipeline(
+        dir,
+        &format!(
+            r#"version = 1
+batch-interval = "100ms"
+block-interval = "50ms"
+
+[source]
+kind = "generator"
+partitions = 2
+rate = 0
+limit = {limit}
+wal = true
+
+[[sink]]
+kind = "files"
+path = "out"
+"#
+        ),
+    )
+}
+
+#[test]
+fn a_damaged_log_segment_is_reported_with_its_location_and_the_rest_still_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = reliable_generator(tmp.path(), 1000);
+    // A first run leaves a checkpoint and a log.
+    let run = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir())).wait(RUN_TIMEOUT);
+    run.assert_success();
+    let first = u64_field(&run.summary(), "records_in");
+    assert_eq!(first, 2000);
+    // A segment whose header is fine but whose frame is cut short, as a crash mid-write
+    // leaves it on a store that is not atomic.
+    let wal = tmp.path().join("checkpoints/wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    let damaged = wal.join("00000000000000099999.seg");
+    let mut bytes = b"SLUICWAL".to_vec();
+    bytes.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    let run = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir())).wait(RUN_TIMEOUT);
+    run.assert_success();
+    let reports = run.events("The write-ahead log is damaged here");
+    assert_eq!(
+        reports.len(),
+        1,
+        "one report of the damage:\n{}",
+        run.stderr
+    );
+    let text = reports[0].to_string();
+    assert!(
+        text.contains("00000000000000099999.seg"),
+        "the report names the segment: {text}"
+    );
+    let resumed = run.events("Reliable mode: resuming after the checkpoint");
+    assert_eq!(resumed.len(), 1, "{}", run.stderr);
+    assert_eq!(
+        u64_field(&resumed[0], "damaged_segments"),
+        1,
+        "the damage is counted: {}",
+        resumed[0]
+    );
+    // Batch ids go on from the checkpoint, so the second run's output is beside the first's.
+    let first_batch_of_second_run = u64_field(&resumed[0], "next_batch");
+    assert!(first_batch_of_second_run > 0);
+    assert!(damaged.exists(), "a damaged segment is kept for inspection");
 }

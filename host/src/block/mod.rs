@@ -95,6 +95,7 @@ pub struct BlockManager {
     room: Notify,
     out: mpsc::UnboundedSender<Cut>,
     spare: Mutex<Vec<RecordBatch>>,
+    reliable: AtomicBool,
 }
 
 impl BlockManager {
@@ -119,6 +120,7 @@ impl BlockManager {
             room: Notify::new(),
             out,
             spare: Mutex::default(),
+            reliable: AtomicBool::new(false),
         };
         (manager, rx)
     }
@@ -228,8 +230,57 @@ impl BlockManager {
             self.cut(&mut p, partition, crate::receiver::now_ms());
         }
         drop(p);
-        self.durable[partition as usize].send_replace(end);
+        if !self.reliable.load(Ordering::Relaxed) {
+            self.mark_durable(partition, end);
+        }
         start..end
+    }
+
+    /// Reliable mode: records are durable only once [`BlockManager::mark_durable`] says so
+    /// (after their block's write-ahead-log write), not when appended.
+    pub fn set_reliable(&self) {
+        self.reliable.store(true, Ordering::Relaxed);
+    }
+
+    /// Every record of `partition` below `end` is durable.
+    pub fn mark_durable(&self, partition: u32, end: u64) {
+        if let Some(d) = self.durable.get(partition as usize) {
+            d.send_if_modified(|v| {
+                let moved = *v < end;
+                *v = (*v).max(end);
+                moved
+            });
+        }
+    }
+
+    /// A restart: `partition`'s next record gets offset `next`, and everything below it is
+    /// durable (it is in the write-ahead log or committed). Call before any append.
+    pub fn resume(&self, partition: u32, next: u64) {
+        if let Some(slot) = self.partitions.get(partition as usize) {
+            let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+            p.first_offset = next;
+        }
+        self.mark_durable(partition, next);
+    }
+
+    /// A block replayed from the write-ahead log, numbered in its partition and counted in the
+    /// budget like a received one; the caller hands it to the scheduler.
+    pub fn replayed(&self, partition: u32, first_offset: u64, records: RecordBatch) -> Block {
+        let bytes = records.allocated() as u64;
+        let now = self.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        let seq = self.partitions.get(partition as usize).map_or(0, |slot| {
+            let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+            p.next_block += 1;
+            p.next_block - 1
+        });
+        Block {
+            id: BlockId { partition, seq },
+            first_offset,
+            records,
+            bytes,
+            cut_ms: crate::receiver::now_ms(),
+        }
     }
 
     /// The durable watermark of `partition`: every record below it may be acknowledged.

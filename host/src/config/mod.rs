@@ -80,6 +80,10 @@ pub struct PipelineFile {
     /// `[dead-letter]`: where rejected records go. Default: `./dead-letters` beside the file.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
+    /// `[checkpoint]`: where reliable mode keeps its write-ahead log and checkpoint. Default:
+    /// `./checkpoints` beside the file.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
     /// `[runtime]`: plugin runtime settings. Default: see [`RuntimeConfig`].
     #[serde(default)]
     pub runtime: RuntimeConfig,
@@ -152,7 +156,9 @@ pub struct RawSource {
     /// amqp and eventhubs `credit`: the link credit window per partition. Default 2000.
     #[serde(default)]
     pub credit: Option<u32>,
-    /// amqp and eventhubs `wal`: reliable mode (acknowledge only what is durable). Default false.
+    /// `wal`, any kind: reliable mode. Each block is written to the write-ahead log (under
+    /// `[checkpoint] path`) before its records are acknowledged to the source, and a restart
+    /// replays what the last checkpoint does not cover. Default false.
     #[serde(default)]
     pub wal: Option<bool>,
     /// eventhubs `connection-string`: `Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…`.
@@ -227,7 +233,6 @@ impl RawSource {
             ("url", self.url.is_some()),
             ("queues", self.queues.is_some()),
             ("credit", self.credit.is_some()),
-            ("wal", self.wal.is_some()),
             ("connection-string", self.connection_string.is_some()),
             ("consumer-group", self.consumer_group.is_some()),
             ("start", self.start.is_some()),
@@ -315,15 +320,7 @@ impl RawSource {
                     "source",
                     "amqp",
                     &set,
-                    &[
-                        "name",
-                        "partitions",
-                        "url",
-                        "queues",
-                        "address",
-                        "credit",
-                        "wal",
-                    ],
+                    &["name", "partitions", "url", "queues", "address", "credit"],
                 )?;
                 Ok(SourceConfig::Amqp(amqp::resolve_amqp(
                     name,
@@ -349,7 +346,6 @@ impl RawSource {
                         "checkpoint-dir",
                         "checkpoint-interval",
                         "credit",
-                        "wal",
                         "token-ttl",
                         "eventhubs",
                     ],
@@ -702,6 +698,14 @@ pub enum OutputFormat {
     Kv,
     /// `{"key":…,"value":…,"timestamp":…}`, one per line.
     Jsonl,
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CheckpointConfig {
+    /// `path`: the directory or store prefix (path, `file://`, `az://`, `s3://`). Required.
+    pub path: String,
 }
 
 /// `[dead-letter]`.

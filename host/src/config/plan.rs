@@ -92,6 +92,10 @@ pub struct Plan {
     pub counters: Vec<Arc<CountSink>>,
     /// The source's `latency-marker` prefix.
     pub latency_marker: Option<Vec<u8>>,
+    /// Reliable mode: the source's `wal`.
+    pub wal: bool,
+    /// Where the write-ahead log and the checkpoint go (`[checkpoint] path`), in reliable mode.
+    pub checkpoint: Option<Location>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -340,6 +344,19 @@ pub fn build_with(
     handle
         .block_on(dl.reach("dead-letter.path"))
         .map_err(&bad)?;
+    let wal = file.raw_source.wal.unwrap_or(false);
+    let cp_spec = file
+        .checkpoint
+        .as_ref()
+        .map_or("checkpoints", |c| c.path.as_str());
+    // Resolved, created and reached only when reliable mode will use it.
+    let checkpoint = if wal {
+        let at = Location::resolve(cp_spec, "checkpoint.path", &base, true).map_err(&bad)?;
+        handle.block_on(at.reach("checkpoint.path")).map_err(&bad)?;
+        Some(at)
+    } else {
+        None
+    };
     let workers = file.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -371,6 +388,8 @@ pub fn build_with(
             .as_ref()
             .filter(|m| !m.is_empty())
             .map(|m| m.as_bytes().to_vec()),
+        wal,
+        checkpoint,
         file,
     })
 }

@@ -31,8 +31,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::block::{BlockManager, Cut};
+use crate::checkpoint;
+use crate::config::location::Location;
 use crate::config::plan::{Plan, SourcePlan};
 use crate::receiver::{self, PartitionWriter, Receiver, now_ms};
+use crate::wal::{Wal, WalOptions};
 use job::{JobError, OpenBatch, Shape};
 
 /// How a run is bounded and shown.
@@ -118,6 +121,12 @@ pub enum RunError {
     /// A batch failed.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// The write-ahead log failed (a write, or opening it for recovery).
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
+    /// The checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// The `--report` file could not be written.
     #[error("report file {}: {message}", path.display())]
     Report {
@@ -154,6 +163,29 @@ pub fn run(
     let blocks = Arc::new(manager);
     let (stop_tx, stop_rx) = watch::channel(false);
     let failure: Arc<std::sync::Mutex<Option<RunError>>> = Arc::default();
+    // Reliable mode: resume from the checkpoint and the write-ahead log, and put the log
+    // between the block manager and the runner.
+    let mut reliable = None;
+    let mut first_batch = 0u64;
+    let mut ends: Vec<u64> = vec![0; plan.partitions as usize];
+    if let Some(at) = plan.checkpoint.as_ref().filter(|_| plan.wal) {
+        let (wal, recovered) = recover(plan, at, rt, &blocks)?;
+        first_batch = recovered.next_batch;
+        ends = recovered.next_offsets;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for block in recovered.replay {
+            let _ = tx.send(Cut::Block(block));
+        }
+        rt.spawn(log_blocks(
+            wal.clone(),
+            cuts,
+            tx,
+            blocks.clone(),
+            failure.clone(),
+        ));
+        cuts = rx;
+        reliable = Some((wal, at.clone()));
+    }
     let mut report = match &opts.report {
         Some(path) => Some(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| RunError::Report {
@@ -242,8 +274,9 @@ pub fn run(
     // The batch clock and tracker: batch N closes at the end of interval N, and the last
     // close says so.
     let origin_ms = now_ms();
-    let batch_time =
-        |id: u64| origin_ms + (file.batch_interval.as_millis() as i64) * (id as i64 + 1);
+    let batch_time = |id: u64| {
+        origin_ms + (file.batch_interval.as_millis() as i64) * ((id - first_batch) as i64 + 1)
+    };
     let closing = Arc::new(AtomicBool::new(false));
     let last_close = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
     {
@@ -254,9 +287,9 @@ pub fn run(
         let last_close = last_close.clone();
         rt.spawn(async move {
             let origin = tokio::time::Instant::now();
-            let mut id = 0u64;
+            let mut id = first_batch;
             loop {
-                let due = origin + interval * (id as u32 + 1);
+                let due = origin + interval * ((id - first_batch) as u32 + 1);
                 let last = tokio::select! {
                     _ = tokio::time::sleep_until(due) => false,
                     _ = wait_flag(&closing) => {
@@ -281,7 +314,7 @@ pub fn run(
     }
 
     let shape = Shape::of(&plan.steps, plan.partitions);
-    let mut batch = OpenBatch::new(plan, &shape, 0, batch_time(0));
+    let mut batch = OpenBatch::new(plan, &shape, first_batch, batch_time(first_batch));
     let mut pending: VecDeque<Cut> = VecDeque::new();
     let mut summary = RunSummary::default();
     let mut slow_streak = 0u32;
@@ -333,6 +366,12 @@ pub fn run(
                 }
             }
         }
+        for b in &ready {
+            let end = b.first_offset + b.records.len() as u64;
+            if let Some(e) = ends.get_mut(b.id.partition as usize) {
+                *e = (*e).max(end);
+            }
+        }
         if !ready.is_empty() {
             let t = Instant::now();
             if let Err(e) = job::run_blocks(plan, &shape, &batch, ready, &blocks) {
@@ -355,6 +394,14 @@ pub fn run(
             Err(e) => return Err(fail(e, &batch)),
         };
         blocks.release(kept_bytes);
+        if let Some(Err(e)) = reliable
+            .as_ref()
+            .map(|(wal, at)| checkpoint_batch(rt, at, wal, id, &ends))
+        {
+            let _ = stop_tx.send(true);
+            closing.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
         let done_ms = now_ms();
         let processing = busy + closing_start.elapsed();
         let report_line = BatchReport {
@@ -427,6 +474,149 @@ pub fn run(
     summary.peak_buffered = blocks.peak();
     summary.backpressure_waits = blocks.backpressure_waits();
     Ok(summary)
+}
+
+/// What a restart in reliable mode resumes from.
+struct Recovered {
+    /// The first batch id of this run.
+    next_batch: u64,
+    /// Per partition, the next record's offset.
+    next_offsets: Vec<u64>,
+    /// The logged blocks the checkpoint does not cover, to run first.
+    replay: Vec<crate::block::Block>,
+}
+
+/// Reads the checkpoint and opens the write-ahead log under `checkpoint.path`: damage is
+/// reported with its location (and the run goes on with what is readable, never silently),
+/// and the records after the checkpoint's offsets come back as blocks to run first.
+fn recover(
+    plan: &Plan,
+    at: &Location,
+    rt: &tokio::runtime::Runtime,
+    blocks: &BlockManager,
+) -> Result<(Wal, Recovered), RunError> {
+    let (cp, (wal, log)) = rt.block_on(async {
+        let cp = checkpoint::load(at).await?;
+        let opened = Wal::open_at(at, "wal", WalOptions::default()).await?;
+        Ok::<_, RunError>((cp, opened))
+    })?;
+    for problem in &log.problems {
+        tracing::error!(problem = %problem, "The write-ahead log is damaged here: what is readable before it is replayed, the rest cannot be. The damaged segment is kept for inspection.");
+    }
+    blocks.set_reliable();
+    let mut next: Vec<u64> = cp.as_ref().map_or_else(Vec::new, |c| c.offsets.clone());
+    next.resize(plan.partitions as usize, 0);
+    let mut replay = Vec::new();
+    let mut replayed = 0u64;
+    for rb in log.blocks {
+        let p = rb.partition as usize;
+        let Some(covered) = next.get_mut(p) else {
+            continue;
+        };
+        let end = rb.first_offset + rb.records.len() as u64;
+        if end <= *covered {
+            continue;
+        }
+        let skip = covered.saturating_sub(rb.first_offset) as usize;
+        let records = if skip == 0 {
+            rb.records
+        } else {
+            rb.records.slice(skip..rb.records.len())
+        };
+        replayed += records.len() as u64;
+        replay.push(blocks.replayed(rb.partition, rb.first_offset + skip as u64, records));
+        *covered = end;
+    }
+    for (p, &n) in next.iter().enumerate() {
+        blocks.resume(p as u32, n);
+    }
+    let next_batch = cp.as_ref().map_or(0, |c| c.batch + 1);
+    tracing::info!(
+        checkpoint = %at,
+        next_batch,
+        replayed_records = replayed,
+        damaged_segments = log.problems.len(),
+        "Reliable mode: resuming after the checkpoint; records in the write-ahead log that no committed batch holds run first."
+    );
+    Ok((
+        wal,
+        Recovered {
+            next_batch,
+            next_offsets: next,
+            replay,
+        },
+    ))
+}
+
+/// The write-ahead log stage: writes each block (concurrently, so the log can group them) and
+/// passes blocks and closes on in their order once written, marking each block's records
+/// durable, so that sources acknowledge only logged records. A failed write stops the run.
+async fn log_blocks(
+    wal: Wal,
+    mut cuts: tokio::sync::mpsc::UnboundedReceiver<Cut>,
+    out: tokio::sync::mpsc::UnboundedSender<Cut>,
+    blocks: Arc<BlockManager>,
+    failure: Arc<std::sync::Mutex<Option<RunError>>>,
+) {
+    use futures::StreamExt;
+    use futures::future::BoxFuture;
+    let mut writing: futures::stream::FuturesOrdered<
+        BoxFuture<'static, (Cut, Result<(), crate::wal::WalError>)>,
+    > = futures::stream::FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            cut = cuts.recv(), if open => match cut {
+                Some(Cut::Block(b)) => {
+                    let wal = wal.clone();
+                    writing.push_back(Box::pin(async move {
+                        let r = wal.append(b.id.partition, b.first_offset, &b.records).await;
+                        (Cut::Block(b), r)
+                    }));
+                }
+                Some(close) => writing.push_back(Box::pin(async move { (close, Ok(())) })),
+                None => open = false,
+            },
+            Some((cut, result)) = writing.next() => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "A block could not be written to the write-ahead log; the pipeline stops (its records were not acknowledged, so the source keeps them).");
+                    let mut f = failure.lock().unwrap_or_else(|e| e.into_inner());
+                    f.get_or_insert(RunError::Wal(e));
+                    return;
+                }
+                if let Cut::Block(b) = &cut {
+                    blocks.mark_durable(b.id.partition, b.first_offset + b.records.len() as u64);
+                }
+                if out.send(cut).is_err() {
+                    return;
+                }
+            },
+            else => return,
+        }
+    }
+}
+
+/// After batch `id` commits: saves the checkpoint (the batch and, per partition, the offset
+/// below which every record is committed) and deletes the log segments it covers.
+fn checkpoint_batch(
+    rt: &tokio::runtime::Runtime,
+    at: &Location,
+    wal: &Wal,
+    id: u64,
+    ends: &[u64],
+) -> Result<(), RunError> {
+    let cp = checkpoint::Checkpoint {
+        version: checkpoint::VERSION,
+        batch: id,
+        offsets: ends.to_vec(),
+    };
+    rt.block_on(async {
+        checkpoint::save(at, &cp).await?;
+        if let Err(e) = wal.truncate(ends).await {
+            tracing::warn!(error = %e, "Segments of the write-ahead log that the checkpoint covers could not be deleted; the next checkpoint tries again.");
+        }
+        Ok(())
+    })
 }
 
 /// The largest block: a partition's share of a sixteenth of the budget, between 256 KiB and
