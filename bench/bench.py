@@ -178,8 +178,10 @@ def pct(values, p):
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
-def summarize(batches, mon, launch_ms, fed_lines, mode):
-    """The measures of one run, from its batch report and process samples."""
+def summarize(batches, mon, launch_ms, fed_lines, mode, warmup_s):
+    """The measures of one run, from its batch report and process samples. Throughput and CPU
+    come from the batches in steady state; latency and scheduling delay from the markers sent
+    (and batches due) `warmup_s` after the first batch with records."""
     nonempty = [b for b in batches if b.get("records_in", 0) > 0]
     total_in = sum(b.get("records_in", 0) for b in batches)
     m = {
@@ -204,13 +206,15 @@ def summarize(batches, mon, launch_ms, fed_lines, mode):
             m["throughput"] = recs / span
             cpu = mon.cpu_at(last["done_ms"] / 1e3) - mon.cpu_at(before["done_ms"] / 1e3)
             m["cpu_s_per_m"] = cpu / recs * 1e6 if recs else None
-    lat = [x for b in steady for x in b.get("marker_latency_ms") or []]
+    cutoff = (nonempty[0]["done_ms"] + warmup_s * 1e3) if nonempty else 0
+    # A marker's send time is its batch's commit time less its latency.
+    lat = [x for b in batches for x in b.get("marker_latency_ms") or [] if b["done_ms"] - x >= cutoff]
     m["markers"] = len(lat)
     if lat:
         m["lat_p50_ms"] = pct(lat, 50)
         m["lat_p99_ms"] = pct(lat, 99)
         m["lat_max_ms"] = max(lat)
-    sd = [b.get("scheduling_delay_ms", 0) for b in steady]
+    sd = [b.get("scheduling_delay_ms", 0) for b in nonempty if b["time_ms"] >= cutoff]
     if sd:
         m["sched_p50_ms"] = pct(sd, 50)
         m["sched_max_ms"] = max(sd)
@@ -404,14 +408,18 @@ class Spark:
 
 def start_feeder(cfg, sc, mode, rate, rundir, report):
     cmd = [sys.executable, os.path.join(HERE, "feeder.py"), sc.feeder, "--corpus", cfg.corpus,
-           "--rate", str(rate if mode == "latency" else 0), "--duration", str(cfg.duration)]
+           "--rate", str(rate if mode == "latency" else 0), "--report", report]
+    if cfg.passes:
+        cmd += ["--passes", str(cfg.passes[mode])]
+    else:
+        cmd += ["--duration", str(cfg.duration + (cfg.warmup if mode == "latency" else 0))]
     indir = None
     if sc.feeder == "files":
         indir = os.path.join(rundir, "in")
         os.makedirs(indir)
         cmd += ["--dir", indir, "--tmp-dir", os.path.join(rundir, "feed-tmp")]
         if mode == "throughput":
-            cmd += ["--follow-report", report, "--backlog", str(cfg.backlog)]
+            cmd += ["--backlog", str(cfg.backlog)]
     feeder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(os.path.join(rundir, "feeder.log"), "w"),
                               text=True, start_new_session=True)
     port = None
@@ -490,7 +498,7 @@ def run_one(cfg, system, sc, mode, rate, rundir):
             fed = 0
     time.sleep(0.3)  # the log-reading thread writes the last line
     batches = read_report(report)
-    m = summarize(batches, mon, launch_ms, fed or 0, mode)
+    m = summarize(batches, mon, launch_ms, fed or 0, mode, cfg.warmup if mode == "latency" else 0)
     if feed.get("end_ms", 0) > feed.get("start_ms", 0):
         m["fed_rate"] = feed["lines"] / ((feed["end_ms"] - feed["start_ms"]) / 1e3)
         if mode == "latency" and m["fed_rate"] < 0.95 * rate and outcome == "ok":
@@ -499,7 +507,16 @@ def run_one(cfg, system, sc, mode, rate, rundir):
              exit=proc.returncode, outcome=outcome, load_before=load_before,
              load_after=os.getloadavg(), rundir=rundir)
     if m["records_in"] != (fed or 0) and outcome == "ok":
-        m["outcome"] = f"{m['records_in']} of {fed} records in finished batches"
+        m["outcome"] = f"{m['records_in']:,} of {fed:,} records in finished batches"
+    if proc.returncode not in (0, None):
+        m["outcome"] += f"; exit {proc.returncode}"
+    try:
+        with open(os.path.join(rundir, "system.log"), errors="replace") as f:
+            if "OutOfMemoryError" in f.read():
+                m["outcome"] += "; OutOfMemoryError in the log"
+    except OSError:
+        pass
+    m["feeder_cpu_s"] = feed.get("cpu_s")
     # The input directory of a files run is big; the report stays.
     for d in ("in", "feed-tmp", "checkpoint"):
         shutil.rmtree(os.path.join(rundir, d), ignore_errors=True)
@@ -509,6 +526,20 @@ def run_one(cfg, system, sc, mode, rate, rundir):
                                                     "cpu_s_per_m", "peak_rss_mib", "first_batch_s",
                                                     "records_in", "outcome")))
     return m
+
+
+def latency_rate(results, sc):
+    """Half the lower throughput of the two systems in this scenario's clean throughput runs,
+    rounded down; a WAL scenario takes its twin's rate, so that the WAL's cost shows."""
+    if sc.wal:
+        twin = next((r["rate"] for r in results if r["mode"] == "latency" and r.get("rate")
+                     and r["scenario"] == sc.key.replace("c-", "", 1)), None)
+        if twin:
+            return twin
+    thr = [r["throughput"] for r in results
+           if r["scenario"] == sc.key and r["mode"] == "throughput" and r.get("throughput")
+           and r.get("outcome") == "ok"]
+    return nice_rate(min(thr) / 2) if thr else 50_000
 
 
 def nice_rate(r):
@@ -528,11 +559,16 @@ def main():
     ap.add_argument("--modes", default="throughput,latency")
     ap.add_argument("--lines", type=int, default=2_000_000, help="corpus lines")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--duration", type=float, default=20, help="seconds of feeding per run")
+    ap.add_argument("--duration", type=float, default=20,
+                    help="seconds of feeding per run, from the system's first batch with records")
+    ap.add_argument("--warmup", type=float, default=15,
+                    help="latency runs: seconds fed (and not measured) before the --duration")
     ap.add_argument("--rate", type=float, default=0,
                     help="lines/s of the latency runs; 0: half the lower throughput of the two")
     ap.add_argument("--backlog", type=int, default=2_000_000)
-    ap.add_argument("--spark-memory", default="1g")
+    ap.add_argument("--spark-memory", default="2g",
+                    help="spark-submit --driver-memory (local mode: the whole of Spark); at 1g "
+                    "a full-speed DStream run died of OutOfMemoryError")
     ap.add_argument("--spark-max-files-upper", type=int, default=100)
     ap.add_argument("--spark-max-files-wordcount", type=int, default=30)
     ap.add_argument("--venv", default=os.path.expanduser("~/.cache/sluice/spark-venv"))
@@ -543,12 +579,16 @@ def main():
     cfg.spark_max_files = {"upper": cfg.spark_max_files_upper,
                            "wordcount": cfg.spark_max_files_wordcount}
     if cfg.smoke:
+        # A fixed amount rather than a time: a few seconds in all, whatever the start-up.
         cfg.lines = min(cfg.lines, 100_000)
-        cfg.duration = min(cfg.duration, 1)
+        cfg.passes = {"throughput": 5, "latency": 2}
+        cfg.warmup = 0
         cfg.systems = cfg.systems or "sluice"
         cfg.scenarios = cfg.scenarios or "a-tcp,b-tcp,a-files,c-a-tcp"
         cfg.backlog = min(cfg.backlog, 500_000)
         cfg.rate = cfg.rate or 100_000
+    else:
+        cfg.passes = None
     cfg.systems = (cfg.systems or "sluice,spark").split(",")
     scenarios = [s for s in SCENARIOS if cfg.scenarios is None or s.key in cfg.scenarios.split(",")]
     modes = cfg.modes.split(",")
@@ -581,9 +621,7 @@ def main():
         for sc in scenarios:
             rate = 0
             if mode == "latency":
-                thr = [r.get("throughput") for r in results
-                       if r["scenario"] == sc.key and r["mode"] == "throughput" and r.get("throughput")]
-                rate = cfg.rate or (nice_rate(min(thr) / 2) if thr else 50_000)
+                rate = cfg.rate or latency_rate(results, sc)
             for system in systems:  # alternately: sluice, then Spark, on the same input
                 why = system.supports(sc)
                 if why:
@@ -611,6 +649,8 @@ def main():
                    "vocabulary": corpus.VOCABULARY, "words_per_line": corpus.WORDS_PER_LINE,
                    "marker_every": corpus.MARKER_EVERY},
         "duration_s": cfg.duration,
+        "warmup_s": cfg.warmup,
+        "passes": cfg.passes,
         "backlog": cfg.backlog,
         "systems": {},
         "rundir": rundir_root,

@@ -6,15 +6,19 @@ chunks, or one file write per chunk), so it is much faster than either system. E
 the slice that holds it is sent or written.
 
     feeder.py tcp   --corpus F [--port 0] [--rate LINES_PER_S] [--passes N | --duration S]
+                    [--report REPORT]
         Listens on 127.0.0.1 (prints `port N` on stdout once listening), accepts one client,
         sends, then closes. The system under test connects as a client.
     feeder.py files --corpus F --dir D [--rate LINES_PER_S] [--passes N | --duration S]
-                    [--follow-report REPORT --backlog LINES]
+                    [--report REPORT [--backlog LINES]]
         Writes one file per marker interval (10,000 lines) under a temporary name beside D,
-        then renames it into D, so a reader never sees a partial file. With --follow-report,
+        then renames it into D, so a reader never sees a partial file. With --backlog,
         stays at most --backlog lines ahead of what the system's report says it has taken.
 
-Rate 0 is full speed. When done, prints one JSON object: lines, bytes, start_ms, end_ms.
+With --report, the --duration seconds count from the system's first batch with records.
+
+Rate 0 is full speed. When done, prints one JSON object: lines, bytes, start_ms, end_ms and
+cpu_s (the feeder's own CPU time, to show it was not the bottleneck).
 """
 
 import argparse
@@ -141,7 +145,7 @@ class Consumed:
         return self.total
 
 
-def feed_tcp(a, data, stamps, pieces):
+def feed_tcp(a, data, stamps, pieces, consumed):
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", a.port))
@@ -155,7 +159,8 @@ def feed_tcp(a, data, stamps, pieces):
     start_ms = time.time() * 1e3
     lines = nbytes = 0
     try:
-        for _, _, (s, e, n, _) in paced(pieces, a.rate, a.passes, a.duration):
+        clock = consumed.started if consumed else None
+        for _, _, (s, e, n, _) in paced(pieces, a.rate, a.passes, a.duration, clock):
             stamp(data, stamps, s, e)
             conn.sendall(view[s:e])
             lines += n
@@ -178,7 +183,7 @@ def feed_tcp(a, data, stamps, pieces):
     return lines, nbytes, start_ms, end_ms
 
 
-def feed_files(a, data, stamps, segments):
+def feed_files(a, data, stamps, segments, consumed):
     os.makedirs(a.dir, exist_ok=True)
     tmp = a.tmp_dir or os.path.join(os.path.dirname(os.path.abspath(a.dir)), ".feed-tmp")
     os.makedirs(tmp, exist_ok=True)
@@ -186,14 +191,11 @@ def feed_files(a, data, stamps, segments):
     start_ms = time.time() * 1e3
     lines = nbytes = 0
     pieces = [(s, e, data.count(b"\n", s, e), True) for s, e in segments]
-    consumed = Consumed(a.follow_report) if a.follow_report else None
-    # Following a report, the seconds count from when the system takes its first input, so a
-    # slow start does not eat the time of the measure.
     clock = consumed.started if consumed else None
     for p, i, (s, e, n, _) in paced(pieces, a.rate, a.passes, a.duration, clock):
         # Full speed with a report to follow: keep `backlog` lines ahead of the system, never
         # more, so it always has input and the directory does not fill the disk.
-        while consumed is not None and lines - consumed.get() > a.backlog:
+        while consumed is not None and a.backlog and lines - consumed.get() > a.backlog:
             time.sleep(0.02)
         name = f"part-{p:03d}-{i:05d}.txt"
         stamp(data, stamps, s, e)
@@ -218,18 +220,21 @@ def main():
     ap.add_argument("--linger", type=float, default=30)
     ap.add_argument("--dir")
     ap.add_argument("--tmp-dir")
-    ap.add_argument("--follow-report", help="files: the system's JSONL report, to pace by")
-    ap.add_argument("--backlog", type=int, default=2_000_000,
-                    help="files with --follow-report: lines written and not yet taken, at most")
+    ap.add_argument("--report", help="the system's JSONL report: --duration counts from its "
+                    "first batch with records, so a slow start does not eat the measure")
+    ap.add_argument("--backlog", type=int, default=0,
+                    help="files with --report: lines written and not yet taken, at most (0: no bound)")
     a = ap.parse_args()
     data, stamps, segments = load(a.corpus)
+    consumed = Consumed(a.report) if a.report else None
     if a.mode == "tcp":
-        lines, nbytes, s, e = feed_tcp(a, data, stamps, plan(data, segments, a.rate))
+        lines, nbytes, s, e = feed_tcp(a, data, stamps, plan(data, segments, a.rate), consumed)
     else:
         if not a.dir:
             ap.error("files needs --dir")
-        lines, nbytes, s, e = feed_files(a, data, stamps, segments)
-    print(json.dumps({"lines": lines, "bytes": nbytes, "start_ms": s, "end_ms": e}), flush=True)
+        lines, nbytes, s, e = feed_files(a, data, stamps, segments, consumed)
+    print(json.dumps({"lines": lines, "bytes": nbytes, "start_ms": s, "end_ms": e,
+                      "cpu_s": time.process_time()}), flush=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ MEASURES = [
     ("marker latency p50, ms (fixed rate)", "latency", "lat_p50_ms", "ms"),
     ("marker latency p99, ms", "latency", "lat_p99_ms", "ms"),
     ("marker latency max, ms", "latency", "lat_max_ms", "ms"),
-    ("scheduling delay p50 / max, ms (fixed rate)", "latency", ("sched_p50_ms", "sched_max_ms"), "ms"),
+    ("scheduling delay p50 / max, ms (fixed rate; ratio of p50)", "latency",
+     ("sched_p50_ms", "sched_max_ms"), "ms"),
     ("CPU-s per million records (full speed, steady state)", "throughput", "cpu_s_per_m", "cpu"),
     ("peak RSS of the process tree, MiB (full speed)", "throughput", "peak_rss_mib", "mib"),
     ("launch to first finished batch, s", "throughput", "first_batch_s", "s"),
@@ -160,11 +161,16 @@ def write(path, meta, results, scenarios, systems):
     c = meta["corpus"]
     L.append(f"- Corpus: {c['lines']:,} lines of {c['words_per_line']} words from a "
              f"{c['vocabulary']:,}-word vocabulary (seed {c['seed']}); every {c['marker_every']:,}th "
-             f"line is a marker `#MARK <16-digit send time, epoch us>`. Each run feeds for "
-             f"{meta['duration_s']:.0f} s (passing over the corpus as often as needed): full "
-             f"speed for throughput (TCP: flow control paces the feeder; files: the feeder keeps "
-             f"{meta['backlog']:,} lines ahead of what the system has taken), a fixed rate for "
-             f"latency.")
+             f"line is a marker `#MARK <16-digit send time, epoch us>`. "
+             + (f"Each run feeds {meta['passes']['throughput']} passes over the corpus at full "
+                f"speed (throughput) or {meta['passes']['latency']} at a fixed rate (latency)."
+                if meta.get("passes") else
+             f"Each run feeds for "
+             f"{meta['duration_s']:.0f} s after the system's first batch with records (passing "
+             f"over the corpus as often as needed): full speed for throughput (TCP: flow control "
+             f"paces the feeder; files: the feeder keeps {meta['backlog']:,} lines ahead of what "
+             f"the system has taken), a fixed rate for latency, {meta['warmup_s']:.0f} s longer, "
+             f"those first seconds not measured (start-up and the backlog it leaves)."))
     sl = meta["systems"].get("sluice")
     if sl:
         caps = sl["caps"]
@@ -177,10 +183,10 @@ def write(path, meta, results, scenarios, systems):
     sp = meta["systems"].get("Spark")
     if sp:
         L.append(f"- Spark {sp['version']} (pyspark wheel), {sp['java']}; `local[2]`, driver memory "
-                 f"{sp['memory']}, 1 s batches, `spark.ui.enabled=false`, "
+                 f"{sp['memory']} (at 1g a full-speed DStream run died of OutOfMemoryError), 1 s batches, `spark.ui.enabled=false`, "
                  f"`spark.sql.shuffle.partitions=2`, `SPARK_LOCAL_IP=127.0.0.1`. tcp: DStream "
                  f"`socketTextStream` (MEMORY_AND_DISK_SER, one receiver holding one of the two "
-                 f"cores, `spark.streaming.backpressure.enabled=true`); WAL: "
+                 f"cores, `spark.streaming.backpressure.enabled=true`, `initialRate` 300,000/s); WAL: "
                  f"`spark.streaming.receiver.writeAheadLog.enable=true` and a checkpoint directory "
                  f"on local disk. files: Structured Streaming file source, maxFilesPerTrigger "
                  f"{sp['max_files']['upper']} (upper) / {sp['max_files']['wordcount']} (word count) "
@@ -190,24 +196,25 @@ def write(path, meta, results, scenarios, systems):
              "the last non-empty batch dropped) over the time between the ends of the batch before "
              "them and the last of them; CPU likewise over the same window, from /proc samples of "
              "the process tree every 200 ms; peak RSS = the largest sum of the tree's resident "
-             "sets; latency = commit (output done) time minus the marker's send time, markers of "
-             "the steady-state batches; scheduling delay = batch due time to processing start "
+             "sets; latency = commit (output done) time minus the marker's send time, of the "
+             "markers sent after the warm-up; scheduling delay = batch due time to processing start "
              "(Structured Streaming has no batch queue: a batch whose predecessor overran was "
              "due at the first tick after its predecessor started).")
     L.append("")
 
     L.append("## Runs")
     L.append("")
-    L.append("| system | scenario | mode | rate, lines/s | batches (non-empty) | records in / fed | "
-             "outcome | load 1 min before / after |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("| system | scenario | mode | rate, lines/s | fed, lines/s (feeder CPU-s) | "
+             "batches (non-empty) | records in / fed | outcome | load 1 min before / after |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "na" in r:
-            L.append(f"| {r['system']} | {r['scenario']} | {r['mode']} | {NA} | {NA} | {NA} | "
+            L.append(f"| {r['system']} | {r['scenario']} | {r['mode']} | {NA} | {NA} | {NA} | {NA} | "
                      f"{esc(r['na'])} | {NA} |")
             continue
         L.append(f"| {r['system']} | {r['scenario']} | {r['mode']} | "
                  f"{fmt(r.get('rate'), 'rate') if r.get('rate') else 'full speed'} | "
+                 f"{fmt(r.get('fed_rate'), 'rate')} ({fmt(r.get('feeder_cpu_s'), 's')}) | "
                  f"{r['batches']} ({r['nonempty_batches']}) | {r['records_in']:,} / {r['fed_lines']:,} | "
                  f"{esc(r['outcome'])} | {r['load_before'][0]:.2f} / {r['load_after'][0]:.2f} |")
     L.append("")

@@ -31,7 +31,7 @@ import scala.Tuple2;
  * <pre>
  * spark-submit --master local[2] --class sluicebench.DStreamJob sluice-bench.jar \
  *   --workload upper|wordcount --port P --report FILE [--expect N] [--batch-ms 1000]
- *   [--wal --checkpoint DIR] [--backpressure true] [--ready FILE] [--stop-file FILE] [--timeout-s 900]
+ *   [--wal --checkpoint DIR] [--backpressure true] [--initial-rate 300000] [--ready FILE] [--stop-file FILE] [--timeout-s 900]
  * </pre>
  */
 public final class DStreamJob {
@@ -53,7 +53,10 @@ public final class DStreamJob {
             .set("spark.streaming.receiver.writeAheadLog.enable", Boolean.toString(wal))
             // The receiver's rate follows what the batches can take, as sluice's memory budget
             // slows its receivers; without it a full-speed feed only piles up blocks.
-            .set("spark.streaming.backpressure.enabled", a.getOrDefault("backpressure", "true"));
+            .set("spark.streaming.backpressure.enabled", a.getOrDefault("backpressure", "true"))
+            // Until its first batch finishes the rate estimator has no estimate and the receiver
+            // reads without limit: at full speed that filled a 1 g heap (OutOfMemoryError).
+            .set("spark.streaming.backpressure.initialRate", a.getOrDefault("initial-rate", "300000"));
         JavaStreamingContext ssc = new JavaStreamingContext(conf, Durations.milliseconds(batchMs));
         ssc.sparkContext().setLogLevel(a.getOrDefault("log-level", "WARN"));
         if (wal) {
