@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -237,7 +236,7 @@ class Sluice:
     def probe(self, workdir):
         """What this sluice binary supports of the benchmark contract."""
         helptext = subprocess.run([self.bin, "run", "--help"], capture_output=True, text=True).stdout
-        self.caps["report"] = "--report" in helptext
+        self.caps["report"] = "--report" in helptext and not self.cfg.sluice_log_report
         self.caps["version"] = subprocess.run([self.bin, "--version"], capture_output=True,
                                               text=True).stdout.strip()
         os.makedirs(workdir, exist_ok=True)
@@ -575,6 +574,9 @@ def main():
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/sluice/bench"))
     ap.add_argument("--out", default=None, help="the report file (default bench/results/DATE.md)")
     ap.add_argument("--run-timeout", type=float, default=300)
+    ap.add_argument("--sluice-log-report", action="store_true",
+                    help="read sluice's batches from its JSON log even if it has --report "
+                    "(the path for a sluice from before --report)")
     cfg = ap.parse_args()
     cfg.spark_max_files = {"upper": cfg.spark_max_files_upper,
                            "wordcount": cfg.spark_max_files_wordcount}
