@@ -577,7 +577,18 @@ def main():
     ap.add_argument("--sluice-log-report", action="store_true",
                     help="read sluice's batches from its JSON log even if it has --report "
                     "(the path for a sluice from before --report)")
+    ap.add_argument("--from-json", metavar="RESULTS_JSON",
+                    help="write the report again from a run's results.json (no runs)")
     cfg = ap.parse_args()
+    if cfg.from_json:
+        with open(cfg.from_json) as f:
+            saved = json.load(f)
+        meta = saved["meta"]
+        out = cfg.out or os.path.join(HERE, "results", meta["date"][:10] + ("-smoke" if meta["smoke"] else "") + ".md")
+        systems = [s for s in ("sluice", "Spark") if any(r["system"] == s for r in saved["results"])]
+        report_mod.check_tables(report_mod.write(out, meta, saved["results"], SCENARIOS, systems))
+        log(f"report: {out}")
+        return
     cfg.spark_max_files = {"upper": cfg.spark_max_files_upper,
                            "wordcount": cfg.spark_max_files_wordcount}
     if cfg.smoke:
