@@ -1,0 +1,736 @@
+"""The sluice / Spark benchmark (issue #4): runs both systems alternately on the same input and
+writes a report. `bench/run` is the entry point; see bench/README.md.
+
+One run = one system, one scenario (workload x feeder x WAL), one mode:
+- `throughput`: the feeder goes at full speed for --duration seconds (TCP: flow control paces
+  it; files: it stays a bounded backlog ahead of the system), and the measure is records
+  completed per second over the batches in steady state (the first two and the last
+  non-empty batch dropped);
+- `latency`: the feeder goes at a fixed rate both systems sustain, and the measure is the
+  end-to-end latency of the marker lines (commit time minus send time).
+
+Every run writes the same per-batch JSONL report (the `sluice run --report` format; the Spark
+jobs write it too), and this script samples the system's process tree from /proc for CPU time
+and resident memory.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import corpus  # noqa: E402
+import report as report_mod  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class Scenario:
+    """A workload on a feeder, with or without the receiver's write-ahead log."""
+
+    def __init__(self, key, workload, feeder, wal):
+        self.key = key
+        self.workload = workload  # "upper" | "wordcount"
+        self.feeder = feeder  # "tcp" | "files"
+        self.wal = wal
+
+    @property
+    def title(self):
+        w = {"upper": "(a) upper-case + count", "wordcount": "(b) word count"}[self.workload]
+        if self.wal:
+            w = "(c) " + w[4:] + " + WAL"
+        return f"{w}, {self.feeder}"
+
+    @property
+    def spark_api(self):
+        return "DStream" if self.feeder == "tcp" else "Structured Streaming"
+
+
+SCENARIOS = [
+    Scenario("a-tcp", "upper", "tcp", False),
+    Scenario("b-tcp", "wordcount", "tcp", False),
+    Scenario("a-files", "upper", "files", False),
+    Scenario("b-files", "wordcount", "files", False),
+    Scenario("c-a-tcp", "upper", "tcp", True),
+    Scenario("c-b-tcp", "wordcount", "tcp", True),
+]
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The process tree, sampled from /proc
+
+
+class TreeMonitor(threading.Thread):
+    """Samples CPU time (user + system) and resident memory of a process and its descendants.
+    A process that has exited keeps the CPU time it was last seen with."""
+
+    def __init__(self, root, interval=0.2):
+        super().__init__(daemon=True)
+        self.root = root
+        self.interval = interval
+        self.samples = []  # (epoch s, cpu s, rss bytes)
+        self.cpu_by_pid = {}
+        self.stopping = threading.Event()
+
+    @staticmethod
+    def _stat(pid):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            s = f.read()
+        rest = s[s.rindex(b")") + 2:].split()
+        # fields after the name: state ppid ... utime(14) stime(15) ... rss(24), 1-based overall
+        return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK, int(rest[21]) * PAGE
+
+    def sample(self):
+        stats = {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    stats[int(name)] = self._stat(name)
+                except (OSError, ValueError, IndexError):
+                    pass
+        tree = {self.root}
+        grew = True
+        while grew:
+            grew = False
+            for pid, (ppid, _, _) in stats.items():
+                if ppid in tree and pid not in tree:
+                    tree.add(pid)
+                    grew = True
+        rss = 0
+        for pid in tree:
+            if pid in stats:
+                self.cpu_by_pid[pid] = stats[pid][1]
+                rss += stats[pid][2]
+        self.samples.append((time.time(), sum(self.cpu_by_pid.values()), rss))
+
+    def run(self):
+        while not self.stopping.is_set():
+            self.sample()
+            self.stopping.wait(self.interval)
+
+    def stop(self):
+        self.stopping.set()
+        self.join()
+
+    def cpu_at(self, t):
+        """CPU seconds of the tree at epoch `t`, interpolated between samples."""
+        s = self.samples
+        if not s:
+            return 0.0
+        if t <= s[0][0]:
+            return s[0][1]
+        for (t0, c0, _), (t1, c1, _) in zip(s, s[1:]):
+            if t0 <= t <= t1:
+                return c0 + (c1 - c0) * ((t - t0) / (t1 - t0) if t1 > t0 else 0)
+        return s[-1][1]
+
+    def peak_rss(self):
+        return max((r for _, _, r in self.samples), default=0)
+
+    def total_cpu(self):
+        return self.samples[-1][1] if self.samples else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def read_report(path):
+    out = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        pass
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def pct(values, p):
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def summarize(batches, mon, launch_ms, fed_lines, mode, warmup_s):
+    """The measures of one run, from its batch report and process samples. Throughput and CPU
+    come from the batches in steady state; latency and scheduling delay from the markers sent
+    (and batches due) `warmup_s` after the first batch with records."""
+    nonempty = [b for b in batches if b.get("records_in", 0) > 0]
+    total_in = sum(b.get("records_in", 0) for b in batches)
+    m = {
+        "batches": len(batches),
+        "nonempty_batches": len(nonempty),
+        "records_in": total_in,
+        "fed_lines": fed_lines,
+        "peak_rss_mib": mon.peak_rss() / 2**20,
+        "cpu_s_total": mon.total_cpu(),
+        "first_batch_s": (batches[0]["done_ms"] - launch_ms) / 1e3 if batches else None,
+    }
+    short = len(nonempty) < 4
+    steady = nonempty if short else nonempty[2:-1]
+    m["steady_batches"] = len(steady)
+    m["steady_short"] = short
+    if len(nonempty) >= 2:
+        before = nonempty[0] if short else nonempty[1]
+        last = steady[-1]
+        span = (last["done_ms"] - before["done_ms"]) / 1e3
+        recs = sum(b["records_in"] for b in (nonempty[1:] if short else steady))
+        if span > 0:
+            m["throughput"] = recs / span
+            cpu = mon.cpu_at(last["done_ms"] / 1e3) - mon.cpu_at(before["done_ms"] / 1e3)
+            m["cpu_s_per_m"] = cpu / recs * 1e6 if recs else None
+    cutoff = (nonempty[0]["done_ms"] + warmup_s * 1e3) if nonempty else 0
+    # A marker's send time is its batch's commit time less its latency.
+    lat = [x for b in batches for x in b.get("marker_latency_ms") or [] if b["done_ms"] - x >= cutoff]
+    m["markers"] = len(lat)
+    if lat:
+        m["lat_p50_ms"] = pct(lat, 50)
+        m["lat_p99_ms"] = pct(lat, 99)
+        m["lat_max_ms"] = max(lat)
+    sd = [b.get("scheduling_delay_ms", 0) for b in nonempty if b["time_ms"] >= cutoff]
+    if sd:
+        m["sched_p50_ms"] = pct(sd, 50)
+        m["sched_max_ms"] = max(sd)
+    m["mode"] = mode
+    return m
+
+
+# ---------------------------------------------------------------------------------------------
+# The systems
+
+
+class Sluice:
+    name = "sluice"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.bin = cfg.sluice_bin
+        self.caps = {}
+
+    def probe(self, workdir):
+        """What this sluice binary supports of the benchmark contract."""
+        helptext = subprocess.run([self.bin, "run", "--help"], capture_output=True, text=True).stdout
+        self.caps["report"] = "--report" in helptext and not self.cfg.sluice_log_report
+        self.caps["version"] = subprocess.run([self.bin, "--version"], capture_output=True,
+                                              text=True).stdout.strip()
+        os.makedirs(workdir, exist_ok=True)
+        for cap, extra in (("latency-marker", {"latency_marker": True}), ("wal", {"wal": True})):
+            path = os.path.join(workdir, f"probe-{cap}.toml")
+            with open(path, "w") as f:
+                f.write(self.pipeline(SCENARIOS[0], workdir, port=9, **extra))
+            r = subprocess.run([self.bin, "validate", path, "--plugins", self.cfg.plugins],
+                               capture_output=True, text=True)
+            self.caps[cap] = r.returncode == 0
+            if r.returncode != 0:
+                self.caps[cap + "-why"] = (r.stderr.strip().splitlines() or ["?"])[-1][:300]
+        log(f"sluice: {self.caps}")
+        return self.caps
+
+    def pipeline(self, sc, rundir, port=None, indir=None, latency_marker=None, wal=None):
+        marker = self.caps.get("latency-marker") if latency_marker is None else latency_marker
+        wal = sc.wal if wal is None else wal
+        lines = [
+            "# Written by bench/bench.py for one benchmark run.",
+            "version = 1",
+            f'name = "bench-{sc.key}"',
+            f'plugins = "{self.cfg.plugins}"',
+            'batch-interval = "1s"',
+            "",
+            "[source]",
+        ]
+        if sc.feeder == "tcp":
+            lines += ['kind = "tcp"', f'address = "127.0.0.1:{port}"', "end-on-close = true"]
+        else:
+            lines += ['kind = "files"', f'path = "{indir}"', "partitions = 2"]
+        if marker:
+            lines.append(f'latency-marker = "{corpus.MARKER_PREFIX.decode()}"')
+        if wal:
+            lines.append("wal = true")
+        if sc.workload == "upper":
+            lines += ["", "[[transform]]", 'plugin = "uppercase"']
+        else:
+            lines += ["", "[[transform]]", 'plugin = "split-words"',
+                      "", "[[transform]]", 'builtin = "repartition-by-key"',
+                      "", "[[transform]]", 'builtin = "count-by-key"']
+        lines += ["", "[[sink]]", 'kind = "count"',
+                  "", "[dead-letter]", f'path = "{os.path.join(rundir, "dead-letters")}"', ""]
+        return "\n".join(lines)
+
+    def supports(self, sc):
+        if sc.wal and not self.caps.get("wal"):
+            return "n/a (no WAL yet)"
+        return None
+
+    def launch(self, sc, rundir, report, port=None, indir=None):
+        path = os.path.join(rundir, "pipeline.toml")
+        with open(path, "w") as f:
+            f.write(self.pipeline(sc, rundir, port=port, indir=indir))
+        cmd = [self.bin, "run", path, "--plugins", self.cfg.plugins]
+        errlog = open(os.path.join(rundir, "system.log"), "w")
+        if self.caps.get("report"):
+            cmd += ["--report", report]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog,
+                                    start_new_session=True)
+        else:
+            # Before `--report`: the same fields from the JSON log's "Batch done." lines.
+            cmd += ["--log-format", "json"]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+            threading.Thread(target=self._report_from_log, args=(proc, errlog, report),
+                             daemon=True).start()
+        return proc
+
+    @staticmethod
+    def _report_from_log(proc, errlog, report):
+        with open(report, "w") as out:
+            for raw in proc.stderr:
+                line = raw.decode("utf-8", "replace")
+                errlog.write(line)
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                f = ev.get("fields", {})
+                if f.get("message") != "Batch done.":
+                    continue
+                done = datetime.datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00"))
+                done_ms = done.timestamp() * 1e3
+                out.write(json.dumps({
+                    "batch": f.get("batch"),
+                    "time_ms": round(done_ms - f.get("total_delay_ms", 0)),
+                    "done_ms": round(done_ms),
+                    "records_in": f.get("records_in", 0),
+                    "records_out": f.get("records_out", 0),
+                    "processing_ms": f.get("processing_ms"),
+                    "scheduling_delay_ms": f.get("scheduling_delay_ms"),
+                    "total_delay_ms": f.get("total_delay_ms"),
+                    "marker_latency_ms": [],
+                }) + "\n")
+                out.flush()
+        errlog.close()
+
+    def ready(self, rundir, report):
+        return True
+
+    def stop(self, proc, rundir):
+        # Ctrl-C: the receivers stop and what they received makes a last batch.
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+
+class Spark:
+    name = "Spark"
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.version = None
+
+    def prepare(self):
+        py = os.path.join(self.cfg.venv, "bin", "python")
+        self.version = subprocess.run([py, "-c", "import pyspark; print(pyspark.__version__)"],
+                                      capture_output=True, text=True, check=True).stdout.strip()
+        self.home = subprocess.run(
+            [py, "-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"],
+            capture_output=True, text=True, check=True).stdout.strip()
+        self.jar = subprocess.run([os.path.join(HERE, "spark", "build"), self.cfg.venv],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        log(f"Spark {self.version}: jobs in {self.jar}")
+
+    def supports(self, sc):
+        return None
+
+    def launch(self, sc, rundir, report, port=None, indir=None):
+        env = dict(os.environ)
+        env.update(SPARK_HOME=self.home, SPARK_LOCAL_IP="127.0.0.1",
+                   PATH=os.path.join(self.cfg.venv, "bin") + os.pathsep + env.get("PATH", ""))
+        common = ["--workload", sc.workload, "--report", report,
+                  "--ready", os.path.join(rundir, "ready"),
+                  "--stop-file", os.path.join(rundir, "stop"), "--idle-batches", "0"]
+        if sc.feeder == "tcp":
+            cls = "sluicebench.DStreamJob"
+            args = ["--port", str(port)]
+            if sc.wal:
+                args += ["--wal", "--checkpoint", os.path.join(rundir, "checkpoint")]
+        else:
+            cls = "sluicebench.StructuredJob"
+            args = ["--dir", indir, "--checkpoint", os.path.join(rundir, "checkpoint"),
+                    "--max-files", str(self.cfg.spark_max_files[sc.workload])]
+        cmd = [os.path.join(self.cfg.venv, "bin", "spark-submit"), "--master", "local[2]",
+               "--driver-memory", self.cfg.spark_memory,
+               "--conf", "spark.ui.enabled=false",
+               "--conf", "spark.sql.shuffle.partitions=2",
+               "--class", cls, self.jar] + common + args
+        with open(os.path.join(rundir, "command"), "w") as f:
+            f.write(" ".join(cmd) + "\n")
+        errlog = open(os.path.join(rundir, "system.log"), "w")
+        return subprocess.Popen(cmd, env=env, stdout=errlog, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def ready(self, rundir, report):
+        return os.path.exists(os.path.join(rundir, "ready"))
+
+    def stop(self, proc, rundir):
+        open(os.path.join(rundir, "stop"), "w").close()
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+
+
+def start_feeder(cfg, sc, mode, rate, rundir, report):
+    cmd = [sys.executable, os.path.join(HERE, "feeder.py"), sc.feeder, "--corpus", cfg.corpus,
+           "--rate", str(rate if mode == "latency" else 0), "--report", report]
+    if cfg.passes:
+        cmd += ["--passes", str(cfg.passes[mode])]
+    else:
+        cmd += ["--duration", str(cfg.duration + (cfg.warmup if mode == "latency" else 0))]
+    indir = None
+    if sc.feeder == "files":
+        indir = os.path.join(rundir, "in")
+        os.makedirs(indir)
+        cmd += ["--dir", indir, "--tmp-dir", os.path.join(rundir, "feed-tmp")]
+        if mode == "throughput":
+            cmd += ["--backlog", str(cfg.backlog)]
+    feeder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(os.path.join(rundir, "feeder.log"), "w"),
+                              text=True, start_new_session=True)
+    port = None
+    if sc.feeder == "tcp":
+        first = feeder.stdout.readline().split()
+        if len(first) != 2 or first[0] != "port":
+            raise RuntimeError(f"feeder did not start: {first}")
+        port = int(first[1])
+    else:
+        feeder.stdout.readline()  # "ready"
+    return feeder, port, indir
+
+
+def run_one(cfg, system, sc, mode, rate, rundir):
+    os.makedirs(rundir, exist_ok=True)
+    report = os.path.join(rundir, "report.jsonl")
+    load_before = os.getloadavg()
+    delayed_feed = sc.feeder == "files" and mode == "latency"
+    feeder = port = indir = None
+    if not delayed_feed:
+        feeder, port, indir = start_feeder(cfg, sc, mode, rate, rundir, report)
+    else:
+        indir = os.path.join(rundir, "in")
+        os.makedirs(indir)
+    launch_ms = time.time() * 1e3
+    proc = system.launch(sc, rundir, report, port=port, indir=indir)
+    mon = TreeMonitor(proc.pid)
+    mon.start()
+    deadline = time.time() + cfg.run_timeout
+    fed = None
+    feed = {}
+    stop_sent = None
+    last_total, last_change = -1, time.time()
+    outcome = "ok"
+    while proc.poll() is None:
+        time.sleep(0.2)
+        now = time.time()
+        if delayed_feed and feeder is None:
+            if system.ready(rundir, report) or now - launch_ms / 1e3 > cfg.ready_timeout:
+                # The files feeder at a fixed rate starts once the system listens for files.
+                os.rmdir(indir)
+                feeder, _, indir = start_feeder(cfg, sc, mode, rate, rundir, report)
+            continue
+        if fed is None and feeder.poll() is not None:
+            try:
+                feed = json.loads(feeder.stdout.read().strip().splitlines()[-1])
+                fed = feed["lines"]
+            except (ValueError, IndexError, KeyError):
+                fed = 0
+                outcome = "feeder failed"
+        total = sum(b.get("records_in", 0) for b in read_report(report))
+        if total != last_total:
+            last_total, last_change = total, now
+        if stop_sent is None and fed is not None and (
+                total >= fed or now - last_change > cfg.idle_timeout):
+            if total < fed:
+                outcome = f"idle with {fed - total} records missing"
+            system.stop(proc, rundir)
+            stop_sent = now
+        if stop_sent is not None and now - stop_sent > 60:
+            outcome += "; killed after stop"
+            os.killpg(proc.pid, signal.SIGKILL)
+        if now > deadline:
+            outcome = "timed out"
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    mon.stop()
+    if feeder is not None and feeder.poll() is None:
+        os.killpg(feeder.pid, signal.SIGKILL)
+        feeder.wait()
+    if fed is None and feeder is not None:
+        try:
+            fed = json.loads((feeder.stdout.read() or "").strip().splitlines()[-1])["lines"]
+        except (ValueError, IndexError, KeyError):
+            fed = 0
+    time.sleep(0.3)  # the log-reading thread writes the last line
+    batches = read_report(report)
+    m = summarize(batches, mon, launch_ms, fed or 0, mode, cfg.warmup if mode == "latency" else 0)
+    if feed.get("end_ms", 0) > feed.get("start_ms", 0):
+        m["fed_rate"] = feed["lines"] / ((feed["end_ms"] - feed["start_ms"]) / 1e3)
+        if mode == "latency" and m["fed_rate"] < 0.95 * rate and outcome == "ok":
+            outcome = f"fed {m['fed_rate']:.0f} lines/s, not {rate}: the system held the feeder back"
+    m.update(system=system.name, scenario=sc.key, rate=rate if mode == "latency" else None,
+             exit=proc.returncode, outcome=outcome, load_before=load_before,
+             load_after=os.getloadavg(), rundir=rundir)
+    if m["records_in"] != (fed or 0) and outcome == "ok":
+        m["outcome"] = f"{m['records_in']:,} of {fed:,} records in finished batches"
+    if proc.returncode not in (0, None):
+        m["outcome"] += f"; exit {proc.returncode}"
+    try:
+        with open(os.path.join(rundir, "system.log"), errors="replace") as f:
+            if "OutOfMemoryError" in f.read():
+                m["outcome"] += "; OutOfMemoryError in the log"
+    except OSError:
+        pass
+    m["feeder_cpu_s"] = feed.get("cpu_s")
+    # The input directory of a files run is big; the report stays.
+    for d in ("in", "feed-tmp", "checkpoint"):
+        shutil.rmtree(os.path.join(rundir, d), ignore_errors=True)
+    log(f"{system.name:6} {sc.key:8} {mode:10} -> "
+        + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in m.items() if k in ("throughput", "lat_p50_ms", "lat_p99_ms",
+                                                    "cpu_s_per_m", "peak_rss_mib", "first_batch_s",
+                                                    "records_in", "outcome")))
+    return m
+
+
+def latency_rate(results, sc):
+    """Half the lower throughput of the two systems in this scenario's clean throughput runs,
+    rounded down; a WAL scenario takes its twin's rate, so that the WAL's cost shows."""
+    if sc.wal:
+        twin = next((r["rate"] for r in results if r["mode"] == "latency" and r.get("rate")
+                     and r["scenario"] == sc.key.replace("c-", "", 1)), None)
+        if twin:
+            return twin
+    thr = [r["throughput"] for r in results
+           if r["scenario"] == sc.key and r["mode"] == "throughput" and r.get("throughput")
+           and r.get("outcome") == "ok"]
+    return nice_rate(min(thr) / 2) if thr else 50_000
+
+
+def nice_rate(r):
+    """A round rate at most `r`: two significant digits."""
+    if r <= 0:
+        return 0
+    mag = 10 ** (len(str(int(r))) - 2)
+    return max(1000, int(r // mag * mag))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true",
+                    help="about 10 s, sluice only, small corpus; writes a well-formed table")
+    ap.add_argument("--systems", default=None, help="comma list of sluice,spark")
+    ap.add_argument("--scenarios", default=None, help="comma list of " + ",".join(s.key for s in SCENARIOS))
+    ap.add_argument("--modes", default="throughput,latency")
+    ap.add_argument("--lines", type=int, default=2_000_000, help="corpus lines")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--duration", type=float, default=20,
+                    help="seconds of feeding per run, from the system's first batch with records")
+    ap.add_argument("--warmup", type=float, default=15,
+                    help="latency runs: seconds fed (and not measured) before the --duration")
+    ap.add_argument("--rate", type=float, default=0,
+                    help="lines/s of the latency runs; 0: half the lower throughput of the two")
+    ap.add_argument("--backlog", type=int, default=2_000_000)
+    ap.add_argument("--spark-memory", default="2g",
+                    help="spark-submit --driver-memory (local mode: the whole of Spark); at 1g "
+                    "a full-speed DStream run died of OutOfMemoryError")
+    ap.add_argument("--spark-max-files-upper", type=int, default=100)
+    ap.add_argument("--spark-max-files-wordcount", type=int, default=30)
+    ap.add_argument("--venv", default=os.path.expanduser("~/.cache/sluice/spark-venv"))
+    ap.add_argument("--work", default=os.path.expanduser("~/.cache/sluice/bench"))
+    ap.add_argument("--out", default=None, help="the report file (default bench/results/DATE.md)")
+    ap.add_argument("--run-timeout", type=float, default=300)
+    ap.add_argument("--sluice-log-report", action="store_true",
+                    help="read sluice's batches from its JSON log even if it has --report "
+                    "(the path for a sluice from before --report)")
+    ap.add_argument("--from-json", metavar="RESULTS_JSON",
+                    help="write the report again from a run's results.json (no runs)")
+    cfg = ap.parse_args()
+    if cfg.from_json:
+        with open(cfg.from_json) as f:
+            saved = json.load(f)
+        meta = saved["meta"]
+        out = cfg.out or os.path.join(HERE, "results", meta["date"][:10] + ("-smoke" if meta["smoke"] else "") + ".md")
+        systems = [s for s in ("sluice", "Spark") if any(r["system"] == s for r in saved["results"])]
+        report_mod.check_tables(report_mod.write(out, meta, saved["results"], SCENARIOS, systems))
+        log(f"report: {out}")
+        return
+    cfg.spark_max_files = {"upper": cfg.spark_max_files_upper,
+                           "wordcount": cfg.spark_max_files_wordcount}
+    if cfg.smoke:
+        # A fixed amount rather than a time: a few seconds in all, whatever the start-up.
+        cfg.lines = min(cfg.lines, 100_000)
+        cfg.passes = {"throughput": 5, "latency": 2}
+        cfg.warmup = 0
+        cfg.systems = cfg.systems or "sluice"
+        cfg.scenarios = cfg.scenarios or "a-tcp,b-tcp,a-files,c-a-tcp"
+        cfg.backlog = min(cfg.backlog, 500_000)
+        cfg.rate = cfg.rate or 100_000
+    else:
+        cfg.passes = None
+    cfg.systems = (cfg.systems or "sluice,spark").split(",")
+    scenarios = [s for s in SCENARIOS if cfg.scenarios is None or s.key in cfg.scenarios.split(",")]
+    modes = cfg.modes.split(",")
+    cfg.idle_timeout = 10
+    cfg.ready_timeout = 120
+
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.expanduser("~/.cache/sluice/target")
+    cfg.sluice_bin = os.path.join(target, "release", "sluice")
+    cfg.plugins = os.environ.get("SLUICE_PLUGINS") or os.path.join(target, "sluice-plugins", "plugins")
+
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    rundir_root = os.path.join(cfg.work, "runs", stamp + ("-smoke" if cfg.smoke else ""))
+    os.makedirs(rundir_root, exist_ok=True)
+    cfg.corpus = corpus.ensure(os.path.join(cfg.work, "corpus"), cfg.lines, cfg.seed)
+
+    systems = []
+    if "sluice" in cfg.systems:
+        s = Sluice(cfg)
+        s.probe(os.path.join(rundir_root, "probe"))
+        systems.append(s)
+    if "spark" in cfg.systems:
+        sp = Spark(cfg)
+        sp.prepare()
+        systems.append(sp)
+
+    started = time.time()
+    load_start = os.getloadavg()
+    results = []
+    for mode in modes:
+        for sc in scenarios:
+            rate = 0
+            if mode == "latency":
+                rate = cfg.rate or latency_rate(results, sc)
+            for system in systems:  # alternately: sluice, then Spark, on the same input
+                why = system.supports(sc)
+                if why:
+                    results.append({"system": system.name, "scenario": sc.key, "mode": mode,
+                                    "na": why})
+                    continue
+                rundir = os.path.join(rundir_root, f"{sc.key}-{mode}-{system.name.lower()}")
+                try:
+                    results.append(run_one(cfg, system, sc, mode, rate, rundir))
+                except Exception as e:  # one failed run is reported, the others go on
+                    log(f"{system.name} {sc.key} {mode}: failed: {e}")
+                    results.append({"system": system.name, "scenario": sc.key, "mode": mode,
+                                    "na": f"failed: {e}"})
+
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "smoke": cfg.smoke,
+        "elapsed_s": time.time() - started,
+        "load_start": load_start,
+        "load_end": os.getloadavg(),
+        "machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.platform()}",
+        "cpu_model": cpu_model(),
+        "mem_gib": mem_gib(),
+        "corpus": {"path": cfg.corpus, "lines": cfg.lines, "seed": cfg.seed,
+                   "vocabulary": corpus.VOCABULARY, "words_per_line": corpus.WORDS_PER_LINE,
+                   "marker_every": corpus.MARKER_EVERY},
+        "duration_s": cfg.duration,
+        "warmup_s": cfg.warmup,
+        "passes": cfg.passes,
+        "backlog": cfg.backlog,
+        "systems": {},
+        "rundir": rundir_root,
+        "git": git_describe(),
+    }
+    for s in systems:
+        if isinstance(s, Sluice):
+            meta["systems"]["sluice"] = {"version": s.caps.get("version"), "caps": s.caps,
+                                         "binary": s.bin, "built": mtime(s.bin)}
+        else:
+            meta["systems"]["Spark"] = {"version": s.version, "java": java_version(),
+                                        "memory": cfg.spark_memory,
+                                        "max_files": cfg.spark_max_files}
+    if "sluice" in cfg.systems:
+        meta["plugin_bench"] = plugin_bench(cfg)
+    out = cfg.out or os.path.join(HERE, "results",
+                                  datetime.date.today().isoformat() + ("-smoke" if cfg.smoke else "") + ".md")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(os.path.join(rundir_root, "results.json"), "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    md = report_mod.write(out, meta, results, SCENARIOS, [s.name for s in systems])
+    print(md)
+    log(f"report: {out} (raw runs in {rundir_root})")
+    report_mod.check_tables(md)
+
+
+def plugin_bench(cfg):
+    cmd = [cfg.sluice_bin, "bench", "plugins", "--plugins", cfg.plugins]
+    if cfg.smoke:
+        cmd.append("--quick")
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    return {"command": "sluice " + " ".join(cmd[1:]).replace(cfg.plugins, "$SLUICE_PLUGINS"),
+            "output": r.stdout.strip() or r.stderr.strip()[-2000:], "exit": r.returncode}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def mem_gib():
+    with open("/proc/meminfo") as f:
+        return int(f.readline().split()[1]) / 2**20
+
+
+def java_version():
+    r = subprocess.run(["java", "-version"], capture_output=True, text=True)
+    return (r.stderr.splitlines() or ["?"])[0]
+
+
+def git_describe():
+    r = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    return r.stdout.strip()
+
+
+def mtime(path):
+    try:
+        return datetime.datetime.fromtimestamp(os.path.getmtime(path)).isoformat(timespec="seconds")
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    main()
