@@ -106,6 +106,23 @@ pub enum BenchCommand {
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: PathBuf,
     },
+    /// Messages/s from an AMQP broker into a counting sink: plain, reliable (WAL on local disk,
+    /// and on Azurite when `SLUICE_AZURITE_CONTAINER` is set), and a bare consumer.
+    Amqp {
+        /// The broker.
+        #[arg(
+            long,
+            env = "SLUICE_AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672"
+        )]
+        url: String,
+        /// Messages per run.
+        #[arg(long, default_value_t = 50_000)]
+        messages: u64,
+        /// Rounds (each runs every mode once).
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+    },
     /// The plugin call path against the same function called natively.
     Plugins {
         /// A run of a few seconds instead of a full one.
@@ -246,6 +263,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 "{}",
                 crate::bench::pipeline::run(&plugins, quick, only.as_deref())?
             );
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Amqp {
+            url,
+            messages,
+            rounds,
+        }) => {
+            print!("{}", crate::bench::amqp::run(&url, messages, rounds)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Plugins { quick, plugins }) => {

@@ -1,5 +1,6 @@
 //! The benchmarks behind `sluice bench`. Each compares two ways of doing the same work in one
 //! run, alternating them, and prints a ratio: these machines are noisy, a ratio less so.
 
+pub mod amqp;
 pub mod pipeline;
 pub mod plugins;
