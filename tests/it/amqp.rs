@@ -19,8 +19,11 @@ use crate::engine::{
 /// connections.
 static BROKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn broker_turn() -> std::sync::MutexGuard<'static, ()> {
-    BROKER.lock().unwrap_or_else(|e| e.into_inner())
+/// Takes the broker's turn, then checks that it answers (in that order: while another test
+/// has it stopped for a restart, it does not). `None`: skipped, said loudly (see `services`).
+fn broker(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    let turn = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    services(test).then_some(turn)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -63,10 +66,10 @@ path = "out"
 
 #[test]
 fn every_published_message_reaches_the_sink_across_a_broker_restart() {
-    if !services("every_published_message_reaches_the_sink_across_a_broker_restart") {
+    let Some(_turn) = broker("every_published_message_reaches_the_sink_across_a_broker_restart")
+    else {
         return;
-    }
-    let _turn = broker_turn();
+    };
     const N: usize = 6000;
     let tmp = tempfile::tempdir().unwrap();
     let queue = fresh_queue("restart");
@@ -135,11 +138,11 @@ fn every_published_message_reaches_the_sink_across_a_broker_restart() {
 
 #[test]
 fn a_record_the_transformation_rejects_is_dead_lettered_with_its_partition_and_offset() {
-    if !services(
+    let Some(_turn) = broker(
         "a_record_the_transformation_rejects_is_dead_lettered_with_its_partition_and_offset",
-    ) {
+    ) else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let queue = fresh_queue("dead");
     let bodies: [&[u8]; 4] = [br#"{"id":1,"x":2}"#, b"{not json", br#"{"id":3}"#, b"[1,2]"];
@@ -201,10 +204,9 @@ fn a_record_the_transformation_rejects_is_dead_lettered_with_its_partition_and_o
 
 #[test]
 fn validate_reaches_the_broker_and_says_clearly_when_it_cannot() {
-    if !services("validate_reaches_the_broker_and_says_clearly_when_it_cannot") {
+    let Some(_turn) = broker("validate_reaches_the_broker_and_says_clearly_when_it_cannot") else {
         return;
-    }
-    let _turn = broker_turn();
+    };
     let tmp = tempfile::tempdir().unwrap();
     let queue = fresh_queue("validate");
     let validate = |text: &str| {
@@ -255,10 +257,9 @@ fn validate_reaches_the_broker_and_says_clearly_when_it_cannot() {
 /// `SLUICE_AMQP_BENCH_N` (default 20000) messages of 100 bytes and prints both rates.
 #[test]
 fn the_bare_consumer_benchmark_consumes_everything_published() {
-    if !services("the_bare_consumer_benchmark_consumes_everything_published") {
+    let Some(_turn) = broker("the_bare_consumer_benchmark_consumes_everything_published") else {
         return;
-    }
-    let _turn = broker_turn();
+    };
     let n: u64 = std::env::var("SLUICE_AMQP_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -292,10 +293,10 @@ fn the_bare_consumer_benchmark_consumes_everything_published() {
 /// the pipeline took them in.
 #[test]
 fn the_pipeline_takes_in_every_published_message_and_reports_its_rate() {
-    if !services("the_pipeline_takes_in_every_published_message_and_reports_its_rate") {
+    let Some(_turn) = broker("the_pipeline_takes_in_every_published_message_and_reports_its_rate")
+    else {
         return;
-    }
-    let _turn = broker_turn();
+    };
     let n: usize = std::env::var("SLUICE_AMQP_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -430,10 +431,10 @@ fn run_with_kills(
 
 #[test]
 fn reliable_mode_loses_nothing_when_the_host_is_killed_twenty_times() {
-    if !services("reliable_mode_loses_nothing_when_the_host_is_killed_twenty_times") {
+    let Some(_turn) = broker("reliable_mode_loses_nothing_when_the_host_is_killed_twenty_times")
+    else {
         return;
-    }
-    let _turn = broker_turn();
+    };
     const N: usize = 100_000;
     let (expected, lines, kills) =
         run_with_kills("wal", N, 20, "wal = true", Duration::from_secs(180));
@@ -460,10 +461,9 @@ fn reliable_mode_loses_nothing_when_the_host_is_killed_twenty_times() {
 
 #[test]
 fn plain_mode_loss_under_kills_is_measured() {
-    if !services("plain_mode_loss_under_kills_is_measured") {
+    let Some(_turn) = broker("plain_mode_loss_under_kills_is_measured") else {
         return;
-    }
-    let _turn = broker_turn();
+    };
     const N: usize = 100_000;
     let (expected, lines, kills) = run_with_kills("plain", N, 20, "", Duration::from_secs(60));
     let got: BTreeSet<String> = lines.iter().cloned().collect();
