@@ -384,12 +384,7 @@ fn combine_counts(part: &Part, partitions: Option<u32>, into: &[Mutex<Counts>]) 
         }
         let mut counts = into[target].lock().unwrap_or_else(|e| e.into_inner());
         for (key, n) in m {
-            match counts.get_mut(key) {
-                Some(c) => *c += n,
-                None => {
-                    counts.insert(key.into(), n);
-                }
-            }
+            add_count(&mut counts, key, n);
         }
     }
 }
@@ -745,28 +740,20 @@ pub fn repartition(parts: Vec<Part>, n: u32) -> Vec<Part> {
 /// One record per key: the key and its count in decimal, sorted by key, timestamped with the
 /// batch time.
 pub fn count_by_key(part: Part, time_ms: i64) -> Part {
-    let mut counts: HashMap<Option<&[u8]>, u64> = HashMap::new();
+    let mut counts = Counts::with_hasher(Fast::default());
     for i in 0..part.records.len() {
-        *counts.entry(part.records.key(i)).or_default() += 1;
+        add_count(&mut counts, part.records.key(i).unwrap_or_default(), 1);
     }
-    let mut keys: Vec<_> = counts.into_iter().collect();
-    keys.sort_unstable();
-    let mut out = RecordBatch::with_capacity(keys.len(), keys.len() * 4);
-    let mut num = itoa_buf();
-    for (key, count) in keys {
-        out.push(
-            Some(key.unwrap_or_default()),
-            fmt_u64(count, &mut num),
-            Some(time_ms),
-        );
-    }
-    Part {
-        partition: part.partition,
-        lineage: Lineage::Range {
-            partition: part.partition,
-            start: 0,
-        },
-        records: out,
+    counts_part(part.partition, counts, time_ms)
+}
+
+/// Adds `n` to `key`'s count, allocating only for a key not yet counted.
+fn add_count(counts: &mut Counts, key: &[u8], n: u64) {
+    match counts.get_mut(key) {
+        Some(c) => *c += n,
+        None => {
+            counts.insert(key.into(), n);
+        }
     }
 }
 

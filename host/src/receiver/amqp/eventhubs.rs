@@ -495,22 +495,9 @@ impl EventHubsReceiver {
         };
         let address = cfg.partition_address(self.partition);
         let filter = selector(self.resume.as_ref(), &cfg.start);
-        let mut link = match super::attach(
-            &mut conn.session,
-            &address,
-            &container,
-            cfg.credit,
-            Some(filter.clone()),
-            true,
-        )
-        .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                conn.close().await;
-                return Err(e);
-            }
-        };
+        let (conn, mut link) = conn
+            .attach_or_close(&address, &container, cfg.credit, Some(filter.clone()), true)
+            .await?;
         tracing::info!(namespace = %cfg.endpoint.host, address = %address, partition = self.partition, filter = %filter, credit = cfg.credit, "Attached to the event hub partition.");
         let mut dialect = EventHubsDialect {
             current: self.resume.clone(),

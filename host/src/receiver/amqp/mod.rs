@@ -66,6 +66,34 @@ impl Link {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.session.end()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.connection.close()).await;
     }
+
+    /// Attaches a receiving link (see [`attach`]); when that fails, closes the connection
+    /// before returning the error, so a failed attach leaves nothing open.
+    pub async fn attach_or_close(
+        mut self,
+        address: &str,
+        container: &str,
+        credit: u32,
+        filter: Option<String>,
+        sender_settled: bool,
+    ) -> Result<(Link, fe2o3_amqp::Receiver), ReceiverError> {
+        match attach(
+            &mut self.session,
+            address,
+            container,
+            credit,
+            filter,
+            sender_settled,
+        )
+        .await
+        {
+            Ok(link) => Ok((self, link)),
+            Err(e) => {
+                self.close().await;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Connects to `endpoint` (TLS for `amqps`) and begins a session. Messages name the endpoint
@@ -502,23 +530,10 @@ impl AmqpReceiver {
             self.partition,
             std::process::id()
         );
-        let mut conn = connect(ep, &container).await?;
-        let mut link = match attach(
-            &mut conn.session,
-            &self.address,
-            &container,
-            self.cfg.credit,
-            None,
-            false,
-        )
-        .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                conn.close().await;
-                return Err(e);
-            }
-        };
+        let (conn, mut link) = connect(ep, &container)
+            .await?
+            .attach_or_close(&self.address, &container, self.cfg.credit, None, false)
+            .await?;
         tracing::info!(
             broker = %ep,
             address = %self.address,
