@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::driver::{RunOptions, Shutdown};
 use crate::error::{Error, Result};
 use crate::plugin::limits::RuntimeConfig;
 use crate::plugin::{PluginRuntime, scaffold};
-use crate::scheduler::{RunOptions, StopSignal};
 use crate::telemetry::{self, LogFormat};
 
 /// sluice: micro-batch stream processing with WebAssembly plugins.
@@ -44,7 +44,15 @@ pub enum Command {
         /// marker_latency_ms).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Start over: remove the pipeline's checkpoint log, write-ahead log and the earlier
+        /// output of its files sinks, then run from batch 0. Without it a run resumes from its
+        /// checkpoint, and refuses to start over output it has no checkpoint for.
+        #[arg(long)]
+        from_scratch: bool,
     },
+    /// Read a pipeline's checkpoint log.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
     /// Check a pipeline: load its plugins, check their worlds and parameters, reach its
     /// stores; run nothing.
     Validate {
@@ -60,6 +68,30 @@ pub enum Command {
     /// Run a benchmark.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `sluice checkpoint …`.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// One line per entry: batch, time, records, plugins.
+    List {
+        /// The pipeline file (its `[checkpoint] path` is read).
+        pipeline: PathBuf,
+        /// Print JSON (one array of entries) instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything an entry holds: per partition its offsets and source positions, the WAL
+    /// positions still needed, the plugin digests.
+    Inspect {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The batch (default: the newest entry).
+        batch: Option<u64>,
+        /// Print the entry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `sluice plugin …`.
@@ -182,9 +214,10 @@ pub fn run(cli: Cli) -> Result<()> {
             plugins,
             max_batches,
             report,
+            from_scratch,
         } => {
             let (rt, plan) = plan_for(&pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
-            let stop = StopSignal::default();
+            let stop = Shutdown::default();
             {
                 let stop = stop.clone();
                 rt.spawn(async move {
@@ -198,8 +231,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 max_batches,
                 progress: true,
                 report,
+                from_scratch,
             };
-            let summary = crate::scheduler::run(&plan, &rt, &opts, &stop)?;
+            let summary = crate::driver::run(&plan, &rt, &opts, &stop)?;
             tracing::info!(
                 batches = summary.batches,
                 records_in = summary.records_in,
@@ -211,6 +245,7 @@ pub fn run(cli: Cli) -> Result<()> {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             Ok(())
         }
+        Command::Checkpoint(c) => crate::checkpoint::show::run(c),
         Command::Validate { pipeline, plugins } => {
             let (_rt, plan) = plan_for(&pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
             println!(

@@ -16,7 +16,7 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     /// The pipeline stopped on an error.
     #[error(transparent)]
-    Run(#[from] crate::scheduler::RunError),
+    Run(#[from] crate::driver::RunError),
     /// The write-ahead log failed.
     #[error(transparent)]
     Wal(#[from] crate::wal::WalError),

@@ -9,8 +9,9 @@
 //! - [`config`]: the pipeline file and the plan built from it;
 //! - [`receiver`]: one async receiver per source partition (generator, files, tcp, plugin);
 //! - [`block`]: the block generator and the block manager (memory budget, backpressure);
-//! - [`scheduler`]: the batch clock, the tracker and the job runner;
-//! - [`checkpoint`]: what reliable mode has committed for good, where a restart resumes;
+//! - [`scheduler`]: the batch clock, the tracker and the job (how a batch runs);
+//! - [`driver`]: the lifecycle: recover, the batch loop, commit, stop, supervise;
+//! - [`checkpoint`]: the checkpoint log, one entry per batch: where a restart resumes;
 //! - [`wal`]: the write-ahead log on `object_store` (framed, checksummed, versioned segments,
 //!   group commit, recovery that reports damage);
 //! - [`sink`]: stdout, files, count and plugin sinks, and the dead-letter sink;
@@ -41,6 +42,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod plugin;
 pub mod receiver;

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::amqp::AmqpEndpoint;
 use crate::config::plan;
+use crate::driver::{self, RunOptions, Shutdown};
 use crate::error::{Error, Result};
 use crate::receiver::amqp::bench;
-use crate::scheduler::{self, RunOptions, StopSignal};
 
 /// The ways the messages are taken in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +68,10 @@ fn through_sluice(
         .first()
         .cloned()
         .ok_or_else(|| Error::Usage("the bench pipeline has no counting sink".to_owned()))?;
-    let stop = StopSignal::default();
+    let stop = Shutdown::default();
     let (mut first, mut took) = (None, None);
     std::thread::scope(|s| -> Result<()> {
-        let runner = s.spawn(|| scheduler::run(&plan, rt, &RunOptions::default(), &stop));
+        let runner = s.spawn(|| driver::run(&plan, rt, &RunOptions::default(), &stop));
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let got = counter.records.load(std::sync::atomic::Ordering::Relaxed);

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{Keys, RecordBatch};
 use crate::config::plan::{self, NativeStep, StepPlan};
+use crate::driver::{self, RunOptions, Shutdown};
 use crate::error::{Error, Result};
-use crate::scheduler::{self, RunOptions, StopSignal};
 
 /// The memory budget of the benchmark pipelines: small, to show that throughput does not
 /// need a big one.
@@ -131,7 +131,7 @@ pub fn measure(
                 f: native_split_words,
             },
         };
-        plan.steps[0] = StepPlan::Native(step);
+        std::sync::Arc::make_mut(&mut plan.steps)[0] = StepPlan::Native(step);
     }
     let done = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(rss_bytes()));
@@ -146,15 +146,16 @@ pub fn measure(
     };
     let cpu0 = cpu_seconds();
     let start_ms = crate::receiver::now_ms();
-    let summary = scheduler::run(
+    let summary = driver::run(
         &plan,
         rt,
         &RunOptions {
+            from_scratch: true,
             max_batches: Some(batches),
             progress: false,
             report: None,
         },
-        &StopSignal::default(),
+        &Shutdown::default(),
     )?;
     let cpu = cpu_seconds() - cpu0;
     done.store(true, Ordering::Relaxed);

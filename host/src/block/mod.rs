@@ -22,6 +22,17 @@
 //! Every record gets an offset in its partition, counted from 0. Each partition also has a
 //! *durable* watermark: every record below it may be acknowledged to its source. Without a
 //! write-ahead log a record is durable once appended.
+//!
+//! A receiver of a replayable source appends each chunk with its source [`Position`] (the file
+//! and byte range it came from, the Event Hubs offset after it); a block carries the positions
+//! of its chunks, so the driver can record where each batch's records came from.
+//!
+//! **Replay fences.** After a crash, the driver recomputes the unfinished batch from exactly
+//! the records it held: [`BlockManager::fence`] sets, per partition, the offset at which that
+//! batch ended. A chunk that crosses its fence is split there; a partition at its fence takes
+//! no more records until the batch is closed ([`BlockManager::fence_reached`] tells the clock
+//! when every partition is there), so the recomputed batch has the same records as the first
+//! time, whatever the chunking of the source this time.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -31,6 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::batch::RecordBatch;
+use crate::receiver::Position;
 
 /// A block's identity: its partition and its number there, counted from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,6 +66,8 @@ pub struct Block {
     pub bytes: u64,
     /// When it was cut, ms since the epoch.
     pub cut_ms: i64,
+    /// The source positions of its chunks, in order (empty for a source without positions).
+    pub positions: Vec<Position>,
 }
 
 /// What the block manager sends the scheduler, in order.
@@ -79,6 +93,10 @@ struct PartitionBuffer {
     bytes: u64,
     /// The last block's records and value bytes, to size the next buffer.
     last_block: (usize, usize),
+    /// The source positions of the chunks in `records`.
+    positions: Vec<Position>,
+    /// Replay: the offset the batch being recomputed ends at in this partition.
+    fence: Option<u64>,
 }
 
 /// Holds received records within a memory budget and cuts them into blocks.
@@ -96,6 +114,7 @@ pub struct BlockManager {
     out: mpsc::UnboundedSender<Cut>,
     spare: Mutex<Vec<RecordBatch>>,
     reliable: AtomicBool,
+    fenced: AtomicBool,
 }
 
 impl BlockManager {
@@ -121,6 +140,7 @@ impl BlockManager {
             out,
             spare: Mutex::default(),
             reliable: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
         };
         (manager, rx)
     }
@@ -158,16 +178,20 @@ impl BlockManager {
             let at = self.next_offset(partition);
             return at..at;
         }
-        self.append_with(partition, chunk.byte_size() as u64, |buf| buf.append(chunk))
-            .await
+        self.append_with(partition, chunk.byte_size() as u64, None, |buf| {
+            buf.append(chunk)
+        })
+        .await
     }
 
     /// Like [`BlockManager::append`], but `fill` appends the records straight into the
-    /// partition's buffer (no copy in between); `size` is about what they take, for the wait.
+    /// partition's buffer (no copy in between); `size` is about what they take, for the wait;
+    /// `position` is where the source stands after them.
     pub async fn append_with(
         &self,
         partition: u32,
         size: u64,
+        position: Option<Position>,
         fill: impl FnOnce(&mut RecordBatch),
     ) -> Range<u64> {
         let mut waited = false;
@@ -176,6 +200,11 @@ impl BlockManager {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let used = self.used.load(Ordering::Acquire);
+            if self.at_fence(partition) {
+                // Replay: this partition has given the recomputed batch all its records.
+                let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+                continue;
+            }
             if used + size <= self.budget || used == 0 {
                 break;
             }
@@ -186,7 +215,51 @@ impl BlockManager {
             // Also wake now and then, in case a release raced with this check.
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
-        self.insert(partition, size, fill)
+        self.insert(partition, size, position, fill)
+    }
+
+    fn at_fence(&self, partition: u32) -> bool {
+        if !self.fenced.load(Ordering::Acquire) {
+            return false;
+        }
+        self.partitions.get(partition as usize).is_some_and(|slot| {
+            let p = slot.lock().unwrap_or_else(|e| e.into_inner());
+            p.fence
+                .is_some_and(|f| p.first_offset + p.records.len() as u64 >= f)
+        })
+    }
+
+    /// Replay: the batch being recomputed ends, in partition `p`, at offset `ends[p]`. Set
+    /// before any append, after [`BlockManager::resume`].
+    pub fn fence(&self, ends: &[u64]) {
+        for (slot, &end) in self.partitions.iter().zip(ends) {
+            slot.lock().unwrap_or_else(|e| e.into_inner()).fence = Some(end);
+        }
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    /// Replay: whether every partition has received the records of the batch being
+    /// recomputed (or has no fence). `None` when there is no fence.
+    pub fn fence_reached(&self) -> Option<bool> {
+        if !self.fenced.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.partitions.iter().all(|slot| {
+            let p = slot.lock().unwrap_or_else(|e| e.into_inner());
+            p.fence
+                .is_none_or(|f| p.first_offset + p.records.len() as u64 >= f)
+        }))
+    }
+
+    /// Per partition, how far it is from its fence: (received up to, fence).
+    pub fn fence_progress(&self) -> Vec<(u64, Option<u64>)> {
+        self.partitions
+            .iter()
+            .map(|slot| {
+                let p = slot.lock().unwrap_or_else(|e| e.into_inner());
+                (p.first_offset + p.records.len() as u64, p.fence)
+            })
+            .collect()
     }
 
     fn next_offset(&self, partition: u32) -> u64 {
@@ -196,7 +269,13 @@ impl BlockManager {
         })
     }
 
-    fn insert(&self, partition: u32, size: u64, fill: impl FnOnce(&mut RecordBatch)) -> Range<u64> {
+    fn insert(
+        &self,
+        partition: u32,
+        size: u64,
+        position: Option<Position>,
+        fill: impl FnOnce(&mut RecordBatch),
+    ) -> Range<u64> {
         let Some(slot) = self.partitions.get(partition as usize) else {
             return 0..0;
         };
@@ -226,7 +305,16 @@ impl BlockManager {
         let added = p.bytes.saturating_sub(before);
         let now = self.used.fetch_add(added, Ordering::AcqRel) + added;
         self.peak.fetch_max(now, Ordering::Relaxed);
-        if p.records.byte_size() as u64 >= self.max_block_bytes {
+        if let Some(pos) = position {
+            p.positions.push(pos);
+        }
+        if let Some(fence) = p.fence
+            && p.first_offset < fence
+            && end > fence
+        {
+            // Replay: the records up to the fence are the recomputed batch's last block.
+            self.cut_at(&mut p, partition, fence);
+        } else if p.records.byte_size() as u64 >= self.max_block_bytes {
             self.cut(&mut p, partition, crate::receiver::now_ms());
         }
         drop(p);
@@ -280,6 +368,7 @@ impl BlockManager {
             records,
             bytes,
             cut_ms: crate::receiver::now_ms(),
+            positions: Vec::new(),
         }
     }
 
@@ -298,13 +387,51 @@ impl BlockManager {
         }
     }
 
-    /// The tracker: cuts a last block per partition and closes batch `id`.
+    /// The tracker: cuts a last block per partition and closes batch `id`. A replay fence is
+    /// lifted: the records past it go to the next batch.
     pub fn close_batch(&self, id: u64, now_ms: i64) {
+        if self.fenced.swap(false, Ordering::AcqRel) {
+            for (i, slot) in self.partitions.iter().enumerate() {
+                let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(fence) = p.fence.take()
+                    && p.first_offset < fence
+                {
+                    self.cut_at(&mut p, i as u32, fence);
+                }
+            }
+            let _ = self.out.send(Cut::Close {
+                id,
+                closed_at: Instant::now(),
+            });
+            self.room.notify_waiters();
+            return;
+        }
         self.cut_blocks(now_ms);
         let _ = self.out.send(Cut::Close {
             id,
             closed_at: Instant::now(),
         });
+    }
+
+    /// Cuts the records of `p` below offset `at` into a block; the rest stay (copied into a
+    /// fresh buffer: this happens once per replay, not on the hot path).
+    fn cut_at(&self, p: &mut PartitionBuffer, partition: u32, at: u64) {
+        let keep = (at.saturating_sub(p.first_offset) as usize).min(p.records.len());
+        if keep == p.records.len() {
+            self.cut(p, partition, crate::receiver::now_ms());
+            return;
+        }
+        let rest = p.records.slice(keep..p.records.len());
+        p.records = p.records.slice(0..keep);
+        let positions = std::mem::take(&mut p.positions);
+        self.cut(p, partition, crate::receiver::now_ms());
+        // The chunk that crossed the fence ends after it: its position goes with the rest.
+        p.positions = positions;
+        let before = p.bytes;
+        p.records = rest;
+        p.bytes = p.records.allocated() as u64;
+        let added = p.bytes.saturating_sub(before);
+        self.used.fetch_add(added, Ordering::AcqRel);
     }
 
     fn cut(&self, p: &mut PartitionBuffer, partition: u32, now_ms: i64) {
@@ -323,6 +450,7 @@ impl BlockManager {
             bytes: std::mem::take(&mut p.bytes),
             cut_ms: now_ms,
             records,
+            positions: std::mem::take(&mut p.positions),
         };
         p.first_offset += block.records.len() as u64;
         p.next_block += 1;

@@ -80,8 +80,8 @@ pub struct PipelineFile {
     /// `[dead-letter]`: where rejected records go. Default: `./dead-letters` beside the file.
     #[serde(default)]
     pub dead_letter: Option<DeadLetterConfig>,
-    /// `[checkpoint]`: where reliable mode keeps its write-ahead log and checkpoint. Default:
-    /// `./checkpoints` beside the file.
+    /// `[checkpoint]`: where the checkpoint log (and reliable mode's write-ahead log) go.
+    /// Default: `./checkpoints` beside the file.
     #[serde(default)]
     pub checkpoint: Option<CheckpointConfig>,
     /// `[runtime]`: plugin runtime settings. Default: see [`RuntimeConfig`].
@@ -704,8 +704,22 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CheckpointConfig {
-    /// `path`: the directory or store prefix (path, `file://`, `az://`, `s3://`). Required.
+    /// `path`: the directory or store prefix (path, `file://`, `az://`, `s3://`). Default
+    /// `checkpoints` beside the pipeline file.
+    #[serde(default = "default_checkpoint_path")]
     pub path: String,
+    /// `enabled`: keep the checkpoint log (default true). Without it a run starts over every
+    /// time and nothing is exactly once; for benchmarks and throwaway runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_checkpoint_path() -> String {
+    "checkpoints".to_owned()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[dead-letter]`.

@@ -40,6 +40,7 @@ pub enum SourcePlan {
 }
 
 /// A step, resolved.
+#[derive(Clone)]
 pub enum StepPlan {
     /// A transformation plugin's stage.
     Plugin(Arc<TransformStage>),
@@ -76,8 +77,8 @@ pub struct Plan {
     pub partitions: u32,
     /// The source.
     pub source: SourcePlan,
-    /// The steps, in order.
-    pub steps: Vec<StepPlan>,
+    /// The steps, in order, as each new batch pins them.
+    pub steps: Arc<Vec<StepPlan>>,
     /// The sinks.
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Where rejected records go.
@@ -94,8 +95,11 @@ pub struct Plan {
     pub latency_marker: Option<Vec<u8>>,
     /// Reliable mode: the source's `wal`.
     pub wal: bool,
-    /// Where the write-ahead log and the checkpoint go (`[checkpoint] path`), in reliable mode.
+    /// Where the checkpoint log (and, in reliable mode, the write-ahead log) go
+    /// (`[checkpoint] path`); `None` with `[checkpoint] enabled = false`.
     pub checkpoint: Option<Location>,
+    /// The grants, by plugin name (to load a pinned older version of a plugin).
+    pub grants: BTreeMap<String, crate::plugin::limits::Grants>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -175,6 +179,7 @@ pub fn build_with(
             (name.clone(), g)
         })
         .collect();
+    let grants_for_plan = grants.clone();
     let mut load = |what: &str, plugin: &str, kind: PluginKind| -> Result<Plugin, ConfigError> {
         let Some(dir) = &plugin_dir else {
             return Err(bad(format!(
@@ -349,8 +354,7 @@ pub fn build_with(
         .checkpoint
         .as_ref()
         .map_or("checkpoints", |c| c.path.as_str());
-    // Resolved, created and reached only when reliable mode will use it.
-    let checkpoint = if wal {
+    let checkpoint = if file.checkpoint.as_ref().is_none_or(|c| c.enabled) {
         let at = Location::resolve(cp_spec, "checkpoint.path", &base, true).map_err(&bad)?;
         handle.block_on(at.reach("checkpoint.path")).map_err(&bad)?;
         Some(at)
@@ -369,7 +373,7 @@ pub fn build_with(
         stream,
         partitions,
         source,
-        steps,
+        steps: Arc::new(steps),
         sinks,
         dead_letters: Arc::new(DeadLetters::new(dl, handle.clone())),
         workers,
@@ -390,6 +394,64 @@ pub fn build_with(
             .map(|m| m.as_bytes().to_vec()),
         wal,
         checkpoint,
+        grants: grants_for_plan,
         file,
     })
+}
+
+impl Plan {
+    /// The steps a batch recorded with plugin digests `pinned` runs: the plan's own, except a
+    /// plugin whose recorded version differs from the one loaded now, which is loaded again
+    /// at that version ([`PluginRuntime::load_digest`]). Names the plugin and both digests
+    /// when the old version cannot be had.
+    pub fn pinned_steps(
+        &self,
+        pinned: &BTreeMap<String, String>,
+    ) -> Result<Arc<Vec<StepPlan>>, String> {
+        let changed = pinned
+            .iter()
+            .any(|(name, d)| self.digests.get(name).is_some_and(|now| now != d));
+        if !changed {
+            return Ok(self.steps.clone());
+        }
+        let mut steps: Vec<StepPlan> = self.steps.as_ref().clone();
+        for (i, step) in self.file.steps().into_iter().enumerate() {
+            let Step::Plugin { name, params } = step else {
+                continue;
+            };
+            let (Some(want), Some(now)) = (pinned.get(&name), self.digests.get(&name)) else {
+                continue;
+            };
+            if want == now {
+                continue;
+            }
+            let none = Default::default();
+            let grants = self.grants.get(&name).unwrap_or(&none);
+            let plugin = self
+                .runtime
+                .load_digest(&name, want, grants, PluginKind::Transformer)
+                .map_err(|e| {
+                    format!(
+                        "plugin `{name}`: the recorded batch ran with sha256 {want}, which this host cannot load ({e}); the plugin directory has {now}"
+                    )
+                })?;
+            let stage = plugin
+                .transformer(&params)
+                .map_err(|e| format!("plugin `{name}` sha256 {want}: {e}"))?;
+            tracing::info!(plugin = %name, recorded = %&want[..12.min(want.len())], current = %&now[..12.min(now.len())], "The batch being recomputed runs with the plugin version it was recorded with.");
+            steps[i] = StepPlan::Plugin(Arc::new(stage));
+        }
+        Ok(Arc::new(steps))
+    }
+}
+
+impl std::fmt::Debug for StepPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepPlan::Plugin(s) => write!(f, "Plugin({})", s.plugin().name()),
+            StepPlan::RepartitionByKey(n) => write!(f, "RepartitionByKey({n:?})"),
+            StepPlan::CountByKey => f.write_str("CountByKey"),
+            StepPlan::Native(n) => write!(f, "Native({})", n.name),
+        }
+    }
 }

@@ -114,6 +114,47 @@ impl PluginRuntime {
         self.load(wasm, Some(grants), Some(kind))
     }
 
+    /// Loads the version of plugin `name` with sha256 `digest` that an earlier run used, from
+    /// the copy the cache keeps of every version it loaded (with its manifest): a batch
+    /// recorded in the checkpoint log is recomputed with the plugin versions it first ran
+    /// with, even after the plugin directory has a newer one.
+    pub fn load_digest(
+        &self,
+        name: &str,
+        digest: &str,
+        grants: &Grants,
+        kind: PluginKind,
+    ) -> Result<Plugin, LoadError> {
+        let wasm = self.kept_source(digest).join(format!("{name}.wasm"));
+        self.load(&wasm, Some(grants), Some(kind))
+    }
+
+    fn kept_source(&self, digest: &str) -> std::path::PathBuf {
+        self.inner.cache.dir().join("sources").join(digest)
+    }
+
+    /// Keeps a copy of a loaded plugin (and its manifest) by digest, once, for
+    /// [`PluginRuntime::load_digest`]. Trouble costs only that later recompute.
+    fn keep_source(&self, digest: &str, name: &str, wasm: &Path, bytes: &[u8]) {
+        let dir = self.kept_source(digest);
+        let target = dir.join(format!("{name}.wasm"));
+        if target.exists() || wasm.starts_with(&dir) {
+            return;
+        }
+        let kept = std::fs::create_dir_all(&dir).and_then(|()| {
+            let manifest = wasm.with_extension("toml");
+            if manifest.exists() {
+                std::fs::copy(&manifest, dir.join(format!("{name}.toml")))?;
+            }
+            let tmp = dir.join(format!(".{name}.wasm.{}", std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, &target)
+        });
+        if let Err(e) = kept {
+            tracing::warn!(plugin = name, dir = %dir.display(), error = %e, "Could not keep a copy of this plugin version; a batch recorded with it could not be recomputed with it.");
+        }
+    }
+
     /// Loads a plugin to inspect it (`sluice plugin check`): everything is checked except the
     /// grants, and no capability is given.
     pub fn inspect_file(&self, wasm: &Path) -> Result<Plugin, LoadError> {
@@ -242,6 +283,9 @@ impl PluginRuntime {
             load_ms = started.elapsed().as_secs_f64() * 1e3,
             "Plugin loaded."
         );
+        if grants.is_some() {
+            self.keep_source(&digest, &info.name, wasm, &bytes);
+        }
         let tag = Arc::new(PluginTag {
             name: info.name.clone(),
             digest: digest[..12].to_owned(),

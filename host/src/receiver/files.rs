@@ -5,13 +5,19 @@
 //! `.tmp`, `.part` or `.partial` are never read, so a half-written file is not read: write
 //! files elsewhere and rename them in, or give them such a name until they are complete.
 //! Files are spread over the partitions by a hash of their name.
+//!
+//! The source is replayable: each chunk is appended with its [`Position`] (the file and the
+//! byte range it came from), so the checkpoint log knows which byte ranges made up each batch.
+//! A restart gets a [`Resume`]: the files committed batches read to their end are never read
+//! again; the ranges of a batch being recomputed are read again first, exactly; a file read
+//! part way goes on from the byte after the last committed one.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::TryStreamExt;
 
-use super::{Finished, PartitionWriter, ReceiverError, now_ms, split_lines};
+use super::{Finished, PartitionWriter, Position, ReceiverError, Resume, now_ms, split_lines};
 use crate::batch::RecordBatch;
 use crate::config::location::Location;
 
@@ -24,6 +30,9 @@ pub struct FilesReceiver {
     poll: Duration,
     seen: HashSet<String>,
     candidates: HashMap<String, (u64, i64)>,
+    /// What a restart must read first: byte ranges (`from..to`, or to the end when `to` is
+    /// `None`) of named files, in order.
+    first: Vec<(String, u64, Option<u64>)>,
 }
 
 /// Whether a file name is one the source never reads (hidden, or still being written).
@@ -46,15 +55,41 @@ pub fn partition_of(name: &str, partitions: u32) -> u32 {
 }
 
 impl FilesReceiver {
-    /// The receiver of `partition` of `partitions` over `location`.
-    pub fn new(location: Location, partition: u32, partitions: u32, poll: Duration) -> Self {
+    /// The receiver of `partition` of `partitions` over `location`, starting at `resume`.
+    pub fn new(
+        location: Location,
+        partition: u32,
+        partitions: u32,
+        poll: Duration,
+        resume: Resume,
+    ) -> Self {
+        let mut first = Vec::new();
+        let mut seen = resume.seen;
+        for r in &resume.replay {
+            if let Position::File { file, from, to, .. } = r {
+                first.push((file.clone(), *from, Some(*to)));
+            }
+        }
+        // The file read part way (by the replayed batch, or the last committed one) goes on.
+        let last = resume.replay.last().or(resume.last.as_ref());
+        if let Some(Position::File { file, to, done, .. }) = last {
+            if *done {
+                seen.insert(file.clone());
+            } else {
+                first.push((file.clone(), *to, None));
+            }
+        }
+        for (file, ..) in &first {
+            seen.insert(file.clone());
+        }
         FilesReceiver {
             location,
             partition,
             partitions,
             poll,
-            seen: HashSet::new(),
+            seen,
             candidates: HashMap::new(),
+            first,
         }
     }
 
@@ -64,6 +99,14 @@ impl FilesReceiver {
         out: &PartitionWriter,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Finished, ReceiverError> {
+        while let Some((name, from, to)) = self.first.first().cloned() {
+            if *stop.borrow() {
+                return Ok(Finished::Stopped);
+            }
+            let path = self.location.child(&name);
+            self.read(&path, &name, from, to, out).await?;
+            self.first.remove(0);
+        }
         loop {
             if *stop.borrow() {
                 return Ok(Finished::Stopped);
@@ -96,7 +139,7 @@ impl FilesReceiver {
                     self.candidates.insert(name, stamp);
                     continue;
                 }
-                self.read(&meta.location, &name, out).await?;
+                self.read(&meta.location, &name, 0, None, out).await?;
                 self.candidates.remove(&name);
                 self.seen.insert(name);
             }
@@ -107,10 +150,14 @@ impl FilesReceiver {
         }
     }
 
+    /// Reads bytes `from..to` (to the end without `to`) of a file, appending its lines in
+    /// chunks of about 1 MiB, each with the byte range it came from.
     async fn read(
         &self,
         path: &object_store::path::Path,
         name: &str,
+        from: u64,
+        to: Option<u64>,
         out: &PartitionWriter,
     ) -> Result<(), ReceiverError> {
         let bytes = self
@@ -132,14 +179,24 @@ impl FilesReceiver {
             })?;
         let ts = now_ms();
         let mut chunk = RecordBatch::default();
-        let mut start = 0;
+        let size = bytes.len();
+        let stop_at = to.map_or(size, |t| (t as usize).min(size));
+        if to.is_some_and(|t| t as usize > size) {
+            tracing::error!(
+                file = name,
+                recorded_end = to,
+                size,
+                "A file the checkpoint log names is shorter than it was: the records past its end cannot be read again."
+            );
+        }
+        let mut start = (from as usize).min(stop_at);
         // Append in slices of about 1 MiB so a big file still meets the budget's backpressure.
-        while start < bytes.len() {
-            let mut end = (start + (1 << 20)).min(bytes.len());
-            if end < bytes.len() {
-                end = match bytes[end..].iter().position(|&b| b == b'\n') {
+        while start < stop_at {
+            let mut end = (start + (1 << 20)).min(stop_at);
+            if end < stop_at {
+                end = match bytes[end..stop_at].iter().position(|&b| b == b'\n') {
                     Some(i) => end + i + 1,
-                    None => bytes.len(),
+                    None => stop_at,
                 };
             }
             chunk.clear();
@@ -148,7 +205,13 @@ impl FilesReceiver {
                 // The last line has no newline: it is a record all the same.
                 chunk.push(None, &bytes[start + used..end], Some(ts));
             }
-            out.append(&chunk).await;
+            let position = Position::File {
+                file: name.to_owned(),
+                from: start as u64,
+                to: end as u64,
+                done: end == size,
+            };
+            out.append_at(&chunk, position).await;
             start = end;
         }
         tracing::debug!(

@@ -60,6 +60,12 @@ impl LineGenerator {
         self.produced
     }
 
+    /// Goes on from line `n` (a restart): the lines are a function of their number, so the
+    /// source replays exactly.
+    pub fn skip_to(&mut self, n: u64) {
+        self.produced = n;
+    }
+
     /// The bytes the next `n` lines will take in a batch (values, ends and timestamps).
     pub fn size_of_next(&self, n: usize) -> usize {
         let avg = self.ring.data.len() / RING.max(1);
@@ -153,10 +159,13 @@ pub struct GeneratorReceiver {
 }
 
 impl GeneratorReceiver {
-    /// The receiver of `partition`.
-    pub fn new(cfg: &GeneratorConfig, partition: u32) -> Self {
+    /// The receiver of `partition`, starting at line `resume.offset` (a restart goes on
+    /// where the committed batches end, or where the batch being recomputed starts).
+    pub fn new(cfg: &GeneratorConfig, partition: u32, resume: &super::Resume) -> Self {
+        let mut lines = LineGenerator::new(cfg, partition);
+        lines.skip_to(resume.offset);
         GeneratorReceiver {
-            lines: LineGenerator::new(cfg, partition),
+            lines,
             rate: cfg.rate,
             limit: cfg.limit,
         }

@@ -17,8 +17,47 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use serde::{Deserialize, Serialize};
+
 use crate::batch::RecordBatch;
 use crate::block::BlockManager;
+
+/// Where a replayable source stands after a chunk of records: what the checkpoint log records
+/// per batch and partition, so that a restart re-reads exactly the records a batch held. Plain
+/// data (never code), versioned with the checkpoint log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Position {
+    /// `files`: bytes `from..to` of `file` were read; `done` when `to` is its end.
+    File {
+        /// The file's name (in the source directory).
+        file: String,
+        /// The first byte read.
+        from: u64,
+        /// The byte after the last one read.
+        to: u64,
+        /// Whether the file was read to its end.
+        done: bool,
+    },
+    /// `eventhubs`: the last event taken.
+    EventHubs(amqp::eventhubs::Position),
+}
+
+/// Where a receiver starts: at the first record that no committed batch holds, or, when the
+/// driver recomputes an unfinished batch, at that batch's first record.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// The offset of the partition's first record this run.
+    pub offset: u64,
+    /// The source's position just before that record (`None`: the source's start).
+    pub last: Option<Position>,
+    /// `files`: the byte ranges of the batch being recomputed, to re-read first, in order.
+    pub replay: Vec<Position>,
+    /// `files`: the files read to their end by committed batches (never read again).
+    pub seen: std::collections::HashSet<String>,
+    /// Whether this comes from the checkpoint log (else the source's own start applies).
+    pub from_log: bool,
+}
 
 /// Why a receiver stopped.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +86,19 @@ impl PartitionWriter {
         self.blocks.append(self.partition, chunk).await
     }
 
+    /// [`PartitionWriter::append`] for a replayable source: `position` is where the source
+    /// stands after these records.
+    pub async fn append_at(&self, chunk: &RecordBatch, position: Position) -> std::ops::Range<u64> {
+        self.blocks
+            .append_with(
+                self.partition,
+                chunk.byte_size() as u64,
+                Some(position),
+                |buf| buf.append(chunk),
+            )
+            .await
+    }
+
     /// Like [`PartitionWriter::append`], but `fill` appends the records straight into the
     /// partition's buffer; `size` is what they will take, for the budget.
     pub async fn append_with(
@@ -55,7 +107,7 @@ impl PartitionWriter {
         fill: impl FnOnce(&mut RecordBatch),
     ) -> std::ops::Range<u64> {
         self.blocks
-            .append_with(self.partition, size as u64, fill)
+            .append_with(self.partition, size as u64, None, fill)
             .await
     }
 

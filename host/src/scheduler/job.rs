@@ -198,11 +198,20 @@ pub struct OpenBatch {
     dead_before: u64,
     /// Time spent on its blocks so far.
     pub busy: Duration,
+    /// The steps it runs, pinned when it opened (a recomputed batch runs with the plugin
+    /// versions it first ran with).
+    pub steps: std::sync::Arc<Vec<StepPlan>>,
 }
 
 impl OpenBatch {
-    /// Opens batch `id` with batch time `time_ms`.
-    pub fn new(plan: &Plan, shape: &Shape, id: u64, time_ms: i64) -> OpenBatch {
+    /// Opens batch `id` with batch time `time_ms`, running `steps`.
+    pub fn new(
+        plan: &Plan,
+        shape: &Shape,
+        id: u64,
+        time_ms: i64,
+        steps: std::sync::Arc<Vec<StepPlan>>,
+    ) -> OpenBatch {
         let targets = match shape.combine {
             Combine::Count {
                 partitions: Some(n),
@@ -224,6 +233,7 @@ impl OpenBatch {
             markers: Mutex::default(),
             dead_before: plan.dead_letters.total(),
             busy: Duration::ZERO,
+            steps,
         }
     }
 
@@ -295,7 +305,7 @@ fn run_block(
     };
     // The block's own buffer is only read, and goes back to the block manager for reuse.
     let mut current: Option<RecordBatch> = None;
-    for (i, step) in plan.steps[..shape.narrow].iter().enumerate() {
+    for (i, step) in batch.steps[..shape.narrow].iter().enumerate() {
         let input = current.as_ref().unwrap_or(&records);
         let out = match step {
             StepPlan::Plugin(stage) => {
@@ -391,7 +401,7 @@ fn combine_counts(part: &Part, partitions: Option<u32>, into: &[Mutex<Counts>]) 
 
 /// Writes one partition's records to every sink, in calls of bounded size.
 fn write_sinks(plan: &Plan, batch: &OpenBatch, part: &Part) -> Result<(), JobError> {
-    let stages = plan.steps.len();
+    let stages = batch.steps.len();
     for (s, sink) in plan.sinks.iter().enumerate() {
         for range in call_ranges(&part.records) {
             let ctx = batch.ctx(
@@ -432,10 +442,11 @@ pub struct Closed {
     pub markers: Vec<i64>,
 }
 
-/// Closes `batch`: runs the steps that need the whole batch, writes their output, flushes
-/// dead letters and commits every sink. Returns what the batch did and the bytes of kept
-/// blocks to give back to the budget.
-pub fn close(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u64), JobError> {
+/// Finishes `batch` once it is closed: runs the steps that need the whole batch, writes their
+/// output and flushes dead letters; nothing is visible yet ([`commit`] does that, after the
+/// driver recorded the batch). Returns what the batch did and the bytes of kept blocks to give
+/// back to the budget.
+pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u64), JobError> {
     let time_ms = batch.time_ms;
     let parts_and_rest = match shape.combine {
         Combine::Stream => None,
@@ -460,7 +471,7 @@ pub fn close(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u6
         }
     };
     if let Some((mut parts, rest)) = parts_and_rest {
-        for (i, step) in plan.steps.iter().enumerate().skip(rest) {
+        for (i, step) in batch.steps.iter().enumerate().skip(rest) {
             parts = match step {
                 StepPlan::Plugin(stage) => pool_map(&plan.pool, parts, |part| {
                     transform_part(
@@ -497,12 +508,6 @@ pub fn close(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u6
             batch: batch.id,
             source,
         })?;
-    for sink in &plan.sinks {
-        with_retry(|| sink.commit(&plan.stream, batch.id)).map_err(|source| JobError::Sink {
-            batch: batch.id,
-            source,
-        })?;
-    }
     let closed = Closed {
         records_in: batch.records_in.load(Ordering::Relaxed),
         records_out: batch.records_out.load(Ordering::Relaxed),
@@ -510,6 +515,15 @@ pub fn close(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u6
         markers: std::mem::take(&mut *batch.markers.lock().unwrap_or_else(|e| e.into_inner())),
     };
     Ok((closed, batch.kept_bytes.load(Ordering::Relaxed)))
+}
+
+/// Commits batch `id` in every sink, in order, each retried on a transient failure.
+pub fn commit(plan: &Plan, id: u64) -> Result<(), JobError> {
+    for sink in &plan.sinks {
+        with_retry(|| sink.commit(&plan.stream, id))
+            .map_err(|source| JobError::Sink { batch: id, source })?;
+    }
+    Ok(())
 }
 
 /// Tells every sink to drop what it holds of `batch`, which will never commit (the run

@@ -403,6 +403,12 @@ impl Dialect for EventHubsDialect {
         }
     }
 
+    fn position(&self) -> Option<crate::receiver::Position> {
+        self.current
+            .clone()
+            .map(crate::receiver::Position::EventHubs)
+    }
+
     fn durable(&mut self, durable: u64) {
         let mut last = None;
         while self.pending.front().is_some_and(|(end, _)| *end <= durable) {
@@ -426,14 +432,24 @@ pub struct EventHubsReceiver {
 }
 
 impl EventHubsReceiver {
-    /// The receiver of `partition`.
-    pub fn new(src: Arc<EventHubsSource>, partition: u32) -> Self {
+    /// The receiver of `partition`. With a checkpoint log (`resume.from_log`), it starts
+    /// after the position the log gives (a recomputed batch's start, or the last committed
+    /// event); without one, after its `checkpoint-dir` checkpoint.
+    pub fn new(
+        src: Arc<EventHubsSource>,
+        partition: u32,
+        resume: &crate::receiver::Resume,
+    ) -> Self {
+        let from_log = match &resume.last {
+            Some(crate::receiver::Position::EventHubs(p)) => Some(p.clone()),
+            _ => None,
+        };
         EventHubsReceiver {
             src,
             partition,
-            resume: None,
-            started: false,
-            written: None,
+            written: from_log.clone(),
+            resume: from_log,
+            started: resume.from_log,
         }
     }
 

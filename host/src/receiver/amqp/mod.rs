@@ -303,6 +303,10 @@ pub(crate) trait Dialect: Send {
     fn appended(&mut self, offsets: std::ops::Range<u64>);
     /// Called when every record below `durable` is durable.
     fn durable(&mut self, durable: u64);
+    /// Where the source stands after the records pushed so far (a replayable dialect).
+    fn position(&self) -> Option<super::Position> {
+        None
+    }
 }
 
 /// Why the receive loop returned.
@@ -413,7 +417,10 @@ impl Pump {
         if n == 0 {
             return Ok(());
         }
-        let offsets = out.append(&self.chunk).await;
+        let offsets = match dialect.position() {
+            Some(p) => out.append_at(&self.chunk, p).await,
+            None => out.append(&self.chunk).await,
+        };
         self.chunk.clear();
         self.received += n as u64;
         dialect.appended(offsets.clone());

@@ -1,0 +1,187 @@
+//! `sluice checkpoint list | inspect`: the checkpoint log, readable by a person (or `--json`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{CheckpointLog, Entry};
+use crate::cli::CheckpointCommand;
+use crate::config::PipelineFile;
+use crate::config::location::Location;
+use crate::error::{Error, Result};
+use crate::receiver::Position;
+
+/// Runs a `sluice checkpoint …` command, printing to stdout.
+pub fn run(cmd: CheckpointCommand) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("starting the async runtime"))?;
+    match cmd {
+        CheckpointCommand::List { pipeline, json } => {
+            let log = log_of(&pipeline)?;
+            let entries = rt
+                .block_on(async {
+                    let mut out = Vec::new();
+                    for b in log.list().await? {
+                        out.push(log.read(b).await);
+                    }
+                    Ok::<_, super::CheckpointError>(out)
+                })
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            if json {
+                let ok: Vec<&Entry> = entries.iter().filter_map(|e| e.as_ref().ok()).collect();
+                println!("{}", serde_json::to_string_pretty(&ok).unwrap_or_default());
+            } else {
+                print!("{}", list_text(&log, &entries));
+            }
+            Ok(())
+        }
+        CheckpointCommand::Inspect {
+            pipeline,
+            batch,
+            json,
+        } => {
+            let log = log_of(&pipeline)?;
+            let entry = rt
+                .block_on(async {
+                    let b = match batch {
+                        Some(b) => b,
+                        None => match log.list().await?.last() {
+                            Some(&b) => b,
+                            None => {
+                                return Err(super::CheckpointError::Store {
+                                    location: log.location().to_string(),
+                                    message: "the checkpoint log is empty".into(),
+                                });
+                            }
+                        },
+                    };
+                    log.read(b).await
+                })
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&entry).unwrap_or_default()
+                );
+            } else {
+                print!("{}", inspect_text(&log, &entry));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The checkpoint log of the pipeline file at `path` (its `[checkpoint] path`, resolved as a
+/// run resolves it).
+fn log_of(path: &Path) -> Result<CheckpointLog> {
+    let file = PipelineFile::load(path)?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_owned());
+    let spec = file
+        .checkpoint
+        .as_ref()
+        .map_or("checkpoints", |c| c.path.as_str());
+    let at = Location::resolve(spec, "checkpoint.path", &base, false).map_err(Error::Usage)?;
+    Ok(CheckpointLog::new(at))
+}
+
+fn list_text(log: &CheckpointLog, entries: &[super::Result<Entry>]) -> String {
+    let mut out = format!(
+        "checkpoint log {}: {} entries\n",
+        log.location(),
+        entries.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:>10}  {:>24}  {:>12}  plugins",
+        "batch", "batch time (UTC)", "records"
+    );
+    for e in entries {
+        match e {
+            Ok(e) => {
+                let records: u64 = e.partitions.iter().map(|p| p.end - p.start).sum();
+                let plugins: Vec<String> = e
+                    .plugins
+                    .iter()
+                    .map(|(n, d)| format!("{n}@{}", &d[..12.min(d.len())]))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{:>10}  {:>24}  {:>12}  {}",
+                    e.batch,
+                    time_text(e.batch_time_ms),
+                    records,
+                    plugins.join(" ")
+                );
+            }
+            Err(err) => {
+                let _ = writeln!(out, "  damaged: {err}");
+            }
+        }
+    }
+    out
+}
+
+fn inspect_text(log: &CheckpointLog, e: &Entry) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "entry     {}", log.describe(e.batch));
+    let _ = writeln!(out, "batch     {} (format version {})", e.batch, e.version);
+    let _ = writeln!(
+        out,
+        "time      {} (written {})",
+        time_text(e.batch_time_ms),
+        time_text(e.written_ms)
+    );
+    for (n, d) in &e.plugins {
+        let _ = writeln!(out, "plugin    {n} sha256 {d}");
+    }
+    if let Some(w) = &e.wal_keep_from {
+        let _ = writeln!(out, "wal       keeps, per partition, offsets from {w:?}");
+    }
+    for (p, pe) in e.partitions.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "partition {p}: offsets {}..{} ({} records)",
+            pe.start,
+            pe.end,
+            pe.end - pe.start
+        );
+        for r in &pe.ranges {
+            let _ = writeln!(out, "    read  {}", position_text(r));
+        }
+        if let Some(l) = &pe.last {
+            let _ = writeln!(out, "    after {}", position_text(l));
+        }
+    }
+    if let Some(seen) = &e.files_seen {
+        let _ = writeln!(out, "files read so far: {}", seen.len());
+    }
+    out
+}
+
+fn position_text(p: &Position) -> String {
+    match p {
+        Position::File {
+            file,
+            from,
+            to,
+            done,
+        } => format!(
+            "file {file} bytes {from}..{to}{}",
+            if *done { " (to its end)" } else { "" }
+        ),
+        Position::EventHubs(e) => format!(
+            "event hubs offset {} sequence number {}",
+            e.offset, e.sequence_number
+        ),
+    }
+}
+
+fn time_text(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}

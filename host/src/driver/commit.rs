@@ -1,0 +1,309 @@
+//! How a batch commits: the answer to "where is a batch committed?".
+//!
+//! When batch N closes: its wide steps run and its sinks' writes finish (nothing visible yet);
+//! then its entry goes into the checkpoint log (create-if-absent: losing that race means another
+//! driver took over, and this one stops, fenced); then every sink commits N; then the source is
+//! acknowledged (Event Hubs checkpoints follow commits), the write-ahead log forgets what no
+//! unfinished batch needs, and old entries are compacted. A crash anywhere leaves N either
+//! unrecorded (its records are read again into a new batch) or recorded (recomputed from the
+//! same records and committed again, idempotently).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::recover::{Progress, Start};
+use super::report::BatchReport;
+use super::{RunError, Shutdown};
+use crate::block::{Block, BlockManager, Cut};
+use crate::checkpoint::{CheckpointLog, Entry, PartitionEntry, SNAPSHOT_EVERY, VERSION};
+use crate::config::plan::Plan;
+use crate::receiver::{Position, now_ms};
+use crate::scheduler::job::{self, OpenBatch, Shape};
+use crate::wal::Wal;
+
+/// A committed batch, for the report.
+#[derive(Debug)]
+pub struct Committed {
+    /// The batch's line.
+    pub report: BatchReport,
+    /// Its batch time.
+    pub time_ms: i64,
+    /// Its latency markers' send-to-commit times, ms.
+    pub latencies: Vec<f64>,
+}
+
+/// Records and commits batches, in order.
+pub(crate) struct Committer<'a> {
+    plan: &'a Plan,
+    rt: &'a tokio::runtime::Runtime,
+    log: Option<CheckpointLog>,
+    wal: Option<Wal>,
+    /// What the log says up to the last recorded batch.
+    progress: Progress,
+    /// The open batch's source ranges, per partition.
+    ranges: Vec<Vec<Position>>,
+    /// The open batch's last position, per partition.
+    last: Vec<Option<Position>>,
+    /// The open batch's end offset, per partition.
+    ends: Vec<u64>,
+}
+
+impl<'a> Committer<'a> {
+    /// A committer going on from `start`.
+    pub fn new(
+        plan: &'a Plan,
+        rt: &'a tokio::runtime::Runtime,
+        start: &Start,
+        wal: Option<Wal>,
+    ) -> Self {
+        let n = plan.partitions as usize;
+        Committer {
+            plan,
+            rt,
+            log: start.log.clone(),
+            wal,
+            ends: start.progress.ends.clone(),
+            last: start.progress.last.clone(),
+            progress: start.progress.clone(),
+            ranges: vec![Vec::new(); n],
+        }
+    }
+
+    /// Notes where the open batch's blocks came from (their offsets and source positions).
+    pub fn track(&mut self, blocks: &mut [Block]) {
+        for b in blocks {
+            let p = b.id.partition as usize;
+            let end = b.first_offset + b.records.len() as u64;
+            if let Some(e) = self.ends.get_mut(p) {
+                *e = (*e).max(end);
+            }
+            for pos in std::mem::take(&mut b.positions) {
+                if let Some(l) = self.last.get_mut(p) {
+                    *l = Some(pos.clone());
+                }
+                if let (Position::File { .. }, Some(r)) = (&pos, self.ranges.get_mut(p)) {
+                    merge_range(r, pos);
+                }
+            }
+        }
+    }
+
+    /// Finishes, records and commits `batch` (see the module doc). `replayed` is its entry when
+    /// it is a recomputed batch (already recorded).
+    pub fn close(
+        &mut self,
+        shape: &Shape,
+        batch: OpenBatch,
+        closed_at: Instant,
+        replayed: Option<Entry>,
+        blocks: &BlockManager,
+    ) -> Result<Committed, RunError> {
+        let plan = self.plan;
+        let closing_start = Instant::now();
+        let (id, time_ms, busy) = (batch.id, batch.time_ms, batch.busy);
+        let (closed, kept_bytes) = job::finish(plan, shape, batch)?;
+        blocks.release(kept_bytes);
+        let t = Instant::now();
+        let entry = match replayed {
+            Some(e) => {
+                // Its ranges are recorded already; the next batch's start afresh.
+                self.ranges.iter_mut().for_each(Vec::clear);
+                e
+            }
+            None => {
+                let e = self.entry(id, time_ms);
+                if let Some(log) = &self.log {
+                    self.rt.block_on(log.append(&e))?;
+                }
+                e
+            }
+        };
+        let checkpoint = t.elapsed();
+        job::commit(plan, id)?;
+        self.after_commit(&entry, blocks);
+        let done_ms = now_ms();
+        let done_us = done_ms * 1000;
+        Ok(Committed {
+            report: BatchReport {
+                id,
+                records_in: closed.records_in,
+                records_out: closed.records_out,
+                dead_letters: closed.dead_letters,
+                scheduling_delay: closing_start.duration_since(closed_at),
+                processing: busy + closing_start.elapsed(),
+                total_delay: closed_at.elapsed(),
+                done_ms,
+                checkpoint,
+            },
+            time_ms,
+            latencies: closed
+                .markers
+                .iter()
+                .map(|&us| (done_us - us) as f64 / 1e3)
+                .collect(),
+        })
+    }
+
+    /// The open batch's entry; resets the per-batch tracking.
+    fn entry(&mut self, id: u64, time_ms: i64) -> Entry {
+        let partitions = (0..self.ends.len())
+            .map(|p| PartitionEntry {
+                start: self.progress.ends[p],
+                end: self.ends[p],
+                ranges: std::mem::take(&mut self.ranges[p]),
+                last: self.last[p].clone(),
+            })
+            .collect();
+        let mut entry = Entry {
+            version: VERSION,
+            batch: id,
+            batch_time_ms: time_ms,
+            written_ms: now_ms(),
+            partitions,
+            wal_keep_from: self.wal.as_ref().map(|_| self.progress.ends.clone()),
+            plugins: self.plan.digests.clone(),
+            state: Vec::new(),
+            files_seen: None,
+        };
+        self.progress
+            .seen
+            .extend(entry.files_done().map(str::to_owned));
+        if id % SNAPSHOT_EVERY == 0 && !self.progress.seen.is_empty() {
+            let mut all: Vec<String> = self.progress.seen.iter().cloned().collect();
+            all.sort();
+            entry.files_seen = Some(all);
+        }
+        entry
+    }
+
+    /// After batch `entry.batch` committed: acknowledge the source, trim the write-ahead log
+    /// and the checkpoint log.
+    fn after_commit(&mut self, entry: &Entry, blocks: &BlockManager) {
+        for (p, pe) in entry.partitions.iter().enumerate() {
+            self.progress.ends[p] = pe.end;
+            self.progress.last[p] = pe.last.clone();
+            self.ends[p] = self.ends[p].max(pe.end);
+            if self.wal.is_none() {
+                blocks.mark_durable(p as u32, pe.end);
+            }
+        }
+        self.rt.block_on(async {
+            if let Some(wal) = &self.wal {
+                // The batch just committed stays in the log until the next one commits: a
+                // restart that cannot tell whether it committed recomputes it from there.
+                let keep = entry.wal_keep_from.clone().unwrap_or_default();
+                if let Err(e) = wal.truncate(&keep).await {
+                    tracing::warn!(error = %e, "Segments of the write-ahead log that committed batches cover could not be deleted; the next commit tries again.");
+                }
+            }
+            if let Some(log) = &self.log
+                && entry.batch % SNAPSHOT_EVERY == 0
+                && entry.batch >= SNAPSHOT_EVERY
+            {
+                match log.compact(entry.batch - SNAPSHOT_EVERY).await {
+                    Ok(n) => tracing::debug!(deleted = n, "Compacted the checkpoint log."),
+                    Err(e) => tracing::warn!(error = %e, "Old checkpoint entries could not be deleted; the next compaction tries again."),
+                }
+            }
+        });
+    }
+}
+
+/// Adds a chunk's byte range, joining it to the previous one when it goes on in the same file.
+fn merge_range(ranges: &mut Vec<Position>, next: Position) {
+    if let (
+        Some(Position::File { file, to, done, .. }),
+        Position::File {
+            file: f2,
+            from: from2,
+            to: to2,
+            done: done2,
+        },
+    ) = (ranges.last_mut(), &next)
+        && file == f2
+        && to == from2
+    {
+        *to = *to2;
+        *done = *done2;
+        return;
+    }
+    ranges.push(next);
+}
+
+/// The write-ahead log stage: writes each block (concurrently, so the log can group them) and
+/// passes blocks and closes on in their order once written, marking each block's records
+/// durable, so that sources acknowledge only logged records. A failed write stops the run.
+pub(crate) async fn log_blocks(
+    wal: Wal,
+    mut cuts: tokio::sync::mpsc::UnboundedReceiver<Cut>,
+    out: tokio::sync::mpsc::UnboundedSender<Cut>,
+    blocks: Arc<BlockManager>,
+    shutdown: Shutdown,
+) {
+    use futures::StreamExt;
+    use futures::future::BoxFuture;
+    let mut writing: futures::stream::FuturesOrdered<
+        BoxFuture<'static, (Cut, Result<(), crate::wal::WalError>)>,
+    > = futures::stream::FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            cut = cuts.recv(), if open => match cut {
+                Some(Cut::Block(b)) => {
+                    let wal = wal.clone();
+                    writing.push_back(Box::pin(async move {
+                        let r = wal.append(b.id.partition, b.first_offset, &b.records).await;
+                        (Cut::Block(b), r)
+                    }));
+                }
+                Some(close) => writing.push_back(Box::pin(async move { (close, Ok(())) })),
+                None => open = false,
+            },
+            Some((cut, result)) = writing.next() => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "A block could not be written to the write-ahead log; the pipeline stops (its records were not acknowledged, so the source keeps them).");
+                    shutdown.fail(RunError::Wal(e));
+                    return;
+                }
+                if let Cut::Block(b) = &cut {
+                    blocks.mark_durable(b.id.partition, b.first_offset + b.records.len() as u64);
+                }
+                if out.send(cut).is_err() {
+                    return;
+                }
+            },
+            else => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(file: &str, from: u64, to: u64, done: bool) -> Position {
+        Position::File {
+            file: file.into(),
+            from,
+            to,
+            done,
+        }
+    }
+
+    #[test]
+    fn consecutive_ranges_of_a_file_are_joined_and_others_kept_apart() {
+        let mut r = Vec::new();
+        merge_range(&mut r, range("a", 0, 10, false));
+        merge_range(&mut r, range("a", 10, 20, true));
+        merge_range(&mut r, range("b", 0, 5, false));
+        merge_range(&mut r, range("b", 7, 9, false));
+        assert_eq!(
+            r,
+            vec![
+                range("a", 0, 20, true),
+                range("b", 0, 5, false),
+                range("b", 7, 9, false)
+            ]
+        );
+    }
+}
