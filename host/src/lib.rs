@@ -5,7 +5,9 @@
 //!
 //! The modules, by part of the architecture (see `DESIGN.md` in the repository):
 //!
-//! - [`batch`]: the columnar record batch that flows through everything;
+//! - [`clock`]: time, injectable (a manual clock for tests);
+//! - [`batch`]: the columnar record batch that flows through everything, and the source
+//!   positions its records came from;
 //! - [`config`]: the pipeline file and the plan built from it;
 //! - [`receiver`]: one async receiver per source partition (generator, files, tcp, plugin);
 //! - [`block`]: the block generator and the block manager (memory budget, backpressure);
@@ -41,6 +43,7 @@ pub mod bench;
 pub mod block;
 pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod error;

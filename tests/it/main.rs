@@ -3,6 +3,7 @@
 
 mod amqp;
 mod cli;
+mod driver;
 mod engine;
 mod eventhubs;
 mod plugins;

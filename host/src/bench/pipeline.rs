@@ -145,7 +145,7 @@ pub fn measure(
         })
     };
     let cpu0 = cpu_seconds();
-    let start_ms = crate::receiver::now_ms();
+    let start_ms = crate::clock::now_ms();
     let summary = driver::run(
         &plan,
         rt,

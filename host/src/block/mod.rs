@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::batch::RecordBatch;
-use crate::receiver::Position;
+use crate::batch::position::Position;
 
 /// A block's identity: its partition and its number there, counted from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -282,7 +282,7 @@ impl BlockManager {
         let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
         // A block is cut before it would pass its size, so its buffer never grows by doubling.
         if !p.records.is_empty() && p.records.byte_size() as u64 + size > self.max_block_bytes {
-            self.cut(&mut p, partition, crate::receiver::now_ms());
+            self.cut(&mut p, partition, crate::clock::now_ms());
         }
         if p.records.values.data.capacity() == 0 {
             // A fresh buffer: room for a full block (sized by the last one) at once.
@@ -315,7 +315,7 @@ impl BlockManager {
             // Replay: the records up to the fence are the recomputed batch's last block.
             self.cut_at(&mut p, partition, fence);
         } else if p.records.byte_size() as u64 >= self.max_block_bytes {
-            self.cut(&mut p, partition, crate::receiver::now_ms());
+            self.cut(&mut p, partition, crate::clock::now_ms());
         }
         drop(p);
         if !self.reliable.load(Ordering::Relaxed) {
@@ -367,7 +367,7 @@ impl BlockManager {
             first_offset,
             records,
             bytes,
-            cut_ms: crate::receiver::now_ms(),
+            cut_ms: crate::clock::now_ms(),
             positions: Vec::new(),
         }
     }
@@ -418,13 +418,13 @@ impl BlockManager {
     fn cut_at(&self, p: &mut PartitionBuffer, partition: u32, at: u64) {
         let keep = (at.saturating_sub(p.first_offset) as usize).min(p.records.len());
         if keep == p.records.len() {
-            self.cut(p, partition, crate::receiver::now_ms());
+            self.cut(p, partition, crate::clock::now_ms());
             return;
         }
         let rest = p.records.slice(keep..p.records.len());
         p.records = p.records.slice(0..keep);
         let positions = std::mem::take(&mut p.positions);
-        self.cut(p, partition, crate::receiver::now_ms());
+        self.cut(p, partition, crate::clock::now_ms());
         // The chunk that crossed the fence ends after it: its position goes with the rest.
         p.positions = positions;
         let before = p.bytes;
@@ -606,5 +606,43 @@ mod tests {
             .unwrap();
         // Admission is checked before the append: the budget may be passed by one chunk.
         assert!(m.used() <= (64 + 40) << 10, "{} bytes held", m.used());
+    }
+
+    #[tokio::test]
+    async fn a_replay_fence_cuts_the_batch_at_its_recorded_end_and_holds_the_partition_there() {
+        let (m, mut rx) = BlockManager::new(2, 1 << 20, 1 << 20);
+        let m = std::sync::Arc::new(m);
+        m.resume(0, 10);
+        m.resume(1, 4);
+        m.fence(&[13, 4]);
+        assert_eq!(m.fence_reached(), Some(false));
+        // A chunk crossing the fence is split there: 10..13 is the batch's, 13..15 the next.
+        assert_eq!(
+            m.append(0, &chunk(&["a", "b", "c", "d", "e"])).await,
+            10..15
+        );
+        assert_eq!(m.fence_reached(), Some(true), "partition 1 needs nothing");
+        let m2 = m.clone();
+        let held = tokio::spawn(async move { m2.append(0, &chunk(&["f"])).await });
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(
+            !held.is_finished(),
+            "a partition at its fence takes no more records"
+        );
+        m.close_batch(9, 0);
+        assert_eq!(
+            held.await.unwrap(),
+            15..16,
+            "the fence is lifted by the close"
+        );
+        m.close_batch(10, 0);
+        let cuts = drain(&mut rx);
+        let b = block(&cuts[0]);
+        assert_eq!((b.first_offset, b.records.len()), (10, 3));
+        assert!(matches!(cuts[1], Cut::Close { id: 9, .. }));
+        let rest = block(&cuts[2]);
+        assert_eq!((rest.first_offset, rest.records.len()), (13, 3));
+        assert_eq!(rest.records.value(0), b"d");
+        assert_eq!(m.fence_reached(), None);
     }
 }

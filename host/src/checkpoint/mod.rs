@@ -29,8 +29,8 @@ use object_store::{PutMode, PutOptions, PutPayload};
 pub mod show;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::position::Position;
 use crate::config::location::Location;
-use crate::receiver::Position;
 
 /// The entry format this host writes and reads.
 pub const VERSION: u32 = 2;
@@ -143,6 +143,8 @@ pub struct Recovered {
     pub seen_before: std::collections::HashSet<String>,
     /// Damaged entries, with their location and what is wrong (moved aside).
     pub problems: Vec<String>,
+    /// The batches whose entries were damaged.
+    pub damaged: Vec<u64>,
 }
 
 /// The checkpoint log under one location.
@@ -267,6 +269,7 @@ impl CheckpointLog {
                 }
                 Err(CheckpointError::Damaged { location, message }) => {
                     self.move_aside(b).await;
+                    found.damaged.push(b);
                     found
                         .problems
                         .push(format!("{location}: {message}; moved aside as .damaged"));

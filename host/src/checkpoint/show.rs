@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{CheckpointLog, Entry};
+use crate::batch::position::Position;
 use crate::cli::CheckpointCommand;
 use crate::config::PipelineFile;
 use crate::config::location::Location;
 use crate::error::{Error, Result};
-use crate::receiver::Position;
 
 /// Runs a `sluice checkpoint …` command, printing to stdout.
 pub fn run(cmd: CheckpointCommand) -> Result<()> {

@@ -349,7 +349,17 @@ pub fn build_with(
     handle
         .block_on(dl.reach("dead-letter.path"))
         .map_err(&bad)?;
-    let wal = file.raw_source.wal.unwrap_or(false);
+    let mut wal = file.raw_source.wal.unwrap_or(false);
+    if wal && matches!(source, SourcePlan::Files { .. } | SourcePlan::EventHubs(_)) {
+        // The checkpoint log records where these sources stood, and a restart reads the same
+        // records again from there; a log of their blocks would only be a second copy (whose
+        // source positions are unknown past the last batch, so it could not be resumed after).
+        tracing::warn!(
+            source = %file.raw_source.kind,
+            "`wal = true` is not needed for this source: it is replayed from the positions the checkpoint log records, exactly once; the write-ahead log is off."
+        );
+        wal = false;
+    }
     let cp_spec = file
         .checkpoint
         .as_ref()

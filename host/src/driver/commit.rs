@@ -14,10 +14,11 @@ use std::time::Instant;
 use super::recover::{Progress, Start};
 use super::report::BatchReport;
 use super::{RunError, Shutdown};
+use crate::batch::position::Position;
 use crate::block::{Block, BlockManager, Cut};
 use crate::checkpoint::{CheckpointLog, Entry, PartitionEntry, SNAPSHOT_EVERY, VERSION};
+use crate::clock::now_ms;
 use crate::config::plan::Plan;
-use crate::receiver::{Position, now_ms};
 use crate::scheduler::job::{self, OpenBatch, Shape};
 use crate::wal::Wal;
 

@@ -22,11 +22,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::block::{BlockManager, Cut};
+use crate::clock::now_ms;
+use crate::clock::{Clock, SystemClock};
 use crate::config::plan::{Plan, SourcePlan};
-use crate::receiver::{self, PartitionWriter, Receiver, Resume, now_ms};
-use crate::scheduler::clock::{BatchClock, Clock, Signals, SystemClock, Tracker};
+use crate::receiver::{self, PartitionWriter, Receiver, Resume};
 use crate::scheduler::job::{self, JobError, OpenBatch, Shape};
 use crate::scheduler::max_block_bytes;
+use crate::scheduler::tracker::{BatchClock, Signals, Tracker};
 use crate::wal::Wal;
 pub use report::{BatchReport, RunOptions, RunSummary};
 pub use shutdown::Shutdown;
@@ -185,9 +187,16 @@ pub fn run(
     let result: Result<(), RunError> = (|| loop {
         if shutdown.requested() && !state.stopping {
             state.stopping = true;
+            let closes = state
+                .pending
+                .iter()
+                .filter(|c| matches!(c, Cut::Close { .. }))
+                .count();
             tracing::info!(
-                backlog = state.pending.len(),
-                "Stopping: the receivers stop, the records they received make a last batch, and every block received runs."
+                batches_to_finish = closes + 1,
+                blocks_waiting = state.pending.len() - closes,
+                "Stopping: the receivers stop, the records they received make a last batch, and every block received runs: {} batches remain (interrupt again to stop after the running one).",
+                closes + 1
             );
             shutdown.stop_receiving();
         }

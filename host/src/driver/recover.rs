@@ -94,6 +94,13 @@ pub(crate) fn start(
     for problem in &found.problems {
         tracing::error!(problem = %problem, "A checkpoint entry is damaged; the one before it is used.");
     }
+    for &b in &found.damaged {
+        if found.last.as_ref().is_none_or(|l| b > l.batch) && committed(plan, b)? {
+            return Err(RunError::Recovery(format!(
+                "the checkpoint entry of batch {b} is damaged, and the sinks hold batch {b} committed: the host cannot know which records it held and will not guess. Restore the entry (it was moved aside as .damaged) or start over with `--from-scratch`"
+            )));
+        }
+    }
     let mut start = Start {
         first_batch: 0,
         last_time_ms: None,

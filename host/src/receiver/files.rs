@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 
-use super::{Finished, PartitionWriter, Position, ReceiverError, Resume, now_ms, split_lines};
+use super::{Finished, PartitionWriter, Position, ReceiverError, Resume, split_lines};
 use crate::batch::RecordBatch;
+use crate::clock::now_ms;
 use crate::config::location::Location;
 
 /// The `files` receiver of one partition.

@@ -207,8 +207,10 @@ impl GeneratorReceiver {
             // Straight into the partition's buffer: no copy in between.
             let lines = &mut self.lines;
             let size = lines.size_of_next(n as usize);
-            out.append_with(size, |buf| lines.fill(buf, n as usize, super::now_ms()))
-                .await;
+            out.append_with(size, |buf| {
+                lines.fill(buf, n as usize, crate::clock::now_ms())
+            })
+            .await;
             tokio::task::yield_now().await;
         }
     }

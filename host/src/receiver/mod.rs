@@ -17,31 +17,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use serde::{Deserialize, Serialize};
-
 use crate::batch::RecordBatch;
 use crate::block::BlockManager;
 
-/// Where a replayable source stands after a chunk of records: what the checkpoint log records
-/// per batch and partition, so that a restart re-reads exactly the records a batch held. Plain
-/// data (never code), versioned with the checkpoint log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Position {
-    /// `files`: bytes `from..to` of `file` were read; `done` when `to` is its end.
-    File {
-        /// The file's name (in the source directory).
-        file: String,
-        /// The first byte read.
-        from: u64,
-        /// The byte after the last one read.
-        to: u64,
-        /// Whether the file was read to its end.
-        done: bool,
-    },
-    /// `eventhubs`: the last event taken.
-    EventHubs(amqp::eventhubs::Position),
-}
+pub use crate::batch::position::Position;
 
 /// Where a receiver starts: at the first record that no committed batch holds, or, when the
 /// driver recomputes an unfinished batch, at that batch's first record.
@@ -209,14 +188,6 @@ pub async fn supervise(
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Splits newline-delimited bytes into records (a trailing `\r` is dropped), appending complete

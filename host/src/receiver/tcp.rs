@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{Finished, PartitionWriter, ReceiverError, now_ms, split_lines};
+use super::{Finished, PartitionWriter, ReceiverError, split_lines};
 use crate::batch::RecordBatch;
+use crate::clock::now_ms;
 
 /// The `tcp` receiver of one partition.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! The scheduler: the batch clock and tracker ([`clock`]) and the job ([`job`]): how a batch
+//! The scheduler: the batch clock and tracker ([`tracker`]) and the job ([`job`]): how a batch
 //! runs. The lifecycle around them (recover, the batch loop, commit, stop) is the driver's
 //! (`crate::driver`).
 //!
@@ -11,8 +11,8 @@
 //! - A slow runner makes blocks and closes wait in the channel, while the budget stops the
 //!   receivers: the scheduling delay grows and is shown.
 
-pub mod clock;
 pub mod job;
+pub mod tracker;
 
 /// The largest block: a partition's share of a sixteenth of the budget, between 256 KiB and
 /// 2 MiB. Many blocks per partition fit in the budget, so receivers rarely wait for one to be

@@ -582,3 +582,6 @@ impl Sink for PluginSink {
         Ok(self.0.commit(stream, batch_id)?)
     }
 }
+
+#[cfg(test)]
+mod tests;

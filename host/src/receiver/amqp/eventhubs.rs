@@ -34,10 +34,11 @@ use tokio::sync::watch;
 
 use super::{Dialect, Pump, Pumped, body_bytes, connect, message_id_text};
 use crate::batch::RecordBatch;
+use crate::clock::now_ms;
 use crate::config::amqp::StartPosition;
 use crate::config::location::Location;
 use crate::config::{EventHubsConfig, Secret};
-use crate::receiver::{Finished, PartitionWriter, ReceiverError, now_ms};
+use crate::receiver::{Finished, PartitionWriter, ReceiverError};
 
 /// The selector filter's name and descriptor.
 pub const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
@@ -71,16 +72,7 @@ pub fn sas_token(resource_uri: &str, key_name: &str, key: &Secret, expiry: u64) 
     ))
 }
 
-/// Where a partition is: the position of one event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    /// `x-opt-offset`.
-    pub offset: String,
-    /// `x-opt-sequence-number`.
-    pub sequence_number: i64,
-    /// `x-opt-enqueued-time`, ms since the epoch.
-    pub enqueued_time_ms: i64,
-}
+pub use crate::batch::position::EventHubsPosition as Position;
 
 /// The selector that starts a link after `resume`, else at `start`.
 pub fn selector(resume: Option<&Position>, start: &StartPosition) -> String {

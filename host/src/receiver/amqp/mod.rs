@@ -42,8 +42,9 @@ use futures::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{Finished, PartitionWriter, ReceiverError, now_ms};
+use super::{Finished, PartitionWriter, ReceiverError};
 use crate::batch::RecordBatch;
+use crate::clock::now_ms;
 use crate::config::AmqpConfig;
 use crate::config::amqp::AmqpEndpoint;
 

@@ -6,6 +6,8 @@
 //! keys (with a presence bitmap, so an absent key differs from an empty one), one timestamp per
 //! record, and optional headers.
 
+pub mod position;
+
 /// Variable-length byte strings back to back, with the end offset of each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BytesColumn {

@@ -1,46 +1,7 @@
-//! Time, injectable, and the batch clock and tracker built on it, so their logic is tested
-//! with a manual clock.
+//! The batch clock and the tracker, on an injectable [`Clock`](crate::clock::Clock), so their
+//! logic is tested with a manual clock.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
-
-/// Wall-clock time in ms since the Unix epoch.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Now.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system's clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        crate::receiver::now_ms()
-    }
-}
-
-/// A clock that moves only when told (tests).
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    /// A clock at `ms`.
-    pub fn at(ms: i64) -> Self {
-        ManualClock(AtomicI64::new(ms))
-    }
-
-    /// Moves it forward.
-    pub fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// When each batch closes: batch `id` at the end of its interval,
 /// `origin + interval × (id − first + 1)`.
@@ -126,6 +87,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock, ManualClock};
 
     const SECOND: Duration = Duration::from_secs(1);
 
