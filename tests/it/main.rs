@@ -5,5 +5,7 @@ mod amqp;
 mod cli;
 mod engine;
 mod eventhubs;
+mod kill;
 mod plugins;
+mod recovery;
 mod wal;
