@@ -68,8 +68,7 @@ pub(crate) fn part_file(rel: &Path) -> Option<PartFile> {
         .strip_prefix("batch-")?
         .strip_suffix(".txt")?
         .split_once("-part-")?;
-    if b.len() != 10 || p.len() != 5 || !(b.bytes().chain(p.bytes())).all(|c| c.is_ascii_digit())
-    {
+    if b.len() != 10 || p.len() != 5 || !(b.bytes().chain(p.bytes())).all(|c| c.is_ascii_digit()) {
         return None;
     }
     Some(PartFile {
@@ -166,8 +165,8 @@ impl Ledger {
     /// The records of the last snapshot, files in name order (batch, then partition).
     pub(crate) fn final_records(&self) -> Vec<String> {
         self.current_files()
-            .into_iter()
-            .flat_map(|(_, r)| r.iter().cloned())
+            .into_values()
+            .flat_map(|r| r.iter().cloned())
             .collect()
     }
 
@@ -208,8 +207,8 @@ impl Ledger {
             }
         }
         let mut now: HashMap<&str, usize> = HashMap::new();
-        for hash_of in self.current.iter() {
-            for r in &self.versions[hash_of.0][hash_of.1].records {
+        for (rel, hash) in &self.current {
+            for r in &self.versions[rel][hash].records {
                 *now.entry(r.as_str()).or_default() += 1;
             }
         }
@@ -224,7 +223,10 @@ impl Ledger {
             ..Report::default()
         };
         for (&r, &n) in &want {
-            let (seen, kept) = (ever.get(r).copied().unwrap_or(0), now.get(r).copied().unwrap_or(0));
+            let (seen, kept) = (
+                ever.get(r).copied().unwrap_or(0),
+                now.get(r).copied().unwrap_or(0),
+            );
             let never = n.saturating_sub(seen);
             let overwritten = n.saturating_sub(kept).saturating_sub(never);
             report.lost_never_committed += never;
@@ -357,7 +359,11 @@ impl Drop for Timer {
         } else {
             "passed"
         };
-        eprintln!("[{}] {how} in {:.1} s", self.0, self.1.elapsed().as_secs_f64());
+        eprintln!(
+            "[{}] {how} in {:.1} s",
+            self.0,
+            self.1.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -561,7 +567,10 @@ impl Trial {
     /// One line for the CI log.
     fn line(&self, of: usize) -> String {
         let how = match self.exited {
-            Some(s) => format!("ended by itself ({s}) before the kill at {} ms", self.kill_ms),
+            Some(s) => format!(
+                "ended by itself ({s}) before the kill at {} ms",
+                self.kill_ms
+            ),
             None => format!("SIGKILL at {:>4} ms", self.kill_ms),
         };
         let replayed = replayed_records(&self.log);
@@ -616,7 +625,12 @@ fn the_ledger_counts_a_replaced_files_old_records_even_when_the_final_state_look
     assert!(!r.exact());
     // A snapshot that sees nothing new changes no count.
     assert_eq!(ledger.snapshot().new_versions, 0);
-    assert_eq!(ledger.report(&strings(&["a", "b", "c", "d", "e", "f"])).duplicated, 1);
+    assert_eq!(
+        ledger
+            .report(&strings(&["a", "b", "c", "d", "e", "f"]))
+            .duplicated,
+        1
+    );
 }
 
 #[test]
@@ -630,7 +644,11 @@ fn the_ledger_counts_a_removed_file_and_a_record_twice_in_one_file() {
     std::fs::remove_file(root.join("s/batch-0000000000-part-00000.txt")).unwrap();
     ledger.snapshot();
     let r = ledger.report(&strings(&["a", "b"]));
-    assert_eq!((r.lost_overwritten, r.duplicated, r.removed_files), (1, 1, 1), "{r}");
+    assert_eq!(
+        (r.lost_overwritten, r.duplicated, r.removed_files),
+        (1, 1, 1),
+        "{r}"
+    );
     assert_eq!(ledger.final_records(), ["b", "b"]);
 }
 
@@ -652,7 +670,10 @@ fn the_ledger_skips_underscore_names_and_reports_stray_files() {
         [PathBuf::from("s/batch-0000000004-part-00000.txt#3")]
     );
     assert!(!r.exact(), "a stray file is not exact output");
-    assert_eq!(ledger.by_partition("s"), BTreeMap::from([(1, strings(&["w", "x"]))]));
+    assert_eq!(
+        ledger.by_partition("s"),
+        BTreeMap::from([(1, strings(&["w", "x"]))])
+    );
 }
 
 #[test]

@@ -69,7 +69,10 @@ fn assert_exact(tag: &str, report: &Report, ledger: &Ledger, expected: &[String]
     let mut want = expected.to_vec();
     got.sort();
     want.sort();
-    assert!(got == want, "[{tag}] the final output differs from the expected lines");
+    assert!(
+        got == want,
+        "[{tag}] the final output differs from the expected lines"
+    );
 }
 
 /// Whether every one of `expected` is in the output under `out` now.
@@ -117,7 +120,9 @@ fn drop_input(dir: &Path, i: usize) {
 /// The output of input files `range`, uppercased.
 fn files_expected(range: std::ops::Range<usize>) -> Vec<String> {
     range
-        .flat_map(|i| (0..LINES).map(move |j| format!("FILE {i:03} LINE {j:04} THE QUICK BROWN FOX")))
+        .flat_map(|i| {
+            (0..LINES).map(move |j| format!("FILE {i:03} LINE {j:04} THE QUICK BROWN FOX"))
+        })
         .collect()
 }
 
@@ -155,7 +160,11 @@ fn files_to_uppercase_to_files_is_exactly_once_across_thirty_sigkills_with_files
     let log = h.terminate(sluice);
     h.ledger.snapshot();
     let report = h.ledger.report(&expected);
-    assert!(all, "[{TAG}] the final run did not output every line: {report}\n{}", tail(&log, 20));
+    assert!(
+        all,
+        "[{TAG}] the final run did not output every line: {report}\n{}",
+        tail(&log, 20)
+    );
     assert_exact(TAG, &report, &h.ledger, &expected);
 }
 
@@ -283,7 +292,11 @@ fn the_event_hubs_pipeline_is_exactly_once_across_fifteen_sigkills_with_events_a
     let log = h.terminate(sluice);
     h.ledger.snapshot();
     let report = h.ledger.report(&expected);
-    assert!(all, "[{TAG}] the final run did not output every event: {report}\n{}", tail(&log, 20));
+    assert!(
+        all,
+        "[{TAG}] the final run did not output every event: {report}\n{}",
+        tail(&log, 20)
+    );
     assert_exact(TAG, &report, &h.ledger, &expected);
     for (p, lines) in h.ledger.by_partition("input") {
         assert!(
@@ -311,19 +324,21 @@ struct AmqpRun {
 /// Publishes `AMQP_MESSAGES` ids over two queues, runs `AMQP_KILLS` kill trials (each checked
 /// by `per_trial`), then a final run until every id is out or nothing new came for 8 s (plain
 /// mode loses some), stopped with SIGTERM.
-fn amqp_kill_run(
-    tag: &'static str,
-    extra: &str,
-    per_trial: impl Fn(&Report) -> bool,
-) -> AmqpRun {
+fn amqp_kill_run(tag: &'static str, extra: &str, per_trial: impl Fn(&Report) -> bool) -> AmqpRun {
     let tmp = tempfile::tempdir().unwrap();
-    let (q0, q1) = (fresh_queue(&format!("{tag}0")), fresh_queue(&format!("{tag}1")));
+    let (q0, q1) = (
+        fresh_queue(&format!("{tag}0")),
+        fresh_queue(&format!("{tag}1")),
+    );
     let all = ids(tag, 0..AMQP_MESSAGES);
     let t0 = Instant::now();
     let rt = rt();
     rt.block_on(publish(&q0, &all[..AMQP_MESSAGES / 2]));
     rt.block_on(publish(&q1, &all[AMQP_MESSAGES / 2..]));
-    eprintln!("[{tag}] published {AMQP_MESSAGES} messages over 2 queues in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "[{tag}] published {AMQP_MESSAGES} messages over 2 queues in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let text = crate::amqp::pipeline(&q0, extra).replace(
         &format!("queues = [\"{q0}\"]"),
         &format!("queues = [\"{q0}\", \"{q1}\"]"),
@@ -335,17 +350,24 @@ fn amqp_kill_run(
     let mut h = Harness::new(tag, tmp.path(), &pipeline, &out);
     let trials = h.kill_trials(AMQP_KILLS, 0x5eed_a39b, |trial, ledger| {
         let r = ledger.report(&expected);
-        check(per_trial(&r), || format!("[{tag}] after trial {}: {r}", trial.n));
+        check(per_trial(&r), || {
+            format!("[{tag}] after trial {}: {r}", trial.n)
+        });
     });
     let mut sluice = h.start();
     let (mut last, mut since) = (0, Instant::now());
-    h.wait_until(&mut sluice, "every id, or 8 s without new output", FINAL_WAIT, || {
-        let now: HashSet<String> = output_now(&out).into_iter().collect();
-        if now.len() > last {
-            (last, since) = (now.len(), Instant::now());
-        }
-        now.len() >= expected.len() || since.elapsed() > Duration::from_secs(8)
-    });
+    h.wait_until(
+        &mut sluice,
+        "every id, or 8 s without new output",
+        FINAL_WAIT,
+        || {
+            let now: HashSet<String> = output_now(&out).into_iter().collect();
+            if now.len() > last {
+                (last, since) = (now.len(), Instant::now());
+            }
+            now.len() >= expected.len() || since.elapsed() > Duration::from_secs(8)
+        },
+    );
     let final_log = h.terminate(sluice);
     h.ledger.snapshot();
     AmqpRun {
@@ -358,7 +380,8 @@ fn amqp_kill_run(
 #[test]
 fn reliable_amqp_loses_nothing_and_bounds_duplicates_across_twenty_sigkills() {
     const TAG: &str = "amqp-wal x20";
-    let Some(_turn) = broker("reliable_amqp_loses_nothing_and_bounds_duplicates_across_twenty_sigkills")
+    let Some(_turn) =
+        broker("reliable_amqp_loses_nothing_and_bounds_duplicates_across_twenty_sigkills")
     else {
         return;
     };
@@ -383,8 +406,16 @@ fn reliable_amqp_loses_nothing_and_bounds_duplicates_across_twenty_sigkills() {
         .collect();
     eprintln!("[{TAG}] restarts that replayed logged blocks: {replays:?}");
     assert_eq!(r.lost(), 0, "[{TAG}] reliable mode lost messages: {r}");
-    assert_eq!((r.unexpected, r.replaced_files, r.removed_files), (0, 0, 0), "[{TAG}] {r}");
-    assert!(r.duplicated <= bound, "[{TAG}] {} duplicates, over the bound {bound}", r.duplicated);
+    assert_eq!(
+        (r.unexpected, r.replaced_files, r.removed_files),
+        (0, 0, 0),
+        "[{TAG}] {r}"
+    );
+    assert!(
+        r.duplicated <= bound,
+        "[{TAG}] {} duplicates, over the bound {bound}",
+        r.duplicated
+    );
     assert!(
         !replays.is_empty(),
         "[{TAG}] no restart replayed write-ahead-log blocks (no `replayed_records=N` with N > 0 in any log)"
@@ -412,8 +443,15 @@ fn plain_amqp_never_overwrites_committed_output_across_twenty_sigkills() {
         r.lost_never_committed,
         r.lost_overwritten
     );
-    assert_eq!(r.lost_overwritten, 0, "[{TAG}] committed output was overwritten: {r}");
-    assert_eq!((r.unexpected, r.replaced_files, r.removed_files), (0, 0, 0), "[{TAG}] {r}");
+    assert_eq!(
+        r.lost_overwritten, 0,
+        "[{TAG}] committed output was overwritten: {r}"
+    );
+    assert_eq!(
+        (r.unexpected, r.replaced_files, r.removed_files),
+        (0, 0, 0),
+        "[{TAG}] {r}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,7 +506,10 @@ fn a_second_driver_on_the_same_pipeline_is_fenced_and_the_other_stays_exact() {
             "[{TAG}] the fenced driver says so:\n{}",
             tail(&ended.stderr, 20)
         );
-        assert!(winner.try_status().is_none(), "[{TAG}] the other driver goes on");
+        assert!(
+            winner.try_status().is_none(),
+            "[{TAG}] the other driver goes on"
+        );
         dropper.join().unwrap();
         winner
     });
@@ -479,6 +520,10 @@ fn a_second_driver_on_the_same_pipeline_is_fenced_and_the_other_stays_exact() {
     let log = h.terminate(winner);
     h.ledger.snapshot();
     let report = h.ledger.report(&expected);
-    assert!(all, "[{TAG}] the survivor did not output every line: {report}\n{}", tail(&log, 20));
+    assert!(
+        all,
+        "[{TAG}] the survivor did not output every line: {report}\n{}",
+        tail(&log, 20)
+    );
     assert_exact(TAG, &report, &h.ledger, &expected);
 }
