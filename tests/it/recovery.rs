@@ -17,9 +17,10 @@ use sluice_tests::eventhubs_server::{Event, FakeEventHubs};
 use sluice_tests::{fresh_queue, publish};
 
 use crate::amqp::{broker, ids, rt};
-use crate::engine::{generated, generator_of, write_pipeline};
+use crate::engine::{Ended, Running, generated, generator_of, write_pipeline};
 use crate::kill::{
-    Harness, Ledger, Report, Timer, Trial, check, output_now, replayed_records, tail,
+    Harness, Ledger, Report, Timer, Trial, assert_stopped, check, output_now, replayed_records,
+    tail,
 };
 
 /// The exit code of a driver that another driver superseded.
@@ -61,9 +62,8 @@ fn nothing_twice<'a>(
 }
 
 /// Asserts the final output is exactly `expected` (as a multiset, and every check of the
-/// report), printing the report first.
+/// report).
 fn assert_exact(tag: &str, report: &Report, ledger: &Ledger, expected: &[String]) {
-    eprintln!("[{tag}] final: {report}");
     assert!(report.exact(), "[{tag}] the output is not exact: {report}");
     let mut got = ledger.final_records();
     let mut want = expected.to_vec();
@@ -157,13 +157,15 @@ fn files_to_uppercase_to_files_is_exactly_once_across_thirty_sigkills_with_files
     let all = h.wait_until(&mut sluice, "every expected line", FINAL_WAIT, || {
         holds_all(&out, &expected)
     });
-    let log = h.terminate(sluice);
+    let ended = h.terminate(sluice);
     h.ledger.snapshot();
     let report = h.ledger.report(&expected);
+    eprintln!("[{TAG}] final: {report}");
+    assert_stopped(TAG, &ended);
     assert!(
         all,
         "[{TAG}] the final run did not output every line: {report}\n{}",
-        tail(&log, 20)
+        tail(&ended.stderr, 20)
     );
     assert_exact(TAG, &report, &h.ledger, &expected);
 }
@@ -208,6 +210,7 @@ fn the_generator_pipeline_is_exactly_once_across_thirty_sigkills() {
     );
     h.ledger.snapshot();
     let report = h.ledger.report(&expected);
+    eprintln!("[{TAG}] final: {report}");
     assert_eq!(
         ended.status.code(),
         Some(0),
@@ -289,13 +292,15 @@ fn the_event_hubs_pipeline_is_exactly_once_across_fifteen_sigkills_with_events_a
     let all = h.wait_until(&mut sluice, "every event", FINAL_WAIT, || {
         holds_all(&out, &expected)
     });
-    let log = h.terminate(sluice);
+    let ended = h.terminate(sluice);
     h.ledger.snapshot();
     let report = h.ledger.report(&expected);
+    eprintln!("[{TAG}] final: {report}");
+    assert_stopped(TAG, &ended);
     assert!(
         all,
         "[{TAG}] the final run did not output every event: {report}\n{}",
-        tail(&log, 20)
+        tail(&ended.stderr, 20)
     );
     assert_exact(TAG, &report, &h.ledger, &expected);
     for (p, lines) in h.ledger.by_partition("input") {
@@ -318,7 +323,7 @@ const AMQP_KILLS: usize = 20;
 struct AmqpRun {
     report: Report,
     trials: Vec<Trial>,
-    final_log: String,
+    final_run: Ended,
 }
 
 /// Publishes `AMQP_MESSAGES` ids over two queues, runs `AMQP_KILLS` kill trials (each checked
@@ -368,12 +373,12 @@ fn amqp_kill_run(tag: &'static str, extra: &str, per_trial: impl Fn(&Report) -> 
             now.len() >= expected.len() || since.elapsed() > Duration::from_secs(8)
         },
     );
-    let final_log = h.terminate(sluice);
+    let final_run = h.terminate(sluice);
     h.ledger.snapshot();
     AmqpRun {
         report: h.ledger.report(&expected),
         trials,
-        final_log,
+        final_run,
     }
 }
 
@@ -401,10 +406,11 @@ fn reliable_amqp_loses_nothing_and_bounds_duplicates_across_twenty_sigkills() {
         .trials
         .iter()
         .flat_map(|t| replayed_records(&t.log))
-        .chain(replayed_records(&run.final_log))
+        .chain(replayed_records(&run.final_run.stderr))
         .filter(|&n| n > 0)
         .collect();
     eprintln!("[{TAG}] restarts that replayed logged blocks: {replays:?}");
+    assert_stopped(TAG, &run.final_run);
     assert_eq!(r.lost(), 0, "[{TAG}] reliable mode lost messages: {r}");
     assert_eq!(
         (r.unexpected, r.replaced_files, r.removed_files),
@@ -457,6 +463,38 @@ fn plain_amqp_never_overwrites_committed_output_across_twenty_sigkills() {
 // ---------------------------------------------------------------------------------------------
 // Two drivers on one pipeline
 
+/// Starts two drivers on one pipeline at once and waits (at most 10 s) for one of them to end:
+/// how it ended, and the other, which must still run.
+fn race_two_drivers(h: &Harness) -> (Ended, Running) {
+    const TAG: &str = "two drivers";
+    let mut drivers = [h.start(), h.start()];
+    let t0 = Instant::now();
+    let first = loop {
+        if let Some(i) = (0..2).find(|&i| drivers[i].try_status().is_some()) {
+            break i;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "[{TAG}] both drivers still run after 10 s: neither was fenced"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let [a, b] = drivers;
+    let (ended, mut other) = if first == 0 { (a, b) } else { (b, a) };
+    let ended = ended.wait(Duration::from_secs(5));
+    eprintln!(
+        "[{TAG}] driver {} ended after {:.1} s with {}",
+        first + 1,
+        t0.elapsed().as_secs_f64(),
+        ended.status
+    );
+    assert!(
+        other.try_status().is_none(),
+        "[{TAG}] the other driver goes on"
+    );
+    (ended, other)
+}
+
 #[test]
 fn a_second_driver_on_the_same_pipeline_is_fenced_and_the_other_stays_exact() {
     const TAG: &str = "two drivers";
@@ -471,30 +509,10 @@ fn a_second_driver_on_the_same_pipeline_is_fenced_and_the_other_stays_exact() {
     let mut h = Harness::new(TAG, tmp.path(), &pipeline, &out);
     let expected = files_expected(0..N);
     let stop = AtomicBool::new(false);
-    let survivor = std::thread::scope(|s| {
+    let mut winner = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         let dropper = s.spawn(|| drop_files(&input, 5..N, Duration::from_millis(300), &stop));
-        let mut drivers = [h.start(), h.start()];
-        let t0 = Instant::now();
-        let fenced = loop {
-            if let Some(i) = (0..2).find(|&i| drivers[i].try_status().is_some()) {
-                break i;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "[{TAG}] both drivers still run after 10 s: neither was fenced"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let [a, b] = drivers;
-        let (loser, mut winner) = if fenced == 0 { (a, b) } else { (b, a) };
-        let ended = loser.wait(Duration::from_secs(5));
-        eprintln!(
-            "[{TAG}] driver {} ended after {:.1} s with {}",
-            fenced + 1,
-            t0.elapsed().as_secs_f64(),
-            ended.status
-        );
+        let (ended, winner) = race_two_drivers(&h);
         assert_eq!(
             ended.status.code(),
             Some(FENCED_EXIT),
@@ -506,24 +524,21 @@ fn a_second_driver_on_the_same_pipeline_is_fenced_and_the_other_stays_exact() {
             "[{TAG}] the fenced driver says so:\n{}",
             tail(&ended.stderr, 20)
         );
-        assert!(
-            winner.try_status().is_none(),
-            "[{TAG}] the other driver goes on"
-        );
         dropper.join().unwrap();
         winner
     });
-    let mut winner = survivor;
     let all = h.wait_until(&mut winner, "every expected line", FINAL_WAIT, || {
         holds_all(&out, &expected)
     });
-    let log = h.terminate(winner);
+    let ended = h.terminate(winner);
     h.ledger.snapshot();
     let report = h.ledger.report(&expected);
+    eprintln!("[{TAG}] final: {report}");
+    assert_stopped(TAG, &ended);
     assert!(
         all,
         "[{TAG}] the survivor did not output every line: {report}\n{}",
-        tail(&log, 20)
+        tail(&ended.stderr, 20)
     );
     assert_exact(TAG, &report, &h.ledger, &expected);
 }
