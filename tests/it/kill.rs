@@ -511,8 +511,9 @@ impl<'a> Harness<'a> {
         trials
     }
 
-    /// Polls `done` (every 250 ms) until it holds, the run exits, or `timeout` passes; says
-    /// which, and how long it took.
+    /// Polls `done` (every 250 ms) until it holds and the run is at least 1.5 s old (past its
+    /// start-up, so a stop that follows tests the batch loop's), the run exits, or `timeout`
+    /// passes; says which, and how long it took.
     pub(crate) fn wait_until(
         &self,
         sluice: &mut Running,
@@ -522,7 +523,7 @@ impl<'a> Harness<'a> {
     ) -> bool {
         let t0 = Instant::now();
         loop {
-            if done() {
+            if done() && sluice.age() >= Duration::from_millis(1500) {
                 eprintln!(
                     "[{}] final run: {what} after {:.1} s",
                     self.tag,

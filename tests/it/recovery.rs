@@ -17,7 +17,7 @@ use sluice_tests::eventhubs_server::{Event, FakeEventHubs};
 use sluice_tests::{fresh_queue, publish};
 
 use crate::amqp::{broker, ids, rt};
-use crate::engine::{Ended, Running, generated, generator_of, write_pipeline};
+use crate::engine::{Ended, Running, files_under, generated, generator_of, write_pipeline};
 use crate::kill::{
     Harness, Ledger, Report, Timer, Trial, assert_stopped, check, output_now, replayed_records,
     tail,
@@ -162,6 +162,11 @@ fn files_to_uppercase_to_files_is_exactly_once_across_thirty_sigkills_with_files
     let report = h.ledger.report(&expected);
     eprintln!("[{TAG}] final: {report}");
     assert_stopped(TAG, &ended);
+    assert_eq!(
+        files_under(&out.join("_staging")),
+        Vec::<PathBuf>::new(),
+        "[{TAG}] nothing stays staged after a graceful stop"
+    );
     assert!(
         all,
         "[{TAG}] the final run did not output every line: {report}\n{}",
