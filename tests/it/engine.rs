@@ -135,18 +135,37 @@ impl Running {
     }
 
     /// Sends SIGINT, as Ctrl-C in a terminal does.
-    #[allow(unsafe_code)]
     pub(crate) fn interrupt(&self) {
+        self.signal(libc::SIGINT, "SIGINT");
+    }
+
+    /// Sends SIGTERM, as systemd, Kubernetes and Docker do to stop a service.
+    pub(crate) fn terminate(&self) {
+        self.signal(libc::SIGTERM, "SIGTERM");
+    }
+
+    #[allow(unsafe_code)]
+    fn signal(&self, signal: libc::c_int, name: &str) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) takes plain integers and touches no memory of this process; `pid` is
         // our own child, not yet reaped (it is reaped only by `wait`), so it names no other.
-        let rc = unsafe { libc::kill(pid, libc::SIGINT) };
+        let rc = unsafe { libc::kill(pid, signal) };
         assert_eq!(
             rc,
             0,
-            "SIGINT to sluice: {}",
+            "{name} to sluice: {}",
             std::io::Error::last_os_error()
         );
+    }
+
+    /// How the process ended, if it has (without waiting).
+    pub(crate) fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// How long ago the process was started.
+    pub(crate) fn age(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The resident set size of the process, in bytes, from `/proc/PID/status`.
@@ -278,7 +297,7 @@ pub(crate) fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
 }
 
 /// The generator settings of a pipeline file, as the host reads them.
-fn generator_of(pipeline: &Path) -> GeneratorConfig {
+pub(crate) fn generator_of(pipeline: &Path) -> GeneratorConfig {
     match PipelineFile::load(pipeline).unwrap().source {
         SourceConfig::Generator(g) => g,
         other => panic!("{} has no generator source: {other:?}", pipeline.display()),
@@ -286,7 +305,7 @@ fn generator_of(pipeline: &Path) -> GeneratorConfig {
 }
 
 /// The first `n` lines the generator makes in `partition`.
-fn generated(g: &GeneratorConfig, partition: u32, n: u64) -> Vec<String> {
+pub(crate) fn generated(g: &GeneratorConfig, partition: u32, n: u64) -> Vec<String> {
     let mut batch = RecordBatch::default();
     LineGenerator::new(g, partition).fill(&mut batch, n as usize, 0);
     (0..batch.len())
@@ -296,7 +315,7 @@ fn generated(g: &GeneratorConfig, partition: u32, n: u64) -> Vec<String> {
 
 /// Writes a file into the files source's directory the way its users must: under a `.tmp`
 /// name first, renamed when complete.
-fn drop_file(dir: &Path, name: &str, contents: &[u8]) {
+pub(crate) fn drop_file(dir: &Path, name: &str, contents: &[u8]) {
     let tmp = dir.join(format!("{name}.tmp"));
     std::fs::write(&tmp, contents).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();

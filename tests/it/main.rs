@@ -6,5 +6,7 @@ mod cli;
 mod driver;
 mod engine;
 mod eventhubs;
+mod kill;
 mod plugins;
+mod recovery;
 mod wal;
