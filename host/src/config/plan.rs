@@ -13,6 +13,7 @@ use super::location::Location;
 use super::{
     ConfigError, GeneratorConfig, PipelineFile, SinkConfig, SourceConfig, Step, TcpConfig,
 };
+use crate::error::Fault;
 use crate::plugin::{Plugin, PluginKind, PluginRuntime, ReceiverStage, TransformStage};
 use crate::receiver::amqp::eventhubs::EventHubsSource;
 use crate::sink::dead_letter::DeadLetters;
@@ -128,6 +129,13 @@ pub fn build_with(
     let bad = |message: String| ConfigError {
         path: path.to_owned(),
         message,
+        fault: Fault::User,
+    };
+    // A store or broker that does not answer at start may answer later.
+    let unreachable = |message: String| ConfigError {
+        path: path.to_owned(),
+        message,
+        fault: Fault::External,
     };
     let base = path
         .parent()
@@ -223,7 +231,7 @@ pub fn build_with(
             let location = Location::resolve(&f.path, "source.path", &base, false).map_err(&bad)?;
             handle
                 .block_on(location.reach("source.path"))
-                .map_err(&bad)?;
+                .map_err(&unreachable)?;
             (
                 SourcePlan::Files {
                     location,
@@ -245,7 +253,7 @@ pub fn build_with(
             // Reach the broker now (connect, attach each address, detach), as stores are.
             handle
                 .block_on(crate::receiver::amqp::probe(a))
-                .map_err(&bad)?;
+                .map_err(&unreachable)?;
             (SourcePlan::Amqp(Arc::new(a.clone())), a.partitions)
         }
         SourceConfig::EventHubs(e) => {
@@ -255,7 +263,7 @@ pub fn build_with(
                         .map_err(&bad)?;
                     handle
                         .block_on(loc.reach("source.checkpoint-dir"))
-                        .map_err(&bad)?;
+                        .map_err(&unreachable)?;
                     Some(loc)
                 }
                 None => None,
@@ -263,7 +271,7 @@ pub fn build_with(
             let src = EventHubsSource::new(e.clone(), checkpoints);
             handle
                 .block_on(crate::receiver::amqp::eventhubs::probe(&src))
-                .map_err(&bad)?;
+                .map_err(&unreachable)?;
             (SourcePlan::EventHubs(Arc::new(src)), e.partitions)
         }
         SourceConfig::Plugin(p) => {
@@ -318,7 +326,7 @@ pub fn build_with(
                     .map_err(|e| bad(format!("{what}: {e}")))?;
                 handle
                     .block_on(location.reach("sink.path"))
-                    .map_err(|e| bad(format!("{what}: {e}")))?;
+                    .map_err(|e| unreachable(format!("{what}: {e}")))?;
                 Arc::new(FilesSink::new(location, *format, handle.clone()))
             }
             SinkConfig::Count {} => {
@@ -343,7 +351,7 @@ pub fn build_with(
     let dl = Location::resolve(dl_spec, "dead-letter.path", &base, true).map_err(&bad)?;
     handle
         .block_on(dl.reach("dead-letter.path"))
-        .map_err(&bad)?;
+        .map_err(&unreachable)?;
     let wal = file.raw_source.wal.unwrap_or(false);
     let cp_spec = file
         .checkpoint
@@ -352,7 +360,9 @@ pub fn build_with(
     // Resolved, created and reached only when reliable mode will use it.
     let checkpoint = if wal {
         let at = Location::resolve(cp_spec, "checkpoint.path", &base, true).map_err(&bad)?;
-        handle.block_on(at.reach("checkpoint.path")).map_err(&bad)?;
+        handle
+            .block_on(at.reach("checkpoint.path"))
+            .map_err(&unreachable)?;
         Some(at)
     } else {
         None

@@ -143,6 +143,14 @@ pub enum RunError {
         /// Why.
         message: String,
     },
+    /// Another driver owns this pipeline's checkpoint log: it committed the next entry first.
+    #[error(
+        "fenced: another driver committed {location} first; this driver stops and touches nothing more"
+    )]
+    Fenced {
+        /// The checkpoint log entry the other driver wrote.
+        location: String,
+    },
 }
 
 /// Runs `plan` until it ends, is stopped, or fails. Receivers and clocks run on `rt`; jobs run
