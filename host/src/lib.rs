@@ -10,6 +10,8 @@
 //! - [`receiver`]: one async receiver per source partition (generator, files, tcp, plugin);
 //! - [`block`]: the block generator and the block manager (memory budget, backpressure);
 //! - [`scheduler`]: the batch clock, the tracker and the job runner;
+//! - [`driver`]: the lifecycle of a run; so far `run --supervise`, which restarts a crashed
+//!   driver;
 //! - [`checkpoint`]: what reliable mode has committed for good, where a restart resumes;
 //! - [`wal`]: the write-ahead log on `object_store` (framed, checksummed, versioned segments,
 //!   group commit, recovery that reports damage);
@@ -41,6 +43,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod plugin;
 pub mod receiver;

@@ -1,0 +1,3 @@
+//! The lifecycle of a pipeline run.
+
+pub mod supervise;
