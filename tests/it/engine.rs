@@ -135,16 +135,30 @@ impl Running {
     }
 
     /// Sends SIGINT, as Ctrl-C in a terminal does.
-    #[allow(unsafe_code)]
     pub(crate) fn interrupt(&self) {
+        self.send(libc::SIGINT);
+    }
+
+    /// Sends SIGTERM, as systemd, Kubernetes and Docker do to stop a process.
+    pub(crate) fn terminate(&self) {
+        self.send(libc::SIGTERM);
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    #[allow(unsafe_code)]
+    fn send(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: kill(2) takes plain integers and touches no memory of this process; `pid` is
         // our own child, not yet reaped (it is reaped only by `wait`), so it names no other.
-        let rc = unsafe { libc::kill(pid, libc::SIGINT) };
+        let rc = unsafe { libc::kill(pid, signal) };
         assert_eq!(
             rc,
             0,
-            "SIGINT to sluice: {}",
+            "signal {signal} to sluice: {}",
             std::io::Error::last_os_error()
         );
     }
@@ -278,7 +292,7 @@ pub(crate) fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
 }
 
 /// The generator settings of a pipeline file, as the host reads them.
-fn generator_of(pipeline: &Path) -> GeneratorConfig {
+pub(crate) fn generator_of(pipeline: &Path) -> GeneratorConfig {
     match PipelineFile::load(pipeline).unwrap().source {
         SourceConfig::Generator(g) => g,
         other => panic!("{} has no generator source: {other:?}", pipeline.display()),
@@ -286,7 +300,7 @@ fn generator_of(pipeline: &Path) -> GeneratorConfig {
 }
 
 /// The first `n` lines the generator makes in `partition`.
-fn generated(g: &GeneratorConfig, partition: u32, n: u64) -> Vec<String> {
+pub(crate) fn generated(g: &GeneratorConfig, partition: u32, n: u64) -> Vec<String> {
     let mut batch = RecordBatch::default();
     LineGenerator::new(g, partition).fill(&mut batch, n as usize, 0);
     (0..batch.len())
@@ -719,8 +733,11 @@ fn a_bad_pipeline_file_is_refused_with_one_message_naming_the_culprit_and_nothin
             .filter(|l| l.starts_with("error:"))
             .collect();
         let mut wrong = Vec::new();
-        if run.status.code() != Some(1) {
-            wrong.push(format!("exit status {}, not 1", run.status));
+        if run.status.code() != Some(2) {
+            wrong.push(format!(
+                "exit status {}, not 2 (the user's fault)",
+                run.status
+            ));
         }
         match errors[..] {
             [message] => {

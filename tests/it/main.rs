@@ -6,4 +6,5 @@ mod cli;
 mod engine;
 mod eventhubs;
 mod plugins;
+mod supervise;
 mod wal;
