@@ -316,3 +316,32 @@ path = "out"
         );
     }
 }
+
+#[test]
+fn a_second_stop_signal_of_either_kind_stops_after_the_running_batch_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(tmp.path(), GENERATOR_TO_COUNT);
+    let mut sluice = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir()));
+    wait_for_log(&mut sluice, "a batch", |log| {
+        !events(log, "Batch done.").is_empty()
+    });
+    sluice.terminate();
+    std::thread::sleep(Duration::from_millis(100));
+    sluice.interrupt();
+    let run = sluice.wait(WAIT_TIMEOUT);
+    run.assert_success();
+    let first = run.events("Stop requested:");
+    let second = run.events("Stop requested again:");
+    assert_eq!(first.len(), 1, "one first request in:\n{}", run.stderr);
+    assert_eq!(first[0]["signal"], "SIGTERM");
+    assert_eq!(second.len(), 1, "one second request in:\n{}", run.stderr);
+    assert_eq!(second[0]["signal"], "SIGINT");
+    assert!(
+        second[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("after the running batch"),
+        "{}",
+        second[0]
+    );
+}
