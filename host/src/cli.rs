@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::driver::{RunOptions, Shutdown};
-use crate::error::{Error, Result};
+use crate::error::{EXIT_OK, Error, Result};
 use crate::plugin::limits::RuntimeConfig;
 use crate::plugin::{PluginRuntime, scaffold};
 use crate::telemetry::{self, LogFormat};
@@ -49,6 +49,11 @@ pub enum Command {
         /// checkpoint, and refuses to start over output it has no checkpoint for.
         #[arg(long)]
         from_scratch: bool,
+        /// Run the pipeline in a child process and restart it when it crashes (with backoff;
+        /// never after a bad pipeline or plugin, exit 2, or a fence, exit 3; giving up with exit
+        /// 70 after 5 crashes in a row at start). SIGTERM and SIGINT are passed on to the child.
+        #[arg(long)]
+        supervise: bool,
     },
     /// Read a pipeline's checkpoint log.
     #[command(subcommand)]
@@ -166,28 +171,75 @@ pub enum BenchCommand {
     },
 }
 
-/// Parses the command line, runs the command, and turns an error into a message and exit code 1.
+/// Parses the command line, runs the command, and turns an error into a message and its exit
+/// code ([`Error::exit_code`]: 2 the user's fault, 3 fenced, 70 internal, 75 external).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-/// The async runtime and the plan of `pipeline`, built outside the runtime (it waits on stores).
+/// Runs one parsed command, `run --supervise` included, and returns the code to exit with.
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    if let Command::Run {
+        pipeline,
+        supervise: true,
+        ..
+    } = &cli.command
+    {
+        return crate::driver::supervise::run(pipeline);
+    }
+    run(cli).map(|()| EXIT_OK)
+}
+
+/// The plan of `pipeline`, built outside the runtime `rt` (it waits on stores).
 fn plan_for(
+    rt: &tokio::runtime::Runtime,
     pipeline: &std::path::Path,
     plugins: Option<&std::path::Path>,
     cache_dir: Option<&std::path::Path>,
-) -> Result<(tokio::runtime::Runtime, crate::config::plan::Plan)> {
-    let rt = tokio_runtime()?;
-    let plan = crate::config::plan::build_with(pipeline, plugins, cache_dir, rt.handle())?;
-    Ok((rt, plan))
+) -> Result<crate::config::plan::Plan> {
+    Ok(crate::config::plan::build_with(
+        pipeline,
+        plugins,
+        cache_dir,
+        rt.handle(),
+    )?)
+}
+
+/// Turns SIGTERM and SIGINT into stop requests from now on: the first asks for a graceful stop
+/// (finish what was received, commit, exit 0), a second of either kind for a stop after the
+/// running batch. Listening starts before this returns, so no signal kills the process after it.
+fn stop_on_signals(rt: &tokio::runtime::Runtime, stop: Shutdown) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _in_runtime = rt.enter();
+    let listen = |kind| signal(kind).map_err(Error::io("listening for stop signals"));
+    let (mut term, mut int) = (
+        listen(SignalKind::terminate())?,
+        listen(SignalKind::interrupt())?,
+    );
+    rt.spawn(async move {
+        for requests in 1u32.. {
+            let signal = tokio::select! {
+                Some(()) = term.recv() => "SIGTERM",
+                Some(()) = int.recv() => "SIGINT",
+                else => return,
+            };
+            if requests == 1 {
+                tracing::info!(signal, "Stop requested: finishing what was received, then stopping (signal again to stop after the running batch).");
+            } else {
+                tracing::warn!(signal, "Stop requested again: stopping after the running batch; what was received after it is not processed.");
+            }
+            stop.request();
+        }
+    });
+    Ok(())
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
@@ -206,7 +258,7 @@ fn runtime(cli_cache: Option<PathBuf>) -> Result<PluginRuntime> {
     Ok(PluginRuntime::new(config)?)
 }
 
-/// Runs one parsed command.
+/// Runs one parsed command; `run --supervise` is [`dispatch`]'s (here it runs unsupervised).
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run {
@@ -215,18 +267,12 @@ pub fn run(cli: Cli) -> Result<()> {
             max_batches,
             report,
             from_scratch,
+            supervise: _,
         } => {
-            let (rt, plan) = plan_for(&pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
+            let rt = tokio_runtime()?;
             let stop = Shutdown::default();
-            {
-                let stop = stop.clone();
-                rt.spawn(async move {
-                    while tokio::signal::ctrl_c().await.is_ok() {
-                        tracing::info!("Interrupted: finishing what was received (interrupt again to stop after the running batch).");
-                        stop.request();
-                    }
-                });
-            }
+            stop_on_signals(&rt, stop.clone())?;
+            let plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
             let opts = RunOptions {
                 max_batches,
                 progress: true,
@@ -247,7 +293,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Checkpoint(c) => crate::checkpoint::show::run(c),
         Command::Validate { pipeline, plugins } => {
-            let (_rt, plan) = plan_for(&pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
+            let rt = tokio_runtime()?;
+            let plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
             println!(
                 "{}: ok. Stream `{}`, {} partitions, {} steps, {} sinks, {} workers.",
                 pipeline.display(),

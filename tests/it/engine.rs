@@ -144,6 +144,11 @@ impl Running {
         self.signal(libc::SIGTERM, "SIGTERM");
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     #[allow(unsafe_code)]
     fn signal(&self, signal: libc::c_int, name: &str) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
@@ -738,8 +743,11 @@ fn a_bad_pipeline_file_is_refused_with_one_message_naming_the_culprit_and_nothin
             .filter(|l| l.starts_with("error:"))
             .collect();
         let mut wrong = Vec::new();
-        if run.status.code() != Some(1) {
-            wrong.push(format!("exit status {}, not 1", run.status));
+        if run.status.code() != Some(2) {
+            wrong.push(format!(
+                "exit status {}, not 2 (the user's fault)",
+                run.status
+            ));
         }
         match errors[..] {
             [message] => {

@@ -9,4 +9,5 @@ mod eventhubs;
 mod kill;
 mod plugins;
 mod recovery;
+mod supervise;
 mod wal;

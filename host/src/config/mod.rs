@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::error::Fault;
 use crate::plugin::limits::{Grants, RuntimeConfig};
 use crate::plugin::manifest::{de_bytes, toml_message};
 pub use amqp::{AmqpConfig, EventHubsConfig};
@@ -35,6 +36,9 @@ pub struct ConfigError {
     pub path: PathBuf,
     /// What is wrong.
     pub message: String,
+    /// Whose fault it is: [`Fault::User`] for the file itself, [`Fault::External`] for a store
+    /// or broker it names that did not answer.
+    pub fault: Fault,
 }
 
 /// `pipeline.toml`.
@@ -736,6 +740,7 @@ impl PipelineFile {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_owned(),
             message: format!("cannot be read: {e}"),
+            fault: Fault::User,
         })?;
         Self::parse(&text, path)
     }
@@ -745,6 +750,7 @@ impl PipelineFile {
         let bad = |message: String| ConfigError {
             path: path.to_owned(),
             message,
+            fault: Fault::User,
         };
         // Check the version first, so a future file gets "version" rather than a key error.
         if let Ok(table) = text.parse::<toml::Table>() {

@@ -13,6 +13,7 @@ use super::location::Location;
 use super::{
     ConfigError, GeneratorConfig, PipelineFile, SinkConfig, SourceConfig, Step, TcpConfig,
 };
+use crate::error::Fault;
 use crate::plugin::{Plugin, PluginKind, PluginRuntime, ReceiverStage, TransformStage};
 use crate::receiver::amqp::eventhubs::EventHubsSource;
 use crate::sink::dead_letter::DeadLetters;
@@ -132,6 +133,13 @@ pub fn build_with(
     let bad = |message: String| ConfigError {
         path: path.to_owned(),
         message,
+        fault: Fault::User,
+    };
+    // A store or broker that does not answer at start may answer later.
+    let unreachable = |message: String| ConfigError {
+        path: path.to_owned(),
+        message,
+        fault: Fault::External,
     };
     let base = path
         .parent()
@@ -228,7 +236,7 @@ pub fn build_with(
             let location = Location::resolve(&f.path, "source.path", &base, false).map_err(&bad)?;
             handle
                 .block_on(location.reach("source.path"))
-                .map_err(&bad)?;
+                .map_err(&unreachable)?;
             (
                 SourcePlan::Files {
                     location,
@@ -250,7 +258,7 @@ pub fn build_with(
             // Reach the broker now (connect, attach each address, detach), as stores are.
             handle
                 .block_on(crate::receiver::amqp::probe(a))
-                .map_err(&bad)?;
+                .map_err(&unreachable)?;
             (SourcePlan::Amqp(Arc::new(a.clone())), a.partitions)
         }
         SourceConfig::EventHubs(e) => {
@@ -260,7 +268,7 @@ pub fn build_with(
                         .map_err(&bad)?;
                     handle
                         .block_on(loc.reach("source.checkpoint-dir"))
-                        .map_err(&bad)?;
+                        .map_err(&unreachable)?;
                     Some(loc)
                 }
                 None => None,
@@ -268,7 +276,7 @@ pub fn build_with(
             let src = EventHubsSource::new(e.clone(), checkpoints);
             handle
                 .block_on(crate::receiver::amqp::eventhubs::probe(&src))
-                .map_err(&bad)?;
+                .map_err(&unreachable)?;
             (SourcePlan::EventHubs(Arc::new(src)), e.partitions)
         }
         SourceConfig::Plugin(p) => {
@@ -323,7 +331,7 @@ pub fn build_with(
                     .map_err(|e| bad(format!("{what}: {e}")))?;
                 handle
                     .block_on(location.reach("sink.path"))
-                    .map_err(|e| bad(format!("{what}: {e}")))?;
+                    .map_err(|e| unreachable(format!("{what}: {e}")))?;
                 Arc::new(FilesSink::new(location, *format, handle.clone()))
             }
             SinkConfig::Count {} => {
@@ -348,7 +356,7 @@ pub fn build_with(
     let dl = Location::resolve(dl_spec, "dead-letter.path", &base, true).map_err(&bad)?;
     handle
         .block_on(dl.reach("dead-letter.path"))
-        .map_err(&bad)?;
+        .map_err(&unreachable)?;
     let mut wal = file.raw_source.wal.unwrap_or(false);
     if wal && matches!(source, SourcePlan::Files { .. } | SourcePlan::EventHubs(_)) {
         // The checkpoint log records where these sources stood, and a restart reads the same
@@ -366,7 +374,9 @@ pub fn build_with(
         .map_or("checkpoints", |c| c.path.as_str());
     let checkpoint = if file.checkpoint.as_ref().is_none_or(|c| c.enabled) {
         let at = Location::resolve(cp_spec, "checkpoint.path", &base, true).map_err(&bad)?;
-        handle.block_on(at.reach("checkpoint.path")).map_err(&bad)?;
+        handle
+            .block_on(at.reach("checkpoint.path"))
+            .map_err(&unreachable)?;
         Some(at)
     } else {
         None

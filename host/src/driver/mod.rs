@@ -14,6 +14,7 @@ pub mod commit;
 pub mod recover;
 pub mod report;
 pub mod shutdown;
+pub mod supervise;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -56,6 +57,9 @@ pub enum RunError {
     /// The run cannot start from what the checkpoint log and the sinks hold.
     #[error("recovery: {0}")]
     Recovery(String),
+    /// A sink's store failed while the run started (cleaning staging, reading commit records).
+    #[error(transparent)]
+    Store(crate::sink::SinkError),
     /// The run would overwrite earlier output.
     #[error("{0}")]
     Refused(String),

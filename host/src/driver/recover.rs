@@ -79,7 +79,7 @@ pub(crate) fn start(
     let n = plan.partitions as usize;
     for sink in &plan.sinks {
         sink.recover(&plan.stream)
-            .map_err(|e| RunError::Recovery(e.to_string()))?;
+            .map_err(RunError::Store)?;
     }
     let log = plan.checkpoint.clone().map(CheckpointLog::new);
     let found = match &log {
@@ -141,7 +141,7 @@ fn clear(plan: &Plan, rt: &tokio::runtime::Runtime, log: &CheckpointLog) -> Resu
     for sink in &plan.sinks {
         outputs += sink
             .clear(&plan.stream)
-            .map_err(|e| RunError::Recovery(e.to_string()))?;
+            .map_err(RunError::Store)?;
     }
     let wal = rt.block_on(delete_prefix(log.location(), "wal"))?;
     tracing::warn!(checkpoint = %log.location(), entries, output_objects = outputs, wal_segments = wal, "--from-scratch: removed the checkpoint log, the write-ahead log and the earlier output; the run starts over at batch 0.");
@@ -176,7 +176,7 @@ fn refuse_over_output(plan: &Plan, from_scratch: bool) -> Result<(), RunError> {
     for sink in &plan.sinks {
         if sink
             .has_output(&plan.stream)
-            .map_err(|e| RunError::Recovery(e.to_string()))?
+            .map_err(RunError::Store)?
         {
             return Err(RunError::Refused(format!(
                 "sink {} already holds output of stream `{}` but there is no checkpoint log at {}: a new run would start again at batch 0 and overwrite it. Point `[checkpoint] path` at the run's checkpoints, or start over with `sluice run --from-scratch` (which removes that output)",
@@ -197,7 +197,7 @@ fn committed(plan: &Plan, id: u64) -> Result<bool, RunError> {
     for sink in &plan.sinks {
         match sink
             .committed(&plan.stream, id)
-            .map_err(|e| RunError::Recovery(e.to_string()))?
+            .map_err(RunError::Store)?
         {
             Some(true) => {}
             Some(false) | None => return Ok(false),

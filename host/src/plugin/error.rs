@@ -1,19 +1,11 @@
-//! What can go wrong with a plugin, classified: whose fault it is and whether a retry can help.
+//! What can go wrong with a plugin; whose fault each is and whether a retry can help is in
+//! [`crate::error`].
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Whose fault a failure is, so an operator knows where to look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The plugin or its configuration: the user must change something.
-    User,
-    /// Something outside sluice (a store, a broker) that may come back.
-    External,
-    /// A bug in sluice itself.
-    Internal,
-}
+pub use crate::error::Fault;
 
 /// A plugin that could not be loaded. Each names the file or plugin at fault.
 #[derive(Debug, thiserror::Error)]
@@ -141,13 +133,6 @@ pub enum LoadError {
     },
 }
 
-impl LoadError {
-    /// Load errors are the user's to fix (a file, a manifest or a grant), never retryable.
-    pub fn fault(&self) -> Fault {
-        Fault::User
-    }
-}
-
 /// Where a failing call was made: the plugin, its version digest, the partition and the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallSite {
@@ -272,15 +257,6 @@ impl Failure {
     /// suspect). A trapped instance refuses further calls in any case.
     pub fn poisons_instance(&self) -> bool {
         !matches!(self, Failure::BadRecord { .. })
-    }
-
-    /// Whose fault it is.
-    pub fn fault(&self) -> Fault {
-        match self {
-            Failure::Retryable(_) => Fault::External,
-            Failure::Instantiate(_) => Fault::Internal,
-            _ => Fault::User,
-        }
     }
 }
 
