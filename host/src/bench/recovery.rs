@@ -527,7 +527,7 @@ fn exactly_once_lines(out: &mut String, eo: &ExactlyOnce, quick: bool) {
         let off = percentile(&eo.off.iter().map(f).collect::<Vec<_>>(), 50.0).unwrap_or(0.0);
         let _ = writeln!(
             out,
-            "  {what:<32} checkpoints on {on:>10.0}, off {off:>10.0}, ratio of the rounds' ratios {:.2}",
+            "  {what:<32} checkpoints on {on:>10.0}, off {off:>10.0}, median of the rounds' on/off {:.2}",
             round_ratio(eo, f)
         );
     }

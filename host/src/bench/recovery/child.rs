@@ -217,7 +217,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_report_line_still_being_written_is_not_read() {
+    fn a_line_still_being_written_is_skipped_and_checkpoint_ms_is_read_when_present() {
         let dir = std::env::temp_dir().join(format!("sluice-child-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("r.jsonl");
