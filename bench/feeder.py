@@ -9,6 +9,10 @@ the slice that holds it is sent or written.
                     [--report REPORT]
         Listens on 127.0.0.1 (prints `port N` on stdout once listening), accepts one client,
         sends, then closes. The system under test connects as a client.
+    feeder.py tcp   ... --keep-listening
+        The same, but a client that goes away (a killed system) is followed by the next one
+        to connect, fed from the start of the corpus at the same rate; ends after --duration
+        seconds of its last client, or when no client comes within --accept-timeout.
     feeder.py files --corpus F --dir D [--rate LINES_PER_S] [--passes N | --duration S]
                     [--report REPORT [--backlog LINES]]
         Writes one file per marker interval (10,000 lines) under a temporary name beside D,
@@ -183,6 +187,40 @@ def feed_tcp(a, data, stamps, pieces, consumed):
     return lines, nbytes, start_ms, end_ms
 
 
+def feed_tcp_restartable(a, data, stamps, pieces):
+    """One client after another (`--keep-listening`): each is fed afresh, paced from when it
+    connected, until the duration is over or it goes away."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", a.port))
+    srv.listen(1)
+    print(f"port {srv.getsockname()[1]}", flush=True)
+    srv.settimeout(a.accept_timeout)
+    start_ms = time.time() * 1e3
+    lines = nbytes = 0
+    view = memoryview(data)
+    while True:
+        try:
+            conn, _ = srv.accept()
+        except socket.timeout:
+            break
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            for _, _, (s, e, n, _) in paced(pieces, a.rate, a.passes, a.duration):
+                stamp(data, stamps, s, e)
+                conn.sendall(view[s:e])
+                lines += n
+                nbytes += e - s
+            conn.close()
+            break
+        except (BrokenPipeError, ConnectionResetError) as err:
+            print(f"feeder: the client went away after {lines} lines ({err}); waiting for the next",
+                  file=sys.stderr, flush=True)
+            conn.close()
+    srv.close()
+    return lines, nbytes, start_ms, time.time() * 1e3
+
+
 def feed_files(a, data, stamps, segments, consumed):
     os.makedirs(a.dir, exist_ok=True)
     tmp = a.tmp_dir or os.path.join(os.path.dirname(os.path.abspath(a.dir)), ".feed-tmp")
@@ -218,6 +256,8 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--accept-timeout", type=float, default=300)
     ap.add_argument("--linger", type=float, default=30)
+    ap.add_argument("--keep-listening", action="store_true",
+                    help="tcp: after a client goes away, feed the next one (restart benchmarks)")
     ap.add_argument("--dir")
     ap.add_argument("--tmp-dir")
     ap.add_argument("--report", help="the system's JSONL report: --duration counts from its "
@@ -227,7 +267,9 @@ def main():
     a = ap.parse_args()
     data, stamps, segments = load(a.corpus)
     consumed = Consumed(a.report) if a.report else None
-    if a.mode == "tcp":
+    if a.mode == "tcp" and a.keep_listening:
+        lines, nbytes, s, e = feed_tcp_restartable(a, data, stamps, plan(data, segments, a.rate))
+    elif a.mode == "tcp":
         lines, nbytes, s, e = feed_tcp(a, data, stamps, plan(data, segments, a.rate), consumed)
     else:
         if not a.dir:

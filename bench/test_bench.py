@@ -97,6 +97,27 @@ class CorpusAndFeeder(unittest.TestCase):
         taken.f.close()
 
 
+    def test_a_feeder_that_keeps_listening_feeds_the_client_after_a_killed_one(self):
+        import socket
+        import subprocess
+        f = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "feeder.py"),
+                              "tcp", "--corpus", self.path, "--rate", "100000", "--duration", "30",
+                              "--keep-listening", "--accept-timeout", "10"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            port = int(f.stdout.readline().split()[1])
+            for _ in range(2):  # the first client goes away mid-feed, as a killed system does
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                    got = b""
+                    while got.count(b"\n") < 100:
+                        got += c.recv(65536)
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                self.assertTrue(got.startswith(b"#MARK "), got[:40])
+        finally:
+            f.kill()
+            f.wait()
+
+
 class Measures(unittest.TestCase):
     def test_throughput_drops_the_first_two_and_the_last_non_empty_batch(self):
         batches = [batch(0, 0)] + [batch(i, 1000 * i) for i in range(1, 7)]

@@ -160,6 +160,30 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         rounds: u32,
     },
+    /// Time from a SIGKILL to the first batch committed by the restarted driver (against
+    /// Spark's DStream job restarted from its checkpoint, with `--spark`), checkpoint cost per
+    /// batch (local disk; Azurite when `SLUICE_AZURITE_CONTAINER` is set), and the throughput
+    /// of the exactly-once files pipeline with checkpoints against without.
+    Recovery {
+        /// Two trials, one exactly-once round, a smaller input (well under 30 s).
+        #[arg(long)]
+        quick: bool,
+        /// Kill-and-restart trials per system (default 5; 2 with --quick).
+        #[arg(long)]
+        trials: Option<u32>,
+        /// Also run Spark's trials (bench/recovery.py from the Spark venv), alternating.
+        #[arg(long)]
+        spark: bool,
+        /// The generator's lines per second, over its 2 partitions.
+        #[arg(long, default_value_t = 200_000)]
+        rate: u64,
+        /// The checkout's bench/ directory (default: the one this host was built from).
+        #[arg(long)]
+        bench_dir: Option<PathBuf>,
+        /// The directory holding uppercase.wasm.
+        #[arg(long, env = "SLUICE_PLUGINS")]
+        plugins: PathBuf,
+    },
     /// The plugin call path against the same function called natively.
     Plugins {
         /// A run of a few seconds instead of a full one.
@@ -353,6 +377,26 @@ pub fn run(cli: Cli) -> Result<()> {
             rounds,
         }) => {
             print!("{}", crate::bench::amqp::run(&url, messages, rounds)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Recovery {
+            quick,
+            trials,
+            spark,
+            rate,
+            bench_dir,
+            plugins,
+        }) => {
+            let opts = crate::bench::recovery::Options {
+                plugins,
+                cache_dir: cli.cache_dir,
+                trials: trials.unwrap_or(if quick { 2 } else { 5 }),
+                quick,
+                spark,
+                bench_dir: bench_dir.unwrap_or_else(crate::bench::recovery::default_bench_dir),
+                rate,
+            };
+            print!("{}", crate::bench::recovery::run(&opts)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Plugins { quick, plugins }) => {

@@ -4,3 +4,4 @@
 pub mod amqp;
 pub mod pipeline;
 pub mod plugins;
+pub mod recovery;

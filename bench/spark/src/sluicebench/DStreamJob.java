@@ -31,19 +31,46 @@ import scala.Tuple2;
  * <pre>
  * spark-submit --master local[2] --class sluicebench.DStreamJob sluice-bench.jar \
  *   --workload upper|wordcount --port P --report FILE [--expect N] [--batch-ms 1000]
- *   [--wal --checkpoint DIR] [--backpressure true] [--initial-rate 300000] [--ready FILE] [--stop-file FILE] [--timeout-s 900]
+ *   [--wal --checkpoint DIR] [--recover --checkpoint DIR] [--backpressure true] [--initial-rate 300000] [--ready FILE] [--stop-file FILE] [--timeout-s 900]
  * </pre>
  */
 public final class DStreamJob {
     /** Outputs by batch time, from the output operation to the listener. */
     private static final Map<Long, Common.Output> OUTPUTS = new ConcurrentHashMap<>();
 
+    /** Set when the context is built here rather than read from a checkpoint. */
+    private static volatile boolean created;
+
     private DStreamJob() {}
 
     public static void main(String[] argv) throws Exception {
         Map<String, String> a = Common.args(argv);
+        // With --recover, a checkpoint directory left by a killed run brings the job back
+        // (its graph, its pending batches and, with --wal, its received blocks), as a
+        // restarted driver in cluster mode would; without one the job starts afresh.
+        boolean recover = Boolean.parseBoolean(a.getOrDefault("recover", "false"));
+        JavaStreamingContext ssc = recover
+            ? JavaStreamingContext.getOrCreate(Common.need(a, "checkpoint"), () -> create(a))
+            : create(a);
+        if (recover) {
+            System.err.println("sluice-bench: context " + (created ? "created afresh" : "restored from the checkpoint"));
+        }
+        ssc.sparkContext().setLogLevel(a.getOrDefault("log-level", "WARN"));
+        // Listeners are not checkpointed: a recovered context gets its own here.
+        Common.Report report = new Common.Report(a);
+        ssc.addStreamingListener(new Listener(report, a));
+        ssc.start();
+        System.err.println("sluice-bench: " + report.await(a) + "; stopping");
+        ssc.stop(true, false);
+        report.close();
+    }
+
+    /** A new context with the workload's graph, checkpointed under --checkpoint if asked. */
+    private static JavaStreamingContext create(Map<String, String> a) {
+        created = true;
         String workload = Common.need(a, "workload");
         boolean wal = Boolean.parseBoolean(a.getOrDefault("wal", "false"));
+        boolean recover = Boolean.parseBoolean(a.getOrDefault("recover", "false"));
         long batchMs = Long.parseLong(a.getOrDefault("batch-ms", "1000"));
         SparkConf conf = new SparkConf()
             .setAppName("sluice-bench-dstream-" + workload + (wal ? "-wal" : ""))
@@ -58,12 +85,9 @@ public final class DStreamJob {
             // reads without limit: at full speed that filled a 1 g heap (OutOfMemoryError).
             .set("spark.streaming.backpressure.initialRate", a.getOrDefault("initial-rate", "300000"));
         JavaStreamingContext ssc = new JavaStreamingContext(conf, Durations.milliseconds(batchMs));
-        ssc.sparkContext().setLogLevel(a.getOrDefault("log-level", "WARN"));
-        if (wal) {
+        if (wal || recover) {
             ssc.checkpoint(Common.need(a, "checkpoint"));
         }
-        Common.Report report = new Common.Report(a);
-        ssc.addStreamingListener(new Listener(report, a));
 
         // With the WAL the data is already on disk: no in-memory replica (Spark's advice).
         JavaReceiverInputDStream<String> lines = ssc.socketTextStream(
@@ -85,10 +109,7 @@ public final class DStreamJob {
             default:
                 throw new IllegalArgumentException("unknown workload " + workload);
         }
-        ssc.start();
-        System.err.println("sluice-bench: " + report.await(a) + "; stopping");
-        ssc.stop(true, false);
-        report.close();
+        return ssc;
     }
 
     /** Each word of a line as (word, 1); a marker line stays whole, so its stamp survives. */
