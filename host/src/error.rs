@@ -232,12 +232,15 @@ impl Classify for WalError {
 impl Classify for CheckpointError {
     fn fault(&self) -> Fault {
         match self {
-            CheckpointError::Store { .. } => Fault::External,
+            CheckpointError::Store { .. } | CheckpointError::Fenced { .. } => Fault::External,
             CheckpointError::Damaged { .. } => Fault::User,
         }
     }
     fn retryable(&self) -> bool {
         matches!(self, CheckpointError::Store { .. })
+    }
+    fn fenced(&self) -> bool {
+        matches!(self, CheckpointError::Fenced { .. })
     }
 }
 
