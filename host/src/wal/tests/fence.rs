@@ -203,15 +203,41 @@ async fn a_damaged_epoch_object_stops_the_open_with_its_location() {
     );
 }
 
-/// Not a test: the append cost on a local disk with the fence check, printed.
-/// `cargo test --release -p sluice wal::tests::measure -- --ignored --nocapture`
+/// Not a test: what the fence check adds to an append on a local disk, printed. Runs of the
+/// benchmark with and without the check alternate, so that a busy machine weighs on both.
+/// `cargo test --release -p sluice wal::tests::fence::measure -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement; run by hand"]
-async fn measure_append_cost_on_local_disk() {
+#[ignore = "a measurement; run by hand, alone (it turns the fence check off)"]
+async fn measure_the_fence_check_on_local_disk() {
+    use std::sync::atomic::Ordering;
     let tmp = tempfile::tempdir().unwrap();
     let (store, fsynced) = local(tmp.path());
-    for (name, opts) in [("fsync", fsynced), ("no fsync", WalOptions::default())] {
-        for (partitions, records) in [(1, 10), (1, 1000), (8, 1000)] {
+    let cases = [
+        (
+            "fsync, 1 partition, 10-record blocks",
+            fsynced.clone(),
+            1,
+            10,
+        ),
+        ("fsync, 8 partitions, 1000-record blocks", fsynced, 8, 1000),
+        (
+            "no fsync, 1 partition, 10-record blocks",
+            WalOptions::default(),
+            1,
+            10,
+        ),
+        (
+            "no fsync, 8 partitions, 1000-record blocks",
+            WalOptions::default(),
+            8,
+            1000,
+        ),
+    ];
+    for (name, opts, partitions, records) in cases {
+        let mut runs: [Vec<(f64, f64)>; 2] = Default::default();
+        for round in 0..10 {
+            let skip = round % 2 == 0;
+            crate::wal::writer::SKIP_FENCE_CHECK.store(skip, Ordering::Relaxed);
             let cfg = bench::BenchConfig {
                 partitions,
                 blocks_per_partition: 400 / partitions,
@@ -219,20 +245,33 @@ async fn measure_append_cost_on_local_disk() {
                 record_bytes: 100,
                 opts: opts.clone(),
             };
-            let report = bench::append_throughput(store.clone(), prefix(), &cfg)
+            let r = bench::append_throughput(store.clone(), prefix(), &cfg)
                 .await
                 .unwrap();
-            println!(
-                "local disk ({name}), {partitions} partitions, {records} records/block: {report}"
-            );
+            let per_segment = r.elapsed.as_secs_f64() * 1e3 / r.segments as f64;
+            runs[skip as usize].push((r.p50.as_secs_f64() * 1e3, per_segment));
         }
+        crate::wal::writer::SKIP_FENCE_CHECK.store(false, Ordering::Relaxed);
+        let median = |v: &mut Vec<(f64, f64)>, i: usize| {
+            let mut x: Vec<f64> = v.iter().map(|r| if i == 0 { r.0 } else { r.1 }).collect();
+            x.sort_by(f64::total_cmp);
+            x[x.len() / 2]
+        };
+        let [with, without] = &mut runs;
+        println!(
+            "{name}: append p50 {:.3} ms without the check, {:.3} ms with; wall time per segment {:.3} ms without, {:.3} ms with (medians of 5 runs of 400 blocks)",
+            median(without, 0),
+            median(with, 0),
+            median(without, 1),
+            median(with, 1),
+        );
     }
     let start = Instant::now();
     for _ in 0..1000 {
         epoch::check(&store, &prefix(), u64::MAX).await.unwrap();
     }
     println!(
-        "one fence check (list of epoch/): {:.1} us",
+        "one fence check alone (a listing of epoch/): {:.1} us",
         start.elapsed().as_secs_f64() * 1e3
     );
 }
