@@ -155,7 +155,14 @@ async fn a_stalled_old_writer_on_azurite_that_appends_after_the_new_writer_trunc
     for _ in 0..2 {
         let err = a.append(0, 2, &block(9, 2)).await.unwrap_err();
         assert!(
-            matches!(err, WalError::Fenced { epoch: 1, newer: 2, .. }),
+            matches!(
+                err,
+                WalError::Fenced {
+                    epoch: 1,
+                    newer: 2,
+                    ..
+                }
+            ),
             "{err}"
         );
     }

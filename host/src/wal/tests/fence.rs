@@ -102,7 +102,7 @@ async fn a_stale_segment_that_slipped_past_the_check_is_ignored_by_recovery() {
         triples(&rec),
         [(0, 0, block(0, 3, false)), (1, 0, block(1, 3, false))]
     );
-    assert_eq!(rec.stale, [late.clone()]);
+    assert_eq!(rec.stale, std::slice::from_ref(&late));
     assert_eq!(rec.segments, 2);
     // Nothing is checkpointed, yet the stale segment goes at the first truncation.
     assert_eq!(c.truncate(&[]).await.unwrap(), 1);
