@@ -1290,7 +1290,9 @@ fn a_damaged_log_segment_is_reported_with_its_location_and_the_rest_still_runs()
     // leaves it on a store that is not atomic.
     let wal = tmp.path().join("checkpoints/wal");
     std::fs::create_dir_all(&wal).unwrap();
-    let damaged = wal.join("00000000000000099999.seg");
+    // Named as the first run's writer (epoch 1) would: a segment of an older epoch that the
+    // newest epoch did not read would be stale, ignored rather than reported.
+    let damaged = wal.join("00000000000000000001-00000000000000099999.seg");
     let mut bytes = b"SLUICWAL".to_vec();
     bytes.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     bytes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);

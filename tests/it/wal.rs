@@ -96,7 +96,7 @@ async fn one_segment(store: &Arc<dyn ObjectStore>, prefix: &Path, seq: u64) -> (
         r.unwrap();
     }
     assert_eq!(wal.stats().segments_written, 1);
-    let path = prefix.child(segment_name(seq));
+    let path = prefix.child(segment_name(wal.epoch(), seq));
     let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
     (path, bytes.to_vec())
 }
@@ -136,18 +136,49 @@ async fn a_torn_and_a_corrupt_segment_on_azurite_are_reported_with_their_locatio
 }
 
 #[tokio::test]
-async fn a_second_writer_on_an_azurite_log_is_fenced() {
-    let Some(store) = azurite("a_second_writer_on_an_azurite_log_is_fenced") else {
+async fn a_stalled_old_writer_on_azurite_that_appends_after_the_new_writer_truncated_is_fenced() {
+    let Some(store) = azurite("a_stalled_old_writer_on_azurite_is_fenced") else {
         return;
     };
     let prefix = unique_prefix("wal-fence");
-    let (first, _) = Wal::open(store.clone(), prefix.clone(), opts())
+    let (a, _) = Wal::open(store.clone(), prefix.clone(), opts())
         .await
         .unwrap();
-    let (second, _) = Wal::open(store, prefix, opts()).await.unwrap();
-    first.append(0, 0, &block(0, 2)).await.unwrap();
-    let err = second.append(0, 0, &block(1, 2)).await.unwrap_err();
-    assert!(matches!(err, WalError::Fenced { .. }), "{err}");
+    a.append(0, 0, &block(0, 2)).await.unwrap();
+    let (b, rec) = Wal::open(store.clone(), prefix.clone(), opts())
+        .await
+        .unwrap();
+    assert_eq!(rec.blocks.len(), 1);
+    b.append(0, 2, &block(1, 2)).await.unwrap();
+    assert_eq!(b.truncate(&[4]).await.unwrap(), 2);
+    b.append(0, 4, &block(2, 2)).await.unwrap();
+    for _ in 0..2 {
+        let err = a.append(0, 2, &block(9, 2)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WalError::Fenced {
+                    epoch: 1,
+                    newer: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    // A segment the old writer slipped past the check is not replayed, and goes.
+    let late = prefix.child(segment_name(1, 9));
+    let (_, bytes) = one_segment(&store, &unique_prefix("wal-fence-late"), 0).await;
+    store.put(&late, bytes.into()).await.unwrap();
+    let (c, rec) = Wal::open(store, prefix, opts()).await.unwrap();
+    let got: Vec<_> = rec
+        .blocks
+        .iter()
+        .map(|b| (b.partition, b.first_offset, b.records.clone()))
+        .collect();
+    assert_eq!(got, [(0, 4, block(2, 2))], "only B's un-truncated block");
+    assert_eq!(rec.stale, [late]);
+    assert_eq!(c.truncate(&[]).await.unwrap(), 1);
 }
 
 /// Not a test: the WAL's append throughput on a local disk and on Azurite, printed.

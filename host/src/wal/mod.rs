@@ -3,9 +3,17 @@
 //!
 //! # Layout
 //!
-//! One log per pipeline, under one prefix: `<prefix>/<seq>.seg`, `seq` a zero-padded 20-digit
-//! number, so a listing gives write order. Object stores cannot append, so a **segment is one
-//! object, written once** by one PUT, holding one commit group: the blocks that concurrent
+//! One log per pipeline, under one prefix:
+//!
+//! ```text
+//! <prefix>/epoch/<epoch>          one per open: the writer's claim, and what its recovery read
+//! <prefix>/<epoch>-<seq>.seg      the segments (both numbers zero-padded to 20 digits)
+//! <prefix>/<seq>.seg              segments of the format before epochs, read as epoch 0
+//! ```
+//!
+//! Each [`Wal::open`] claims a new epoch ([`epoch`]); its segments carry it in their names,
+//! and `seq` continues after the highest sequence it recovered, so a listing gives write order.
+//! Object stores cannot append, so a **segment is one object, written once** by one PUT, holding one commit group: the blocks that concurrent
 //! [`Wal::append`] calls, from any partitions, handed in within a short window
 //! ([`WalOptions::group_window`]). The format is in [`format`]: a versioned, checksummed
 //! header saying how many frames and bytes follow; then one frame per block (length, CRC-32,
@@ -24,8 +32,13 @@
 //! - [`Wal::append`] returns once the segment holding the block is written; on a local
 //!   directory ([`WalOptions::fsync_root`]) the file and its directory are also fsynced, since
 //!   `object_store`'s local store does not.
-//! - Segments are created with create-if-absent ([`PutMode::Create`]): a second writer on the
-//!   same log fails its next write ([`WalError::Fenced`]) instead of overwriting.
+//! - A writer superseded by a newer [`Wal::open`] fails its next append ([`WalError::Fenced`]),
+//!   and every one after: before each segment it checks that no newer epoch is claimed. A
+//!   segment it wrote anyway (it checked, then stalled across the new open) is never replayed:
+//!   recovery ignores it, reports it once ([`Recovery::stale`]) and [`Wal::truncate`] deletes
+//!   it. See [`epoch`] for the one race left and what it costs. Segments and epochs are
+//!   created with create-if-absent ([`PutMode::Create`](object_store::PutMode::Create)), so
+//!   nothing is ever overwritten.
 //! - A segment of another format version stops [`Wal::open`] with
 //!   [`WalError::UnknownVersion`]: a newer log is never half-read by an older host.
 //! - Damage (a torn object, a flipped byte) is never replayed and never dropped silently:
@@ -37,9 +50,11 @@
 //!   is reported again at every open until removed).
 
 pub mod bench;
+pub mod epoch;
 pub mod format;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,12 +64,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::RecordBatch;
 use crate::config::location::Location;
+use epoch::{EPOCH_DIR, EPOCH_VERSION, EpochRead, EpochRecord};
 pub use format::Damage;
 
 /// How the log writes.
@@ -138,14 +154,28 @@ pub enum WalError {
         /// The store's error.
         message: String,
     },
-    /// The segment to write already exists: another writer is using this log.
+    /// Another writer claimed this log: a newer [`Wal::open`] (another driver, or a restart
+    /// of this one) took it over, so this writer stops writing for good.
     #[error(
-        "WAL segment {path} already exists: another host or process writes this log, so this \
-         one stops writing (fenced)"
+        "WAL {prefix}: {}; another driver took over this log, so this one stops writing (fenced)",
+        fence_reason(*epoch, *newer)
     )]
     Fenced {
-        /// The segment.
+        /// The log's prefix.
+        prefix: String,
+        /// The epoch this writer holds (or tried to claim, when opening).
+        epoch: u64,
+        /// The newer epoch found (equal to `epoch` when another writer claimed that same epoch
+        /// at the same moment).
+        newer: u64,
+    },
+    /// An epoch object cannot be read as one: without it, which segments are stale is unknown.
+    #[error("WAL epoch object {path}: {message}")]
+    BadEpoch {
+        /// The object.
         path: String,
+        /// What is wrong.
+        message: String,
     },
     /// Deleting a checkpointed segment failed.
     #[error("WAL segment {path}: cannot delete it: {message}")]
@@ -174,6 +204,14 @@ impl WalError {
     }
 }
 
+fn fence_reason(epoch: u64, newer: u64) -> String {
+    if newer > epoch {
+        format!("epoch {newer} was claimed after this writer's epoch {epoch}")
+    } else {
+        format!("another writer claimed epoch {epoch} at the same moment")
+    }
+}
+
 /// `Result` with [`WalError`].
 pub type Result<T> = std::result::Result<T, WalError>;
 
@@ -188,6 +226,8 @@ pub struct RecoveredBlock {
     pub records: RecordBatch,
     /// The sequence number of the segment it was in.
     pub segment: u64,
+    /// The epoch of the writer that wrote that segment (0 for the format before epochs).
+    pub epoch: u64,
 }
 
 /// Damage found in one segment, with where it is and what it cost.
@@ -236,6 +276,12 @@ pub struct Recovery {
     pub problems: Vec<WalProblem>,
     /// How many segments were read.
     pub segments: usize,
+    /// Segments an older writer wrote after a newer one had opened (and had read the log
+    /// without them): never read nor replayed, reported here once, deleted by the next
+    /// [`Wal::truncate`]. In segment order.
+    pub stale: Vec<Path>,
+    /// The epoch this open claimed.
+    pub epoch: u64,
 }
 
 /// Counters since the log was opened.
@@ -261,9 +307,21 @@ struct SegmentInfo {
     ends: Vec<(u32, u64)>,
     /// Damaged segments are kept for an operator.
     damaged: bool,
+    /// Written by an older writer after a newer one opened: never read, deleted by the next
+    /// truncation.
+    stale: bool,
 }
 
 impl SegmentInfo {
+    fn new(path: Path, damaged: bool, stale: bool) -> Self {
+        SegmentInfo {
+            path,
+            ends: Vec::new(),
+            damaged,
+            stale,
+        }
+    }
+
     fn note(&mut self, partition: u32, end: u64) {
         match self.ends.iter_mut().find(|(p, _)| *p == partition) {
             Some((_, e)) => *e = (*e).max(end),
@@ -276,8 +334,11 @@ impl SegmentInfo {
 struct Shared {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// The epoch this writer claimed.
+    epoch: u64,
     opts: WalOptions,
-    segments: Mutex<BTreeMap<u64, SegmentInfo>>,
+    /// By (epoch, sequence).
+    segments: Mutex<BTreeMap<(u64, u64), SegmentInfo>>,
     /// Appends handed in (or about to be) and not yet taken by the writer.
     coming: AtomicUsize,
     fenced: Mutex<Option<WalError>>,
@@ -327,114 +388,216 @@ pub struct Wal {
     tx: mpsc::Sender<Pending>,
 }
 
-/// The object name of segment `seq`.
-pub fn segment_name(seq: u64) -> String {
-    format!("{seq:020}.seg")
+/// The object name of segment `seq` of `epoch`.
+pub fn segment_name(epoch: u64, seq: u64) -> String {
+    format!("{epoch:020}-{seq:020}.seg")
 }
 
-/// The sequence number of a segment's object name, when `name` is one.
-fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".seg")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// The epoch and sequence number of a segment's object name, when `name` is one. A name of the
+/// format before epochs (`<seq>.seg`) is epoch 0.
+fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".seg")?;
+    let number = |digits: &str| {
+        (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse().ok())
+            .flatten()
+    };
+    match stem.split_once('-') {
+        Some((epoch, seq)) => Some((number(epoch)?, number(seq)?)),
+        None => Some((0, number(stem)?)),
     }
-    digits.parse().ok()
+}
+
+/// What one listing of the log's prefix found.
+#[derive(Debug, Default)]
+struct Listing {
+    /// The epochs claimed, in no particular order.
+    epochs: Vec<u64>,
+    /// The segments, by (epoch, sequence).
+    segments: Vec<((u64, u64), Path)>,
+}
+
+/// Lists the log's segments and epoch objects; anything else is left alone, with a warning.
+async fn list_log(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<Listing> {
+    let mut listing = Listing::default();
+    let mut objects = store.list(Some(prefix));
+    while let Some(meta) = objects.try_next().await.map_err(|e| WalError::List {
+        prefix: prefix.to_string(),
+        message: e.to_string(),
+    })? {
+        let rest: Vec<_> = meta
+            .location
+            .prefix_match(prefix)
+            .into_iter()
+            .flatten()
+            .collect();
+        let parts: Vec<&str> = rest.iter().map(|p| p.as_ref()).collect();
+        match parts.as_slice() {
+            [name] => match parse_segment_name(name) {
+                Some(id) => listing.segments.push((id, meta.location)),
+                None => {
+                    tracing::warn!(object = %meta.location, "An object in the WAL's directory is not a segment; it is left alone.")
+                }
+            },
+            [dir, name] if *dir == EPOCH_DIR => match epoch::parse_epoch_name(name) {
+                Some(n) => listing.epochs.push(n),
+                None => {
+                    tracing::warn!(object = %meta.location, "An object in the WAL's epoch directory is not an epoch; it is left alone.")
+                }
+            },
+            _ => {
+                tracing::warn!(object = %meta.location, "An object below the WAL's directory is not a segment; it is left alone.")
+            }
+        }
+    }
+    listing.segments.sort_by_key(|(id, _)| *id);
+    Ok(listing)
+}
+
+/// Reads the listed segments that `newest` admits (all of them when no epoch is claimed yet);
+/// the others are stale: noted, not read.
+async fn recover(
+    store: &Arc<dyn ObjectStore>,
+    listed: &[((u64, u64), Path)],
+    newest: Option<&EpochRecord>,
+) -> Result<(Recovery, BTreeMap<(u64, u64), SegmentInfo>)> {
+    let mut recovery = Recovery::default();
+    let mut segments = BTreeMap::new();
+    for &((epoch, seq), ref path) in listed {
+        if newest.is_some_and(|r| !r.admits(epoch, seq)) {
+            recovery.stale.push(path.clone());
+            let info = SegmentInfo::new(path.clone(), false, true);
+            segments.insert((epoch, seq), info);
+            continue;
+        }
+        let decoded = read_segment(store, path).await?;
+        let mut info = SegmentInfo::new(path.clone(), decoded.damage.is_some(), false);
+        let blocks_read = decoded.blocks.len();
+        for b in decoded.blocks {
+            info.note(b.partition, b.first_offset + b.records.len() as u64);
+            recovery.blocks.push(RecoveredBlock {
+                partition: b.partition,
+                first_offset: b.first_offset,
+                records: b.records,
+                segment: seq,
+                epoch,
+            });
+        }
+        if let Some(d) = decoded.damage {
+            let problem = WalProblem {
+                segment: path.clone(),
+                position: d.position,
+                damage: d.damage,
+                blocks_read,
+                frames_lost: d.frames_lost,
+                bytes_unreadable: d.bytes_unreadable,
+            };
+            tracing::error!(segment = %path, position = problem.position, "{problem}");
+            recovery.problems.push(problem);
+        }
+        recovery.segments += 1;
+        segments.insert((epoch, seq), info);
+    }
+    // Stable: within a partition, segment order then frame order.
+    recovery.blocks.sort_by_key(|b| b.partition);
+    Ok((recovery, segments))
+}
+
+/// Reads and decodes one segment.
+async fn read_segment(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<format::DecodedSegment> {
+    let read_err = |e: object_store::Error| WalError::Read {
+        path: path.to_string(),
+        message: e.to_string(),
+    };
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(read_err)?
+        .bytes()
+        .await
+        .map_err(read_err)?;
+    format::decode_segment(&bytes).map_err(|v| WalError::UnknownVersion {
+        path: path.to_string(),
+        found: v.0,
+        supported: format::VERSION,
+    })
+}
+
+/// The record a writer claims as epoch `mine` after reading `segments`: for each epoch, the
+/// highest sequence read.
+fn record_of(mine: u64, segments: &BTreeMap<(u64, u64), SegmentInfo>) -> EpochRecord {
+    let mut read: Vec<EpochRead> = Vec::new();
+    for (&(epoch, seq), _) in segments.iter().filter(|(_, s)| !s.stale) {
+        match read.last_mut() {
+            Some(r) if r.epoch == epoch => r.last_seq = r.last_seq.max(seq),
+            _ => read.push(EpochRead {
+                epoch,
+                last_seq: seq,
+            }),
+        }
+    }
+    EpochRecord {
+        version: EPOCH_VERSION,
+        epoch: mine,
+        opened_at_ms: epoch::now_ms(),
+        read,
+    }
 }
 
 impl Wal {
-    /// Opens the log under `prefix` in `store`, reads every segment there and starts the
-    /// writer, which continues after the highest segment found. Called once per pipeline run,
-    /// before its receivers start; the [`Recovery`] holds what the last run left.
+    /// Opens the log under `prefix` in `store`: reads every segment there, claims a new epoch
+    /// (which fences the log's previous writer, see [`epoch`]) and starts the writer, which
+    /// continues after the highest segment read. Called once per pipeline run, before its
+    /// receivers start; the [`Recovery`] holds what the last run left.
     ///
     /// Must be called inside a tokio runtime (the writer is a task of it). Reads every segment
     /// into memory: after a checkpoint truncates, that is the unfinished batches' blocks.
     ///
-    /// Fails when the store cannot be listed or read, or when a segment has a format version
-    /// this host does not read. Damage is no failure: it is in [`Recovery::problems`].
+    /// Fails when the store cannot be listed or read, when a segment has a format version
+    /// this host does not read, or with [`WalError::Fenced`] when another writer opened the
+    /// log at the same moment and claimed the epoch first. Damage is no failure: it is in
+    /// [`Recovery::problems`].
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         prefix: Path,
         opts: WalOptions,
     ) -> Result<(Wal, Recovery)> {
-        let mut listed: Vec<(u64, Path)> = Vec::new();
-        let mut objects = store.list(Some(&prefix));
-        while let Some(meta) = objects.try_next().await.map_err(|e| WalError::List {
-            prefix: prefix.to_string(),
-            message: e.to_string(),
-        })? {
-            let rest: Option<Vec<_>> = meta.location.prefix_match(&prefix).map(|p| p.collect());
-            match rest.as_deref() {
-                Some([name]) => match parse_segment_name(name.as_ref()) {
-                    Some(seq) => listed.push((seq, meta.location)),
-                    None => {
-                        tracing::warn!(object = %meta.location, "An object in the WAL's directory is not a segment; it is left alone.")
-                    }
-                },
-                _ => {
-                    tracing::warn!(object = %meta.location, "An object below the WAL's directory is not a segment; it is left alone.")
-                }
-            }
-        }
-        listed.sort_by_key(|(seq, _)| *seq);
-
-        let mut recovery = Recovery::default();
-        let mut segments = BTreeMap::new();
-        for (seq, path) in &listed {
-            let read_err = |e: object_store::Error| WalError::Read {
-                path: path.to_string(),
-                message: e.to_string(),
-            };
-            let bytes = store
-                .get(path)
+        let listing = list_log(&store, &prefix).await?;
+        let newest = match listing.epochs.iter().max() {
+            Some(&n) => Some(epoch::read(&store, &prefix, n).await?),
+            None => None,
+        };
+        let (mut recovery, segments) = recover(&store, &listing.segments, newest.as_ref()).await?;
+        let mine = newest.as_ref().map_or(1, |r| r.epoch + 1);
+        let path = epoch::claim(&store, &prefix, &record_of(mine, &segments)).await?;
+        if let Some(root) = &opts.fsync_root {
+            writer::fsync(root, &path, 3)
                 .await
-                .map_err(read_err)?
-                .bytes()
-                .await
-                .map_err(read_err)?;
-            let decoded = format::decode_segment(&bytes).map_err(|v| WalError::UnknownVersion {
-                path: path.to_string(),
-                found: v.0,
-                supported: format::VERSION,
-            })?;
-            let mut info = SegmentInfo {
-                path: path.clone(),
-                ends: Vec::new(),
-                damaged: decoded.damage.is_some(),
-            };
-            let blocks_read = decoded.blocks.len();
-            for b in decoded.blocks {
-                info.note(b.partition, b.first_offset + b.records.len() as u64);
-                recovery.blocks.push(RecoveredBlock {
-                    partition: b.partition,
-                    first_offset: b.first_offset,
-                    records: b.records,
-                    segment: *seq,
-                });
-            }
-            if let Some(d) = decoded.damage {
-                let problem = WalProblem {
-                    segment: path.clone(),
-                    position: d.position,
-                    damage: d.damage,
-                    blocks_read,
-                    frames_lost: d.frames_lost,
-                    bytes_unreadable: d.bytes_unreadable,
-                };
-                tracing::error!(segment = %path, position = problem.position, "{problem}");
-                recovery.problems.push(problem);
-            }
-            segments.insert(*seq, info);
+                .map_err(|e| WalError::Write {
+                    path: path.to_string(),
+                    message: format!("written but not fsynced: {e}"),
+                })?;
         }
-        // Stable: within a partition, segment order then frame order.
-        recovery.blocks.sort_by_key(|b| b.partition);
-        recovery.segments = listed.len();
-        let next_seq = listed.last().map_or(0, |(seq, _)| seq + 1);
-        tracing::info!(prefix = %prefix, segments = listed.len(), blocks = recovery.blocks.len(), problems = recovery.problems.len(), "The WAL is open.");
+        // A slow open can claim a number a newer open freed: it must not go on.
+        epoch::check(&store, &prefix, mine).await?;
+        epoch::delete_older(&store, &prefix, &listing.epochs, mine).await;
+        recovery.epoch = mine;
+        let next_seq = segments
+            .iter()
+            .filter(|(_, s)| !s.stale)
+            .map(|(&(_, seq), _)| seq + 1)
+            .max()
+            .unwrap_or(0);
+        if !recovery.stale.is_empty() {
+            tracing::info!(prefix = %prefix, stale = recovery.stale.len(), first = %recovery.stale[0], "WAL segments an older writer wrote after a newer one opened are ignored, and deleted at the next truncation.");
+        }
+        tracing::info!(prefix = %prefix, epoch = mine, segments = recovery.segments, blocks = recovery.blocks.len(), problems = recovery.problems.len(), "The WAL is open.");
 
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
         let shared = Arc::new(Shared {
             store,
             prefix,
+            epoch: mine,
             opts,
             segments: Mutex::new(segments),
             coming: AtomicUsize::new(0),
@@ -444,7 +607,7 @@ impl Wal {
             bytes_written: AtomicU64::new(0),
             segments_deleted: AtomicU64::new(0),
         });
-        tokio::spawn(writer(shared.clone(), rx, next_seq));
+        tokio::spawn(writer::writer(shared.clone(), rx, next_seq));
         Ok((Wal { shared, tx }, recovery))
     }
 
@@ -493,7 +656,7 @@ impl Wal {
         };
         // Counted before it is sent, so the writer knows to wait for it; the guard takes the
         // count back if the send never happens (the writer is gone, or this call was dropped).
-        let guard = Coming::new(&self.shared.coming);
+        let guard = writer::Coming::new(&self.shared.coming);
         self.tx.send(pending).await.map_err(|_| WalError::Closed)?;
         guard.sent();
         wait.await.map_err(|_| WalError::Closed)?
@@ -501,11 +664,12 @@ impl Wal {
 
     /// Deletes the segments whose every block is checkpointed: everything below
     /// `offsets[p]` in each partition `p` is processed and committed. A segment holding a
-    /// partition missing from `offsets` stays, and so does a damaged one. Returns how many
+    /// partition missing from `offsets` stays, and so does a damaged one; stale segments
+    /// ([`Recovery::stale`]) go whatever the offsets. Returns how many
     /// segments were deleted. Called after each checkpoint; a failed delete is retried by the
     /// next call.
     pub async fn truncate(&self, offsets: &[u64]) -> Result<usize> {
-        let doomed: Vec<(u64, Path)> = {
+        let doomed: Vec<((u64, u64), Path)> = {
             let segments = self
                 .shared
                 .segments
@@ -514,10 +678,11 @@ impl Wal {
             segments
                 .iter()
                 .filter(|(_, s)| {
-                    !s.damaged
-                        && s.ends.iter().all(|&(p, end)| {
-                            offsets.get(p as usize).is_some_and(|&done| end <= done)
-                        })
+                    s.stale
+                        || !s.damaged
+                            && s.ends.iter().all(|&(p, end)| {
+                                offsets.get(p as usize).is_some_and(|&done| end <= done)
+                            })
                 })
                 .map(|(seq, s)| (*seq, s.path.clone()))
                 .collect()
@@ -568,6 +733,11 @@ impl Wal {
         &self.shared.prefix
     }
 
+    /// The epoch this writer claimed when it opened the log (its segments carry it).
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
+    }
+
     fn fenced(&self) -> Option<WalError> {
         self.shared
             .fenced
@@ -575,190 +745,4 @@ impl Wal {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-}
-
-/// Counts an append on its way to the writer until it is sent.
-struct Coming<'a> {
-    count: &'a AtomicUsize,
-    sent: bool,
-}
-
-impl<'a> Coming<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Coming { count, sent: false }
-    }
-
-    /// The writer now owns the count (it takes it back when it receives the block).
-    fn sent(mut self) {
-        self.sent = true;
-    }
-}
-
-impl Drop for Coming<'_> {
-    fn drop(&mut self) {
-        if !self.sent {
-            self.count.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// The writer task: takes a group of pending blocks, writes it as one segment, answers each.
-async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, mut seq: u64) {
-    let take = |p: Pending, group: &mut Vec<Pending>, bytes: &mut usize| {
-        shared.coming.fetch_sub(1, Ordering::AcqRel);
-        *bytes += p.frame.len();
-        group.push(p);
-    };
-    while let Some(first) = rx.recv().await {
-        let mut group = Vec::new();
-        let mut bytes = 0;
-        take(first, &mut group, &mut bytes);
-        let deadline = tokio::time::Instant::now() + shared.opts.group_window;
-        let mut yielded = false;
-        while bytes < shared.opts.max_group_bytes {
-            match rx.try_recv() {
-                Ok(p) => {
-                    take(p, &mut group, &mut bytes);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            // Nobody else is appending: waiting would only add latency. But first let the
-            // tasks woken with this one (a tick's other partitions) have one turn.
-            if shared.coming.load(Ordering::Acquire) == 0 {
-                if yielded {
-                    break;
-                }
-                yielded = true;
-                tokio::task::yield_now().await;
-                continue;
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(p)) => take(p, &mut group, &mut bytes),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let result = write_group(&shared, seq, &group).await;
-        seq += 1;
-        for p in group {
-            let _ = p.done.send(result.clone());
-        }
-    }
-}
-
-async fn write_group(shared: &Shared, seq: u64, group: &[Pending]) -> Result<()> {
-    let path = shared.prefix.child(segment_name(seq));
-    if let Some(e) = shared
-        .fenced
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-    {
-        return Err(e);
-    }
-    let body_len: u64 = group.iter().map(|p| p.frame.len() as u64).sum();
-    let header = format::encode_header(group.len() as u32, body_len);
-    let payload: PutPayload = std::iter::once(Bytes::copy_from_slice(&header))
-        .chain(group.iter().map(|p| p.frame.clone()))
-        .collect();
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    match shared.store.put_opts(&path, payload.clone(), opts).await {
-        Ok(_) => {}
-        // A client retry of a PUT that went through but whose answer was lost also finds the
-        // object there: it is ours when it holds exactly what was written.
-        Err(object_store::Error::AlreadyExists { .. })
-            if is_ours(shared, &path, &payload).await =>
-        {
-            tracing::debug!(segment = %path, "A retried WAL write found its own segment already written.");
-        }
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            let e = WalError::Fenced {
-                path: path.to_string(),
-            };
-            tracing::error!(segment = %path, "{e}");
-            *shared.fenced.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
-            return Err(e);
-        }
-        Err(e) => {
-            return Err(WalError::Write {
-                path: path.to_string(),
-                message: e.to_string(),
-            });
-        }
-    }
-    if let Some(root) = &shared.opts.fsync_root {
-        fsync(root, &path, seq == 0)
-            .await
-            .map_err(|e| WalError::Write {
-                path: path.to_string(),
-                message: format!("written but not fsynced: {e}"),
-            })?;
-    }
-    let mut info = SegmentInfo {
-        path,
-        ends: Vec::new(),
-        damaged: false,
-    };
-    for p in group {
-        info.note(p.partition, p.end);
-    }
-    shared
-        .segments
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(seq, info);
-    shared.segments_written.fetch_add(1, Ordering::Relaxed);
-    shared
-        .blocks_written
-        .fetch_add(group.len() as u64, Ordering::Relaxed);
-    shared
-        .bytes_written
-        .fetch_add(header.len() as u64 + body_len, Ordering::Relaxed);
-    Ok(())
-}
-
-/// Whether the object at `path` holds exactly `payload`.
-async fn is_ours(shared: &Shared, path: &Path, payload: &PutPayload) -> bool {
-    let Ok(got) = shared.store.get(path).await else {
-        return false;
-    };
-    let Ok(got) = got.bytes().await else {
-        return false;
-    };
-    got.len() == payload.content_length()
-        && payload
-            .iter()
-            .scan(0usize, |at, chunk| {
-                let start = *at;
-                *at += chunk.len();
-                Some(got[start..*at] == chunk[..])
-            })
-            .all(|same| same)
-}
-
-/// Makes a segment written to a local directory survive a power cut: the file, its directory
-/// (the new name) and, for the first segment, the directory's parent (a new directory).
-async fn fsync(root: &std::path::Path, path: &Path, first: bool) -> std::io::Result<()> {
-    let mut file = root.to_owned();
-    for part in path.parts() {
-        file.push(part.as_ref());
-    }
-    tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&file)?.sync_all()?;
-        let mut dir = file.parent();
-        for _ in 0..if first { 2 } else { 1 } {
-            if let Some(d) = dir {
-                std::fs::File::open(d)?.sync_all()?;
-                dir = d.parent();
-            }
-        }
-        Ok(())
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }

@@ -11,6 +11,8 @@ use super::format::{self, Damage};
 use super::*;
 use crate::batch::{BytesColumn, Headers, RecordBatch};
 
+mod fence;
+
 /// A block of `n` records with keys (some absent), timestamps and, when `headers`, headers.
 fn block(seed: u64, n: usize, headers: bool) -> RecordBatch {
     let mut b = RecordBatch::default();
@@ -51,9 +53,9 @@ fn prefix() -> Path {
     Path::from("wal")
 }
 
-/// The file of segment `seq` in a local log under `dir`.
-fn segment_file(dir: &std::path::Path, seq: u64) -> std::path::PathBuf {
-    dir.join("wal").join(segment_name(seq))
+/// The file of segment `seq` of `epoch` in a local log under `dir`.
+fn segment_file(dir: &std::path::Path, epoch: u64, seq: u64) -> std::path::PathBuf {
+    dir.join("wal").join(segment_name(epoch, seq))
 }
 
 /// Writes `blocks` as one segment (one commit group), by appending them all at once.
@@ -207,7 +209,7 @@ async fn three_block_segment(dir: &std::path::Path) -> Vec<u64> {
 async fn a_torn_tail_is_reported_with_its_location_and_the_blocks_before_it_are_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let starts = three_block_segment(tmp.path()).await;
-    let file = segment_file(tmp.path(), 0);
+    let file = segment_file(tmp.path(), 1, 0);
     let bytes = std::fs::read(&file).unwrap();
     // Cut the last frame in half.
     let cut = (starts[2] as usize + bytes.len()) / 2;
@@ -218,7 +220,7 @@ async fn a_torn_tail_is_reported_with_its_location_and_the_blocks_before_it_are_
     assert_eq!(rec.blocks.len(), 2);
     assert_eq!(rec.problems.len(), 1);
     let p = &rec.problems[0];
-    assert_eq!(p.segment.as_ref(), format!("wal/{}", segment_name(0)));
+    assert_eq!(p.segment.as_ref(), format!("wal/{}", segment_name(1, 0)));
     assert_eq!(p.position, starts[2]);
     assert_eq!(p.frames_lost, Some(1));
     assert_eq!(p.bytes_unreadable, cut as u64 - starts[2]);
@@ -226,7 +228,7 @@ async fn a_torn_tail_is_reported_with_its_location_and_the_blocks_before_it_are_
         if expected_len == bytes.len() as u64 && actual_len == cut as u64));
     let msg = p.to_string();
     assert!(
-        msg.contains("wal/00000000000000000000.seg") && msg.contains("torn"),
+        msg.contains("wal/00000000000000000001-00000000000000000000.seg") && msg.contains("torn"),
         "{msg}"
     );
 }
@@ -235,7 +237,7 @@ async fn a_torn_tail_is_reported_with_its_location_and_the_blocks_before_it_are_
 async fn a_segment_cut_exactly_between_two_frames_is_torn_too() {
     let tmp = tempfile::tempdir().unwrap();
     let starts = three_block_segment(tmp.path()).await;
-    let file = segment_file(tmp.path(), 0);
+    let file = segment_file(tmp.path(), 1, 0);
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..starts[1] as usize]).unwrap();
     let (store, opts) = local(tmp.path());
@@ -249,7 +251,7 @@ async fn a_segment_cut_exactly_between_two_frames_is_torn_too() {
 async fn a_flipped_byte_is_detected_and_the_rest_of_its_segment_is_counted_as_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let starts = three_block_segment(tmp.path()).await;
-    let file = segment_file(tmp.path(), 0);
+    let file = segment_file(tmp.path(), 1, 0);
     let mut bytes = std::fs::read(&file).unwrap();
     let at = starts[1] as usize + format::FRAME_HEADER_LEN + 30;
     bytes[at] ^= 0x10;
@@ -272,7 +274,7 @@ async fn a_flipped_byte_is_detected_and_the_rest_of_its_segment_is_counted_as_lo
 async fn a_damaged_header_is_reported_and_nothing_of_its_segment_is_replayed() {
     let tmp = tempfile::tempdir().unwrap();
     three_block_segment(tmp.path()).await;
-    let file = segment_file(tmp.path(), 0);
+    let file = segment_file(tmp.path(), 1, 0);
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[13] ^= 1; // the frame count
     std::fs::write(&file, &bytes).unwrap();
@@ -290,7 +292,7 @@ async fn a_damaged_header_is_reported_and_nothing_of_its_segment_is_replayed() {
 async fn a_segment_of_an_unknown_version_is_refused_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     three_block_segment(tmp.path()).await;
-    let file = segment_file(tmp.path(), 0);
+    let file = segment_file(tmp.path(), 1, 0);
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
     std::fs::write(&file, &bytes).unwrap();
@@ -307,7 +309,7 @@ async fn a_segment_of_an_unknown_version_is_refused_clearly() {
     assert!(!err.is_retryable());
     let msg = err.to_string();
     assert!(
-        msg.contains("wal/00000000000000000000.seg")
+        msg.contains("wal/00000000000000000001-00000000000000000000.seg")
             && msg.contains("version 2")
             && msg.contains("newer"),
         "{msg}"
@@ -331,7 +333,7 @@ async fn truncate_deletes_only_segments_whose_every_partition_is_checkpointed() 
     wal.append(0, 10, &block(2, 10, false)).await.unwrap();
     wal.append(2, 0, &block(3, 10, false)).await.unwrap();
     let live = |dir: &std::path::Path| -> Vec<bool> {
-        (0..3).map(|s| segment_file(dir, s).exists()).collect()
+        (0..3).map(|s| segment_file(dir, 1, s).exists()).collect()
     };
     assert_eq!(live(tmp.path()), [true, true, true]);
 
@@ -342,7 +344,7 @@ async fn truncate_deletes_only_segments_whose_every_partition_is_checkpointed() 
     // Partition 2 missing from the offsets: segment 3 stays.
     assert_eq!(wal.truncate(&[10, 10]).await.unwrap(), 1);
     assert_eq!(live(tmp.path()), [false, false, false]);
-    assert!(segment_file(tmp.path(), 3).exists());
+    assert!(segment_file(tmp.path(), 1, 3).exists());
     assert_eq!(wal.stats().segments_live, 1);
     assert_eq!(wal.truncate(&[100, 100, 100]).await.unwrap(), 1);
     assert_eq!(wal.stats().segments_live, 0);
@@ -352,18 +354,19 @@ async fn truncate_deletes_only_segments_whose_every_partition_is_checkpointed() 
     drop(wal);
     let (wal, rec) = Wal::open(store, prefix(), opts).await.unwrap();
     assert_eq!(rec.blocks.len(), 1);
-    assert_eq!(rec.blocks[0].segment, 4);
+    assert_eq!((rec.blocks[0].epoch, rec.blocks[0].segment), (1, 4));
+    assert_eq!(wal.epoch(), 2);
     wal.append(0, 30, &block(5, 10, false)).await.unwrap();
-    assert!(segment_file(tmp.path(), 5).exists());
+    assert!(segment_file(tmp.path(), 2, 5).exists());
     assert_eq!(wal.truncate(&[30]).await.unwrap(), 1);
-    assert!(!segment_file(tmp.path(), 4).exists() && segment_file(tmp.path(), 5).exists());
+    assert!(!segment_file(tmp.path(), 1, 4).exists() && segment_file(tmp.path(), 2, 5).exists());
 }
 
 #[tokio::test]
 async fn a_damaged_segment_is_kept_by_truncate_for_an_operator() {
     let tmp = tempfile::tempdir().unwrap();
     three_block_segment(tmp.path()).await;
-    let file = segment_file(tmp.path(), 0);
+    let file = segment_file(tmp.path(), 1, 0);
     let len = std::fs::metadata(&file).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -381,25 +384,6 @@ async fn a_damaged_segment_is_kept_by_truncate_for_an_operator() {
     drop(wal);
     let (_, rec) = Wal::open(store, prefix(), opts).await.unwrap();
     assert_eq!(rec.problems.len(), 1, "reported again at the next open");
-}
-
-#[tokio::test]
-async fn a_second_writer_on_the_same_log_is_fenced() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (store, opts) = local(tmp.path());
-    let (first, _) = Wal::open(store.clone(), prefix(), opts.clone())
-        .await
-        .unwrap();
-    let (second, _) = Wal::open(store, prefix(), opts).await.unwrap();
-    first.append(0, 0, &block(0, 3, false)).await.unwrap();
-    let err = second.append(0, 0, &block(1, 3, false)).await.unwrap_err();
-    assert!(matches!(err, WalError::Fenced { .. }), "{err}");
-    assert!(!err.is_retryable());
-    // And stays fenced.
-    assert!(matches!(
-        second.append(0, 3, &block(2, 3, false)).await,
-        Err(WalError::Fenced { .. })
-    ));
 }
 
 #[tokio::test]
@@ -585,16 +569,58 @@ async fn the_benchmark_runs_and_cleans_up() {
 async fn a_write_that_finds_its_own_segment_already_there_succeeds() {
     // What a client retry sees when its first PUT went through but the answer was lost.
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let (first, _) = Wal::open(store.clone(), prefix(), WalOptions::default())
+    let (wal, _) = Wal::open(store.clone(), prefix(), WalOptions::default())
         .await
         .unwrap();
-    let (retry, _) = Wal::open(store.clone(), prefix(), WalOptions::default())
-        .await
-        .unwrap();
-    first.append(0, 0, &block(0, 3, false)).await.unwrap();
-    retry.append(0, 0, &block(0, 3, false)).await.unwrap();
+    let b = block(0, 3, false);
+    put_segment(&store, &prefix().child(segment_name(1, 0)), &[(0, 0, &b)]).await;
+    wal.append(0, 0, &b).await.unwrap();
     let (_, rec) = Wal::open(store, prefix(), WalOptions::default())
         .await
         .unwrap();
     assert_eq!((rec.segments, rec.blocks.len()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_write_that_finds_another_segment_under_its_name_is_fenced() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (wal, _) = Wal::open(store.clone(), prefix(), WalOptions::default())
+        .await
+        .unwrap();
+    let other = block(9, 3, false);
+    put_segment(
+        &store,
+        &prefix().child(segment_name(1, 0)),
+        &[(0, 0, &other)],
+    )
+    .await;
+    let err = wal.append(0, 0, &block(0, 3, false)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WalError::Fenced {
+                epoch: 1,
+                newer: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+}
+
+/// Writes a segment by hand, as a writer would: `blocks` framed behind one header.
+async fn put_segment(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    blocks: &[(u32, u64, &RecordBatch)],
+) {
+    let frames: Vec<_> = blocks
+        .iter()
+        .map(|(p, off, b)| format::encode_block(*p, *off, b).unwrap())
+        .collect();
+    let body: usize = frames.iter().map(Vec::len).sum();
+    let mut seg = format::encode_header(frames.len() as u32, body as u64).to_vec();
+    frames.iter().for_each(|f| seg.extend_from_slice(f));
+    store.put(path, seg.into()).await.unwrap();
 }
