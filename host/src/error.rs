@@ -9,10 +9,10 @@
 
 use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
+use crate::driver::RunError;
 use crate::driver::supervise::SuperviseError;
 use crate::plugin::{Failure, LoadError, PluginError, RuntimeError};
 use crate::receiver::ReceiverError;
-use crate::driver::RunError;
 use crate::scheduler::job::JobError;
 use crate::sink::SinkError;
 use crate::wal::WalError;
@@ -216,7 +216,7 @@ impl Classify for WalError {
             | WalError::Write { .. }
             | WalError::Delete { .. }
             | WalError::Fenced { .. } => Fault::External,
-            WalError::UnknownVersion { .. } => Fault::User,
+            WalError::UnknownVersion { .. } | WalError::BadEpoch { .. } => Fault::User,
             WalError::Block { .. } | WalError::Closed => Fault::Internal,
         }
     }

@@ -180,16 +180,37 @@ fn files_to_uppercase_to_files_is_exactly_once_across_thirty_sigkills_with_files
 
 #[test]
 fn the_generator_pipeline_is_exactly_once_across_thirty_sigkills() {
-    const TAG: &str = "generator x30";
+    generator_trials("generator x30", 30, "");
+}
+
+#[test]
+fn the_generator_pipeline_with_its_checkpoint_log_on_azurite_is_exactly_once_across_fifteen_sigkills()
+{
+    if !sluice_tests::services("generator_with_checkpoints_on_azurite") {
+        return;
+    }
+    let container =
+        std::env::var("SLUICE_AZURITE_CONTAINER").unwrap_or_else(|_| "sluice-test".into());
+    let prefix = sluice_tests::unique_prefix("kill-checkpoints");
+    generator_trials(
+        "generator on azurite x15",
+        15,
+        &format!("\n[checkpoint]\npath = \"az://{container}/{prefix}\"\n"),
+    );
+}
+
+/// The generator → `uppercase` → files pipeline killed `kills` times; `extra` is added to
+/// the pipeline file (e.g. a `[checkpoint]` table).
+fn generator_trials(tag: &'static str, kills: usize, extra: &str) {
     const LIMIT: u64 = 15_000;
-    let _timer = Timer::start(TAG);
+    let _timer = Timer::start(tag);
     let tmp = tempfile::tempdir().unwrap();
     // 15,000 lines at 1,000 a second: longer than the trials' runs add up to, and below the
     // generator's 16,384-line cycle, so every expected line is distinct.
     let pipeline = write_pipeline(
         tmp.path(),
         &format!(
-            "{TIMING}\n[source]\nkind = \"generator\"\npartitions = 2\nlimit = {LIMIT}\nrate = 1000\n{UPPERCASE_TO_FILES}"
+            "{TIMING}\n[source]\nkind = \"generator\"\npartitions = 2\nlimit = {LIMIT}\nrate = 1000\n{UPPERCASE_TO_FILES}{extra}"
         ),
     );
     let g = generator_of(&pipeline);
@@ -203,30 +224,30 @@ fn the_generator_pipeline_is_exactly_once_across_thirty_sigkills() {
         .collect();
     let expected: Vec<String> = want.concat();
     let out = tmp.path().join("out");
-    let mut h = Harness::new(TAG, tmp.path(), &pipeline, &out);
-    h.kill_trials(30, 0x5eed_6e4e, nothing_twice(TAG, &expected));
+    let mut h = Harness::new(tag, tmp.path(), &pipeline, &out);
+    h.kill_trials(kills, 0x5eed_6e4e, nothing_twice(tag, &expected));
 
     let t0 = Instant::now();
     let ended = h.start().wait(FINAL_WAIT);
     eprintln!(
-        "[{TAG}] final run ended by itself ({}) after {:.1} s",
+        "[{tag}] final run ended by itself ({}) after {:.1} s",
         ended.status,
         t0.elapsed().as_secs_f64()
     );
     h.ledger.snapshot();
     let report = h.ledger.report(&expected);
-    eprintln!("[{TAG}] final: {report}");
+    eprintln!("[{tag}] final: {report}");
     assert_eq!(
         ended.status.code(),
         Some(0),
-        "[{TAG}] the final run must end by itself with exit 0 ({report}); its log:\n{}",
+        "[{tag}] the final run must end by itself with exit 0 ({report}); its log:\n{}",
         tail(&ended.stderr, 20)
     );
-    assert_exact(TAG, &report, &h.ledger, &expected);
+    assert_exact(tag, &report, &h.ledger, &expected);
     for (p, lines) in h.ledger.by_partition(&g.name) {
         assert!(
             lines == want[p as usize],
-            "[{TAG}] partition {p}'s output is not its generator's lines in order"
+            "[{tag}] partition {p}'s output is not its generator's lines in order"
         );
     }
 }

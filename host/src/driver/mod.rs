@@ -130,28 +130,8 @@ pub fn run(
         plan.partitions,
         plan.workers
     );
-    spawn_receivers(
-        plan,
-        rt,
-        &blocks,
-        std::mem::take(&mut start.resumes),
-        shutdown,
-    );
-    spawn_block_generator(rt, &blocks, file.block_interval, shutdown);
-    let clock = Arc::new(SystemClock);
-    // In reliable mode the recomputed batch's close comes from the log.
-    let logged_replay = wal.is_some() && start.replay.is_some();
-    let tracker_first = start.first_batch + u64::from(logged_replay);
-    let batch_clock = BatchClock::new(
-        tracker_first,
-        clock.now_ms(),
-        file.batch_interval,
-        match (&start.replay, logged_replay) {
-            (Some(r), true) => Some(r.entry.batch_time_ms),
-            _ => start.last_time_ms,
-        },
-    );
-    let last_close = spawn_clock(rt, &blocks, batch_clock, tracker_first, clock, shutdown);
+    let (batch_clock, last_close) =
+        start_tasks(plan, rt, &blocks, &mut start, wal.is_some(), shutdown);
     let mut committer = commit::Committer::new(plan, rt, &start, wal);
     let shape = Shape::of(&plan.steps, plan.partitions);
     let mut batch = match &start.replay {
@@ -171,23 +151,7 @@ pub fn run(
         ),
     };
     let mut replaying = start.replay.take().map(|r| r.entry);
-    let report = match &opts.report {
-        Some(path) => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|e| RunError::Report {
-                path: path.clone(),
-                message: e.to_string(),
-            })?,
-        )),
-        None => None,
-    };
-    let mut state = LoopState {
-        pending: VecDeque::new(),
-        summary: RunSummary::default(),
-        slow_streak: 0,
-        stopping: false,
-        cuts,
-        report,
-    };
+    let mut state = LoopState::new(opts, cuts)?;
     let result: Result<(), RunError> = (|| loop {
         if shutdown.requested() && !state.stopping {
             state.stopping = true;
@@ -263,6 +227,42 @@ pub fn run(
     Ok(summary)
 }
 
+/// Starts the receivers, the block generator and the batch clock; returns the clock and where
+/// the clock publishes the id of the last close.
+fn start_tasks(
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    blocks: &Arc<BlockManager>,
+    start: &mut recover::Start,
+    logged: bool,
+    shutdown: &Shutdown,
+) -> (BatchClock, Arc<std::sync::atomic::AtomicU64>) {
+    let file = &plan.file;
+    spawn_receivers(
+        plan,
+        rt,
+        blocks,
+        std::mem::take(&mut start.resumes),
+        shutdown,
+    );
+    spawn_block_generator(rt, blocks, file.block_interval, shutdown);
+    let clock = Arc::new(SystemClock);
+    // In reliable mode the recomputed batch's close comes from the log.
+    let logged_replay = logged && start.replay.is_some();
+    let tracker_first = start.first_batch + u64::from(logged_replay);
+    let batch_clock = BatchClock::new(
+        tracker_first,
+        clock.now_ms(),
+        file.batch_interval,
+        match (&start.replay, logged_replay) {
+            (Some(r), true) => Some(r.entry.batch_time_ms),
+            _ => start.last_time_ms,
+        },
+    );
+    let last_close = spawn_clock(rt, blocks, batch_clock, tracker_first, clock, shutdown);
+    (batch_clock, last_close)
+}
+
 /// What the batch loop carries between rounds.
 struct LoopState {
     pending: VecDeque<Cut>,
@@ -310,6 +310,27 @@ fn next_cuts(
 }
 
 impl LoopState {
+    /// The state of a new loop; opens the `--report` file.
+    fn new(opts: &RunOptions, cuts: UnboundedReceiver<Cut>) -> Result<Self, RunError> {
+        let report = match &opts.report {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::File::create(path).map_err(|e| RunError::Report {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
+        Ok(LoopState {
+            pending: VecDeque::new(),
+            summary: RunSummary::default(),
+            slow_streak: 0,
+            stopping: false,
+            cuts,
+            report,
+        })
+    }
+
     /// Adds a finished batch to the summary, the report file and the progress line.
     fn record(
         &mut self,

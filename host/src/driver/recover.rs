@@ -78,8 +78,7 @@ pub(crate) fn start(
 ) -> Result<Start, RunError> {
     let n = plan.partitions as usize;
     for sink in &plan.sinks {
-        sink.recover(&plan.stream)
-            .map_err(RunError::Store)?;
+        sink.recover(&plan.stream).map_err(RunError::Store)?;
     }
     let log = plan.checkpoint.clone().map(CheckpointLog::new);
     let found = match &log {
@@ -139,9 +138,7 @@ fn clear(plan: &Plan, rt: &tokio::runtime::Runtime, log: &CheckpointLog) -> Resu
     let entries = rt.block_on(log.clear())?;
     let mut outputs = 0;
     for sink in &plan.sinks {
-        outputs += sink
-            .clear(&plan.stream)
-            .map_err(RunError::Store)?;
+        outputs += sink.clear(&plan.stream).map_err(RunError::Store)?;
     }
     let wal = rt.block_on(delete_prefix(log.location(), "wal"))?;
     tracing::warn!(checkpoint = %log.location(), entries, output_objects = outputs, wal_segments = wal, "--from-scratch: removed the checkpoint log, the write-ahead log and the earlier output; the run starts over at batch 0.");
@@ -174,10 +171,7 @@ fn refuse_over_output(plan: &Plan, from_scratch: bool) -> Result<(), RunError> {
         return Ok(());
     }
     for sink in &plan.sinks {
-        if sink
-            .has_output(&plan.stream)
-            .map_err(RunError::Store)?
-        {
+        if sink.has_output(&plan.stream).map_err(RunError::Store)? {
             return Err(RunError::Refused(format!(
                 "sink {} already holds output of stream `{}` but there is no checkpoint log at {}: a new run would start again at batch 0 and overwrite it. Point `[checkpoint] path` at the run's checkpoints, or start over with `sluice run --from-scratch` (which removes that output)",
                 sink.name(),
@@ -195,10 +189,7 @@ fn refuse_over_output(plan: &Plan, from_scratch: bool) -> Result<(), RunError> {
 /// Whether every sink has batch `id` committed for good.
 fn committed(plan: &Plan, id: u64) -> Result<bool, RunError> {
     for sink in &plan.sinks {
-        match sink
-            .committed(&plan.stream, id)
-            .map_err(RunError::Store)?
-        {
+        match sink.committed(&plan.stream, id).map_err(RunError::Store)? {
             Some(true) => {}
             Some(false) | None => return Ok(false),
         }
