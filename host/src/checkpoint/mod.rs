@@ -355,7 +355,7 @@ mod tests {
             wal_keep_from: None,
             plugins: BTreeMap::from([("uppercase".to_owned(), "ab".repeat(32))]),
             state: vec![],
-            files_seen: (batch % SNAPSHOT_EVERY == 0).then(Vec::new),
+            files_seen: batch.is_multiple_of(SNAPSHOT_EVERY).then(Vec::new),
         }
     }
 

@@ -169,7 +169,7 @@ impl<'a> Committer<'a> {
         self.progress
             .seen
             .extend(entry.files_done().map(str::to_owned));
-        if id % SNAPSHOT_EVERY == 0 && !self.progress.seen.is_empty() {
+        if id.is_multiple_of(SNAPSHOT_EVERY) && !self.progress.seen.is_empty() {
             let mut all: Vec<String> = self.progress.seen.iter().cloned().collect();
             all.sort();
             entry.files_seen = Some(all);
@@ -198,7 +198,7 @@ impl<'a> Committer<'a> {
                 }
             }
             if let Some(log) = &self.log
-                && entry.batch % SNAPSHOT_EVERY == 0
+                && entry.batch.is_multiple_of(SNAPSHOT_EVERY)
                 && entry.batch >= SNAPSHOT_EVERY
             {
                 match log.compact(entry.batch - SNAPSHOT_EVERY).await {
