@@ -4,7 +4,7 @@
 //! `[source]` and `[[sink]]` are read here as flat tables ([`RawSource`], [`RawSink`]) so that
 //! a wrong key gets its line number; each becomes the checked config of its kind, which lives
 //! with the kind ([`crate::receiver`], [`crate::sink`]) and builds it. This module builds
-//! nothing: the plan is assembled in [`crate::plan`].
+//! nothing: the plan is assembled in the `plan` module.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
