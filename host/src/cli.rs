@@ -228,8 +228,8 @@ fn plan_for(
     pipeline: &std::path::Path,
     plugins: Option<&std::path::Path>,
     cache_dir: Option<&std::path::Path>,
-) -> Result<crate::config::plan::Plan> {
-    Ok(crate::config::plan::build_with(
+) -> Result<crate::plan::Plan> {
+    Ok(crate::plan::build_with(
         pipeline,
         plugins,
         cache_dir,

@@ -6,17 +6,23 @@
 //! The modules, by part of the architecture (see `DESIGN.md` in the repository):
 //!
 //! - [`clock`]: time, injectable (a manual clock for tests);
+//! - [`store`]: store locations (paths and `file://`, `az://`, `s3://` URLs) on `object_store`;
+//! - [`secret`]: strings that never print (keys, passwords);
 //! - [`batch`]: the columnar record batch that flows through everything, and the source
 //!   positions its records came from;
-//! - [`config`]: the pipeline file and the plan built from it;
-//! - [`receiver`]: one async receiver per source partition (generator, files, tcp, plugin);
+//! - [`config`]: the user's pipeline file (versioned, strict keys, line numbers);
+//! - [`receiver`]: the source kinds, each with its config struct that builds it, and one async
+//!   receiver per source partition (generator, files, tcp, amqp, eventhubs, plugin);
 //! - [`block`]: the block generator and the block manager (memory budget, backpressure);
 //! - [`scheduler`]: the batch clock, the tracker and the job (how a batch runs);
 //! - [`driver`]: the lifecycle: recover, the batch loop, commit, stop, supervise;
 //! - [`checkpoint`]: the checkpoint log, one entry per batch: where a restart resumes;
 //! - [`wal`]: the write-ahead log on `object_store` (framed, checksummed, versioned segments,
 //!   group commit, recovery that reports damage);
-//! - [`sink`]: stdout, files, count and plugin sinks, and the dead-letter sink;
+//! - [`sink`]: the sink kinds (stdout, files, count, plugin), each with its config struct that
+//!   builds it, and the dead-letter sink;
+//! - [`build`]: what a source or sink kind builds itself with (context, error);
+//! - [`plan`]: the plan the engine runs, assembled by asking each kind to build itself;
 //! - [`plugin`]: the plugin runtime: engine, compiled-component cache, limits, instances, the
 //!   typed WIT bindings;
 //! - [`bench`]: the benchmarks behind `sluice bench`;
@@ -41,15 +47,19 @@
 pub mod batch;
 pub mod bench;
 pub mod block;
+pub mod build;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod plan;
 pub mod plugin;
 pub mod receiver;
 pub mod scheduler;
+pub mod secret;
 pub mod sink;
+pub mod store;
 pub mod telemetry;
 pub mod wal;

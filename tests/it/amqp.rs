@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use sluice::config::amqp::AmqpEndpoint;
 use sluice::receiver::amqp::bench;
+use sluice::receiver::amqp::config::AmqpEndpoint;
 use sluice_tests::*;
 
 use crate::engine::{

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice::batch::RecordBatch;
-use sluice::config::{GeneratorConfig, PipelineFile, SourceConfig};
+use sluice::config::PipelineFile;
+use sluice::receiver::SourceConfig;
+use sluice::receiver::generator::GeneratorConfig;
 use sluice::receiver::generator::LineGenerator;
 use sluice_tests::*;
 

@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sluice::config::{PipelineFile, SourceConfig};
+use sluice::config::PipelineFile;
+use sluice::receiver::SourceConfig;
 use sluice_tests::eventhubs_server::{Event, FakeEventHubs, offset_of};
 use sluice_tests::*;
 

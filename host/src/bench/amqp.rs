@@ -7,11 +7,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::config::amqp::AmqpEndpoint;
-use crate::config::plan;
 use crate::driver::{self, RunOptions, Shutdown};
 use crate::error::{Error, Result};
+use crate::plan;
 use crate::receiver::amqp::bench;
+use crate::receiver::amqp::config::AmqpEndpoint;
 
 /// The ways the messages are taken in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::batch::{Keys, RecordBatch};
-use crate::config::plan::{self, NativeStep, StepPlan};
 use crate::driver::{self, RunOptions, Shutdown};
 use crate::error::{Error, Result};
+use crate::plan::{self, NativeStep, StepPlan};
 
 /// The memory budget of the benchmark pipelines: small, to show that throughput does not
 /// need a big one.

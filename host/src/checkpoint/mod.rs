@@ -30,7 +30,7 @@ pub mod show;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::position::Position;
-use crate::config::location::Location;
+use crate::store::Location;
 
 /// The entry format this host writes and reads.
 pub const VERSION: u32 = 2;

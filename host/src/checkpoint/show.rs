@@ -7,8 +7,8 @@ use super::{CheckpointLog, Entry};
 use crate::batch::position::Position;
 use crate::cli::CheckpointCommand;
 use crate::config::PipelineFile;
-use crate::config::location::Location;
 use crate::error::{Error, Result};
+use crate::store::Location;
 
 /// Runs a `sluice checkpoint …` command, printing to stdout.
 pub fn run(cmd: CheckpointCommand) -> Result<()> {

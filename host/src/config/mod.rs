@@ -1,16 +1,10 @@
-//! The user's pipeline file, and the plan the engine runs from it.
+//! The user's pipeline file: its schema (versioned, unknown keys rejected) and its loading,
+//! with every error naming the file, the key and the line.
 //!
-//! - this module: the file's schema (versioned, unknown keys rejected) and its loading, with
-//!   every error naming the file, the key and the line;
-//! - [`location`]: store locations (paths and `file://`, `az://`, `s3://` URLs), resolved
-//!   against the pipeline file's directory;
-//! - [`plan`]: the resolved plan: plugins loaded and pinned by digest, stages made, stores
-//!   reached.
-
-pub mod amqp;
-pub mod location;
-pub mod plan;
-pub mod secret;
+//! `[source]` and `[[sink]]` are read here as flat tables ([`RawSource`], [`RawSink`]) so that
+//! a wrong key gets its line number; each becomes the checked config of its kind, which lives
+//! with the kind ([`crate::receiver`], [`crate::sink`]) and builds it. This module builds
+//! nothing: the plan is assembled in the `plan` module.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +15,18 @@ use serde::Deserialize;
 use crate::error::Fault;
 use crate::plugin::limits::{Grants, RuntimeConfig};
 use crate::plugin::manifest::{de_bytes, toml_message};
-pub use amqp::{AmqpConfig, EventHubsConfig};
-pub use secret::Secret;
+use crate::receiver::SourceConfig;
+use crate::receiver::amqp::config::{RawEventHubs, SeedParams, resolve_amqp};
+use crate::receiver::files::FilesConfig;
+use crate::receiver::generator::GeneratorConfig;
+use crate::receiver::plugin::PluginSourceConfig;
+use crate::receiver::tcp::TcpConfig;
+use crate::secret::Secret;
+use crate::sink::count::CountConfig;
+use crate::sink::files::FilesSinkConfig;
+use crate::sink::plugin::PluginSinkConfig;
+use crate::sink::stdout::StdoutConfig;
+use crate::sink::{OutputFormat, SinkConfig};
 
 /// The pipeline file format this host reads.
 pub const PIPELINE_VERSION: u32 = 1;
@@ -187,7 +191,7 @@ pub struct RawSource {
     /// `…namespace`, `…name`, `…partition.count`, `…consumergroup`, `…checkpoint.dir`,
     /// `…checkpoint.interval`).
     #[serde(default)]
-    pub eventhubs: Option<amqp::SeedParams>,
+    pub eventhubs: Option<SeedParams>,
     /// tcp `end-on-close`: the peer closing ends the partition. Default false.
     #[serde(default)]
     pub end_on_close: Option<bool>,
@@ -326,7 +330,7 @@ impl RawSource {
                     &set,
                     &["name", "partitions", "url", "queues", "address", "credit"],
                 )?;
-                Ok(SourceConfig::Amqp(amqp::resolve_amqp(
+                Ok(SourceConfig::Amqp(resolve_amqp(
                     name,
                     self.url.as_ref(),
                     self.queues.as_ref(),
@@ -355,7 +359,7 @@ impl RawSource {
                     ],
                 )?;
                 Ok(SourceConfig::EventHubs(
-                    amqp::RawEventHubs {
+                    RawEventHubs {
                         stream: name,
                         partitions: self.partitions,
                         connection_string: self.connection_string.as_ref(),
@@ -378,134 +382,8 @@ impl RawSource {
     }
 }
 
-/// The source, checked.
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    /// `kind = "generator"`: deterministic text lines.
-    Generator(GeneratorConfig),
-    /// `kind = "files"`: new files in a directory or store prefix, each read once.
-    Files(FilesConfig),
-    /// `kind = "tcp"`: newline-delimited records from a socket.
-    Tcp(TcpConfig),
-    /// `kind = "amqp"`: an AMQP 1.0 broker, one link per partition.
-    Amqp(AmqpConfig),
-    /// `kind = "eventhubs"`: Azure Event Hubs, one link per partition.
-    EventHubs(EventHubsConfig),
-    /// `kind = "plugin"`: a receiver plugin.
-    Plugin(PluginSourceConfig),
-}
-
-impl SourceConfig {
-    /// The stream's name.
-    pub fn name(&self) -> &str {
-        match self {
-            SourceConfig::Generator(c) => &c.name,
-            SourceConfig::Files(c) => &c.name,
-            SourceConfig::Tcp(c) => &c.name,
-            SourceConfig::Amqp(c) => &c.name,
-            SourceConfig::EventHubs(c) => &c.name,
-            SourceConfig::Plugin(c) => &c.name,
-        }
-    }
-
-    /// How many partitions the file asks for (a receiver plugin says its own).
-    pub fn partitions(&self) -> u32 {
-        match self {
-            SourceConfig::Generator(c) => c.partitions,
-            SourceConfig::Files(c) => c.partitions,
-            SourceConfig::Tcp(c) => c.partitions,
-            SourceConfig::Amqp(c) => c.partitions,
-            SourceConfig::EventHubs(c) => c.partitions,
-            SourceConfig::Plugin(c) => c.partitions.unwrap_or(1),
-        }
-    }
-}
-
 fn default_stream() -> String {
     "input".to_owned()
-}
-
-/// `kind = "plugin"` in `[source]`.
-#[derive(Debug, Clone)]
-pub struct PluginSourceConfig {
-    /// The stream's name.
-    pub name: String,
-    /// Checked against what the plugin says, when given.
-    pub partitions: Option<u32>,
-    /// The receiver plugin's name.
-    pub plugin: String,
-    /// Its parameters.
-    pub params: BTreeMap<String, String>,
-}
-
-/// `kind = "generator"`: see [`RawSource`] for the keys and defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GeneratorConfig {
-    /// The stream's name.
-    pub name: String,
-    /// Partitions.
-    pub partitions: u32,
-    /// The same seed gives the same lines.
-    pub seed: u64,
-    /// Distinct words.
-    pub vocabulary: u32,
-    /// Words in each line.
-    pub words_per_line: u32,
-    /// Lines per second per partition; 0 is as fast as possible.
-    pub rate: u64,
-    /// Lines per partition, then the partition ends.
-    pub limit: Option<u64>,
-}
-
-impl Default for GeneratorConfig {
-    fn default() -> Self {
-        GeneratorConfig {
-            name: default_stream(),
-            partitions: 1,
-            seed: 42,
-            vocabulary: 1000,
-            words_per_line: 10,
-            rate: 1000,
-            limit: None,
-        }
-    }
-}
-
-/// `kind = "files"`.
-#[derive(Debug, Clone)]
-pub struct FilesConfig {
-    /// The stream's name.
-    pub name: String,
-    /// Partitions.
-    pub partitions: u32,
-    /// The directory or store prefix to watch.
-    pub path: String,
-    /// How often to list it.
-    pub poll_interval: Duration,
-}
-
-/// `kind = "tcp"`.
-#[derive(Debug, Clone)]
-pub struct TcpConfig {
-    /// The stream's name.
-    pub name: String,
-    /// Partitions.
-    pub partitions: u32,
-    /// `host:port` to connect to.
-    pub address: String,
-    /// The peer closing the connection ends the partition, instead of a reconnect.
-    pub end_on_close: bool,
-}
-
-/// A plugin and its parameters.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct PluginRef {
-    /// `plugin`: the plugin's name in the plugin directory.
-    pub plugin: String,
-    /// `params`: its parameters. Default: none.
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
 }
 
 /// `[[transform]]`: one step, either `plugin = "NAME"` (with `params`) or `builtin = "…"`:
@@ -632,28 +510,28 @@ impl RawSink {
         match self.kind.as_str() {
             "stdout" => {
                 only("sink", "stdout", &set, &["format", "top"])?;
-                Ok(SinkConfig::Stdout {
+                Ok(SinkConfig::Stdout(StdoutConfig {
                     format,
                     top: self.top,
-                })
+                }))
             }
             "files" => {
                 only("sink", "files", &set, &["format", "path"])?;
-                Ok(SinkConfig::Files {
+                Ok(SinkConfig::Files(FilesSinkConfig {
                     path: self
                         .path
                         .clone()
                         .ok_or("key `sink.path`: required for a `files` sink")?,
                     format,
-                })
+                }))
             }
             "count" => {
                 only("sink", "count", &set, &[])?;
-                Ok(SinkConfig::Count {})
+                Ok(SinkConfig::Count(CountConfig {}))
             }
             "plugin" => {
                 only("sink", "plugin", &set, &["plugin", "params"])?;
-                Ok(SinkConfig::Plugin(PluginRef {
+                Ok(SinkConfig::Plugin(PluginSinkConfig {
                     plugin: self
                         .plugin
                         .clone()
@@ -666,42 +544,6 @@ impl RawSink {
             )),
         }
     }
-}
-
-/// A sink, checked.
-#[derive(Debug, Clone)]
-pub enum SinkConfig {
-    /// Lines on standard output.
-    Stdout {
-        /// How records are written.
-        format: OutputFormat,
-        /// Only the N records with the largest numeric value per batch.
-        top: Option<usize>,
-    },
-    /// One object per batch and partition, committed atomically.
-    Files {
-        /// The directory or store prefix.
-        path: String,
-        /// How records are written.
-        format: OutputFormat,
-    },
-    /// Counts records, writes nothing (for benchmarks).
-    Count {},
-    /// A sink plugin.
-    Plugin(PluginRef),
-}
-
-/// How records are written out.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum OutputFormat {
-    /// The value, one per line.
-    #[default]
-    Lines,
-    /// `key<TAB>value`, one per line.
-    Kv,
-    /// `{"key":…,"value":…,"timestamp":…}`, one per line.
-    Jsonl,
 }
 
 /// `[checkpoint]`.

@@ -18,7 +18,7 @@ use crate::batch::position::Position;
 use crate::block::{Block, BlockManager, Cut};
 use crate::checkpoint::{CheckpointLog, Entry, PartitionEntry, SNAPSHOT_EVERY, VERSION};
 use crate::clock::now_ms;
-use crate::config::plan::Plan;
+use crate::plan::Plan;
 use crate::scheduler::job::{self, OpenBatch, Shape};
 use crate::wal::Wal;
 

@@ -25,8 +25,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::block::{BlockManager, Cut};
 use crate::clock::now_ms;
 use crate::clock::{Clock, SystemClock};
-use crate::config::plan::{Plan, SourcePlan};
-use crate::receiver::{self, PartitionWriter, Receiver, Resume};
+use crate::plan::Plan;
+use crate::receiver::{self, PartitionWriter, Resume};
 use crate::scheduler::job::{self, JobError, OpenBatch, Shape};
 use crate::scheduler::max_block_bytes;
 use crate::scheduler::tracker::{BatchClock, Signals, Tracker};
@@ -385,33 +385,7 @@ fn spawn_receivers(
     shutdown: &Shutdown,
 ) {
     for (partition, resume) in (0..plan.partitions).zip(resumes) {
-        let receiver = match &plan.source {
-            SourcePlan::Generator(g) => Receiver::Generator(
-                receiver::generator::GeneratorReceiver::new(g, partition, &resume),
-            ),
-            SourcePlan::Files { location, poll } => {
-                Receiver::Files(receiver::files::FilesReceiver::new(
-                    location.clone(),
-                    partition,
-                    plan.partitions,
-                    *poll,
-                    resume,
-                ))
-            }
-            SourcePlan::Tcp(t) => {
-                Receiver::Tcp(receiver::tcp::TcpReceiver::new(&t.address, t.end_on_close))
-            }
-            SourcePlan::Amqp(a) => {
-                Receiver::Amqp(receiver::amqp::AmqpReceiver::new(a.clone(), partition))
-            }
-            SourcePlan::EventHubs(e) => Receiver::EventHubs(
-                receiver::amqp::eventhubs::EventHubsReceiver::new(e.clone(), partition, &resume),
-            ),
-            SourcePlan::Plugin(stage) => Receiver::Plugin(receiver::plugin::PluginReceiver::new(
-                stage.clone(),
-                partition,
-            )),
-        };
+        let receiver = plan.source.clone().receiver(partition, resume);
         let writer = PartitionWriter {
             blocks: blocks.clone(),
             partition,

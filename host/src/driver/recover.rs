@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::RunError;
 use crate::block::{Block, BlockManager, Cut};
 use crate::checkpoint::{CheckpointLog, Entry};
-use crate::config::plan::{Plan, SourcePlan, StepPlan};
+use crate::plan::{Plan, StepPlan};
 use crate::receiver::{Position, Resume};
 use crate::wal::{Wal, WalOptions};
 
@@ -62,11 +62,7 @@ pub(crate) struct Start {
 
 /// Whether the source can give the same records again from a recorded position.
 pub(crate) fn replayable(plan: &Plan) -> bool {
-    plan.wal
-        || matches!(
-            plan.source,
-            SourcePlan::Generator(_) | SourcePlan::Files { .. } | SourcePlan::EventHubs(_)
-        )
+    plan.wal || plan.source.replayable()
 }
 
 /// Reads the checkpoint log and decides where the run starts (see the module doc).
@@ -145,10 +141,7 @@ fn clear(plan: &Plan, rt: &tokio::runtime::Runtime, log: &CheckpointLog) -> Resu
     Ok(())
 }
 
-async fn delete_prefix(
-    at: &crate::config::location::Location,
-    name: &str,
-) -> Result<usize, RunError> {
+async fn delete_prefix(at: &crate::store::Location, name: &str) -> Result<usize, RunError> {
     use futures::TryStreamExt;
     let prefix = at.child(name);
     let objects: Vec<_> = at

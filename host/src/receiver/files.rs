@@ -13,14 +13,83 @@
 //! part way goes on from the byte after the last committed one.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
 
+use super::{BuildContext, BuildError, Receiver, Source};
 use super::{Finished, PartitionWriter, Position, ReceiverError, Resume, split_lines};
 use crate::batch::RecordBatch;
 use crate::clock::now_ms;
-use crate::config::location::Location;
+use crate::store::Location;
+
+/// `kind = "files"`.
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// The directory or store prefix to watch.
+    pub path: String,
+    /// How often to list it.
+    pub poll_interval: Duration,
+}
+
+impl FilesConfig {
+    /// Resolves `path` (it must exist) and reaches its store.
+    pub fn build(&self, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Source>, BuildError> {
+        let location = Location::resolve(&self.path, "source.path", ctx.base, false)?;
+        ctx.handle
+            .block_on(location.reach("source.path"))
+            .map_err(BuildError::Unreachable)?;
+        Ok(Arc::new(FilesSource {
+            location,
+            poll: self.poll_interval,
+            partitions: self.partitions,
+        }))
+    }
+}
+
+/// A `files` source, built: its location reached.
+#[derive(Debug)]
+pub struct FilesSource {
+    /// Where.
+    pub location: Location,
+    /// How often to list it.
+    pub poll: Duration,
+    /// Partitions: files are spread over them by name.
+    pub partitions: u32,
+}
+
+impl Source for FilesSource {
+    fn kind(&self) -> &'static str {
+        "files"
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    fn replays_by_position(&self) -> bool {
+        true
+    }
+
+    fn receiver(self: Arc<Self>, partition: u32, resume: Resume) -> Receiver {
+        Receiver::Files(FilesReceiver::new(
+            self.location.clone(),
+            partition,
+            self.partitions,
+            self.poll,
+            resume,
+        ))
+    }
+}
 
 /// The `files` receiver of one partition.
 #[derive(Debug)]

@@ -1,8 +1,69 @@
 //! The `generator` source: deterministic text lines from a seed, a vocabulary and a rate.
 //! The embedded default source for the demo, the tests and the benchmarks.
 
+use std::sync::Arc;
+
+use super::{BuildContext, BuildError, Receiver, Resume, Source};
 use crate::batch::{BytesColumn, RecordBatch};
-use crate::config::GeneratorConfig;
+
+/// `kind = "generator"`: the keys and defaults are in `config::RawSource`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratorConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// The same seed gives the same lines.
+    pub seed: u64,
+    /// Distinct words.
+    pub vocabulary: u32,
+    /// Words in each line.
+    pub words_per_line: u32,
+    /// Lines per second per partition; 0 is as fast as possible.
+    pub rate: u64,
+    /// Lines per partition, then the partition ends.
+    pub limit: Option<u64>,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            name: "input".to_owned(),
+            partitions: 1,
+            seed: 42,
+            vocabulary: 1000,
+            words_per_line: 10,
+            rate: 1000,
+            limit: None,
+        }
+    }
+}
+
+impl GeneratorConfig {
+    /// The generator needs nothing outside itself: it is its own built source.
+    pub fn build(&self, _ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Source>, BuildError> {
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+impl Source for GeneratorConfig {
+    fn kind(&self) -> &'static str {
+        "generator"
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Its lines are a function of their number: a restart makes them again exactly.
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    fn receiver(self: Arc<Self>, partition: u32, resume: Resume) -> Receiver {
+        Receiver::Generator(GeneratorReceiver::new(&self, partition, &resume))
+    }
+}
 
 const SYLLABLES: [&str; 32] = [
     "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ba", "de", "fi", "go", "hu", "ja", "ke", "li",

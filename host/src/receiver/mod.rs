@@ -5,11 +5,15 @@
 //! two-thread pool. Built in: [`generator`], [`files`], [`tcp`], [`amqp`] (with its Event Hubs
 //! dialect); receiver plugins run through
 //! [`plugin`]. The [`supervise`] loop restarts a failed receiver with backoff.
+//!
+//! Each kind's file holds its config struct, which builds the kind's [`Source`] (see
+//! [`source`]); [`SourceConfig`] has one arm per kind.
 
 pub mod amqp;
 pub mod files;
 pub mod generator;
 pub mod plugin;
+pub mod source;
 pub mod tcp;
 
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use crate::batch::RecordBatch;
 use crate::block::BlockManager;
 
 pub use crate::batch::position::Position;
+pub use source::{BuildContext, BuildError, Source, SourceConfig};
 
 /// Where a receiver starts: at the first record that no committed batch holds, or, when the
 /// driver recomputes an unfinished batch, at that batch's first record.

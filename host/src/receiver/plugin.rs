@@ -1,10 +1,77 @@
 //! Receiver plugins: a `receiver`-world component polled for records.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{BuildContext, BuildError, Receiver, Resume, Source};
 use super::{Finished, PartitionWriter, ReceiverError};
-use crate::plugin::{Failure, PluginError, ReceiverStage};
+use crate::plugin::{Failure, PluginError, PluginKind, ReceiverStage};
+
+/// `kind = "plugin"` in `[source]`.
+#[derive(Debug, Clone)]
+pub struct PluginSourceConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Checked against what the plugin says, when given.
+    pub partitions: Option<u32>,
+    /// The receiver plugin's name.
+    pub plugin: String,
+    /// Its parameters.
+    pub params: BTreeMap<String, String>,
+}
+
+impl PluginSourceConfig {
+    /// Loads the receiver plugin, makes its stage (the plugin checks its parameters) and asks
+    /// it for its partition count, which `partitions`, when given, must match.
+    pub fn build(&self, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Source>, BuildError> {
+        let plugin = (ctx.load)("`[source]`", &self.plugin, PluginKind::Receiver)?;
+        let stage = plugin
+            .receiver(&self.params)
+            .map_err(|e| format!("`[source]`: {e}"))?;
+        let have = stage.partitions().map_err(|e| format!("`[source]`: {e}"))?;
+        if let Some(want) = self.partitions
+            && want != have
+        {
+            return Err(BuildError::Invalid(format!(
+                "key `source.partitions`: the file says {want} but plugin `{}` has {have}",
+                self.plugin
+            )));
+        }
+        Ok(Arc::new(PluginSource {
+            stage: Arc::new(stage),
+            partitions: have,
+        }))
+    }
+}
+
+/// A receiver plugin, built: its stage made.
+#[derive(Debug)]
+pub struct PluginSource {
+    /// The stage, shared by the partitions' receivers.
+    pub stage: Arc<ReceiverStage>,
+    /// Partitions, as the plugin says.
+    pub partitions: u32,
+}
+
+impl Source for PluginSource {
+    fn kind(&self) -> &'static str {
+        "plugin"
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The host records no position of a plugin's partition (the plugin keeps its own).
+    fn replayable(&self) -> bool {
+        false
+    }
+
+    fn receiver(self: Arc<Self>, partition: u32, _resume: Resume) -> Receiver {
+        Receiver::Plugin(PluginReceiver::new(self.stage.clone(), partition))
+    }
+}
 
 /// The receiver of one partition of a receiver plugin. It remembers the last position the
 /// plugin returned, so after a failure a fresh instance opens where the last one stopped.

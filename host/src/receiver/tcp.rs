@@ -2,14 +2,61 @@
 //! The receiver connects to `address`; it reads only while the block manager has room, so a
 //! full budget stops the reads and TCP's own flow control slows the sender.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use super::{BuildContext, BuildError, Receiver, Resume, Source};
 use super::{Finished, PartitionWriter, ReceiverError, split_lines};
 use crate::batch::RecordBatch;
 use crate::clock::now_ms;
+
+/// `kind = "tcp"`.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// The stream's name.
+    pub name: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// `host:port` to connect to.
+    pub address: String,
+    /// The peer closing the connection ends the partition, instead of a reconnect.
+    pub end_on_close: bool,
+}
+
+impl TcpConfig {
+    /// Checks `address` looks like `host:port`; the socket is opened by each receiver.
+    pub fn build(&self, _ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Source>, BuildError> {
+        if self.address.parse::<std::net::SocketAddr>().is_err() && !self.address.contains(':') {
+            return Err(BuildError::Invalid(format!(
+                "key `source.address`: {:?} is not host:port",
+                self.address
+            )));
+        }
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+impl Source for TcpConfig {
+    fn kind(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// What the peer sent is gone once read.
+    fn replayable(&self) -> bool {
+        false
+    }
+
+    fn receiver(self: Arc<Self>, _partition: u32, _resume: Resume) -> Receiver {
+        Receiver::Tcp(TcpReceiver::new(&self.address, self.end_on_close))
+    }
+}
 
 /// The `tcp` receiver of one partition.
 #[derive(Debug)]

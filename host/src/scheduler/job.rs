@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::batch::RecordBatch;
 use crate::block::{Block, BlockManager};
-use crate::config::plan::{Plan, StepPlan};
+use crate::plan::{Plan, StepPlan};
 use crate::plugin::{CallContext, Failure, PluginError, TransformStage};
 use crate::sink::SinkError;
 use crate::sink::dead_letter::DeadLetter;

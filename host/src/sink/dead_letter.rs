@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 
 use super::SinkError;
 use crate::batch::RecordBatch;
-use crate::config::location::Location;
+use crate::store::Location;
 
 /// One rejected record and why.
 #[derive(Debug, Clone)]

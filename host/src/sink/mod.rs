@@ -3,24 +3,29 @@
 //! parallel from the worker pool, a partition's writes in order), then `commit` once the batch
 //! is closed and every write done. A replayed batch comes again with the same id.
 //!
-//! Built in: [`StdoutSink`], [`FilesSink`] (one object per batch and partition, staged and
-//! then moved into place at commit, so a batch's output is there whole or not at all),
-//! [`CountSink`] (counts, for benchmarks); sink plugins through [`PluginSink`]. Dead letters
+//! The kinds, one file or folder each, with the config struct that builds it:
+//! [`stdout`], [`files`] (one object per batch and partition, staged and then moved into place
+//! at commit, so a batch's output is there whole or not at all), [`count`] (counts, for
+//! benchmarks) and [`plugin`] (sink plugins); [`SinkConfig`] has one arm per kind. Dead letters
 //! go through [`dead_letter::DeadLetters`].
 
+pub mod count;
 pub mod dead_letter;
+pub mod files;
+pub mod plugin;
+pub mod stdout;
 
-use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::runtime::Handle;
+use serde::Deserialize;
 
 use crate::batch::RecordBatch;
-use crate::config::OutputFormat;
-use crate::config::location::Location;
-use crate::plugin::{CallContext, PluginError, SinkStage};
+pub use crate::build::{BuildContext, BuildError};
+use crate::plugin::{CallContext, PluginError};
+use count::{CountConfig, CountSink};
+use files::FilesSinkConfig;
+use plugin::PluginSinkConfig;
+use stdout::StdoutConfig;
 
 /// A sink failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +91,10 @@ pub trait Sink: Send + Sync {
     fn clear(&self, _stream: &str) -> Result<usize, SinkError> {
         Ok(0)
     }
+    /// A count sink's counters, so a benchmark can read them (`None`: not a count sink).
+    fn counter(self: Arc<Self>) -> Option<Arc<CountSink>> {
+        None
+    }
 }
 
 /// Formats one record as a line (without the newline) into `out`.
@@ -110,478 +119,40 @@ pub fn format_record(format: OutputFormat, batch: &RecordBatch, i: usize, out: &
     }
 }
 
-fn numeric_value(batch: &RecordBatch, i: usize) -> i64 {
-    std::str::from_utf8(batch.value(i))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(i64::MIN)
+/// How records are written out.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// The value, one per line.
+    #[default]
+    Lines,
+    /// `key<TAB>value`, one per line.
+    Kv,
+    /// `{"key":…,"value":…,"timestamp":…}`, one per line.
+    Jsonl,
 }
 
-/// Formatted lines waiting for their batch's commit, by (batch, partition), each with its rank
-/// for `top`.
-type PendingLines = BTreeMap<(u64, u32), Vec<(i64, Vec<u8>)>>;
-
-/// `kind = "stdout"`: prints each batch at commit, partitions in order.
-pub struct StdoutSink {
-    format: OutputFormat,
-    top: Option<usize>,
-    pending: Mutex<PendingLines>,
+/// A `[[sink]]`, checked: which kind, with that kind's settings.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    /// `kind = "stdout"`: lines on standard output.
+    Stdout(StdoutConfig),
+    /// `kind = "files"`: one object per batch and partition, committed atomically.
+    Files(FilesSinkConfig),
+    /// `kind = "count"`: counts records, writes nothing (for benchmarks).
+    Count(CountConfig),
+    /// `kind = "plugin"`: a sink plugin.
+    Plugin(PluginSinkConfig),
 }
 
-impl StdoutSink {
-    /// A stdout sink; with `top`, only the N records with the largest numeric value per batch.
-    pub fn new(format: OutputFormat, top: Option<usize>) -> Self {
-        StdoutSink {
-            format,
-            top,
-            pending: Mutex::default(),
-        }
-    }
-}
-
-impl Sink for StdoutSink {
-    fn name(&self) -> String {
-        "stdout".to_owned()
-    }
-
-    fn write(&self, ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError> {
-        let mut lines = Vec::with_capacity(batch.len());
-        for i in 0..batch.len() {
-            let mut line = Vec::new();
-            format_record(self.format, batch, i, &mut line);
-            let rank = if self.top.is_some() {
-                numeric_value(batch, i)
-            } else {
-                0
-            };
-            lines.push((rank, line));
-        }
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((ctx.batch_id, ctx.partition))
-            .or_default()
-            .extend(lines);
-        Ok(())
-    }
-
-    fn commit(&self, _stream: &str, batch_id: u64) -> Result<(), SinkError> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let keys: Vec<_> = pending
-            .keys()
-            .filter(|(b, _)| *b == batch_id)
-            .copied()
-            .collect();
-        let mut lines: Vec<(i64, Vec<u8>)> = keys
-            .into_iter()
-            .flat_map(|k| pending.remove(&k).unwrap_or_default())
-            .collect();
-        drop(pending);
-        if let Some(n) = self.top {
-            // Largest first; ties by text, so the output is deterministic.
-            lines.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            lines.truncate(n);
-        }
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        let io = |e: std::io::Error| SinkError::Io {
-            sink: "stdout".to_owned(),
-            message: e.to_string(),
-        };
-        if self.top.is_some() {
-            writeln!(out, "-- batch {batch_id}: top {}", lines.len()).map_err(io)?;
-        }
-        for (_, line) in lines {
-            out.write_all(&line).map_err(io)?;
-            out.write_all(b"\n").map_err(io)?;
-        }
-        out.flush().map_err(io)
-    }
-
-    fn abort(&self, batch_id: u64) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(b, _), _| *b != batch_id);
-    }
-
-    /// What was printed cannot be taken back or told apart: a recorded batch counts as
-    /// printed (at most once on a crash, never twice).
-    fn committed(&self, _stream: &str, _batch_id: u64) -> Result<Option<bool>, SinkError> {
-        Ok(Some(true))
-    }
-}
-
-/// `kind = "files"`: one object per batch and partition,
-/// `<path>/<stream>/batch-<id>-part-<partition>.<ext>`. A partition's records come in several
-/// writes (one per block); they stream into a multipart upload of
-/// `<path>/_staging/<stream>/<run>/…` (`<run>` is this process's, so two drivers never write
-/// the same staging object), and a batch never sits whole in memory.
-///
-/// `commit` completes every upload, then moves each into place **create-if-absent**: a part
-/// already there was committed by an earlier attempt of the same batch (a restart recomputes a
-/// batch from the same records, so it holds the same bytes) and is not written again. An upload
-/// stays staged until its move succeeds, so a failed move is retried, never lost. Last comes the
-/// batch's commit record, `<path>/<stream>/_commits/batch-<id>.json`, listing its parts: a batch
-/// is committed when its record exists (readers that must never see a half-moved batch read
-/// the records), and a restart asks for it ([`Sink::committed`]).
-pub struct FilesSink {
-    location: Location,
-    format: OutputFormat,
-    handle: Handle,
-    open: Mutex<BTreeMap<(u64, u32), Staged>>,
-    run: String,
-    /// Parts a failed commit had already moved, by batch, for the commit record.
-    parts_done: Mutex<BTreeMap<u64, Vec<String>>>,
-}
-
-struct Staged {
-    staging: object_store::path::Path,
-    target: object_store::path::Path,
-    upload: Option<object_store::WriteMultipart>,
-    /// The part's file name.
-    name: String,
-}
-
-/// Parts of a staged upload are 8 MiB (S3 wants at least 5 MiB for all but the last).
-const UPLOAD_PART: usize = 8 << 20;
-
-impl FilesSink {
-    /// A files sink writing under `location`.
-    pub fn new(location: Location, format: OutputFormat, handle: Handle) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        FilesSink {
-            location,
-            format,
-            handle,
-            open: Mutex::default(),
-            run: format!("run-{}-{nanos}", std::process::id()),
-            parts_done: Mutex::default(),
-        }
-    }
-
-    fn commit_record(&self, stream: &str, batch_id: u64) -> object_store::path::Path {
-        self.location
-            .child(&format!("{stream}/_commits/batch-{batch_id:010}.json"))
-    }
-
-    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        self.handle.block_on(f)
-    }
-
-    /// Completes one staged upload and moves it into place (create-if-absent).
-    fn commit_one(&self, s: &mut Staged) -> Result<(), SinkError> {
-        if let Some(upload) = s.upload.take() {
-            self.block_on(upload.finish())
-                .map_err(|e| self.broken(format!("completing {}: {e}", s.staging)))?;
-        }
-        let store = &self.location.store;
-        match self.block_on(store.rename_if_not_exists(&s.staging, &s.target)) {
-            Ok(()) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                tracing::info!(part = %s.target, "This part was committed by an earlier attempt of the batch; it is kept as it is.");
-                let _ = self.block_on(store.delete(&s.staging));
-                Ok(())
-            }
-            Err(e) => Err(self.err(format!("committing {}: {e}", s.target))),
-        }
-    }
-
-    fn ext(&self) -> &'static str {
-        match self.format {
-            OutputFormat::Jsonl => "jsonl",
-            OutputFormat::Kv => "tsv",
-            OutputFormat::Lines => "txt",
-        }
-    }
-
-    fn err(&self, message: String) -> SinkError {
-        SinkError::Io {
-            sink: format!("files {}", self.location),
-            message,
-        }
-    }
-
-    fn broken(&self, message: String) -> SinkError {
-        SinkError::Broken {
-            sink: format!("files {}", self.location),
-            message,
-        }
-    }
-
-    /// Deletes every object under `prefix`; returns how many.
-    fn delete_under(&self, prefix: &object_store::path::Path) -> Result<usize, SinkError> {
-        use futures::TryStreamExt;
-        let store = &self.location.store;
-        let objects: Vec<_> = self
-            .block_on(store.list(Some(prefix)).try_collect::<Vec<_>>())
-            .map_err(|e| self.err(format!("listing {prefix}: {e}")))?;
-        for o in &objects {
-            match self.block_on(store.delete(&o.location)) {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.err(format!("deleting {}: {e}", o.location))),
-            }
-        }
-        Ok(objects.len())
-    }
-
-    /// Takes every partition's staged upload of `batch_id`.
-    fn take_batch(&self, batch_id: u64) -> Vec<Staged> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let rest = open.split_off(&(batch_id, 0));
-        let (mine, later): (BTreeMap<_, _>, BTreeMap<_, _>) =
-            rest.into_iter().partition(|((b, _), _)| *b == batch_id);
-        open.extend(later);
-        mine.into_values().collect()
-    }
-
-    fn staged(&self, ctx: &CallContext) -> Result<Staged, SinkError> {
-        let key = (ctx.batch_id, ctx.partition);
-        if let Some(s) = self
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key)
-        {
-            return Ok(s);
-        }
-        let file = format!(
-            "batch-{:010}-part-{:05}.{}",
-            ctx.batch_id,
-            ctx.partition,
-            self.ext()
-        );
-        let staging = self
-            .location
-            .child(&format!("_staging/{}/{}/{file}", ctx.stream, self.run));
-        let target = self.location.child(&format!("{}/{file}", ctx.stream));
-        let upload = self
-            .handle
-            .block_on(self.location.store.put_multipart(&staging))
-            .map_err(|e| self.err(format!("starting {staging}: {e}")))?;
-        Ok(Staged {
-            staging,
-            target,
-            upload: Some(object_store::WriteMultipart::new_with_chunk_size(
-                upload,
-                UPLOAD_PART,
-            )),
-            name: file,
-        })
-    }
-}
-
-impl Sink for FilesSink {
-    fn name(&self) -> String {
-        format!("files {}", self.location)
-    }
-
-    fn write(&self, ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut body = Vec::with_capacity(batch.values.data.len() + batch.len() * 8);
-        for i in 0..batch.len() {
-            format_record(self.format, batch, i, &mut body);
-            body.push(b'\n');
-        }
-        let mut staged = self.staged(ctx)?;
-        let upload = staged.upload.as_mut().expect("an open upload");
-        // Parts upload as tasks on the runtime; at most two in flight per object.
-        let waited = {
-            let _in_runtime = self.handle.enter();
-            upload.put(body.into());
-            self.handle.block_on(upload.wait_for_capacity(2))
-        };
-        let staging = staged.staging.clone();
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((ctx.batch_id, ctx.partition), staged);
-        // A failed part breaks the whole upload: writing again would not mend it.
-        waited.map_err(|e| self.broken(format!("writing {staging}: {e}")))
-    }
-
-    fn commit(&self, stream: &str, batch_id: u64) -> Result<(), SinkError> {
-        let mut staged = self.take_batch(batch_id);
-        let mut parts: Vec<String> = Vec::new();
-        let mut failed = None;
-        let mut left = Vec::new();
-        for mut s in staged.drain(..) {
-            if failed.is_some() {
-                left.push(s);
-                continue;
-            }
-            match self.commit_one(&mut s) {
-                Ok(()) => parts.push(s.name.clone()),
-                Err(e) => {
-                    failed = Some(e);
-                    left.push(s);
-                }
-            }
-        }
-        // Parts committed by an earlier call of this commit are listed in the record too.
-        parts.extend(
-            self.parts_done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&batch_id)
-                .unwrap_or_default(),
-        );
-        if let Some(e) = failed {
-            // Kept staged: the retry moves what is left.
-            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            for s in left {
-                let key = (batch_id, partition_of_name(&s.name));
-                open.insert(key, s);
-            }
-            self.parts_done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(batch_id, parts);
-            return Err(e);
-        }
-        parts.sort();
-        let record = serde_json::json!({ "batch": batch_id, "parts": parts });
-        let opts = object_store::PutOptions {
-            mode: object_store::PutMode::Create,
-            ..Default::default()
-        };
-        let path = self.commit_record(stream, batch_id);
-        match self.block_on(self.location.store.put_opts(
-            &path,
-            serde_json::to_vec(&record).unwrap_or_default().into(),
-            opts,
-        )) {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(self.err(format!("writing the commit record {path}: {e}"))),
-        }
-    }
-
-    fn committed(&self, stream: &str, batch_id: u64) -> Result<Option<bool>, SinkError> {
-        let path = self.commit_record(stream, batch_id);
-        match self.block_on(self.location.store.head(&path)) {
-            Ok(_) => Ok(Some(true)),
-            Err(object_store::Error::NotFound { .. }) => Ok(Some(false)),
-            Err(e) => Err(self.err(format!("reading {path}: {e}"))),
-        }
-    }
-
-    fn recover(&self, stream: &str) -> Result<(), SinkError> {
-        let prefix = self.location.child(&format!("_staging/{stream}"));
-        let mut n = self.delete_under(&prefix)?;
-        if let Some(dir) = &self.location.local {
-            // A local multipart upload keeps its parts as `NAME#N` files, which listings skip.
-            let staging = dir.join("_staging").join(stream);
-            if staging.exists() {
-                n += std::fs::read_dir(&staging).map_or(0, |d| d.count());
-                std::fs::remove_dir_all(&staging)
-                    .map_err(|e| self.err(format!("removing {}: {e}", staging.display())))?;
-            }
-        }
-        if n > 0 {
-            tracing::info!(sink = %self.name(), objects = n, "Removed what a stopped run left staged; its batches are recomputed or were never committed.");
-        }
-        Ok(())
-    }
-
-    fn stop(&self, stream: &str) {
-        if let Some(dir) = &self.location.local {
-            let mine = dir.join("_staging").join(stream).join(&self.run);
-            let _ = std::fs::remove_dir_all(&mine);
-            // And the directories above it, when nothing else is staged there.
-            let _ = std::fs::remove_dir(dir.join("_staging").join(stream));
-            let _ = std::fs::remove_dir(dir.join("_staging"));
-        }
-    }
-
-    fn has_output(&self, stream: &str) -> Result<bool, SinkError> {
-        let prefix = self.location.child(stream);
-        let mut list = self.location.store.list(Some(&prefix));
-        let first = self.block_on(futures::StreamExt::next(&mut list));
-        match first {
-            None => Ok(false),
-            Some(Ok(_)) => Ok(true),
-            Some(Err(e)) => Err(self.err(format!("listing {prefix}: {e}"))),
-        }
-    }
-
-    fn clear(&self, stream: &str) -> Result<usize, SinkError> {
-        let a = self.delete_under(&self.location.child(stream))?;
-        let b = self.delete_under(&self.location.child(&format!("_staging/{stream}")))?;
-        Ok(a + b)
-    }
-
-    fn abort(&self, batch_id: u64) {
-        for mut s in self.take_batch(batch_id) {
-            if let Some(upload) = s.upload.take() {
-                let _ = self.handle.block_on(upload.abort());
-            } else {
-                let _ = self.block_on(self.location.store.delete(&s.staging));
-            }
+impl SinkConfig {
+    /// The kind builds itself; the message says what is wrong, naming the table.
+    pub fn build(&self, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Sink>, BuildError> {
+        match self {
+            SinkConfig::Stdout(c) => c.build(ctx),
+            SinkConfig::Files(c) => c.build(ctx),
+            SinkConfig::Count(c) => c.build(ctx),
+            SinkConfig::Plugin(c) => c.build(ctx),
         }
     }
 }
-
-/// The partition number in a part file's name (`batch-…-part-00003.txt` → 3).
-fn partition_of_name(name: &str) -> u32 {
-    name.split("-part-")
-        .nth(1)
-        .and_then(|r| r.split('.').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u32::MAX)
-}
-
-/// `kind = "count"`: counts records and bytes, writes nothing. For benchmarks.
-#[derive(Default)]
-pub struct CountSink {
-    /// Records written.
-    pub records: AtomicU64,
-    /// Value bytes written.
-    pub bytes: AtomicU64,
-}
-
-impl Sink for CountSink {
-    fn name(&self) -> String {
-        "count".to_owned()
-    }
-
-    fn write(&self, _ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError> {
-        self.records
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.bytes
-            .fetch_add(batch.values.data.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn commit(&self, _stream: &str, _batch_id: u64) -> Result<(), SinkError> {
-        Ok(())
-    }
-
-    fn committed(&self, _stream: &str, _batch_id: u64) -> Result<Option<bool>, SinkError> {
-        Ok(Some(true))
-    }
-}
-
-/// A sink plugin.
-pub struct PluginSink(pub Arc<SinkStage>);
-
-impl Sink for PluginSink {
-    fn name(&self) -> String {
-        format!("plugin {}", self.0.plugin().name())
-    }
-
-    fn write(&self, ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError> {
-        Ok(self.0.write(ctx, batch)?)
-    }
-
-    fn commit(&self, stream: &str, batch_id: u64) -> Result<(), SinkError> {
-        Ok(self.0.commit(stream, batch_id)?)
-    }
-}
-
-#[cfg(test)]
-mod tests;

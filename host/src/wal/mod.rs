@@ -69,7 +69,7 @@ use object_store::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::RecordBatch;
-use crate::config::location::Location;
+use crate::store::Location;
 use epoch::{EPOCH_DIR, EPOCH_VERSION, EpochRead, EpochRecord};
 pub use format::Damage;
 

@@ -12,7 +12,7 @@ use fe2o3_amqp::types::primitives::{Binary, Value};
 use fe2o3_amqp::{Sendable, Sender};
 
 use super::{attach, connect};
-use crate::config::amqp::AmqpEndpoint;
+use crate::receiver::amqp::config::AmqpEndpoint;
 
 /// What a benchmark run measured.
 #[derive(Debug, Clone, Copy)]

@@ -32,13 +32,14 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::watch;
 
+use super::config::{EventHubsConfig, StartPosition};
 use super::{Dialect, Pump, Pumped, body_bytes, connect, message_id_text};
 use crate::batch::RecordBatch;
 use crate::clock::now_ms;
-use crate::config::amqp::StartPosition;
-use crate::config::location::Location;
-use crate::config::{EventHubsConfig, Secret};
+use crate::receiver::{BuildContext, BuildError, Receiver, Resume, Source};
 use crate::receiver::{Finished, PartitionWriter, ReceiverError};
+use crate::secret::Secret;
+use crate::store::Location;
 
 /// The selector filter's name and descriptor.
 pub const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
@@ -410,6 +411,50 @@ impl Dialect for EventHubsDialect {
             self.src.set_durable(self.partition, &p);
             self.durable = Some(p);
         }
+    }
+}
+
+impl EventHubsConfig {
+    /// Resolves and reaches `checkpoint-dir`, then probes the namespace (connect, authorize,
+    /// attach, detach).
+    pub fn build(&self, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Source>, BuildError> {
+        let checkpoints = match &self.checkpoint_dir {
+            Some(dir) => {
+                let loc = Location::resolve(dir, "source.checkpoint-dir", ctx.base, true)?;
+                ctx.handle
+                    .block_on(loc.reach("source.checkpoint-dir"))
+                    .map_err(BuildError::Unreachable)?;
+                Some(loc)
+            }
+            None => None,
+        };
+        let src = EventHubsSource::new(self.clone(), checkpoints);
+        ctx.handle
+            .block_on(probe(&src))
+            .map_err(BuildError::Unreachable)?;
+        Ok(Arc::new(src))
+    }
+}
+
+impl Source for EventHubsSource {
+    fn kind(&self) -> &'static str {
+        "eventhubs"
+    }
+
+    fn partitions(&self) -> u32 {
+        self.cfg.partitions
+    }
+
+    fn replayable(&self) -> bool {
+        true
+    }
+
+    fn replays_by_position(&self) -> bool {
+        true
+    }
+
+    fn receiver(self: Arc<Self>, partition: u32, resume: Resume) -> Receiver {
+        Receiver::EventHubs(EventHubsReceiver::new(self, partition, &resume))
     }
 }
 

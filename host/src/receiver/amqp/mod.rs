@@ -22,6 +22,7 @@
 //! [`supervise`]: super::supervise
 
 pub mod bench;
+pub mod config;
 pub mod eventhubs;
 
 use std::collections::VecDeque;
@@ -42,11 +43,11 @@ use futures::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use self::config::{AmqpConfig, AmqpEndpoint};
+use super::{BuildContext, BuildError, Receiver, Resume};
 use super::{Finished, PartitionWriter, ReceiverError};
 use crate::batch::RecordBatch;
 use crate::clock::now_ms;
-use crate::config::AmqpConfig;
-use crate::config::amqp::AmqpEndpoint;
 
 /// The most deliveries appended in one chunk.
 const MAX_CHUNK: usize = 1024;
@@ -652,6 +653,35 @@ pub async fn probe(cfg: &AmqpConfig) -> Result<(), String> {
     }
     conn.close().await;
     Ok(())
+}
+
+impl AmqpConfig {
+    /// Reaches the broker now (connect, attach each address, detach), as stores are reached.
+    pub fn build(&self, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn super::Source>, BuildError> {
+        ctx.handle
+            .block_on(probe(self))
+            .map_err(BuildError::Unreachable)?;
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+impl super::Source for AmqpConfig {
+    fn kind(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// An accepted delivery is gone from the broker (reliable mode logs blocks instead).
+    fn replayable(&self) -> bool {
+        false
+    }
+
+    fn receiver(self: Arc<Self>, partition: u32, _resume: Resume) -> Receiver {
+        Receiver::Amqp(AmqpReceiver::new(self, partition))
+    }
 }
 
 #[cfg(test)]

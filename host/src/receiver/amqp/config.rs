@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::secret::Secret;
+use crate::secret::Secret;
 
 /// The default link credit window per partition (measured: see the README's AMQP figures).
 pub const DEFAULT_CREDIT: u32 = 2000;
