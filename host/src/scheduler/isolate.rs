@@ -310,3 +310,6 @@ mod tests {
         assert_eq!((dead.len(), calls), (0, 1));
     }
 }
+
+#[cfg(test)]
+mod bench;
