@@ -426,7 +426,9 @@ mod tests {
     #[test]
     fn a_fenced_driver_exits_3_whether_the_log_or_the_checkpoint_fenced_it() {
         let by_log = Error::Run(RunError::Wal(WalError::Fenced {
-            path: "wal/00000001".into(),
+            prefix: "wal".into(),
+            epoch: 1,
+            newer: 2,
         }));
         let by_checkpoint = Error::Run(RunError::Fenced {
             location: "checkpoint/00000000000000000012".into(),

@@ -47,7 +47,7 @@ fn isolate_with(stage: &TransformStage, records: &RecordBatch) -> (Duration, usi
         batch_time_ms: 0,
         part: 0,
     };
-    let call = |r: &RecordBatch, l: Lineage| {
+    let call = |r: &RecordBatch, l: Lineage| -> Result<Part, JobError> {
         let out = stage
             .transform(&ctx, r)
             .map_err(|source| JobError::Plugin { batch: 0, source })?;
