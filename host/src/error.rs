@@ -276,12 +276,14 @@ impl Classify for JobError {
     fn fault(&self) -> Fault {
         match self {
             JobError::Plugin { source, .. } => source.fault(),
+            JobError::Poisoned { .. } => Fault::User,
             JobError::Sink { source, .. } => source.fault(),
         }
     }
     fn retryable(&self) -> bool {
         match self {
             JobError::Plugin { source, .. } => Classify::retryable(source),
+            JobError::Poisoned { .. } => false,
             JobError::Sink { source, .. } => Classify::retryable(source),
         }
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use crate::build::{BuildContext, BuildError};
+use crate::config::poison::PoisonPolicy;
 use crate::config::{ConfigError, PipelineFile, Step};
 use crate::error::Fault;
 use crate::plugin::limits::Grants;
@@ -31,8 +32,8 @@ use crate::store::Location;
 /// A step, resolved.
 #[derive(Clone)]
 pub enum StepPlan {
-    /// A transformation plugin's stage.
-    Plugin(Arc<TransformStage>),
+    /// A transformation plugin's stage, and what it does with a poison record.
+    Plugin(Arc<TransformStage>, PoisonPolicy),
     /// Repartition by key into this many partitions (`None`: as many as before).
     RepartitionByKey(Option<u32>),
     /// Count records per key.
@@ -339,12 +340,16 @@ fn build_steps(
     for (i, step) in file.steps().into_iter().enumerate() {
         let what = format!("`[[transform]]` number {}", i + 1);
         steps.push(match step {
-            Step::Plugin { name, params } => {
+            Step::Plugin {
+                name,
+                params,
+                poison,
+            } => {
                 let plugin = load(&what, &name, PluginKind::Transformer)?;
                 let stage = plugin
                     .transformer(&params)
                     .map_err(|e| format!("{what}: {e}"))?;
-                StepPlan::Plugin(Arc::new(stage))
+                StepPlan::Plugin(Arc::new(stage), poison)
             }
             Step::RepartitionByKey { partitions } => {
                 if partitions == Some(0) {
@@ -384,7 +389,12 @@ impl Plan {
         }
         let mut steps: Vec<StepPlan> = self.steps.as_ref().clone();
         for (i, step) in self.file.steps().into_iter().enumerate() {
-            let Step::Plugin { name, params } = step else {
+            let Step::Plugin {
+                name,
+                params,
+                poison,
+            } = step
+            else {
                 continue;
             };
             let (Some(want), Some(now)) = (pinned.get(&name), self.digests.get(&name)) else {
@@ -407,7 +417,7 @@ impl Plan {
                 .transformer(&params)
                 .map_err(|e| format!("plugin `{name}` sha256 {want}: {e}"))?;
             tracing::info!(plugin = %name, recorded = %&want[..12.min(want.len())], current = %&now[..12.min(now.len())], "The batch being recomputed runs with the plugin version it was recorded with.");
-            steps[i] = StepPlan::Plugin(Arc::new(stage));
+            steps[i] = StepPlan::Plugin(Arc::new(stage), poison);
         }
         Ok(Arc::new(steps))
     }
@@ -416,7 +426,7 @@ impl Plan {
 impl std::fmt::Debug for StepPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StepPlan::Plugin(s) => write!(f, "Plugin({})", s.plugin().name()),
+            StepPlan::Plugin(s, _) => write!(f, "Plugin({})", s.plugin().name()),
             StepPlan::RepartitionByKey(n) => write!(f, "RepartitionByKey({n:?})"),
             StepPlan::CountByKey => f.write_str("CountByKey"),
             StepPlan::Native(n) => write!(f, "Native({})", n.name),

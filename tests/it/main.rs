@@ -8,6 +8,7 @@ mod engine;
 mod eventhubs;
 mod kill;
 mod plugins;
+mod poison;
 mod recovery;
 mod supervise;
 mod wal;

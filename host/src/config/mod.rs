@@ -6,6 +6,8 @@
 //! with the kind ([`crate::receiver`], [`crate::sink`]) and builds it. This module builds
 //! nothing: the plan is assembled in the `plan` module.
 
+pub mod poison;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -389,7 +391,8 @@ fn default_stream() -> String {
 /// `[[transform]]`: one step, either `plugin = "NAME"` (with `params`) or `builtin = "…"`:
 /// `"repartition-by-key"` (records with the same key meet in one partition; `partitions`
 /// after, default as many as before) or `"count-by-key"` (one record per key and partition:
-/// the key, and the count in decimal; after a repartition, the batch's global counts).
+/// the key, and the count in decimal; after a repartition, the batch's global counts). A plugin
+/// step also takes `on-poison` and `max-poison-per-batch` (see [`poison::PoisonPolicy`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StepConfig {
@@ -405,6 +408,14 @@ pub struct StepConfig {
     /// `partitions`: for `repartition-by-key`.
     #[serde(default)]
     pub partitions: Option<u32>,
+    /// `on-poison`: `"dead-letter"` or `"stop"`, for a record on which the plugin traps, runs
+    /// past its time budget or hits its memory cap alone. Default `"dead-letter"`. Plugins only.
+    #[serde(default)]
+    pub on_poison: Option<poison::OnPoison>,
+    /// `max-poison-per-batch`: how many poison records of one batch the step may dead-letter
+    /// before the pipeline stops. Default 100; at least 1. Plugins only.
+    #[serde(default)]
+    pub max_poison_per_batch: Option<u32>,
 }
 
 /// A step, once checked.
@@ -416,6 +427,8 @@ pub enum Step {
         name: String,
         /// Its parameters.
         params: BTreeMap<String, String>,
+        /// What it does with a poison record (`on-poison`, `max-poison-per-batch`).
+        poison: poison::PoisonPolicy,
     },
     /// Records with the same key meet in one partition.
     RepartitionByKey {
@@ -427,6 +440,20 @@ pub enum Step {
 }
 
 impl StepConfig {
+    /// The poison policy this entry sets, or what is wrong with it.
+    fn poison(&self, here: &str) -> Result<poison::PoisonPolicy, String> {
+        if self.max_poison_per_batch == Some(0) {
+            return Err(format!(
+                "{here}: key `max-poison-per-batch` must be at least 1"
+            ));
+        }
+        let default = poison::PoisonPolicy::default();
+        Ok(poison::PoisonPolicy {
+            on_poison: self.on_poison.unwrap_or(default.on_poison),
+            max_per_batch: self.max_poison_per_batch.unwrap_or(default.max_per_batch),
+        })
+    }
+
     /// The step this entry (the `n`th, from 1) describes, or what is wrong with it.
     pub fn step(&self, n: usize) -> Result<Step, String> {
         let here = format!("`[[transform]]` number {n}");
@@ -444,11 +471,17 @@ impl StepConfig {
                 Ok(Step::Plugin {
                     name: name.clone(),
                     params: self.params.clone(),
+                    poison: self.poison(&here)?,
                 })
             }
             (None, Some(b)) => {
                 if !self.params.is_empty() {
                     return Err(format!("{here}: key `params` is only for plugins"));
+                }
+                if self.on_poison.is_some() || self.max_poison_per_batch.is_some() {
+                    return Err(format!(
+                        "{here}: keys `on-poison` and `max-poison-per-batch` are only for plugins"
+                    ));
                 }
                 match b {
                     "repartition-by-key" => Ok(Step::RepartitionByKey {

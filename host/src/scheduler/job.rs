@@ -2,18 +2,24 @@
 //! on each block as it is cut (one task per partition on the bounded worker pool), and
 //! [`close`] runs what needs the whole batch, then commits every sink once.
 //!
-//! Retry policy: a `retryable` plugin error or a timeout is retried on a fresh instance, up to
-//! three times with backoff (100, 200, 400 ms); a `bad-record` error dead-letters that record
-//! and calls again without it; anything else (a panic, a fatal error, memory past the cap) stops
-//! the pipeline with the plugin, its digest, the partition and the batch in the message.
+//! Retry policy: a `retryable` plugin error is retried on a fresh instance, up to three times
+//! with backoff (100, 200, 400 ms); a `bad-record` error dead-letters that record and calls
+//! again without it; a trap, a time-out or memory past the cap (a *poison* failure) has the
+//! block called again in halves until the records that fail alone are found and dead-lettered
+//! ([`super::isolate`]), or, with the step's `on-poison = "stop"`, is handled as before
+//! isolation (a time-out retried, a trap stopping the pipeline); anything else (a fatal error,
+//! a broken contract) stops the pipeline with the plugin, its digest, the partition and the
+//! batch in the message.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::isolate::{self, Isolation, poison_kind};
 use crate::batch::RecordBatch;
 use crate::block::{Block, BlockManager};
+use crate::config::poison::{OnPoison, PoisonPolicy};
 use crate::plan::{Plan, StepPlan};
 use crate::plugin::{CallContext, Failure, PluginError, TransformStage};
 use crate::sink::SinkError;
@@ -28,6 +34,18 @@ pub enum JobError {
         /// The batch.
         batch: u64,
         /// The plugin's error (naming plugin, digest, partition and batch).
+        source: PluginError,
+    },
+    /// A step dead-lettered more poison records of one batch than its `max-poison-per-batch`.
+    #[error(
+        "batch {batch}: {source}; that is one more record failing alone than the step's `max-poison-per-batch` of {limit} for a batch: a plugin that fails on (nearly) every record is broken, not poisoned, so the pipeline stops"
+    )]
+    Poisoned {
+        /// The batch.
+        batch: u64,
+        /// The step's limit.
+        limit: u32,
+        /// The failure of the record over the limit.
         source: PluginError,
     },
     /// A sink failed.
@@ -195,6 +213,8 @@ pub struct OpenBatch {
     records_in: AtomicU64,
     records_out: AtomicU64,
     markers: Mutex<Vec<i64>>,
+    /// Per step, the poison records dead-lettered in this batch.
+    poisoned: Vec<AtomicU32>,
     dead_before: u64,
     /// Time spent on its blocks so far.
     pub busy: Duration,
@@ -231,6 +251,7 @@ impl OpenBatch {
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
             markers: Mutex::default(),
+            poisoned: steps.iter().map(|_| AtomicU32::new(0)).collect(),
             dead_before: plan.dead_letters.total(),
             busy: Duration::ZERO,
             steps,
@@ -308,9 +329,13 @@ fn run_block(
     for (i, step) in batch.steps[..shape.narrow].iter().enumerate() {
         let input = current.as_ref().unwrap_or(&records);
         let out = match step {
-            StepPlan::Plugin(stage) => {
-                transform_part(plan, stage, batch, i, (partition, input, lineage))?
-            }
+            StepPlan::Plugin(stage, policy) => transform_part(
+                plan,
+                (stage, *policy),
+                batch,
+                i,
+                (partition, input, lineage),
+            )?,
             StepPlan::Native(step) => Part {
                 partition,
                 records: (step.f)(input),
@@ -473,10 +498,10 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
     if let Some((mut parts, rest)) = parts_and_rest {
         for (i, step) in batch.steps.iter().enumerate().skip(rest) {
             parts = match step {
-                StepPlan::Plugin(stage) => pool_map(&plan.pool, parts, |part| {
+                StepPlan::Plugin(stage, policy) => pool_map(&plan.pool, parts, |part| {
                     transform_part(
                         plan,
-                        stage,
+                        (stage, *policy),
                         &batch,
                         i,
                         (part.partition, &part.records, part.lineage),
@@ -619,27 +644,35 @@ fn call_ranges(batch: &RecordBatch) -> Vec<std::ops::Range<usize>> {
     ranges
 }
 
+/// Runs a transform step (its stage and poison policy) on one partition's data, in calls of
+/// bounded size.
 fn transform_part(
     plan: &Plan,
-    stage: &TransformStage,
+    stage: (&TransformStage, PoisonPolicy),
     batch: &OpenBatch,
     step: usize,
     input: (u32, &RecordBatch, Lineage),
 ) -> Result<Part, JobError> {
     let (partition, records, lineage) = input;
+    let caller = Caller {
+        plan,
+        stage: stage.0,
+        policy: stage.1,
+        batch,
+        step,
+        partition,
+    };
     let ranges = call_ranges(records);
     if ranges.len() == 1 {
-        let ctx = batch.ctx(plan, partition, batch.calls.next(step, partition));
-        return transform_call(plan, stage, &ctx, partition, records, lineage);
+        return caller.isolating(records, lineage);
     }
     // Several calls: each gets a slice; outputs are appended, with lineage per slice.
     let mut out = RecordBatch::default();
     let mut out_lineage = Vec::new();
     for range in ranges {
-        let ctx = batch.ctx(plan, partition, batch.calls.next(step, partition));
         let slice = records.slice(range.clone());
         let slice_lineage = Lineage::Explicit(range.clone().map(|i| lineage.at(i)).collect());
-        let done = transform_call(plan, stage, &ctx, partition, &slice, slice_lineage)?;
+        let done = caller.isolating(&slice, slice_lineage)?;
         out.append(&done.records);
         out_lineage.extend((0..done.records.len()).map(|i| done.lineage.at(i)));
     }
@@ -650,74 +683,126 @@ fn transform_part(
     })
 }
 
-fn transform_call(
-    plan: &Plan,
-    stage: &TransformStage,
-    ctx: &CallContext,
+/// A transform step's calls on one partition's data within a batch.
+struct Caller<'a> {
+    plan: &'a Plan,
+    stage: &'a TransformStage,
+    policy: PoisonPolicy,
+    batch: &'a OpenBatch,
+    step: usize,
     partition: u32,
-    records: &RecordBatch,
-    lineage: Lineage,
-) -> Result<Part, JobError> {
-    let info = stage.plugin().info();
-    let dead_letter = |index: usize, reason: &str, batch: &RecordBatch, lineage: &Lineage| {
-        let (partition, offset) = lineage.at(index);
-        plan.dead_letters.add(
-            &plan.stream,
+}
+
+impl Caller<'_> {
+    /// One call on `records` (the next part of the partition), its poison records isolated as
+    /// the step's policy says.
+    fn isolating(&self, records: &RecordBatch, lineage: Lineage) -> Result<Part, JobError> {
+        let part = self.batch.calls.next(self.step, self.partition);
+        let ctx = self.batch.ctx(self.plan, self.partition, part);
+        let call = |r: &RecordBatch, l: Lineage| self.call(&ctx, r, l);
+        let dead_letter = |r: &RecordBatch, index: usize, at: (u32, u64), e: &PluginError| {
+            let reason = format!("poison: {}", e.failure);
+            self.dead_letter(&ctx, (r, index), at, &reason, poison_kind(&e.failure));
+        };
+        let iso = Isolation {
+            policy: self.policy,
+            found: &self.batch.poisoned[self.step],
+            batch: ctx.batch_id,
+            partition: self.partition,
+            call: &call,
+            dead_letter: &dead_letter,
+        };
+        isolate::call(&iso, records, lineage)
+    }
+
+    /// Dead-letters `record` (a batch and an index in it), from source position `at`.
+    fn dead_letter(
+        &self,
+        ctx: &CallContext,
+        record: (&RecordBatch, usize),
+        at: (u32, u64),
+        reason: &str,
+        failure: Option<&str>,
+    ) {
+        let info = self.stage.plugin().info();
+        self.plan.dead_letters.add(
+            &self.plan.stream,
             ctx.batch_id,
             DeadLetter {
-                partition,
-                offset,
+                partition: at.0,
+                offset: at.1,
                 plugin: &info.name,
                 digest: &info.digest,
                 reason,
-                batch,
-                index,
+                failure,
+                batch: record.0,
+                index: record.1,
             },
         );
-    };
-    let mut input = std::borrow::Cow::Borrowed(records);
-    let mut lineage = lineage;
-    let mut retries = 0;
-    let mut bad_rounds = 0;
-    loop {
-        match stage.transform(ctx, &input) {
-            Ok(out) => {
-                for (index, reason) in &out.rejected {
-                    dead_letter(*index as usize, reason, &input, &lineage);
-                }
-                return Ok(Part {
-                    partition,
-                    lineage: lineage.follow(out.origins),
-                    records: out.batch,
-                });
-            }
-            Err(e) => match &e.failure {
-                Failure::BadRecord { index, reason }
-                    if (*index as usize) < input.len() && bad_rounds < 1000 =>
-                {
-                    let index = *index as usize;
-                    dead_letter(index, reason, &input, &lineage);
-                    let keep: Vec<u32> = (0..input.len() as u32)
-                        .filter(|&i| i as usize != index)
-                        .collect();
-                    input = std::borrow::Cow::Owned(input.gather(&keep));
-                    // Resolved now: bad records one by one would nest a lineage per round.
-                    lineage =
-                        Lineage::Explicit(keep.iter().map(|&i| lineage.at(i as usize)).collect());
-                    bad_rounds += 1;
-                }
-                f if f.retryable() && retries < 3 => {
-                    tracing::warn!(error = %e, retry = retries + 1, "A plugin call failed; retrying on a fresh instance.");
-                    std::thread::sleep(Duration::from_millis(100 << retries));
-                    retries += 1;
-                }
-                _ => {
-                    return Err(JobError::Plugin {
-                        batch: ctx.batch_id,
-                        source: e,
+    }
+
+    /// One call on `records`, with the retry policy of the module's doc: a retryable failure
+    /// retried, bad records dead-lettered and the call made again without them.
+    fn call(
+        &self,
+        ctx: &CallContext,
+        records: &RecordBatch,
+        lineage: Lineage,
+    ) -> Result<Part, JobError> {
+        let isolating = self.policy.on_poison == OnPoison::DeadLetter;
+        let mut input = std::borrow::Cow::Borrowed(records);
+        let mut lineage = lineage;
+        let mut retries = 0;
+        let mut bad_rounds = 0;
+        loop {
+            match self.stage.transform(ctx, &input) {
+                Ok(out) => {
+                    for (index, reason) in &out.rejected {
+                        let at = lineage.at(*index as usize);
+                        self.dead_letter(ctx, (&input, *index as usize), at, reason, None);
+                    }
+                    return Ok(Part {
+                        partition: self.partition,
+                        lineage: lineage.follow(out.origins),
+                        records: out.batch,
                     });
                 }
-            },
+                Err(e) => match &e.failure {
+                    Failure::BadRecord { index, reason }
+                        if (*index as usize) < input.len() && bad_rounds < 1000 =>
+                    {
+                        let index = *index as usize;
+                        self.dead_letter(ctx, (&input, index), lineage.at(index), reason, None);
+                        let keep: Vec<u32> = (0..input.len() as u32)
+                            .filter(|&i| i as usize != index)
+                            .collect();
+                        input = std::borrow::Cow::Owned(input.gather(&keep));
+                        // Resolved now: bad records one by one would nest a lineage per round.
+                        lineage = Lineage::Explicit(
+                            keep.iter().map(|&i| lineage.at(i as usize)).collect(),
+                        );
+                        bad_rounds += 1;
+                    }
+                    // Isolation calls again in halves: a retry of the whole would only wait.
+                    f if isolating && poison_kind(f).is_some() => {
+                        return Err(JobError::Plugin {
+                            batch: ctx.batch_id,
+                            source: e,
+                        });
+                    }
+                    f if f.retryable() && retries < 3 => {
+                        tracing::warn!(error = %e, retry = retries + 1, "A plugin call failed; retrying on a fresh instance.");
+                        std::thread::sleep(Duration::from_millis(100 << retries));
+                        retries += 1;
+                    }
+                    _ => {
+                        return Err(JobError::Plugin {
+                            batch: ctx.batch_id,
+                            source: e,
+                        });
+                    }
+                },
+            }
         }
     }
 }

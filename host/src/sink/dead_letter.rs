@@ -4,8 +4,10 @@
 //!
 //! Each line: `stream`, `batch`, `partition`, `offset` (the record's position in its source
 //! partition, counted from 0; after a repartition, its position in the repartitioned batch),
-//! `plugin`, `digest`, `reason`, and the record (`key`, `value` as text where it is UTF-8,
-//! else `value_base64`, and `timestamp`).
+//! `plugin`, `digest`, `reason`, for a poison record `failure` (`panicked`, `timed-out`,
+//! `out-of-memory`, `out-of-fuel` or `trapped`: the plugin failed on it alone, and `reason` has
+//! the trap and the guest's message), and the record (`key`, `value` as text where it is
+//! UTF-8, else `value_base64`, and `timestamp`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -30,6 +32,9 @@ pub struct DeadLetter<'a> {
     pub digest: &'a str,
     /// The plugin's reason.
     pub reason: &'a str,
+    /// For a poison record, what the call did (`panicked`, `timed-out`, …); `None` for a
+    /// record the plugin rejected.
+    pub failure: Option<&'a str>,
     /// The batch holding the record.
     pub batch: &'a RecordBatch,
     /// The record's index in `batch`.
@@ -79,6 +84,9 @@ impl DeadLetters {
             "key": d.batch.key(d.index).map(String::from_utf8_lossy),
             "timestamp": d.batch.timestamp(d.index),
         });
+        if let Some(failure) = d.failure {
+            obj["failure"] = failure.into();
+        }
         match std::str::from_utf8(value) {
             Ok(text) => obj["value"] = text.into(),
             Err(_) => obj["value_base64"] = base64(value).into(),
