@@ -315,7 +315,18 @@ pub fn run(cli: Cli) -> Result<()> {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             Ok(())
         }
-        Command::Checkpoint(c) => crate::checkpoint::show::run(c),
+        Command::Checkpoint(CheckpointCommand::List { pipeline, json }) => {
+            crate::checkpoint::show::run(&pipeline, crate::checkpoint::show::Show::List, json)
+        }
+        Command::Checkpoint(CheckpointCommand::Inspect {
+            pipeline,
+            batch,
+            json,
+        }) => crate::checkpoint::show::run(
+            &pipeline,
+            crate::checkpoint::show::Show::Inspect(batch),
+            json,
+        ),
         Command::Validate { pipeline, plugins } => {
             let rt = tokio_runtime()?;
             let plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;

@@ -5,20 +5,29 @@ use std::path::Path;
 
 use super::{CheckpointLog, Entry};
 use crate::batch::position::Position;
-use crate::cli::CheckpointCommand;
 use crate::config::PipelineFile;
 use crate::error::{Error, Result};
 use crate::store::Location;
 
-/// Runs a `sluice checkpoint …` command, printing to stdout.
-pub fn run(cmd: CheckpointCommand) -> Result<()> {
+/// What `sluice checkpoint` shows.
+#[derive(Debug, Clone, Copy)]
+pub enum Show {
+    /// One line per entry.
+    List,
+    /// One entry whole: batch N, or the newest.
+    Inspect(Option<u64>),
+}
+
+/// Runs `sluice checkpoint list | inspect` on the pipeline file at `pipeline`, printing to
+/// stdout (JSON with `json`).
+pub fn run(pipeline: &Path, show: Show, json: bool) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(Error::io("starting the async runtime"))?;
-    match cmd {
-        CheckpointCommand::List { pipeline, json } => {
-            let log = log_of(&pipeline)?;
+    match show {
+        Show::List => {
+            let log = log_of(pipeline)?;
             let entries = rt
                 .block_on(async {
                     let mut out = Vec::new();
@@ -36,12 +45,8 @@ pub fn run(cmd: CheckpointCommand) -> Result<()> {
             }
             Ok(())
         }
-        CheckpointCommand::Inspect {
-            pipeline,
-            batch,
-            json,
-        } => {
-            let log = log_of(&pipeline)?;
+        Show::Inspect(batch) => {
+            let log = log_of(pipeline)?;
             let entry = rt
                 .block_on(async {
                     let b = match batch {
