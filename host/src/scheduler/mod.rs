@@ -11,6 +11,7 @@
 //! - A slow runner makes blocks and closes wait in the channel, while the budget stops the
 //!   receivers: the scheduling delay grows and is shown.
 
+pub mod combine;
 pub mod isolate;
 pub mod job;
 pub mod tracker;
