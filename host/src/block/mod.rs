@@ -99,6 +99,19 @@ struct PartitionBuffer {
     fence: Option<u64>,
 }
 
+impl PartitionBuffer {
+    /// The offset the next record appended gets.
+    fn next_offset(&self) -> u64 {
+        self.first_offset + self.records.len() as u64
+    }
+
+    /// Replay: whether the partition has received every record of the batch being recomputed
+    /// (true when it has no fence).
+    fn at_fence(&self) -> bool {
+        self.fence.is_none_or(|f| self.next_offset() >= f)
+    }
+}
+
 /// Holds received records within a memory budget and cuts them into blocks.
 #[derive(Debug)]
 pub struct BlockManager {
@@ -224,8 +237,7 @@ impl BlockManager {
         }
         self.partitions.get(partition as usize).is_some_and(|slot| {
             let p = slot.lock().unwrap_or_else(|e| e.into_inner());
-            p.fence
-                .is_some_and(|f| p.first_offset + p.records.len() as u64 >= f)
+            p.fence.is_some() && p.at_fence()
         })
     }
 
@@ -244,11 +256,11 @@ impl BlockManager {
         if !self.fenced.load(Ordering::Acquire) {
             return None;
         }
-        Some(self.partitions.iter().all(|slot| {
-            let p = slot.lock().unwrap_or_else(|e| e.into_inner());
-            p.fence
-                .is_none_or(|f| p.first_offset + p.records.len() as u64 >= f)
-        }))
+        Some(
+            self.partitions
+                .iter()
+                .all(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).at_fence()),
+        )
     }
 
     /// Per partition, how far it is from its fence: (received up to, fence).
@@ -257,15 +269,14 @@ impl BlockManager {
             .iter()
             .map(|slot| {
                 let p = slot.lock().unwrap_or_else(|e| e.into_inner());
-                (p.first_offset + p.records.len() as u64, p.fence)
+                (p.next_offset(), p.fence)
             })
             .collect()
     }
 
     fn next_offset(&self, partition: u32) -> u64 {
         self.partitions.get(partition as usize).map_or(0, |slot| {
-            let p = slot.lock().unwrap_or_else(|e| e.into_inner());
-            p.first_offset + p.records.len() as u64
+            slot.lock().unwrap_or_else(|e| e.into_inner()).next_offset()
         })
     }
 
@@ -300,7 +311,7 @@ impl BlockManager {
         let (count, before) = (p.records.len(), p.bytes);
         fill(&mut p.records);
         let start = p.first_offset + count as u64;
-        let end = p.first_offset + p.records.len() as u64;
+        let end = p.next_offset();
         p.bytes = p.records.allocated() as u64;
         let added = p.bytes.saturating_sub(before);
         let now = self.used.fetch_add(added, Ordering::AcqRel) + added;
