@@ -352,9 +352,16 @@ struct AmqpRun {
     final_run: Ended,
 }
 
-/// Publishes `AMQP_MESSAGES` ids over two queues, runs `AMQP_KILLS` kill trials (each checked
-/// by `per_trial`), then a final run until every id is out or nothing new came for 8 s (plain
-/// mode loses some), stopped with SIGTERM.
+/// Messages on the queues before the first trial; the rest arrive in waves during the trials,
+/// so every kill finds messages in flight (with everything published up front, a fast machine
+/// drained the queues in two trials and the later kills tested nothing).
+const AMQP_FIRST: usize = 10_000;
+const AMQP_WAVES: usize = 30;
+const AMQP_WAVE_EVERY: Duration = Duration::from_millis(500);
+
+/// Publishes `AMQP_FIRST` of `AMQP_MESSAGES` ids over two queues and the rest in waves while
+/// `AMQP_KILLS` kill trials run (each checked by `per_trial`), then a final run until every id
+/// is out or nothing new came for 8 s (plain mode loses some), stopped with SIGTERM.
 fn amqp_kill_run(tag: &'static str, extra: &str, per_trial: impl Fn(&Report) -> bool) -> AmqpRun {
     let tmp = tempfile::tempdir().unwrap();
     let (q0, q1) = (
@@ -362,13 +369,17 @@ fn amqp_kill_run(tag: &'static str, extra: &str, per_trial: impl Fn(&Report) -> 
         fresh_queue(&format!("{tag}1")),
     );
     let all = ids(tag, 0..AMQP_MESSAGES);
+    let publish_both = |rt: &tokio::runtime::Runtime, part: &[(String, Vec<u8>)]| {
+        let half = part.len() / 2;
+        rt.block_on(publish(&q0, &part[..half]));
+        rt.block_on(publish(&q1, &part[half..]));
+    };
     let t0 = Instant::now();
-    let rt = rt();
-    rt.block_on(publish(&q0, &all[..AMQP_MESSAGES / 2]));
-    rt.block_on(publish(&q1, &all[AMQP_MESSAGES / 2..]));
+    publish_both(&rt(), &all[..AMQP_FIRST]);
     eprintln!(
-        "[{tag}] published {AMQP_MESSAGES} messages over 2 queues in {:.1} s",
-        t0.elapsed().as_secs_f64()
+        "[{tag}] published {AMQP_FIRST} messages over 2 queues in {:.1} s; {} more follow in {AMQP_WAVES} waves",
+        t0.elapsed().as_secs_f64(),
+        AMQP_MESSAGES - AMQP_FIRST
     );
     let text = crate::amqp::pipeline(&q0, extra).replace(
         &format!("queues = [\"{q0}\"]"),
@@ -376,14 +387,39 @@ fn amqp_kill_run(tag: &'static str, extra: &str, per_trial: impl Fn(&Report) -> 
     );
     assert!(text.contains(&format!("credit = {CREDIT}")), "{text}");
     let pipeline = write_pipeline(tmp.path(), &text);
-    let expected: Vec<String> = all.into_iter().map(|(id, _)| id).collect();
     let out = tmp.path().join("out");
     let mut h = Harness::new(tag, tmp.path(), &pipeline, &out);
-    let trials = h.kill_trials(AMQP_KILLS, 0x5eed_a39b, |trial, ledger| {
-        let r = ledger.report(&expected);
-        check(per_trial(&r), || {
-            format!("[{tag}] after trial {}: {r}", trial.n)
+    let expected: Vec<String> = all.iter().map(|(id, _)| id.clone()).collect();
+    let stop = AtomicBool::new(false);
+    let trials = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        let (all, stop) = (&all, &stop);
+        let waves = s.spawn(move || {
+            let rt = rt();
+            let each = (AMQP_MESSAGES - AMQP_FIRST) / AMQP_WAVES;
+            for k in 0..AMQP_WAVES {
+                std::thread::sleep(AMQP_WAVE_EVERY);
+                if stop.load(Ordering::Relaxed) {
+                    return; // a trial failed: its panic ends the test
+                }
+                let at = AMQP_FIRST + k * each;
+                let end = if k + 1 == AMQP_WAVES {
+                    AMQP_MESSAGES
+                } else {
+                    at + each
+                };
+                publish_both(&rt, &all[at..end]);
+            }
         });
+        let trials = h.kill_trials(AMQP_KILLS, 0x5eed_a39b, |trial, ledger| {
+            let r = ledger.report(&expected);
+            check(per_trial(&r), || {
+                format!("[{tag}] after trial {}: {r}", trial.n)
+            });
+        });
+        // Every wave is on the queues before the final run counts the output.
+        waves.join().unwrap();
+        trials
     });
     let mut sluice = h.start();
     let (mut last, mut since) = (0, Instant::now());
