@@ -391,10 +391,23 @@ impl BlockManager {
     }
 
     /// The block generator: cuts what each partition received since its last cut into a block.
+    ///
+    /// During a replay a partition is cut at its fence: the records past it (the end of the
+    /// chunk that crossed it) wait for the close, which gives them to the next batch. Cut into
+    /// the recomputed batch, they would be output under its id, and lost when that batch's
+    /// parts were already committed by the crashed run (which kept them as they were).
     pub fn cut_blocks(&self, now_ms: i64) {
+        let fenced = self.fenced.load(Ordering::Acquire);
         for (i, slot) in self.partitions.iter().enumerate() {
             let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
-            self.cut(&mut p, i as u32, now_ms);
+            match p.fence {
+                Some(fence) if fenced => {
+                    if p.first_offset < fence {
+                        self.cut_at(&mut p, i as u32, fence);
+                    }
+                }
+                _ => self.cut(&mut p, i as u32, now_ms),
+            }
         }
     }
 
@@ -655,5 +668,29 @@ mod tests {
         assert_eq!((rest.first_offset, rest.records.len()), (13, 3));
         assert_eq!(rest.records.value(0), b"d");
         assert_eq!(m.fence_reached(), None);
+    }
+
+    #[tokio::test]
+    async fn a_block_interval_cut_during_a_replay_stops_at_the_fence_and_the_rest_go_to_the_next_batch()
+     {
+        let (m, mut rx) = BlockManager::new(1, 1 << 20, 1 << 20);
+        m.resume(0, 10);
+        m.fence(&[13]);
+        m.append(0, &chunk(&["a", "b", "c", "d", "e"])).await;
+        m.cut_blocks(0);
+        m.cut_blocks(0);
+        m.close_batch(9, 0);
+        m.cut_blocks(0);
+        let cuts = drain(&mut rx);
+        assert_eq!(
+            cuts.len(),
+            3,
+            "the batch's block, its close, the next batch's block"
+        );
+        let b = block(&cuts[0]);
+        assert_eq!((b.first_offset, b.records.len()), (10, 3));
+        assert!(matches!(cuts[1], Cut::Close { id: 9, .. }));
+        let rest = block(&cuts[2]);
+        assert_eq!((rest.first_offset, rest.records.len()), (13, 2));
     }
 }
