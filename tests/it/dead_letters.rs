@@ -324,6 +324,7 @@ fn a_malformed_dead_letter_file_is_refused_naming_the_file_and_line_with_exit_2(
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     pipeline(dir, "identity");
+    std::fs::create_dir_all(dir.join("in")).unwrap();
     plugin_dir_with(&plugins_dir(), &["identity"], &dir.join("plugins"));
     let letters = dir.join("dead-letters").join("input");
     std::fs::create_dir_all(&letters).unwrap();
