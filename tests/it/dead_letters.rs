@@ -359,3 +359,54 @@ fn a_malformed_dead_letter_file_is_refused_naming_the_file_and_line_with_exit_2(
         "nothing replayed"
     );
 }
+
+#[test]
+fn a_letter_rejected_by_a_later_step_is_replayed_from_that_step_with_the_value_it_held_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&fixtures_dir(), &["bad-record"], &dir.join("plugins"));
+    plugin_dir_with(&plugins_dir(), &["identity", "uppercase"], &plugins);
+    let two_steps = |second: &str| {
+        let text = std::fs::read_to_string(pipeline(dir, second)).unwrap();
+        let text = text.replacen(
+            "[[transform]]",
+            "[[transform]]\nplugin = \"uppercase\"\n\n[[transform]]",
+            1,
+        );
+        write_pipeline(dir, &text)
+    };
+    let file = two_steps("bad-record");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    drop_file(&input, "a.txt", b"ok\n\xff\xfez\n");
+    let mut driver = Running::start(sluice_run(dir, &file, &plugins));
+    driver.wait_for("the good record out", WAIT_TIMEOUT, || {
+        !committed(&dir.join("out"), "input", "txt").is_empty()
+    });
+    driver.interrupt();
+    driver.wait(WAIT_TIMEOUT).assert_success();
+    let shown: Value = serde_json::from_str(&ok(&sluice(
+        dir,
+        &["dead-letters", "show", "pipeline.toml", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(shown.as_array().unwrap().len(), 1, "{shown:#}");
+    assert_eq!(
+        (shown[0]["step"].as_u64(), shown[0]["offset"].as_u64()),
+        (Some(1), Some(1)),
+        "{shown:#}"
+    );
+
+    two_steps("identity");
+    let dry = ok(&replay(dir, &["--dry-run"]));
+    assert!(
+        dry.contains("rejected by bad-record → enters at step 1 (identity)"),
+        "{dry}"
+    );
+    let done = ok(&replay(dir, &[]));
+    assert!(done.contains("from step 1 (identity): 1 output"), "{done}");
+    assert_eq!(
+        output_of(dir, "input/replay-000001"),
+        sorted(&[b"\xff\xfeZ"])
+    );
+}
