@@ -67,6 +67,9 @@ pub enum Command {
         #[arg(long)]
         plugins: Option<PathBuf>,
     },
+    /// Read a pipeline's dead letters, and send chosen ones through its current steps again.
+    #[command(subcommand)]
+    DeadLetters(crate::dead_letters::DeadLettersCommand),
     /// Work with plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -327,6 +330,7 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::checkpoint::show::Show::Inspect(batch),
             json,
         ),
+        Command::DeadLetters(cmd) => crate::dead_letters::run(cmd, cli.cache_dir),
         Command::Validate { pipeline, plugins } => {
             let rt = tokio_runtime()?;
             let plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;

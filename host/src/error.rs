@@ -9,6 +9,7 @@
 
 use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
+use crate::dead_letters::DeadLetterError;
 use crate::driver::RunError;
 use crate::driver::supervise::SuperviseError;
 use crate::plugin::{Failure, LoadError, PluginError, RuntimeError};
@@ -77,6 +78,9 @@ pub enum Error {
     /// `run --supervise` gave up, or could not start the driver.
     #[error(transparent)]
     Supervise(#[from] SuperviseError),
+    /// `sluice dead-letters` failed.
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
     /// A command's input is wrong (a path, an argument).
     #[error("{0}")]
     Usage(String),
@@ -123,6 +127,7 @@ impl Error {
             Error::Wal(e) => e,
             Error::Runtime(e) => e,
             Error::Supervise(e) => e,
+            Error::DeadLetters(e) => e,
             Error::Usage(_) | Error::Io { .. } => return None,
         };
         Some(inner)
@@ -321,6 +326,27 @@ impl Classify for RunError {
             RunError::Wal(e) => e.fenced(),
             RunError::Fenced { .. } => true,
             _ => false,
+        }
+    }
+}
+
+/// A malformed letter or a refused replay is the user's; a store's failure external; a replayed
+/// batch's failure as the job's.
+impl Classify for DeadLetterError {
+    fn fault(&self) -> Fault {
+        match self {
+            DeadLetterError::Malformed { .. } | DeadLetterError::Refused(_) => Fault::User,
+            DeadLetterError::Store { .. } => Fault::External,
+            DeadLetterError::Config(e) => e.fault(),
+            DeadLetterError::Job { source, .. } => source.fault(),
+        }
+    }
+    fn retryable(&self) -> bool {
+        match self {
+            DeadLetterError::Store { .. } => true,
+            DeadLetterError::Malformed { .. } | DeadLetterError::Refused(_) => false,
+            DeadLetterError::Config(e) => e.retryable(),
+            DeadLetterError::Job { source, .. } => source.retryable(),
         }
     }
 }

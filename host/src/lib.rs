@@ -19,6 +19,8 @@
 //! - [`checkpoint`]: the checkpoint log, one entry per batch: where a restart resumes;
 //! - [`wal`]: the write-ahead log on `object_store` (framed, checksummed, versioned segments,
 //!   group commit, recovery that reports damage);
+//! - [`dead_letters`]: `sluice dead-letters list | show | replay`: the dead letters read
+//!   back, and chosen ones sent through the current pipeline again;
 //! - [`sink`]: the sink kinds (stdout, files, count, plugin), each with its config struct that
 //!   builds it, and the dead-letter sink;
 //! - [`build`]: what a source or sink kind builds itself with (context, error);
@@ -52,6 +54,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dead_letters;
 pub mod driver;
 pub mod error;
 pub mod plan;

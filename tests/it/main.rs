@@ -3,6 +3,7 @@
 
 mod amqp;
 mod cli;
+mod dead_letters;
 mod driver;
 mod engine;
 mod eventhubs;

@@ -686,6 +686,7 @@ impl Caller<'_> {
             DeadLetter {
                 partition: at.0,
                 offset: at.1,
+                step: self.step,
                 plugin: &info.name,
                 digest: &info.digest,
                 reason,

@@ -4,7 +4,8 @@
 //!
 //! Each line: `stream`, `batch`, `partition`, `offset` (the record's position in its source
 //! partition, counted from 0; after a repartition, its position in the repartitioned batch),
-//! `plugin`, `digest`, `reason`, for a poison record `failure` (`panicked`, `timed-out`,
+//! `step` (the index of the `[[transform]]` that rejected it, from 0, so that
+//! `sluice dead-letters replay` sends the record on from there), `plugin`, `digest`, `reason`, for a poison record `failure` (`panicked`, `timed-out`,
 //! `out-of-memory`, `out-of-fuel` or `trapped`: the plugin failed on it alone, and `reason` has
 //! the trap and the guest's message), and the record (`key`, `value` as text where it is
 //! UTF-8, else `value_base64`, and `timestamp`).
@@ -26,6 +27,8 @@ pub struct DeadLetter<'a> {
     pub partition: u32,
     /// Its offset there.
     pub offset: u64,
+    /// The index of the step that rejected it (its `[[transform]]`, from 0).
+    pub step: usize,
     /// The plugin that rejected it.
     pub plugin: &'a str,
     /// The plugin's sha256.
@@ -78,6 +81,7 @@ impl DeadLetters {
             "batch": batch_id,
             "partition": d.partition,
             "offset": d.offset,
+            "step": d.step,
             "plugin": d.plugin,
             "digest": d.digest,
             "reason": d.reason,
