@@ -250,12 +250,14 @@ impl Classify for CheckpointError {
 }
 
 /// A plugin sink's failure as its call's; a store's is external (a broken upload cannot be
-/// mended by writing again, but the batch can be redone).
+/// mended by writing again, but the batch can be redone); a record the format cannot carry is
+/// the user's (the data or the chosen format).
 impl Classify for SinkError {
     fn fault(&self) -> Fault {
         match self {
             SinkError::Plugin(e) => e.fault(),
             SinkError::Io { .. } | SinkError::Broken { .. } => Fault::External,
+            SinkError::Unwritable { .. } => Fault::User,
         }
     }
     fn retryable(&self) -> bool {

@@ -2,6 +2,7 @@
 //! components). Each module covers one part; test names read as sentences.
 
 mod amqp;
+mod bytes;
 mod cli;
 mod dead_letters;
 mod driver;

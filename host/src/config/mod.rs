@@ -28,7 +28,7 @@ use crate::sink::count::CountConfig;
 use crate::sink::files::FilesSinkConfig;
 use crate::sink::plugin::PluginSinkConfig;
 use crate::sink::stdout::StdoutConfig;
-use crate::sink::{OutputFormat, SinkConfig};
+use crate::sink::{Field, Fields, Format, OutputFormat, SinkConfig};
 
 /// The pipeline file format this host reads.
 pub const PIPELINE_VERSION: u32 = 1;
@@ -507,9 +507,13 @@ pub struct RawSink {
     /// `kind`: `"stdout"`, `"files"`, `"count"` or `"plugin"`. Required.
     pub kind: String,
     /// stdout and files `format`: `"lines"` (values), `"kv"` (key TAB value) or `"jsonl"`.
-    /// Default `"lines"`.
+    /// Default `"lines"`. See [`crate::sink::format`].
     #[serde(default)]
     pub format: Option<OutputFormat>,
+    /// stdout and files `fields`, with `format = "jsonl"` only: which of `"key"`, `"value"`,
+    /// `"timestamp"`, `"headers"` each line holds. Default `["key", "value", "timestamp"]`.
+    #[serde(default)]
+    pub fields: Option<Vec<Field>>,
     /// stdout `top`: only the N records with the largest numeric value per batch.
     #[serde(default)]
     pub top: Option<usize>,
@@ -534,22 +538,24 @@ impl RawSink {
     pub fn resolve(&self) -> Result<SinkConfig, String> {
         let set = [
             ("format", self.format.is_some()),
+            ("fields", self.fields.is_some()),
             ("top", self.top.is_some()),
             ("path", self.path.is_some()),
             ("plugin", self.plugin.is_some()),
             ("params", self.params.is_some()),
         ];
-        let format = self.format.unwrap_or_default();
         match self.kind.as_str() {
             "stdout" => {
-                only("sink", "stdout", &set, &["format", "top"])?;
+                only("sink", "stdout", &set, &["format", "fields", "top"])?;
+                let format = self.format()?;
                 Ok(SinkConfig::Stdout(StdoutConfig {
                     format,
                     top: self.top,
                 }))
             }
             "files" => {
-                only("sink", "files", &set, &["format", "path"])?;
+                only("sink", "files", &set, &["format", "fields", "path"])?;
+                let format = self.format()?;
                 Ok(SinkConfig::Files(FilesSinkConfig {
                     path: self
                         .path
@@ -576,6 +582,27 @@ impl RawSink {
                 "key `sink.kind`: unknown sink {other:?}; expected \"stdout\", \"files\", \"count\" or \"plugin\""
             )),
         }
+    }
+}
+
+impl RawSink {
+    /// `format` and `fields`, checked together.
+    fn format(&self) -> Result<Format, String> {
+        let kind = self.format.unwrap_or_default();
+        let fields = match &self.fields {
+            None => Fields::DEFAULT,
+            Some(_) if kind != OutputFormat::Jsonl => {
+                return Err(format!(
+                    "key `sink.fields`: only for format = \"jsonl\"; this sink's format is \"{}\"",
+                    kind.name()
+                ));
+            }
+            Some(list) if list.is_empty() => {
+                return Err("key `sink.fields`: is empty; give some of \"key\", \"value\", \"timestamp\", \"headers\"".to_owned());
+            }
+            Some(list) => Fields::of(list),
+        };
+        Ok(Format { kind, fields })
     }
 }
 
@@ -799,6 +826,31 @@ kind = "stdout"
             .unwrap_err()
             .to_string();
         assert!(msg.contains("version") && msg.contains('2'), "{msg}");
+    }
+
+    #[test]
+    fn jsonl_fields_are_read_and_refused_with_another_format_or_when_empty() {
+        let with = |extra: &str| {
+            let text = MINIMAL.replace("kind = \"stdout\"", &format!("kind = \"stdout\"\n{extra}"));
+            PipelineFile::parse(&text, Path::new("p.toml")).map_err(|e| e.to_string())
+        };
+        let f = with("format = \"jsonl\"\nfields = [\"value\", \"headers\"]").unwrap();
+        let SinkConfig::Stdout(s) = &f.sink[0] else {
+            panic!("a stdout sink")
+        };
+        assert_eq!(s.format.fields, Fields::of(&[Field::Value, Field::Headers]));
+        let msg = with("fields = [\"key\"]").unwrap_err();
+        assert!(
+            msg.contains("sink.fields") && msg.contains("\"lines\""),
+            "{msg}"
+        );
+        let msg = with("format = \"jsonl\"\nfields = []").unwrap_err();
+        assert!(
+            msg.contains("sink.fields") && msg.contains("empty"),
+            "{msg}"
+        );
+        let msg = with("format = \"jsonl\"\nfields = [\"offset\"]").unwrap_err();
+        assert!(msg.contains("offset") && msg.contains("line 8"), "{msg}");
     }
 
     #[test]

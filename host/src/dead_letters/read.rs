@@ -98,9 +98,19 @@ impl Letter {
         })
     }
 
-    /// The step's name for filters and counts: its plugin, or `source`.
+    /// The step's name for filters and counts: its plugin, `sink` for a record a sink's
+    /// format could not carry, or `source`.
     pub fn step_name(&self) -> &str {
-        self.plugin.as_deref().unwrap_or("source")
+        match &self.plugin {
+            Some(p) => p,
+            None if self.is_unwritable() => "sink",
+            None => "source",
+        }
+    }
+
+    /// Whether a sink refused it (its format cannot carry the record), after every step.
+    pub fn is_unwritable(&self) -> bool {
+        self.failure.as_deref() == Some("unwritable")
     }
 
     /// Its reason, for counts: a poison record's `failure` (`panicked`, …), else the reason

@@ -133,6 +133,8 @@ pub(super) fn entry(plan: &Plan, letter: &Letter) -> std::result::Result<usize, 
     }
     let names = step_names(plan);
     let step = match (letter.step, &letter.plugin) {
+        // A record a sink's format could not carry passed every step: it goes to the sinks.
+        _ if letter.is_unwritable() => names.len(),
         (Some(i), _) if i < names.len() => i,
         (Some(i), _) => {
             return Err(format!(
