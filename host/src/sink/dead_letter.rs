@@ -8,6 +8,16 @@
 //! `out-of-memory`, `out-of-fuel` or `trapped`: the plugin failed on it alone, and `reason` has
 //! the trap and the guest's message), and the record (`key`, `value` as text where it is
 //! UTF-8, else `value_base64`, and `timestamp`).
+//!
+//! A record its source set aside for being longer than `max-record-bytes` has `failure`
+//! `"oversize"`, `plugin` and `digest` null, `offset` the partition offset of the record after
+//! it (it has none of its own), `source` its place in the source (`{"kind": "file", "file",
+//! "offset"}`, `{"kind": "tcp", "peer", "connection", "offset"}`, `{"kind": "amqp",
+//! "address", "delivery", "message_id"}`, `{"kind": "event-hubs", "offset",
+//! "sequence_number"}`, `{"kind": "plugin", "plugin", "poll", "index"}`), `length`, `limit`,
+//! `value_object` (its whole bytes, as a side object under the dead-letter location:
+//! `<stream>/oversize/<name>.bin`) and `preview` (its first 64 bytes as text where UTF-8, else
+//! `preview_base64`) instead of `value`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,6 +27,7 @@ use tokio::runtime::Handle;
 
 use super::SinkError;
 use crate::batch::RecordBatch;
+use crate::batch::aside::SetAside;
 use crate::store::Location;
 
 /// One rejected record and why.
@@ -91,7 +102,43 @@ impl DeadLetters {
             Ok(text) => obj["value"] = text.into(),
             Err(_) => obj["value_base64"] = base64(value).into(),
         }
-        let mut line = serde_json::to_vec(&obj).unwrap_or_default();
+        self.push(batch_id, &obj);
+    }
+
+    /// Adds a record of `batch_id`'s partition `partition` that its receiver set aside.
+    pub fn add_set_aside(&self, stream: &str, batch_id: u64, partition: u32, a: &SetAside) {
+        let mut obj = serde_json::json!({
+            "stream": stream,
+            "batch": batch_id,
+            "partition": partition,
+            "offset": a.offset,
+            "plugin": null,
+            "digest": null,
+            "reason": format!(
+                "oversize: the record is {} bytes, longer than the source's max-record-bytes ({}); its bytes are in {}",
+                a.length, a.limit, a.object
+            ),
+            "failure": "oversize",
+            "source": a.origin,
+            "length": a.length,
+            "limit": a.limit,
+            "value_object": a.object,
+            "key": null,
+            "timestamp": a.timestamp,
+        });
+        // A preview cut inside a character keeps the text before it.
+        match std::str::from_utf8(&a.preview) {
+            Ok(text) => obj["preview"] = text.into(),
+            Err(e) if e.error_len().is_none() => {
+                obj["preview"] = String::from_utf8_lossy(&a.preview[..e.valid_up_to()]).into()
+            }
+            Err(_) => obj["preview_base64"] = base64(&a.preview).into(),
+        }
+        self.push(batch_id, &obj);
+    }
+
+    fn push(&self, batch_id: u64, obj: &serde_json::Value) {
+        let mut line = serde_json::to_vec(obj).unwrap_or_default();
         line.push(b'\n');
         self.pending
             .lock()
