@@ -611,6 +611,45 @@ mod tests {
         assert_eq!(block(&cuts[0]).id.seq, 2);
     }
 
+    fn note(object: &str) -> SetAside {
+        SetAside {
+            origin: crate::batch::aside::Origin::File {
+                file: "f".into(),
+                offset: 0,
+            },
+            length: 1,
+            limit: 1,
+            object: object.into(),
+            preview: Vec::new(),
+            timestamp: 0,
+            offset: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_set_aside_travels_with_the_next_block_even_one_without_records() {
+        let (m, mut rx) = BlockManager::new(1, 1 << 20, 1 << 20);
+        m.append(0, &chunk(&["a", "b"])).await;
+        m.set_aside(0, note("x"), None, false).await;
+        m.append(0, &chunk(&["c"])).await;
+        m.cut_blocks(1);
+        m.set_aside(0, note("y"), None, false).await;
+        assert!(m.has_pending(), "a note waits to be cut");
+        m.close_batch(0, 2);
+        let cuts = drain(&mut rx);
+        assert_eq!(cuts.len(), 3, "{cuts:?}");
+        let (b0, b1) = (block(&cuts[0]), block(&cuts[1]));
+        assert_eq!(b0.records.len(), 3);
+        assert_eq!(b0.aside.len(), 1);
+        assert_eq!((b0.aside[0].object.as_str(), b0.aside[0].offset), ("x", 2));
+        assert!(b1.records.is_empty(), "a block of only a note");
+        assert_eq!((b1.aside[0].object.as_str(), b1.aside[0].offset), ("y", 3));
+        assert_eq!(b1.bytes, 0);
+        m.append(0, &chunk(&["d"])).await;
+        m.close_batch(1, 3);
+        assert_eq!(block(&drain(&mut rx)[0]).first_offset, 3, "a note takes no offset");
+    }
+
     #[tokio::test]
     async fn a_block_is_cut_before_it_would_pass_its_size_and_once_it_is_full() {
         let (m, mut rx) = BlockManager::new(1, 1 << 20, 100);

@@ -20,8 +20,8 @@ use crate::plugin::manifest::{de_bytes, toml_message};
 use crate::receiver::SourceConfig;
 use crate::receiver::amqp::config::{RawEventHubs, SeedParams, resolve_amqp};
 use crate::receiver::files::FilesConfig;
-use crate::receiver::oversize::{DEFAULT_MAX_RECORD_BYTES, check_max_record_bytes};
 use crate::receiver::generator::GeneratorConfig;
+use crate::receiver::oversize::{DEFAULT_MAX_RECORD_BYTES, check_max_record_bytes};
 use crate::receiver::plugin::PluginSourceConfig;
 use crate::receiver::tcp::TcpConfig;
 use crate::secret::Secret;
@@ -260,9 +260,8 @@ impl RawSource {
             ("eventhubs", self.eventhubs.is_some()),
             ("max-record-bytes", self.max_record_bytes.is_some()),
         ];
-        let max_record_bytes = check_max_record_bytes(
-            self.max_record_bytes.unwrap_or(DEFAULT_MAX_RECORD_BYTES),
-        )?;
+        let max_record_bytes =
+            check_max_record_bytes(self.max_record_bytes.unwrap_or(DEFAULT_MAX_RECORD_BYTES))?;
         let name = self.name.clone().unwrap_or_else(default_stream);
         let partitions = self.partitions.unwrap_or(1);
         let required = |key: &str, v: &Option<String>| {
@@ -399,19 +398,19 @@ impl RawSource {
                     ],
                 )?;
                 let mut eventhubs = RawEventHubs {
-                        stream: name,
-                        partitions: self.partitions,
-                        connection_string: self.connection_string.as_ref(),
-                        consumer_group: self.consumer_group.as_deref(),
-                        start: self.start.as_deref(),
-                        checkpoint_dir: self.checkpoint_dir.as_deref(),
-                        checkpoint_interval: self.checkpoint_interval,
-                        credit: self.credit,
-                        wal: self.wal,
-                        token_ttl: self.token_ttl,
-                        seed: self.eventhubs.as_ref(),
-                    }
-                    .resolve()?;
+                    stream: name,
+                    partitions: self.partitions,
+                    connection_string: self.connection_string.as_ref(),
+                    consumer_group: self.consumer_group.as_deref(),
+                    start: self.start.as_deref(),
+                    checkpoint_dir: self.checkpoint_dir.as_deref(),
+                    checkpoint_interval: self.checkpoint_interval,
+                    credit: self.credit,
+                    wal: self.wal,
+                    token_ttl: self.token_ttl,
+                    seed: self.eventhubs.as_ref(),
+                }
+                .resolve()?;
                 eventhubs.max_record_bytes = max_record_bytes;
                 Ok(SourceConfig::EventHubs(eventhubs))
             }

@@ -200,3 +200,68 @@ impl LineReader {
 fn memchr(hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == b'\n')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Location;
+
+    fn reader(dir: &std::path::Path, max: u64) -> LineReader {
+        let dead_letters = Location::resolve("dl", "dead-letter.path", dir, true).unwrap();
+        let limit = RecordLimit {
+            max,
+            dead_letters,
+            stream: "s".into(),
+        };
+        LineReader::new(limit, "t".into(), 100, |offset| Origin::File {
+            file: "f".into(),
+            offset,
+        })
+    }
+
+    /// Feeds `pieces` one after the other; returns the records and the long lines.
+    async fn feed_all(r: &mut LineReader, pieces: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<LongLine>) {
+        let (mut out, mut long) = (RecordBatch::default(), Vec::new());
+        for piece in pieces {
+            let mut rest = *piece;
+            while !rest.is_empty() {
+                let fed = r.feed(rest, &mut out, 0).await.unwrap();
+                rest = &rest[fed.used..];
+                long.extend(fed.long);
+            }
+        }
+        long.extend(r.finish(&mut out, 0).await.unwrap());
+        let records = (0..out.len()).map(|i| out.value(i).to_vec()).collect();
+        (records, long)
+    }
+
+    #[tokio::test]
+    async fn a_line_past_the_limit_goes_whole_to_its_side_object_with_its_byte_range() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = reader(tmp.path(), 8);
+        // The long line comes in three pieces, the middle one without a newline.
+        let pieces: [&[u8]; 4] = [b"one\r\ntwo\nLONG-", b"0123456789", b"-TAIL\r\nthree\n", b"four"];
+        let (records, long) = feed_all(&mut r, &pieces).await;
+        assert_eq!(records, [&b"one"[..], b"two", b"three", b"four"]);
+        assert_eq!(long.len(), 1);
+        let line = &long[0];
+        assert_eq!(line.range, 109..131, "from its first byte to after its newline");
+        assert_eq!(line.note.origin, Origin::File { file: "f".into(), offset: 109 });
+        assert_eq!(line.note.length, 20, "without the \\r");
+        let bytes = std::fs::read(tmp.path().join("dl").join(&line.note.object)).unwrap();
+        assert_eq!(bytes, b"LONG-0123456789-TAIL");
+        assert_eq!(r.line_start(), 141);
+    }
+
+    #[tokio::test]
+    async fn a_line_at_the_limit_is_a_record_and_a_long_last_line_without_newline_is_set_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = reader(tmp.path(), 4);
+        let (records, long) = feed_all(&mut r, &[b"abcd\r\nab", b"cdefgh"]).await;
+        assert_eq!(records, [&b"abcd"[..]]);
+        assert_eq!(long.len(), 1);
+        assert_eq!(long[0].range, 106..114);
+        let bytes = std::fs::read(tmp.path().join("dl").join(&long[0].note.object)).unwrap();
+        assert_eq!(bytes, b"abcdefgh");
+    }
+}

@@ -134,7 +134,11 @@ impl SideWriter {
 
     /// Completes the object; `at_newline`: the record ended at a newline (a `\r` before it is
     /// not part of the record). Returns the record's note.
-    pub async fn finish(mut self, at_newline: bool, origin: Origin) -> Result<SetAside, ReceiverError> {
+    pub async fn finish(
+        mut self,
+        at_newline: bool,
+        origin: Origin,
+    ) -> Result<SetAside, ReceiverError> {
         if self.held_cr && !at_newline {
             self.put(b"\r");
         }

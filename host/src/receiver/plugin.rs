@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{BuildContext, BuildError, Receiver, Resume, Source};
 use super::oversize::RecordLimit;
+use super::{BuildContext, BuildError, Receiver, Resume, Source};
 use super::{Finished, PartitionWriter, ReceiverError};
 use crate::batch::RecordBatch;
 use crate::batch::aside::Origin;
@@ -121,7 +121,6 @@ struct Oversize {
 }
 
 impl PluginReceiver {
-
     /// Polls the plugin until its partition ends or `stop`.
     pub async fn run(
         &mut self,
@@ -176,7 +175,11 @@ impl PluginReceiver {
 impl PluginReceiver {
     /// Appends a poll's records; those with values past the limit are set aside instead
     /// (after the others).
-    async fn append(&mut self, out: &PartitionWriter, records: &RecordBatch) -> Result<(), ReceiverError> {
+    async fn append(
+        &mut self,
+        out: &PartitionWriter,
+        records: &RecordBatch,
+    ) -> Result<(), ReceiverError> {
         let o = &mut self.oversize;
         let poll = o.polls;
         o.polls += 1;

@@ -128,6 +128,8 @@ pub struct AmqpConfig {
     pub wal: bool,
     /// `max-record-bytes`: a longer message body is set aside (see `receiver::oversize`).
     pub max_record_bytes: u64,
+    /// Where bodies past the limit go; set when the source is built.
+    pub limit: Option<crate::receiver::oversize::RecordLimit>,
 }
 
 /// Where an Event Hubs partition starts when it has no checkpoint.
@@ -602,6 +604,7 @@ pub fn resolve_amqp(
         credit: check_credit(credit)?,
         wal: wal.unwrap_or(false),
         max_record_bytes: crate::receiver::oversize::DEFAULT_MAX_RECORD_BYTES,
+        limit: None,
     })
 }
 
