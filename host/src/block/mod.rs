@@ -647,7 +647,11 @@ mod tests {
         assert_eq!(b1.bytes, 0);
         m.append(0, &chunk(&["d"])).await;
         m.close_batch(1, 3);
-        assert_eq!(block(&drain(&mut rx)[0]).first_offset, 3, "a note takes no offset");
+        assert_eq!(
+            block(&drain(&mut rx)[0]).first_offset,
+            3,
+            "a note takes no offset"
+        );
     }
 
     #[tokio::test]

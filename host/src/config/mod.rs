@@ -821,6 +821,39 @@ kind = "stdout"
     }
 
     #[test]
+    fn max_record_bytes_takes_a_size_and_refuses_zero_or_more_than_a_gibibyte() {
+        let with = |v: &str| {
+            let text = MINIMAL.replace(
+                "kind = \"generator\"",
+                &format!("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax-record-bytes = {v}"),
+            );
+            PipelineFile::parse(&text, Path::new("p.toml"))
+        };
+        match with("\"64MiB\"").unwrap().source {
+            SourceConfig::Tcp(t) => assert_eq!(t.max_record_bytes, 64 << 20),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0", "\"2GiB\""] {
+            let msg = with(bad).unwrap_err().to_string();
+            assert!(
+                msg.contains("source.max-record-bytes") && msg.contains("1GiB"),
+                "{msg}"
+            );
+        }
+        let tcp = MINIMAL.replace(
+            "kind = \"generator\"",
+            "kind = \"tcp\"\naddress = \"127.0.0.1:1\"",
+        );
+        match PipelineFile::parse(&tcp, Path::new("p.toml"))
+            .unwrap()
+            .source
+        {
+            SourceConfig::Tcp(t) => assert_eq!(t.max_record_bytes, 16 << 20, "the default"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn steps_are_checked_with_their_number() {
         let text = format!("{MINIMAL}\n[[transform]]\nbuiltin = \"sort\"\n");
         let msg = PipelineFile::parse(&text, Path::new("p.toml"))

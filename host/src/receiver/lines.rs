@@ -240,13 +240,28 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut r = reader(tmp.path(), 8);
         // The long line comes in three pieces, the middle one without a newline.
-        let pieces: [&[u8]; 4] = [b"one\r\ntwo\nLONG-", b"0123456789", b"-TAIL\r\nthree\n", b"four"];
+        let pieces: [&[u8]; 4] = [
+            b"one\r\ntwo\nLONG-",
+            b"0123456789",
+            b"-TAIL\r\nthree\n",
+            b"four",
+        ];
         let (records, long) = feed_all(&mut r, &pieces).await;
         assert_eq!(records, [&b"one"[..], b"two", b"three", b"four"]);
         assert_eq!(long.len(), 1);
         let line = &long[0];
-        assert_eq!(line.range, 109..131, "from its first byte to after its newline");
-        assert_eq!(line.note.origin, Origin::File { file: "f".into(), offset: 109 });
+        assert_eq!(
+            line.range,
+            109..131,
+            "from its first byte to after its newline"
+        );
+        assert_eq!(
+            line.note.origin,
+            Origin::File {
+                file: "f".into(),
+                offset: 109
+            }
+        );
         assert_eq!(line.note.length, 20, "without the \\r");
         let bytes = std::fs::read(tmp.path().join("dl").join(&line.note.object)).unwrap();
         assert_eq!(bytes, b"LONG-0123456789-TAIL");

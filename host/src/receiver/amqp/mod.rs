@@ -23,8 +23,8 @@
 
 pub mod bench;
 pub mod config;
-mod oversize;
 pub mod eventhubs;
+mod oversize;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -359,7 +359,11 @@ impl Pump {
     }
 
     /// Bodies longer than `limit` on the link from `address` are set aside.
-    pub fn with_limit(mut self, limit: Option<crate::receiver::oversize::RecordLimit>, address: &str) -> Self {
+    pub fn with_limit(
+        mut self,
+        limit: Option<crate::receiver::oversize::RecordLimit>,
+        address: &str,
+    ) -> Self {
         self.long = oversize::LongMessages::new(limit, address);
         self
     }
@@ -418,7 +422,10 @@ impl Pump {
         let at = self.chunk.len();
         dialect.push(&mut self.chunk, &message, &mut self.buf);
         let info = self.settles.then_some(info);
-        if let Some(info) = self.long.take_if_long(&mut self.chunk, at, &message, info, dialect) {
+        if let Some(info) = self
+            .long
+            .take_if_long(&mut self.chunk, at, &message, info, dialect)
+        {
             self.infos.push(info);
         }
     }
@@ -447,7 +454,7 @@ impl Pump {
             dialect.appended(offsets.clone());
             self.unsettled.extend(offsets.zip(self.infos.drain(..)));
         }
-        self.long.set_aside(link, out, dialect).await?;
+        self.long.set_aside(link, out, dialect.position()).await?;
         self.since_grant += (n + long) as u32;
         if self.since_grant >= self.credit / 2 {
             self.since_grant = 0;

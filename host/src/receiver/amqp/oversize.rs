@@ -12,7 +12,7 @@ use super::{Dialect, message_id_text};
 use crate::batch::RecordBatch;
 use crate::batch::aside::Origin;
 use crate::receiver::oversize::RecordLimit;
-use crate::receiver::{PartitionWriter, ReceiverError};
+use crate::receiver::{PartitionWriter, Position, ReceiverError};
 
 /// The messages of a chunk that passed the limit, waiting for the chunk's append.
 #[derive(Default)]
@@ -74,13 +74,13 @@ impl LongMessages {
         None
     }
 
-    /// Writes each waiting body to its side object, sets it aside (at the dialect's
-    /// position) and accepts its delivery.
+    /// Writes each waiting body to its side object, sets it aside (at `position`, where the
+    /// source stands after the chunk) and accepts its delivery.
     pub async fn set_aside(
         &mut self,
         link: &fe2o3_amqp::Receiver,
         out: &PartitionWriter,
-        dialect: &dyn Dialect,
+        position: Option<Position>,
     ) -> Result<(), ReceiverError> {
         let Some((limit, _)) = &self.limit else {
             return Ok(());
@@ -96,7 +96,7 @@ impl LongMessages {
                 _ => format!("p{}-{}", out.partition, crate::clock::now_ms()),
             };
             let note = limit.set_aside(&name, &value, origin).await?;
-            out.set_aside(note, dialect.position(), false).await;
+            out.set_aside(note, position.clone(), false).await;
             if let Some(info) = info {
                 link.accept(info).await.map_err(|e| {
                     ReceiverError::Transient(format!("accepting a delivery set aside: {e}"))
