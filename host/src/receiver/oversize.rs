@@ -110,13 +110,17 @@ impl SideWriter {
             [body @ .., b'\r'] => (body, true),
             _ => (bytes, false),
         };
-        self.put(body);
+        // A part at a time, so at most two are in flight whatever `bytes` holds.
+        for part in body.chunks(PART_BYTES) {
+            self.put(part);
+            let path = &self.path;
+            self.upload
+                .wait_for_capacity(2)
+                .await
+                .map_err(|e| side_error(path, e))?;
+        }
         self.held_cr = cr;
-        let path = &self.path;
-        self.upload
-            .wait_for_capacity(2)
-            .await
-            .map_err(|e| side_error(path, e))
+        Ok(())
     }
 
     fn put(&mut self, bytes: &[u8]) {
