@@ -325,16 +325,17 @@ fn a_50_mb_line_over_tcp_is_dead_lettered_with_its_offset_and_a_restart_goes_on(
     );
     let baseline = peak_rss_until_exit(&mut sluice);
     sluice.wait(WAIT_TIMEOUT).assert_success();
-    // The receiver never held the line whole: a 50 MB line (47.7 MiB) costs less than its
-    // length more than 100 short lines (it holds at most max-record-bytes, 16 MiB, and a few
-    // 4 MiB parts of the side object).
+    // The receiver streams the line: it costs max-record-bytes (16 MiB), a few 4 MiB parts of
+    // the side object and the allocator's slack (about 52 MiB measured) more than 100 short
+    // lines; a receiver that holds it (a read buffer doubled to 64 MiB, then its copy in a
+    // block) costs over 100 MiB more.
     eprintln!(
         "peak resident memory: {} MiB with a 50 MB line, {} MiB without",
         rss >> 20,
         baseline >> 20
     );
     assert!(
-        rss < baseline + (45 << 20),
+        rss < baseline + (72 << 20),
         "peak resident memory {} MiB with the line, {} MiB without",
         rss >> 20,
         baseline >> 20
