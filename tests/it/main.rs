@@ -9,6 +9,7 @@ mod driver;
 mod engine;
 mod eventhubs;
 mod kill;
+mod oversize;
 mod plugins;
 mod poison;
 mod recovery;

@@ -21,6 +21,7 @@ use crate::receiver::SourceConfig;
 use crate::receiver::amqp::config::{RawEventHubs, SeedParams, resolve_amqp};
 use crate::receiver::files::FilesConfig;
 use crate::receiver::generator::GeneratorConfig;
+use crate::receiver::oversize::{DEFAULT_MAX_RECORD_BYTES, check_max_record_bytes};
 use crate::receiver::plugin::PluginSourceConfig;
 use crate::receiver::tcp::TcpConfig;
 use crate::secret::Secret;
@@ -203,6 +204,13 @@ pub struct RawSource {
     /// plugin `params`.
     #[serde(default)]
     pub params: Option<BTreeMap<String, String>>,
+    /// `max-record-bytes`, every kind but generator: a record longer than this (a line of
+    /// files or tcp without its newline, a message's body, a plugin's record value) is not
+    /// put in a block: its bytes go whole to a side object beside the dead letters, its dead
+    /// letter names its source position, and the receiver moves on. From 1 byte to `"1GiB"`.
+    /// Default `"16MiB"`.
+    #[serde(default, deserialize_with = "crate::plugin::manifest::de_opt_bytes")]
+    pub max_record_bytes: Option<u64>,
     /// `latency-marker`, any kind: a record whose value starts with this prefix followed by
     /// decimal epoch microseconds is a latency marker; each batch reports, for its markers,
     /// the time from that stamp to the batch's commit. Default: none.
@@ -250,7 +258,10 @@ impl RawSource {
             ("checkpoint-interval", self.checkpoint_interval.is_some()),
             ("token-ttl", self.token_ttl.is_some()),
             ("eventhubs", self.eventhubs.is_some()),
+            ("max-record-bytes", self.max_record_bytes.is_some()),
         ];
+        let max_record_bytes =
+            check_max_record_bytes(self.max_record_bytes.unwrap_or(DEFAULT_MAX_RECORD_BYTES))?;
         let name = self.name.clone().unwrap_or_else(default_stream);
         let partitions = self.partitions.unwrap_or(1);
         let required = |key: &str, v: &Option<String>| {
@@ -288,13 +299,20 @@ impl RawSource {
                     "source",
                     "files",
                     &set,
-                    &["name", "partitions", "path", "poll-interval"],
+                    &[
+                        "name",
+                        "partitions",
+                        "path",
+                        "poll-interval",
+                        "max-record-bytes",
+                    ],
                 )?;
                 Ok(SourceConfig::Files(FilesConfig {
                     name,
                     partitions,
                     path: required("path", &self.path)?,
                     poll_interval: self.poll_interval.unwrap_or(Duration::from_millis(200)),
+                    max_record_bytes,
                 }))
             }
             "tcp" => {
@@ -302,13 +320,20 @@ impl RawSource {
                     "source",
                     "tcp",
                     &set,
-                    &["name", "partitions", "address", "end-on-close"],
+                    &[
+                        "name",
+                        "partitions",
+                        "address",
+                        "end-on-close",
+                        "max-record-bytes",
+                    ],
                 )?;
                 Ok(SourceConfig::Tcp(TcpConfig {
                     name,
                     partitions,
                     address: required("address", &self.address)?,
                     end_on_close: self.end_on_close.unwrap_or(false),
+                    max_record_bytes,
                 }))
             }
             "plugin" => {
@@ -316,13 +341,14 @@ impl RawSource {
                     "source",
                     "plugin",
                     &set,
-                    &["name", "partitions", "plugin", "params"],
+                    &["name", "partitions", "plugin", "params", "max-record-bytes"],
                 )?;
                 Ok(SourceConfig::Plugin(PluginSourceConfig {
                     name,
                     partitions: self.partitions,
                     plugin: required("plugin", &self.plugin)?,
                     params: self.params.clone().unwrap_or_default(),
+                    max_record_bytes,
                 }))
             }
             "amqp" => {
@@ -330,9 +356,17 @@ impl RawSource {
                     "source",
                     "amqp",
                     &set,
-                    &["name", "partitions", "url", "queues", "address", "credit"],
+                    &[
+                        "name",
+                        "partitions",
+                        "url",
+                        "queues",
+                        "address",
+                        "credit",
+                        "max-record-bytes",
+                    ],
                 )?;
-                Ok(SourceConfig::Amqp(resolve_amqp(
+                let mut amqp = resolve_amqp(
                     name,
                     self.url.as_ref(),
                     self.queues.as_ref(),
@@ -340,7 +374,9 @@ impl RawSource {
                     self.partitions,
                     self.credit,
                     self.wal,
-                )?))
+                )?;
+                amqp.max_record_bytes = max_record_bytes;
+                Ok(SourceConfig::Amqp(amqp))
             }
             "eventhubs" => {
                 only(
@@ -358,24 +394,25 @@ impl RawSource {
                         "credit",
                         "token-ttl",
                         "eventhubs",
+                        "max-record-bytes",
                     ],
                 )?;
-                Ok(SourceConfig::EventHubs(
-                    RawEventHubs {
-                        stream: name,
-                        partitions: self.partitions,
-                        connection_string: self.connection_string.as_ref(),
-                        consumer_group: self.consumer_group.as_deref(),
-                        start: self.start.as_deref(),
-                        checkpoint_dir: self.checkpoint_dir.as_deref(),
-                        checkpoint_interval: self.checkpoint_interval,
-                        credit: self.credit,
-                        wal: self.wal,
-                        token_ttl: self.token_ttl,
-                        seed: self.eventhubs.as_ref(),
-                    }
-                    .resolve()?,
-                ))
+                let mut eventhubs = RawEventHubs {
+                    stream: name,
+                    partitions: self.partitions,
+                    connection_string: self.connection_string.as_ref(),
+                    consumer_group: self.consumer_group.as_deref(),
+                    start: self.start.as_deref(),
+                    checkpoint_dir: self.checkpoint_dir.as_deref(),
+                    checkpoint_interval: self.checkpoint_interval,
+                    credit: self.credit,
+                    wal: self.wal,
+                    token_ttl: self.token_ttl,
+                    seed: self.eventhubs.as_ref(),
+                }
+                .resolve()?;
+                eventhubs.max_record_bytes = max_record_bytes;
+                Ok(SourceConfig::EventHubs(eventhubs))
             }
             other => Err(format!(
                 "key `source.kind`: unknown source {other:?}; expected \"generator\", \"files\", \"tcp\", \"amqp\", \"eventhubs\" or \"plugin\""
@@ -808,6 +845,39 @@ kind = "stdout"
             msg.contains("source.rate") && msg.contains("line 6") && msg.contains("address"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn max_record_bytes_takes_a_size_and_refuses_zero_or_more_than_a_gibibyte() {
+        let with = |v: &str| {
+            let text = MINIMAL.replace(
+                "kind = \"generator\"",
+                &format!("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax-record-bytes = {v}"),
+            );
+            PipelineFile::parse(&text, Path::new("p.toml"))
+        };
+        match with("\"64MiB\"").unwrap().source {
+            SourceConfig::Tcp(t) => assert_eq!(t.max_record_bytes, 64 << 20),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0", "\"2GiB\""] {
+            let msg = with(bad).unwrap_err().to_string();
+            assert!(
+                msg.contains("source.max-record-bytes") && msg.contains("1GiB"),
+                "{msg}"
+            );
+        }
+        let tcp = MINIMAL.replace(
+            "kind = \"generator\"",
+            "kind = \"tcp\"\naddress = \"127.0.0.1:1\"",
+        );
+        match PipelineFile::parse(&tcp, Path::new("p.toml"))
+            .unwrap()
+            .source
+        {
+            SourceConfig::Tcp(t) => assert_eq!(t.max_record_bytes, 16 << 20, "the default"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

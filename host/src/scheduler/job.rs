@@ -313,6 +313,14 @@ fn run_block(
     block: Block,
     manager: &BlockManager,
 ) -> Result<(), JobError> {
+    for note in &block.aside {
+        plan.dead_letters
+            .add_set_aside(&plan.stream, batch.id, block.id.partition, note);
+    }
+    if block.records.is_empty() {
+        // Only records set aside.
+        return Ok(());
+    }
     let records = block.records;
     batch
         .records_in

@@ -13,6 +13,16 @@
 //!
 //! A record a sink's format cannot carry ([`DeadLetters::add_unwritable`]) has `sink` (the
 //! sink's name) instead of `plugin` and `digest`, and `failure` = `unwritable`.
+//!
+//! A record its source set aside for being longer than `max-record-bytes` has `failure`
+//! `"oversize"`, `plugin` and `digest` null, `offset` the partition offset of the record after
+//! it (it has none of its own), `source` its place in the source (`{"kind": "file", "file",
+//! "offset"}`, `{"kind": "tcp", "peer", "connection", "offset"}`, `{"kind": "amqp",
+//! "address", "delivery", "message_id"}`, `{"kind": "event-hubs", "offset",
+//! "sequence_number"}`, `{"kind": "plugin", "plugin", "poll", "index"}`), `length`, `limit`,
+//! `value_object` (its whole bytes, as a side object under the dead-letter location:
+//! `<stream>/oversize/<name>.bin`) and `preview` (its first 64 bytes as text where UTF-8, else
+//! `preview_base64`) instead of `value`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -23,6 +33,7 @@ use tokio::runtime::Handle;
 use super::SinkError;
 use super::format::insert_bytes;
 use crate::batch::RecordBatch;
+use crate::batch::aside::SetAside;
 use crate::store::Location;
 
 /// One rejected record and why.
@@ -139,7 +150,44 @@ impl DeadLetters {
             insert_bytes(map, "value", batch.value(index));
             map.insert("timestamp".to_owned(), batch.timestamp(index).into());
         }
-        let mut line = serde_json::to_vec(&obj).unwrap_or_default();
+        self.push_line(batch_id, &obj);
+    }
+
+    /// Adds a record of `batch_id`'s partition `partition` that its receiver set aside.
+    pub fn add_set_aside(&self, stream: &str, batch_id: u64, partition: u32, a: &SetAside) {
+        let mut obj = serde_json::json!({
+            "stream": stream,
+            "batch": batch_id,
+            "partition": partition,
+            "offset": a.offset,
+            "plugin": null,
+            "digest": null,
+            "reason": format!(
+                "oversize: the record is {} bytes, longer than the source's max-record-bytes ({}); its bytes are in {}",
+                a.length, a.limit, a.object
+            ),
+            "failure": "oversize",
+            "source": a.origin,
+            "length": a.length,
+            "limit": a.limit,
+            "value_object": a.object,
+            "key": null,
+            "timestamp": a.timestamp,
+        });
+        // A preview cut inside a character keeps the text before it.
+        let preview = match std::str::from_utf8(&a.preview) {
+            Err(e) if e.error_len().is_none() => &a.preview[..e.valid_up_to()],
+            _ => &a.preview[..],
+        };
+        if let Some(map) = obj.as_object_mut() {
+            insert_bytes(map, "preview", preview);
+        }
+        self.push_line(batch_id, &obj);
+    }
+
+    /// Keeps `obj` as a line of `batch_id`'s dead letters.
+    fn push_line(&self, batch_id: u64, obj: &serde_json::Value) {
+        let mut line = serde_json::to_vec(obj).unwrap_or_default();
         line.push(b'\n');
         self.pending
             .lock()

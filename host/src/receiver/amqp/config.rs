@@ -126,6 +126,10 @@ pub struct AmqpConfig {
     pub credit: u32,
     /// Reliable mode: deliveries are accepted only once durable.
     pub wal: bool,
+    /// `max-record-bytes`: a longer message body is set aside (see `receiver::oversize`).
+    pub max_record_bytes: u64,
+    /// Where bodies past the limit go; set when the source is built.
+    pub limit: Option<crate::receiver::oversize::RecordLimit>,
 }
 
 /// Where an Event Hubs partition starts when it has no checkpoint.
@@ -207,6 +211,8 @@ pub struct EventHubsConfig {
     pub wal: bool,
     /// Lifetime of each SAS token; renewed at 80% of it.
     pub token_ttl: Duration,
+    /// `max-record-bytes`: a longer event body is set aside (see `receiver::oversize`).
+    pub max_record_bytes: u64,
 }
 
 impl EventHubsConfig {
@@ -526,6 +532,7 @@ impl RawEventHubs<'_> {
             credit: check_credit(self.credit)?,
             wal: self.wal.unwrap_or(false),
             token_ttl,
+            max_record_bytes: crate::receiver::oversize::DEFAULT_MAX_RECORD_BYTES,
         })
     }
 }
@@ -596,6 +603,8 @@ pub fn resolve_amqp(
         addresses,
         credit: check_credit(credit)?,
         wal: wal.unwrap_or(false),
+        max_record_bytes: crate::receiver::oversize::DEFAULT_MAX_RECORD_BYTES,
+        limit: None,
     })
 }
 

@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod config;
 pub mod eventhubs;
+mod oversize;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -309,6 +310,11 @@ pub(crate) trait Dialect: Send {
     fn position(&self) -> Option<super::Position> {
         None
     }
+    /// The place of `message` (the last one pushed) as a dead letter names it, when the
+    /// dialect has one (else its queue and delivery number).
+    fn origin(&self, _message: &Message<Body<Value>>) -> Option<crate::batch::aside::Origin> {
+        None
+    }
 }
 
 /// Why the receive loop returned.
@@ -329,6 +335,8 @@ pub(crate) struct Pump {
     unsettled: VecDeque<(u64, DeliveryInfo)>,
     buf: Vec<u8>,
     settles: bool,
+    /// Messages past `max-record-bytes`, to set aside.
+    long: oversize::LongMessages,
     /// Records appended over the link's life.
     pub received: u64,
 }
@@ -345,8 +353,19 @@ impl Pump {
             unsettled: VecDeque::new(),
             buf: Vec::new(),
             settles,
+            long: oversize::LongMessages::default(),
             received: 0,
         }
+    }
+
+    /// Bodies longer than `limit` on the link from `address` are set aside.
+    pub fn with_limit(
+        mut self,
+        limit: Option<crate::receiver::oversize::RecordLimit>,
+        address: &str,
+    ) -> Self {
+        self.long = oversize::LongMessages::new(limit, address);
+        self
     }
 
     /// Receives until `stop`, a failure, or `timer` fires.
@@ -400,8 +419,13 @@ impl Pump {
 
     fn take(&mut self, d: Delivery<Body<Value>>, dialect: &mut dyn Dialect) {
         let (info, message) = d.into_parts();
+        let at = self.chunk.len();
         dialect.push(&mut self.chunk, &message, &mut self.buf);
-        if self.settles {
+        let info = self.settles.then_some(info);
+        if let Some(info) = self
+            .long
+            .take_if_long(&mut self.chunk, at, &message, info, dialect)
+        {
             self.infos.push(info);
         }
     }
@@ -416,18 +440,22 @@ impl Pump {
         dialect: &mut dyn Dialect,
     ) -> Result<(), ReceiverError> {
         let n = self.chunk.len();
-        if n == 0 {
+        let long = self.long.len();
+        if n == 0 && long == 0 {
             return Ok(());
         }
-        let offsets = match dialect.position() {
-            Some(p) => out.append_at(&self.chunk, p).await,
-            None => out.append(&self.chunk).await,
-        };
-        self.chunk.clear();
-        self.received += n as u64;
-        dialect.appended(offsets.clone());
-        self.unsettled.extend(offsets.zip(self.infos.drain(..)));
-        self.since_grant += n as u32;
+        if n > 0 {
+            let offsets = match dialect.position() {
+                Some(p) => out.append_at(&self.chunk, p).await,
+                None => out.append(&self.chunk).await,
+            };
+            self.chunk.clear();
+            self.received += n as u64;
+            dialect.appended(offsets.clone());
+            self.unsettled.extend(offsets.zip(self.infos.drain(..)));
+        }
+        self.long.set_aside(link, out, dialect.position()).await?;
+        self.since_grant += (n + long) as u32;
         if self.since_grant >= self.credit / 2 {
             self.since_grant = 0;
             link.set_credit(self.credit)
@@ -551,7 +579,8 @@ impl AmqpReceiver {
             reliable = self.cfg.wal,
             "Attached to the broker."
         );
-        let mut pump = Pump::new(self.cfg.credit, true);
+        let mut pump =
+            Pump::new(self.cfg.credit, true).with_limit(self.cfg.limit.clone(), &self.address);
         let mut durable = out.durable();
         let mut dialect = PlainDialect;
         let result = pump
@@ -661,7 +690,13 @@ impl AmqpConfig {
         ctx.handle
             .block_on(probe(self))
             .map_err(BuildError::Unreachable)?;
-        Ok(Arc::new(self.clone()))
+        let mut built = self.clone();
+        built.limit = Some(crate::receiver::oversize::RecordLimit {
+            max: self.max_record_bytes,
+            dead_letters: ctx.dead_letters.clone(),
+            stream: self.name.clone(),
+        });
+        Ok(Arc::new(built))
     }
 }
 
