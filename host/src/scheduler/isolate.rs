@@ -279,7 +279,7 @@ impl Search<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::{Cell, RefCell};
+    use std::cell::RefCell;
 
     use super::*;
     use crate::plugin::CallSite;
