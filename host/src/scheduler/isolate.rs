@@ -7,10 +7,10 @@
 //!
 //! Cost: one poison record in a block of `n` records costs at most `2·log₂(n) + 1` more calls
 //! over halves that shrink, so about `2n` more records pass through the plugin. At each level
-//! the first half is called; when it passes, the second is known to fail and is halved without
-//! being called whole, so about half the levels have a failing call. More than `max-poison-per-batch` such
-//! records in one batch stop the pipeline ([`JobError::Poisoned`]): a plugin that fails on
-//! everything is broken, not poisoned.
+//! the first half is called; when it passes, the second is known to fail and is halved
+//! without being called whole, so about half the levels have a failing call. More than
+//! `max-poison-per-batch` such records in one batch stop the pipeline
+//! ([`JobError::Poisoned`]): a plugin that fails on everything is broken, not poisoned.
 //!
 //! Budgets: a looping or hoarding record would make every sub-call that holds it run to the
 //! plugin's whole time budget or memory cap, once per level. So the sub-calls run under
@@ -213,21 +213,20 @@ impl Search<'_, '_> {
         }
         match self.try_range(index..index + 1, self.iso.limits)? {
             Ok(()) => {
-                self.false_alarm(1);
+                self.false_alarm();
                 Ok(())
             }
             Err(error) => self.dead_letter(index, error),
         }
     }
 
-    /// Records that failed under a shorter budget passed under the plugin's own: the rest of
+    /// A record that failed under a shorter budget passed under the plugin's own: the rest of
     /// the search uses the plugin's limits.
-    fn false_alarm(&mut self, records: usize) {
+    fn false_alarm(&mut self) {
         if self.shorten {
             tracing::warn!(
                 batch = self.iso.batch,
                 partition = self.iso.partition,
-                records,
                 "Records failed under a budget derived from the healthy calls but not under the plugin's own; the rest of the search uses the plugin's limits."
             );
         }
