@@ -187,6 +187,19 @@ pub enum BenchCommand {
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: PathBuf,
     },
+    /// What isolating one poison record costs: a 10,000-record block with one marked record,
+    /// with the panic, memory-hog and infinite-loop fixtures, against the same block without it.
+    Isolation {
+        /// Fewer runs (a few seconds).
+        #[arg(long)]
+        quick: bool,
+        /// The epoch tick (`[runtime] epoch-tick`): how finely time budgets are enforced.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10ms")]
+        epoch_tick: std::time::Duration,
+        /// The directory holding fixtures/ (built by scripts/build-plugins).
+        #[arg(long, env = "SLUICE_COMPONENTS")]
+        components: PathBuf,
+    },
     /// The plugin call path against the same function called natively.
     Plugins {
         /// A run of a few seconds instead of a full one.
@@ -412,6 +425,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 rate,
             };
             print!("{}", crate::bench::recovery::run(&opts)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Isolation {
+            quick,
+            epoch_tick,
+            components,
+        }) => {
+            let rt = PluginRuntime::new(RuntimeConfig {
+                cache_dir: cli.cache_dir,
+                epoch_tick,
+                ..RuntimeConfig::default()
+            })?;
+            print!("{}", crate::bench::isolation::run(&rt, &components, quick)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Plugins { quick, plugins }) => {

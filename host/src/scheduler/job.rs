@@ -22,6 +22,7 @@ use crate::batch::RecordBatch;
 use crate::block::{Block, BlockManager};
 use crate::config::poison::{OnPoison, PoisonPolicy};
 use crate::plan::{Plan, StepPlan};
+use crate::plugin::limits::Limits;
 use crate::plugin::{CallContext, Failure, PluginError, TransformStage};
 use crate::sink::dead_letter::{DeadLetter, Unwritten};
 use crate::sink::{Sink, SinkError};
@@ -707,7 +708,7 @@ impl Caller<'_> {
     fn isolating(&self, records: &RecordBatch, lineage: Lineage) -> Result<Part, JobError> {
         let part = self.batch.calls.next(self.step, self.partition);
         let ctx = self.batch.ctx(self.plan, self.partition, part);
-        let call = |r: &RecordBatch, l: Lineage| self.call(&ctx, r, l);
+        let call = |r: &RecordBatch, l: Lineage, limits: &Limits| self.call(&ctx, r, l, limits);
         let dead_letter = |r: &RecordBatch, index: usize, at: (u32, u64), e: &PluginError| {
             let reason = format!("poison: {}", e.failure);
             self.dead_letter(&ctx, (r, index), at, &reason, poison_kind(&e.failure));
@@ -717,6 +718,8 @@ impl Caller<'_> {
             found: &self.batch.poisoned[self.step],
             batch: ctx.batch_id,
             partition: self.partition,
+            limits: self.stage.plugin().info().limits,
+            cost: self.stage.cost(),
             call: &call,
             dead_letter: &dead_letter,
         };
@@ -750,13 +753,15 @@ impl Caller<'_> {
         );
     }
 
-    /// One call on `records`, with the retry policy of the module's doc: a retryable failure
-    /// retried, bad records dead-lettered and the call made again without them.
+    /// One call on `records` under `limits`, with the retry policy of the module's doc: a
+    /// retryable failure retried, bad records dead-lettered and the call made again without
+    /// them.
     fn call(
         &self,
         ctx: &CallContext,
         records: &RecordBatch,
         lineage: Lineage,
+        limits: &Limits,
     ) -> Result<Part, JobError> {
         let isolating = self.policy.on_poison == OnPoison::DeadLetter;
         let mut input = std::borrow::Cow::Borrowed(records);
@@ -764,7 +769,7 @@ impl Caller<'_> {
         let mut retries = 0;
         let mut bad_rounds = 0;
         loop {
-            match self.stage.transform(ctx, &input) {
+            match self.stage.transform_within(ctx, &input, limits) {
                 Ok(out) => {
                     for (index, reason) in &out.rejected {
                         let at = lineage.at(*index as usize);
