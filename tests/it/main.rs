@@ -7,6 +7,7 @@ mod driver;
 mod engine;
 mod eventhubs;
 mod kill;
+mod memory;
 mod plugins;
 mod poison;
 mod recovery;

@@ -186,7 +186,7 @@ fn the_generator_pipeline_is_exactly_once_across_thirty_sigkills() {
 #[test]
 fn the_generator_pipeline_with_its_checkpoint_log_on_azurite_is_exactly_once_across_fifteen_sigkills()
  {
-    if !sluice_tests::services("generator_with_checkpoints_on_azurite") {
+    if sluice_tests::azurite("generator_with_checkpoints_on_azurite").is_none() {
         return;
     }
     let container =
