@@ -262,6 +262,7 @@ fn a_granted_directory_is_the_only_one_a_plugin_can_list() {
         dirs: [("/secrets".to_owned(), secrets.clone())].into(),
     };
     let answers = listable(&rt, &fixtures_dir(), &grants, &sandbox_probes(&secrets));
+    eprintln!("what the plugin could list: {answers:#?}");
     let listed: Vec<&(String, String)> = answers
         .iter()
         .filter(|(_, answer)| !answer.starts_with("denied"))
