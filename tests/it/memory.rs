@@ -116,7 +116,7 @@ fn run(case: Case) -> Result<Measured, String> {
         sluice.assert_alive(&format!("{at:?} into the run"));
         let mib = sluice.rss() as f64 / f64::from(1 << 20);
         samples.push((sluice.started.elapsed().as_secs_f64(), mib));
-        if tick >= FIRST_LOOK && (tick - FIRST_LOOK) % LOOK_EVERY == 0 {
+        if tick >= FIRST_LOOK && (tick - FIRST_LOOK).is_multiple_of(LOOK_EVERY) {
             let growth = slope(&samples[samples.len() - WINDOW_SAMPLES..]);
             looks.push((at.as_secs_f64(), growth));
             if growth < MAX_SLOPE_MIB_PER_S {
