@@ -91,21 +91,27 @@ pub fn services_required() -> bool {
 }
 
 /// Azurite's blob service, as `scripts/services start` left it (its env file sourced): a store
-/// on the test container. `None`, said loudly, when the services are not running and not
-/// required (a plain `cargo test`); a panic when `SLUICE_SERVICES=1` and they are missing.
+/// on the test container. When it is not configured or does not answer, the test fails, or
+/// with `SLUICE_SKIP_SERVICES=1` gets `None`, the skip printed and recorded (see [`services`]).
 pub fn azurite(test: &str) -> Option<std::sync::Arc<dyn object_store::ObjectStore>> {
     let Ok(container) = std::env::var("SLUICE_AZURITE_CONTAINER") else {
-        assert!(
-            !services_required(),
-            "{test}: SLUICE_SERVICES=1 but SLUICE_AZURITE_CONTAINER is unset: \
-             source the env file of scripts/services start"
-        );
-        eprintln!(
-            "\n*** SKIPPED {test}: Azurite is not configured. Run `scripts/services start` and \
-             source `$(scripts/services env)`, or run scripts/test. ***\n"
+        skip_or_fail(
+            test,
+            "Azurite is not configured (SLUICE_AZURITE_CONTAINER is unset)",
         );
         return None;
     };
+    // Where object_store's emulator mode connects.
+    let url = std::env::var("AZURITE_BLOB_STORAGE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:10000".to_owned());
+    let addr = host_port(&url, 10000);
+    if !answers(&addr) {
+        skip_or_fail(
+            test,
+            &format!("Azurite does not answer at {addr} (AZURITE_BLOB_STORAGE_URL)"),
+        );
+        return None;
+    }
     let account = std::env::var("SLUICE_AZURITE_ACCOUNT").unwrap_or("devstoreaccount1".into());
     let mut builder = object_store::azure::MicrosoftAzureBuilder::new()
         .with_use_emulator(true)
@@ -130,27 +136,21 @@ pub fn unique_prefix(name: &str) -> object_store::path::Path {
 }
 
 pub mod eventhubs_server;
+mod services;
 
-/// Whether the test services (RabbitMQ, Azurite: `scripts/services start`) are to be used.
-/// With `SLUICE_SERVICES=1` they must be there: a test that cannot reach them fails. Without
-/// it, a test that needs them and cannot reach them is skipped, loudly.
+pub use services::{WhenMissing, answers, host_port, missing, skip_or_fail, skipped_file};
+
+/// Whether RabbitMQ answers at [`amqp_url`]'s address, so `test` can use it. When it does not,
+/// the test fails with a message saying how to start it (`scripts/services start`) or to opt
+/// into skipping; with `SLUICE_SKIP_SERVICES=1` (and not `SLUICE_SERVICES=1`) this returns
+/// `false`, the skip printed and recorded in [`skipped_file`].
 pub fn services(test: &str) -> bool {
-    let required = std::env::var("SLUICE_SERVICES").is_ok_and(|v| v == "1");
-    let up = std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:5672".parse().unwrap(),
-        std::time::Duration::from_secs(2),
-    )
-    .is_ok();
-    if !up {
-        assert!(
-            !required,
-            "{test}: SLUICE_SERVICES=1 but RabbitMQ does not answer on 127.0.0.1:5672; run scripts/services start"
-        );
-        eprintln!(
-            "\n!!! SKIPPED {test}: RabbitMQ does not answer on 127.0.0.1:5672 (scripts/services start; SLUICE_SERVICES=1 makes this a failure) !!!\n"
-        );
-    }
-    up
+    let addr = host_port(&amqp_url(), 5672);
+    answers(&addr)
+        || skip_or_fail(
+            test,
+            &format!("RabbitMQ does not answer at {addr} (SLUICE_AMQP_URL)"),
+        )
 }
 
 /// The test broker's URL: `$SLUICE_AMQP_URL`, else `amqp://guest:guest@127.0.0.1:5672`.

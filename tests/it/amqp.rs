@@ -1,8 +1,8 @@
 //! The `amqp` source against the real broker (RabbitMQ 3.10 with `rabbitmq_amqp1_0`, from
 //! `scripts/services start`): every message reaches the sink, across a broker restart; a
 //! rejected record is dead-lettered with its partition and offset; `sluice validate` reaches
-//! the broker; and the bare consumer benchmark. Without the broker these tests are skipped
-//! loudly (with `SLUICE_SERVICES=1` they fail). The SIGKILL trials are in `recovery.rs`.
+//! the broker; and the bare consumer benchmark. Without the broker these tests fail, unless
+//! `SLUICE_SKIP_SERVICES=1` opts into skipping (each skip printed and recorded). The SIGKILL trials are in `recovery.rs`.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use crate::engine::{
 pub(crate) static BROKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Takes the broker's turn, then checks that it answers (in that order: while another test
-/// has it stopped for a restart, it does not). `None`: skipped, said loudly (see `services`).
+/// has it stopped for a restart, it does not). `None`: skipped by the opt-in (see `services`).
 pub(crate) fn broker(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
     let turn = BROKER.lock().unwrap_or_else(|e| e.into_inner());
     services(test).then_some(turn)

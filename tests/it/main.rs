@@ -10,6 +10,7 @@ mod engine;
 mod eventhubs;
 mod kill;
 mod oversize;
+mod memory;
 mod plugins;
 mod poison;
 mod recovery;

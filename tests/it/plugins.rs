@@ -216,20 +216,82 @@ fn broken_plugins_are_refused_at_load_and_the_others_still_load() {
     assert!(msg("core").contains("not a component"), "{}", msg("core"));
 }
 
+/// What the `wants-dir` fixture answers for each of `paths` (`listed N` or `denied: …`),
+/// loaded from `dir` with `grants`.
+fn listable(
+    rt: &PluginRuntime,
+    dir: &std::path::Path,
+    grants: &Grants,
+    paths: &[String],
+) -> Vec<(String, String)> {
+    let p = rt
+        .load_file(&dir.join("wants-dir.wasm"), grants)
+        .unwrap_or_else(|e| panic!("wants-dir loads: {e}"));
+    let probes: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let out = p
+        .transformer(&BTreeMap::new())
+        .unwrap()
+        .transform(&ctx(0, 0), &batch(&probes))
+        .unwrap();
+    assert_eq!(out.batch.len(), paths.len(), "one answer per path");
+    paths.iter().cloned().zip(values(&out.batch)).collect()
+}
+
+/// The paths a plugin must not list (the host's root, its `/etc`, its temporary directory, the
+/// granted directory under its host name, a way out of the grant), then the granted `/secrets`.
+fn sandbox_probes(host_secrets: &std::path::Path) -> Vec<String> {
+    let host_tmp = std::env::temp_dir();
+    let mut paths: Vec<String> = ["/", "/etc", ".", "/secrets/..", "/secrets/../etc"]
+        .map(str::to_owned)
+        .into();
+    for host in [host_tmp.as_path(), host_secrets] {
+        paths.push(host.to_str().unwrap().to_owned());
+    }
+    paths.push("/secrets".to_owned());
+    paths
+}
+
 #[test]
-fn a_granted_directory_is_the_only_one_a_plugin_sees() {
+fn a_granted_directory_is_the_only_one_a_plugin_can_list() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime_with_cache(&tmp.path().join("cache"));
     let secrets = tmp.path().join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("granted.txt"), b"only this").unwrap();
     let grants = Grants {
         dirs: [("/secrets".to_owned(), secrets.clone())].into(),
     };
-    let p = rt
-        .load_file(&fixtures_dir().join("wants-dir.wasm"), &grants)
-        .unwrap();
-    let stage = p.transformer(&BTreeMap::new()).unwrap();
-    stage.transform(&ctx(0, 0), &batch(&["x"])).unwrap();
+    let answers = listable(&rt, &fixtures_dir(), &grants, &sandbox_probes(&secrets));
+    eprintln!("what the plugin could list: {answers:#?}");
+    let listed: Vec<&(String, String)> = answers
+        .iter()
+        .filter(|(_, answer)| !answer.starts_with("denied"))
+        .collect();
+    assert_eq!(
+        listed,
+        [&("/secrets".to_owned(), "listed 1".to_owned())],
+        "only the granted directory, with its one file, is listable; every answer: {answers:#?}"
+    );
+}
+
+#[test]
+fn without_its_grant_a_plugin_can_list_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(&tmp.path().join("cache"));
+    // The same component, under a manifest that asks for no directory, run with no grant.
+    let dir = plugin_dir_with(&fixtures_dir(), &["wants-dir"], &tmp.path().join("p"));
+    let manifest = std::fs::read_to_string(dir.join("wants-dir.toml")).unwrap();
+    let asks_nothing = manifest.replace("dirs = [\"/secrets\"]", "");
+    assert_ne!(asks_nothing, manifest, "the manifest asked for /secrets");
+    std::fs::write(dir.join("wants-dir.toml"), asks_nothing).unwrap();
+    let secrets = tmp.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let answers = listable(&rt, &dir, &Grants::default(), &sandbox_probes(&secrets));
+    let listed: Vec<&(String, String)> = answers
+        .iter()
+        .filter(|(_, answer)| !answer.starts_with("denied"))
+        .collect();
+    assert!(listed.is_empty(), "listable without a grant: {listed:#?}");
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! The write-ahead log on Azure Blob, through Azurite (started by `scripts/services`): the
 //! same round trip, damage reports, truncation and fencing as on a local directory.
 //!
-//! Without the services these tests say so loudly and pass; under `scripts/test`
-//! (`SLUICE_SERVICES=1`) a missing Azurite fails them.
+//! A missing Azurite fails them, unless `SLUICE_SKIP_SERVICES=1` opts into skipping (each skip
+//! printed and recorded: see `sluice_tests::services`).
 
 use std::sync::Arc;
 
