@@ -166,20 +166,52 @@ fn expected() -> Vec<(&'static str, Vec<Record>)> {
         v("value-float", "1.5", "amqp-value:float"),
         v("value-double", "0.1", "amqp-value:double"),
         v("value-double-whole", "2.0", "amqp-value:double"),
-        v("value-double-nan", r#"{"$double":"NaN"}"#, "amqp-value:double"),
-        v("value-float-inf", r#"{"$float":"-Infinity"}"#, "amqp-value:float"),
-        v("value-decimal32", r#"{"$decimal32":"15E-1"}"#, "amqp-value:decimal32"),
-        v("value-decimal64", r#"{"$decimal64":"-12345E-2"}"#, "amqp-value:decimal64"),
-        v("value-decimal128", r#"{"$decimal128":"7E3"}"#, "amqp-value:decimal128"),
+        v(
+            "value-double-nan",
+            r#"{"$double":"NaN"}"#,
+            "amqp-value:double",
+        ),
+        v(
+            "value-float-inf",
+            r#"{"$float":"-Infinity"}"#,
+            "amqp-value:float",
+        ),
+        v(
+            "value-decimal32",
+            r#"{"$decimal32":"15E-1"}"#,
+            "amqp-value:decimal32",
+        ),
+        v(
+            "value-decimal64",
+            r#"{"$decimal64":"-12345E-2"}"#,
+            "amqp-value:decimal64",
+        ),
+        v(
+            "value-decimal128",
+            r#"{"$decimal128":"7E3"}"#,
+            "amqp-value:decimal128",
+        ),
         v("value-char", r#"{"$char":"€"}"#, "amqp-value:char"),
-        v("value-timestamp", r#"{"$timestamp":1700000000123}"#, "amqp-value:timestamp"),
-        v("value-uuid", &format!(r#"{{"$uuid":"{UUID}"}}"#), "amqp-value:uuid"),
+        v(
+            "value-timestamp",
+            r#"{"$timestamp":1700000000123}"#,
+            "amqp-value:timestamp",
+        ),
+        v(
+            "value-uuid",
+            &format!(r#"{{"$uuid":"{UUID}"}}"#),
+            "amqp-value:uuid",
+        ),
         v(
             "value-list",
             r#"[[1,"a",null,true,[{"$symbol":"s"}],{"k":{"$binary":"AA=="}},2.0]]"#,
             "amqp-value:list",
         ),
-        v("value-map", r#"{"a":1,"$$b":"x","n":null}"#, "amqp-value:map"),
+        v(
+            "value-map",
+            r#"{"a":1,"$$b":"x","n":null}"#,
+            "amqp-value:map",
+        ),
         v(
             "value-map-keys",
             r#"{"$map":[[1,"one"],[{"$symbol":"s"},2.5]]}"#,
@@ -191,8 +223,16 @@ fn expected() -> Vec<(&'static str, Vec<Record>)> {
             r#"{"$described":[{"$symbol":"com.example:point"},[1,2]]}"#,
             "amqp-value:described",
         ),
-        v("value-described-code", r#"{"$described":[4660,"x"]}"#, "amqp-value:described"),
-        v("sequence-one", r#"[1,"two",{"$binary":"Aw=="}]"#, "amqp-sequence"),
+        v(
+            "value-described-code",
+            r#"{"$described":[4660,"x"]}"#,
+            "amqp-value:described",
+        ),
+        v(
+            "sequence-one",
+            r#"[1,"two",{"$binary":"Aw=="}]"#,
+            "amqp-sequence",
+        ),
         (
             "sequence-several",
             vec![
@@ -328,7 +368,11 @@ fn every_amqp_body_kind_and_property_from_an_independent_client_arrives_as_docum
         .parse()
         .unwrap();
     let expected = expected();
-    assert_eq!(n, expected.len(), "the script publishes one message per case");
+    assert_eq!(
+        n,
+        expected.len(),
+        "the script publishes one message per case"
+    );
 
     let pipeline = write_pipeline(
         tmp.path(),

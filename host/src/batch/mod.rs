@@ -509,7 +509,10 @@ mod tests {
             b.headers_of(0).collect::<Vec<_>>(),
             [(&b"h"[..], &b"1"[..]), (b"i", b"2")]
         );
-        assert_eq!(b.headers_of(1).collect::<Vec<_>>(), [(&b"j"[..], &b"3"[..])]);
+        assert_eq!(
+            b.headers_of(1).collect::<Vec<_>>(),
+            [(&b"j"[..], &b"3"[..])]
+        );
     }
 
     #[test]

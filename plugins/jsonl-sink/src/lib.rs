@@ -305,7 +305,9 @@ mod tests {
     #[test]
     fn headers_are_written_only_when_asked_and_keep_every_byte() {
         let mut b = BatchBuilder::new();
-        b.push(b"v").header(b"amqp.body-type", b"data").header(b"bin", b"\xff");
+        b.push(b"v")
+            .header(b"amqp.body-type", b"data")
+            .header(b"bin", b"\xff");
         b.push(b"w");
         let batch = b.finish();
         let mut plain = Vec::new();

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::watch;
 
-use super::config::{EventHubsConfig, StartPosition};
 use super::body::Converter;
+use super::config::{EventHubsConfig, StartPosition};
 use super::{Dialect, Pump, Pumped, connect};
 use crate::batch::RecordBatch;
 use crate::clock::now_ms;

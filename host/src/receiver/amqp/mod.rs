@@ -228,12 +228,7 @@ pub fn push_message(out: &mut RecordBatch, message: &Message<Body<Value>>, conv:
 /// What the receive loop does with each delivery, per dialect.
 pub(crate) trait Dialect: Send {
     /// Appends the delivery's record to `out`, converting it with `conv`.
-    fn push(
-        &mut self,
-        out: &mut RecordBatch,
-        message: &Message<Body<Value>>,
-        conv: &mut Converter,
-    );
+    fn push(&mut self, out: &mut RecordBatch, message: &Message<Body<Value>>, conv: &mut Converter);
     /// Called after a chunk was appended at `offsets` (its last record is the chunk's last).
     fn appended(&mut self, offsets: std::ops::Range<u64>);
     /// Called when every record below `durable` is durable.
