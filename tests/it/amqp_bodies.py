@@ -16,7 +16,7 @@ amqp-value 0x77). Prints the number of messages published.
 import sys
 import uuid
 
-from proton import (Array, Data, Described, Message, byte, char, decimal32, decimal64,
+from proton import (UNDESCRIBED, Array, Data, Described, Message, byte, char, decimal32, decimal64,
                     decimal128, float32, int32, short, symbol, timestamp, ubyte, uint, ulong,
                     ushort)
 from proton.utils import BlockingConnection
@@ -99,7 +99,7 @@ def cases():
     yield msg("value-list", [[1, "a", None, True, [symbol("s")], {"k": b"\x00"}, 2.0]])
     yield msg("value-map", {"a": int32(1), "$b": "x", "n": None})
     yield msg("value-map-keys", {ulong(1): "one", symbol("s"): 2.5})
-    yield msg("value-array", Array(None, Data.INT, 1, 2, 3))
+    yield msg("value-array", Array(UNDESCRIBED, Data.INT, 1, 2, 3))
     yield msg("value-described", Described(symbol("com.example:point"), [int32(1), int32(2)]))
     yield msg("value-described-code", Described(ulong(0x1234), "x"))
     yield msg("sequence-one", [1, "two", b"\x03"], inferred=True)
