@@ -3,6 +3,7 @@
 
 mod amqp;
 mod bytes;
+mod amqp_bodies;
 mod cli;
 mod dead_letters;
 mod driver;

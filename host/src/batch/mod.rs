@@ -286,6 +286,22 @@ impl RecordBatch {
         h.record_ends.push(h.names.len() as u32);
     }
 
+    /// Adds a header to the last record, which was appended by [`Self::push_with_headers`]:
+    /// a receiver builds a record's headers one by one without gathering them first.
+    pub fn push_header(&mut self, name: &[u8], value: &[u8]) {
+        let n = self.len();
+        debug_assert!(n > 0, "push_header needs a record to add to");
+        let h = self.headers.get_or_insert_with(|| Headers {
+            record_ends: vec![0; n],
+            ..Default::default()
+        });
+        h.names.push(name);
+        h.values.push(value);
+        if let Some(end) = h.record_ends.last_mut() {
+            *end = h.names.len() as u32;
+        }
+    }
+
     /// Record `i`'s headers, as (name, value) pairs.
     pub fn headers_of(&self, i: usize) -> impl Iterator<Item = (&[u8], &[u8])> {
         let range = self.headers.as_ref().map_or(0..0, |h| {
@@ -480,6 +496,24 @@ mod tests {
             [(&b"x-opt-offset"[..], &b"42"[..]), (b"k", b"")]
         );
         assert_eq!(b.headers_of(2).count(), 0);
+    }
+
+    #[test]
+    fn headers_added_one_by_one_belong_to_the_last_record_only() {
+        let mut b = RecordBatch::default();
+        b.push_with_headers(None, b"a", None, &[(b"h", b"1")]);
+        b.push_header(b"i", b"2");
+        b.push_with_headers(None, b"b", None, &[]);
+        b.push_header(b"j", b"3");
+        b.validate().unwrap();
+        assert_eq!(
+            b.headers_of(0).collect::<Vec<_>>(),
+            [(&b"h"[..], &b"1"[..]), (b"i", b"2")]
+        );
+        assert_eq!(
+            b.headers_of(1).collect::<Vec<_>>(),
+            [(&b"j"[..], &b"3"[..])]
+        );
     }
 
     #[test]

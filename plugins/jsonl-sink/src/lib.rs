@@ -12,7 +12,9 @@
 //! padded) under `key_base64` or `value_base64` instead, so no byte is lost. An absent key or
 //! timestamp is `null`; the timestamp is in milliseconds since the Unix epoch.
 //!
-//! No parameters.
+//! Parameter `headers` (`"true"` or `"false"`, default false): when true, each line also has
+//! `"headers":[{"name":…,"value":…},…]`, the record's headers in order, each name and value
+//! written as key and value are (`name_base64`, `value_base64` when not UTF-8).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -27,12 +29,22 @@ pub const OUT_DIR: &str = "/out";
 #[derive(Debug)]
 pub struct JsonlSink {
     dir: PathBuf,
+    headers: bool,
 }
 
 impl JsonlSink {
     /// A sink writing into `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            headers: false,
+        }
+    }
+
+    /// The same sink, writing each record's headers too when `headers`.
+    pub fn with_headers(mut self, headers: bool) -> Self {
+        self.headers = headers;
+        self
     }
 
     /// Writes `input`, partition `ctx.partition` of batch `ctx.batch_id`, into its `.tmp` file.
@@ -56,7 +68,7 @@ impl JsonlSink {
             };
         }
         let mut lines = Vec::with_capacity(input.values_data().len() * 4 / 3 + 48 * input.len());
-        format_jsonl(input, &mut lines);
+        write_lines(input, self.headers, &mut lines);
         let mut file = File::create(&path).map_err(|e| io_error(e, "create", &path))?;
         file.write_all(&lines)
             .and_then(|()| file.sync_all())
@@ -110,6 +122,11 @@ pub fn file_prefix(stream: &str, batch_id: u64) -> String {
 
 /// Appends one JSON line per record of `input` to `out`.
 pub fn format_jsonl(input: &Batch, out: &mut Vec<u8>) {
+    write_lines(input, false, out);
+}
+
+/// Appends one JSON line per record of `input` to `out`, with its headers when `headers`.
+pub fn write_lines(input: &Batch, headers: bool, out: &mut Vec<u8>) {
     for record in input.records() {
         out.push(b'{');
         match record.key() {
@@ -119,12 +136,27 @@ pub fn format_jsonl(input: &Batch, out: &mut Vec<u8>) {
         out.push(b',');
         write_field(out, "value", record.value());
         match record.timestamp() {
-            None => out.extend_from_slice(b",\"timestamp\":null}\n"),
+            None => out.extend_from_slice(b",\"timestamp\":null"),
             Some(ms) => {
                 // Writing into a Vec cannot fail.
-                let _ = writeln!(out, ",\"timestamp\":{ms}}}");
+                let _ = write!(out, ",\"timestamp\":{ms}");
             }
         }
+        if headers {
+            out.extend_from_slice(b",\"headers\":[");
+            for (i, (name, value)) in record.headers().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'{');
+                write_field(out, "name", name);
+                out.push(b',');
+                write_field(out, "value", value);
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}\n");
     }
 }
 
@@ -212,8 +244,8 @@ fn io_error(error: io::Error, action: &str, path: &Path) -> Error {
 
 impl Sink for JsonlSink {
     fn init(params: &Params) -> Result<Self, String> {
-        params.allow_only(&[])?;
-        Ok(Self::new(OUT_DIR))
+        params.allow_only(&["headers"])?;
+        Ok(Self::new(OUT_DIR).with_headers(params.flag("headers")?))
     }
 
     fn write(&mut self, ctx: &Context, input: &Batch) -> Result<(), Error> {
@@ -268,6 +300,31 @@ mod tests {
             format!(r#"{{"key":null,"value_base64":"/wBh","timestamp":{ts}"#)
         );
         assert!(lines[2].starts_with(r#"{"key_base64":"/g==","value":"\u0001","timestamp":"#));
+    }
+
+    #[test]
+    fn headers_are_written_only_when_asked_and_keep_every_byte() {
+        let mut b = BatchBuilder::new();
+        b.push(b"v")
+            .header(b"amqp.body-type", b"data")
+            .header(b"bin", b"\xff");
+        b.push(b"w");
+        let batch = b.finish();
+        let mut plain = Vec::new();
+        format_jsonl(&batch, &mut plain);
+        assert!(!String::from_utf8(plain).unwrap().contains("headers"));
+        let mut out = Vec::new();
+        write_lines(&batch, true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with(
+                r#","headers":[{"name":"amqp.body-type","value":"data"},{"name":"bin","value_base64":"/w=="}]}"#
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].ends_with(r#","headers":[]}"#), "{}", lines[1]);
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //!   `amqp.annotation.x-opt-offset > '<offset>'` (or on the sequence number or enqueued time).
 //!   A reconnect resumes after the last record appended; a restart after the last checkpoint.
 //! - **Records**: the body as the value, `x-opt-partition-key` as the key, `x-opt-enqueued-time`
-//!   as the timestamp, and `x-opt-offset`, `x-opt-sequence-number`, `x-opt-enqueued-time`
-//!   (ms), `x-opt-partition-key` and `message-id` as headers.
+//!   as the timestamp; the headers of every AMQP message ([`super::body`]: `amqp.body-type`,
+//!   the properties, `amqp.app.<name>`), then `x-opt-offset`, `x-opt-sequence-number`,
+//!   `x-opt-enqueued-time` (ms) and `x-opt-partition-key`.
 //! - **Checkpoints**: the last *durable* position of each partition ([`EventHubsSource::
 //!   durable_position`], for the checkpoint code) and, with `checkpoint-dir`, a small JSON per
 //!   partition written every `checkpoint-interval` when it moved. Neither ever holds a key or
@@ -32,8 +33,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::watch;
 
+use super::body::Converter;
 use super::config::{EventHubsConfig, StartPosition};
-use super::{Dialect, Pump, Pumped, body_bytes, connect, message_id_text};
+use super::{Dialect, Pump, Pumped, connect};
 use crate::batch::RecordBatch;
 use crate::clock::now_ms;
 use crate::receiver::{BuildContext, BuildError, Receiver, Resume, Source};
@@ -343,9 +345,7 @@ fn as_i64(v: Option<&Value>) -> Option<i64> {
 }
 
 impl Dialect for EventHubsDialect {
-    fn push(&mut self, out: &mut RecordBatch, m: &Message<Body<Value>>, buf: &mut Vec<u8>) {
-        buf.clear();
-        body_bytes(&m.body, buf);
+    fn push(&mut self, out: &mut RecordBatch, m: &Message<Body<Value>>, conv: &mut Converter) {
         let offset = match annotation(m, "x-opt-offset") {
             Some(Value::String(s)) => s.clone(),
             Some(other) => as_i64(Some(other))
@@ -359,30 +359,20 @@ impl Dialect for EventHubsDialect {
             Some(Value::String(s)) => Some(s.as_str()),
             _ => None,
         };
-        let id = m
-            .properties
-            .as_ref()
-            .and_then(|p| p.message_id.as_ref())
-            .map(message_id_text);
+        conv.push(
+            out,
+            m,
+            key.map(str::as_bytes),
+            enqueued.unwrap_or_else(now_ms),
+        );
         let seq_text = seq.to_string();
         let enq_text = enqueued.map(|e| e.to_string()).unwrap_or_default();
-        let mut headers: Vec<(&[u8], &[u8])> = vec![
-            (b"x-opt-offset", offset.as_bytes()),
-            (b"x-opt-sequence-number", seq_text.as_bytes()),
-            (b"x-opt-enqueued-time", enq_text.as_bytes()),
-        ];
+        out.push_header(b"x-opt-offset", offset.as_bytes());
+        out.push_header(b"x-opt-sequence-number", seq_text.as_bytes());
+        out.push_header(b"x-opt-enqueued-time", enq_text.as_bytes());
         if let Some(k) = key {
-            headers.push((b"x-opt-partition-key", k.as_bytes()));
+            out.push_header(b"x-opt-partition-key", k.as_bytes());
         }
-        if let Some(id) = &id {
-            headers.push((b"message-id", id.as_bytes()));
-        }
-        out.push_with_headers(
-            key.map(str::as_bytes),
-            buf,
-            Some(enqueued.unwrap_or_else(now_ms)),
-            &headers,
-        );
         if !offset.is_empty() {
             self.current = Some(Position {
                 offset,

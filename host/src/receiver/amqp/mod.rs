@@ -22,6 +22,7 @@
 //! [`supervise`]: super::supervise
 
 pub mod bench;
+pub mod body;
 pub mod config;
 pub mod eventhubs;
 mod oversize;
@@ -37,13 +38,14 @@ use fe2o3_amqp::link::{ReceiverAttachError, RecvError};
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::{self, SenderSettleMode};
-use fe2o3_amqp::types::messaging::{Body, Message, MessageId, Source};
-use fe2o3_amqp::types::primitives::{SimpleValue, Value};
+use fe2o3_amqp::types::messaging::{Body, Message, Source};
+use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Connection, Delivery, Session};
 use futures::FutureExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use self::body::Converter;
 use self::config::{AmqpConfig, AmqpEndpoint};
 use super::{BuildContext, BuildError, Receiver, Resume};
 use super::{Finished, PartitionWriter, ReceiverError};
@@ -212,96 +214,22 @@ pub fn describe(e: &definitions::Error) -> String {
     }
 }
 
-/// Appends the value of `body` to `buf`: Data sections back to back, a string, binary or
-/// symbol AMQP value as its bytes, anything else in AMQP's debug notation.
-pub fn body_bytes(body: &Body<Value>, buf: &mut Vec<u8>) {
-    match body {
-        Body::Data(sections) => {
-            for d in sections.iter() {
-                buf.extend_from_slice(&d.0);
-            }
-        }
-        Body::Value(v) => value_bytes(&v.0, buf),
-        Body::Sequence(seqs) => buf.extend_from_slice(
-            format!("{:?}", seqs.iter().map(|s| &s.0).collect::<Vec<_>>()).as_bytes(),
-        ),
-        Body::Empty => {}
-    }
-}
-
-fn value_bytes(v: &Value, buf: &mut Vec<u8>) {
-    match v {
-        Value::String(s) => buf.extend_from_slice(s.as_bytes()),
-        Value::Binary(b) => buf.extend_from_slice(b),
-        Value::Symbol(s) => buf.extend_from_slice(s.0.as_bytes()),
-        other => buf.extend_from_slice(format!("{other:?}").as_bytes()),
-    }
-}
-
-/// A message id as text.
-pub fn message_id_text(id: &MessageId) -> String {
-    match id {
-        MessageId::String(s) => s.clone(),
-        MessageId::Ulong(n) => n.to_string(),
-        MessageId::Uuid(u) => hex::encode(u.as_inner()),
-        MessageId::Binary(b) => hex::encode(b),
-    }
-}
-
-fn simple_text(v: &SimpleValue) -> Option<String> {
-    Some(match v {
-        SimpleValue::String(s) => s.clone(),
-        SimpleValue::Symbol(s) => s.0.clone(),
-        SimpleValue::Bool(b) => b.to_string(),
-        SimpleValue::Ubyte(n) => n.to_string(),
-        SimpleValue::Ushort(n) => n.to_string(),
-        SimpleValue::Uint(n) => n.to_string(),
-        SimpleValue::Ulong(n) => n.to_string(),
-        SimpleValue::Byte(n) => n.to_string(),
-        SimpleValue::Short(n) => n.to_string(),
-        SimpleValue::Int(n) => n.to_string(),
-        SimpleValue::Long(n) => n.to_string(),
-        SimpleValue::Timestamp(t) => t.milliseconds().to_string(),
-        _ => return None,
-    })
-}
-
-/// Appends a broker message as a record: the body as the value, no key, the creation time (else
-/// now) as the timestamp, and as headers `message-id` and the string-able application
-/// properties.
-pub fn push_message(out: &mut RecordBatch, message: &Message<Body<Value>>, buf: &mut Vec<u8>) {
-    buf.clear();
-    body_bytes(&message.body, buf);
-    let props = message.properties.as_ref();
-    let ts = props
+/// Appends a broker message as a record (see [`body`]): the body as the value, no key, the
+/// creation time (else now) as the timestamp, the properties and application properties as
+/// headers.
+pub fn push_message(out: &mut RecordBatch, message: &Message<Body<Value>>, conv: &mut Converter) {
+    let ts = message
+        .properties
+        .as_ref()
         .and_then(|p| p.creation_time.as_ref())
         .map_or_else(now_ms, |t| t.milliseconds());
-    let id = props
-        .and_then(|p| p.message_id.as_ref())
-        .map(message_id_text);
-    let app: Vec<(String, String)> = message
-        .application_properties
-        .as_ref()
-        .map(|a| {
-            a.0.iter()
-                .filter_map(|(k, v)| Some((k.clone(), simple_text(v)?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(1 + app.len());
-    if let Some(id) = &id {
-        headers.push((b"message-id", id.as_bytes()));
-    }
-    for (k, v) in &app {
-        headers.push((k.as_bytes(), v.as_bytes()));
-    }
-    out.push_with_headers(None, buf, Some(ts), &headers);
+    conv.push(out, message, None, ts);
 }
 
 /// What the receive loop does with each delivery, per dialect.
 pub(crate) trait Dialect: Send {
-    /// Appends the delivery's record to `out`; returns false to skip it.
-    fn push(&mut self, out: &mut RecordBatch, message: &Message<Body<Value>>, buf: &mut Vec<u8>);
+    /// Appends the delivery's record to `out`, converting it with `conv`.
+    fn push(&mut self, out: &mut RecordBatch, message: &Message<Body<Value>>, conv: &mut Converter);
     /// Called after a chunk was appended at `offsets` (its last record is the chunk's last).
     fn appended(&mut self, offsets: std::ops::Range<u64>);
     /// Called when every record below `durable` is durable.
@@ -333,7 +261,7 @@ pub(crate) struct Pump {
     chunk: RecordBatch,
     infos: Vec<DeliveryInfo>,
     unsettled: VecDeque<(u64, DeliveryInfo)>,
-    buf: Vec<u8>,
+    conv: Converter,
     settles: bool,
     /// Messages past `max-record-bytes`, to set aside.
     long: oversize::LongMessages,
@@ -351,7 +279,7 @@ impl Pump {
             chunk: RecordBatch::default(),
             infos: Vec::new(),
             unsettled: VecDeque::new(),
-            buf: Vec::new(),
+            conv: Converter::default(),
             settles,
             long: oversize::LongMessages::default(),
             received: 0,
@@ -420,7 +348,7 @@ impl Pump {
     fn take(&mut self, d: Delivery<Body<Value>>, dialect: &mut dyn Dialect) {
         let (info, message) = d.into_parts();
         let at = self.chunk.len();
-        dialect.push(&mut self.chunk, &message, &mut self.buf);
+        dialect.push(&mut self.chunk, &message, &mut self.conv);
         let info = self.settles.then_some(info);
         if let Some(info) = self
             .long
@@ -536,8 +464,13 @@ pub struct AmqpReceiver {
 struct PlainDialect;
 
 impl Dialect for PlainDialect {
-    fn push(&mut self, out: &mut RecordBatch, message: &Message<Body<Value>>, buf: &mut Vec<u8>) {
-        push_message(out, message, buf);
+    fn push(
+        &mut self,
+        out: &mut RecordBatch,
+        message: &Message<Body<Value>>,
+        conv: &mut Converter,
+    ) {
+        push_message(out, message, conv);
     }
     fn appended(&mut self, _: std::ops::Range<u64>) {}
     fn durable(&mut self, _: u64) {}
@@ -716,39 +649,5 @@ impl super::Source for AmqpConfig {
 
     fn receiver(self: Arc<Self>, partition: u32, _resume: Resume) -> Receiver {
         Receiver::Amqp(AmqpReceiver::new(self, partition))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_message_becomes_a_record_with_its_id_and_properties_as_headers() {
-        use fe2o3_amqp::types::messaging::{ApplicationProperties, Properties};
-        let message = Message::builder()
-            .properties(Properties::builder().message_id("m-1".to_string()).build())
-            .application_properties(ApplicationProperties::builder().insert("n", 7i32).build())
-            .value(Value::String("hello".into()))
-            .build();
-        let message = Message {
-            body: Body::Value(fe2o3_amqp::types::messaging::AmqpValue(
-                message.body.0.clone(),
-            )),
-            header: message.header,
-            delivery_annotations: message.delivery_annotations,
-            message_annotations: message.message_annotations,
-            properties: message.properties,
-            application_properties: message.application_properties,
-            footer: message.footer,
-        };
-        let mut out = RecordBatch::default();
-        push_message(&mut out, &message, &mut Vec::new());
-        out.validate().unwrap();
-        assert_eq!(out.value(0), b"hello");
-        assert_eq!(
-            out.headers_of(0).collect::<Vec<_>>(),
-            [(&b"message-id"[..], &b"m-1"[..]), (b"n", b"7")]
-        );
     }
 }

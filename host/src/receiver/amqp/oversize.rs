@@ -5,10 +5,10 @@
 //! broker may forget it.
 
 use fe2o3_amqp::link::delivery::DeliveryInfo;
-use fe2o3_amqp::types::messaging::{Body, Message};
+use fe2o3_amqp::types::messaging::{Body, Message, MessageId};
 use fe2o3_amqp::types::primitives::Value;
 
-use super::{Dialect, message_id_text};
+use super::{Dialect, body};
 use crate::batch::RecordBatch;
 use crate::batch::aside::Origin;
 use crate::receiver::oversize::RecordLimit;
@@ -68,7 +68,7 @@ impl LongMessages {
                 .properties
                 .as_ref()
                 .and_then(|p| p.message_id.as_ref())
-                .map(message_id_text),
+                .map(id_text),
         });
         self.waiting.push((value, info, origin));
         None
@@ -104,5 +104,18 @@ impl LongMessages {
             }
         }
         Ok(())
+    }
+}
+
+/// A message id as dead-letter text: a binary id in hex, any other as its `amqp.message-id`
+/// header reads.
+fn id_text(id: &MessageId) -> String {
+    match id {
+        MessageId::Binary(b) => hex::encode(b),
+        other => {
+            let mut out = Vec::new();
+            body::write_message_id(other, &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        }
     }
 }
