@@ -126,6 +126,9 @@ pub struct AmqpConfig {
     pub credit: u32,
     /// Reliable mode: deliveries are accepted only once durable.
     pub wal: bool,
+    /// Duplicate detection by message id (`duplicate-detection`, `duplicate-ids`; see
+    /// [`super::dedup`]): on by default in reliable mode.
+    pub duplicates: Option<crate::dedup::Settings>,
 }
 
 /// Where an Event Hubs partition starts when it has no checkpoint.
@@ -596,6 +599,9 @@ pub fn resolve_amqp(
         addresses,
         credit: check_credit(credit)?,
         wal: wal.unwrap_or(false),
+        duplicates: wal
+            .unwrap_or(false)
+            .then(crate::dedup::Settings::default),
     })
 }
 

@@ -23,6 +23,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod dedup;
 pub mod eventhubs;
 
 use std::collections::VecDeque;
@@ -329,6 +330,7 @@ pub(crate) struct Pump {
     unsettled: VecDeque<(u64, DeliveryInfo)>,
     buf: Vec<u8>,
     settles: bool,
+    sifter: Option<dedup::Sifter>,
     /// Records appended over the link's life.
     pub received: u64,
 }
@@ -345,8 +347,15 @@ impl Pump {
             unsettled: VecDeque::new(),
             buf: Vec::new(),
             settles,
+            sifter: None,
             received: 0,
         }
+    }
+
+    /// Counts redeliveries and drops duplicates through `sifter` (see [`dedup`]).
+    pub(crate) fn sifting(mut self, sifter: Option<dedup::Sifter>) -> Self {
+        self.sifter = sifter;
+        self
     }
 
     /// Receives until `stop`, a failure, or `timer` fires.
@@ -401,6 +410,9 @@ impl Pump {
     fn take(&mut self, d: Delivery<Body<Value>>, dialect: &mut dyn Dialect) {
         let (info, message) = d.into_parts();
         dialect.push(&mut self.chunk, &message, &mut self.buf);
+        if let Some(s) = &self.sifter {
+            s.note(&message);
+        }
         if self.settles {
             self.infos.push(info);
         }
@@ -419,14 +431,23 @@ impl Pump {
         if n == 0 {
             return Ok(());
         }
+        let dropped = match &self.sifter {
+            Some(s) => s.sift(&mut self.chunk, &mut self.infos),
+            None => Vec::new(),
+        };
         let offsets = match dialect.position() {
             Some(p) => out.append_at(&self.chunk, p).await,
             None => out.append(&self.chunk).await,
         };
+        self.received += self.chunk.len() as u64;
         self.chunk.clear();
-        self.received += n as u64;
         dialect.appended(offsets.clone());
+        // A dropped duplicate is accepted once everything this partition appended before it
+        // is durable: its first copy among it when it came on this link's queue.
+        let before = offsets.end.saturating_sub(1);
         self.unsettled.extend(offsets.zip(self.infos.drain(..)));
+        self.unsettled
+            .extend(dropped.into_iter().map(|info| (before, info)));
         self.since_grant += n as u32;
         if self.since_grant >= self.credit / 2 {
             self.since_grant = 0;
@@ -503,6 +524,7 @@ pub struct AmqpReceiver {
     cfg: Arc<AmqpConfig>,
     partition: u32,
     address: String,
+    dedup: Option<Arc<crate::dedup::Filter>>,
 }
 
 struct PlainDialect;
@@ -523,7 +545,14 @@ impl AmqpReceiver {
             cfg,
             partition,
             address,
+            dedup: None,
         }
+    }
+
+    /// Counts redeliveries and, with detection on, drops duplicates through `filter`.
+    pub fn with_dedup(mut self, filter: Option<Arc<crate::dedup::Filter>>) -> Self {
+        self.dedup = filter;
+        self
     }
 
     /// Connects, attaches and receives until `stop` or a failure.
@@ -551,7 +580,8 @@ impl AmqpReceiver {
             reliable = self.cfg.wal,
             "Attached to the broker."
         );
-        let mut pump = Pump::new(self.cfg.credit, true);
+        let mut pump =
+            Pump::new(self.cfg.credit, true).sifting(self.dedup.clone().map(dedup::Sifter::new));
         let mut durable = out.durable();
         let mut dialect = PlainDialect;
         let result = pump
@@ -679,8 +709,16 @@ impl super::Source for AmqpConfig {
         false
     }
 
-    fn receiver(self: Arc<Self>, partition: u32, _resume: Resume) -> Receiver {
-        Receiver::Amqp(AmqpReceiver::new(self, partition))
+    /// Redeliveries are counted; in reliable mode, dropped by message id (unless turned off).
+    fn duplicates(&self) -> Option<crate::dedup::Detection> {
+        Some(
+            self.duplicates
+                .map_or(crate::dedup::Detection::Count, crate::dedup::Detection::ById),
+        )
+    }
+
+    fn receiver(self: Arc<Self>, partition: u32, resume: Resume) -> Receiver {
+        Receiver::Amqp(AmqpReceiver::new(self, partition).with_dedup(resume.dedup))
     }
 }
 
