@@ -440,6 +440,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn recovery_gives_the_message_ids_from_the_newest_whole_window_on() {
+        use crate::dedup::{IdGroup, SeenIds};
+        let tmp = tempfile::tempdir().unwrap();
+        let log = here(tmp.path());
+        let ids = |full: bool, b: u64| SeenIds {
+            full,
+            groups: vec![IdGroup {
+                time_ms: b as i64,
+                ids: format!("{b}"),
+            }],
+        };
+        for b in 0..6 {
+            let mut e = entry(b, &[]);
+            // An entry from before duplicate detection (batch 1) has no ids and stays readable.
+            e.seen_ids = (b != 1).then(|| ids(b == 0 || b == 3, b));
+            log.append(&e).await.unwrap();
+        }
+        let r = log.recover().await.unwrap();
+        let got: Vec<(i64, Option<SeenIds>)> = r.ids;
+        assert_eq!(
+            got,
+            vec![
+                (3000, Some(ids(true, 3))),
+                (4000, Some(ids(false, 4))),
+                (5000, Some(ids(false, 5)))
+            ]
+        );
+        assert!(r.last.unwrap().seen_ids.is_some());
+    }
+
+    #[tokio::test]
     async fn compaction_deletes_only_older_entries() {
         let tmp = tempfile::tempdir().unwrap();
         let log = here(tmp.path());

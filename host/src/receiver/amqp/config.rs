@@ -599,9 +599,7 @@ pub fn resolve_amqp(
         addresses,
         credit: check_credit(credit)?,
         wal: wal.unwrap_or(false),
-        duplicates: wal
-            .unwrap_or(false)
-            .then(crate::dedup::Settings::default),
+        duplicates: wal.unwrap_or(false).then(crate::dedup::Settings::default),
     })
 }
 

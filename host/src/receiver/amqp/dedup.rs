@@ -36,7 +36,11 @@ const MAX_IDS: u64 = 10_000_000;
 
 /// The `duplicate-detection` and `duplicate-ids` keys of an `amqp` source, checked. `None`:
 /// no detection (redeliveries are still counted).
-pub fn resolve(window: Option<&str>, ids: Option<u64>, wal: bool) -> Result<Option<Settings>, String> {
+pub fn resolve(
+    window: Option<&str>,
+    ids: Option<u64>,
+    wal: bool,
+) -> Result<Option<Settings>, String> {
     let off = window.is_some_and(|w| w.trim() == "off");
     if !wal {
         if window.is_some_and(|_| !off) || ids.is_some() {
@@ -155,6 +159,9 @@ mod tests {
         let e = resolve(Some("ten minutes"), None, true).unwrap_err();
         assert!(e.contains("duplicate-detection"), "{e}");
         let e = resolve(None, Some(0), true).unwrap_err();
-        assert!(e.contains("duplicate-ids") && e.contains("out of range"), "{e}");
+        assert!(
+            e.contains("duplicate-ids") && e.contains("out of range"),
+            "{e}"
+        );
     }
 }

@@ -711,10 +711,10 @@ impl super::Source for AmqpConfig {
 
     /// Redeliveries are counted; in reliable mode, dropped by message id (unless turned off).
     fn duplicates(&self) -> Option<crate::dedup::Detection> {
-        Some(
-            self.duplicates
-                .map_or(crate::dedup::Detection::Count, crate::dedup::Detection::ById),
-        )
+        Some(self.duplicates.map_or(
+            crate::dedup::Detection::Count,
+            crate::dedup::Detection::ById,
+        ))
     }
 
     fn receiver(self: Arc<Self>, partition: u32, resume: Resume) -> Receiver {
