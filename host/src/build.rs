@@ -10,6 +10,7 @@ use std::path::Path;
 use tokio::runtime::Handle;
 
 use crate::plugin::{Plugin, PluginKind};
+use crate::store::Location;
 
 /// Loads a plugin for a table of the pipeline file: `(what, plugin, kind)`, where `what` names
 /// the table for messages (`` `[source]` ``). The error is the whole message.
@@ -25,6 +26,9 @@ pub struct BuildContext<'a> {
     pub handle: &'a Handle,
     /// Loads a plugin from the plugin directory, with its grants, pinning its digest.
     pub load: &'a mut LoadPlugin<'a>,
+    /// The dead-letter location (`[dead-letter] path`), reached: where a source writes the
+    /// records it sets aside (longer than its `max-record-bytes`).
+    pub dead_letters: &'a Location,
 }
 
 /// Why a kind could not be built. The message names the key, the store, the broker or the

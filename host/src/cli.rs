@@ -67,6 +67,9 @@ pub enum Command {
         #[arg(long)]
         plugins: Option<PathBuf>,
     },
+    /// Read a pipeline's dead letters, and send chosen ones through its current steps again.
+    #[command(subcommand)]
+    DeadLetters(crate::dead_letters::DeadLettersCommand),
     /// Work with plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -183,6 +186,19 @@ pub enum BenchCommand {
         /// The directory holding uppercase.wasm.
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: PathBuf,
+    },
+    /// What isolating one poison record costs: a 10,000-record block with one marked record,
+    /// with the panic, memory-hog and infinite-loop fixtures, against the same block without it.
+    Isolation {
+        /// Fewer runs (a few seconds).
+        #[arg(long)]
+        quick: bool,
+        /// The epoch tick (`[runtime] epoch-tick`): how finely time budgets are enforced.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10ms")]
+        epoch_tick: std::time::Duration,
+        /// The directory holding fixtures/ (built by scripts/build-plugins).
+        #[arg(long, env = "SLUICE_COMPONENTS")]
+        components: PathBuf,
     },
     /// The plugin call path against the same function called natively.
     Plugins {
@@ -327,6 +343,7 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::checkpoint::show::Show::Inspect(batch),
             json,
         ),
+        Command::DeadLetters(cmd) => crate::dead_letters::run(cmd, cli.cache_dir),
         Command::Validate { pipeline, plugins } => {
             let rt = tokio_runtime()?;
             let plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
@@ -408,6 +425,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 rate,
             };
             print!("{}", crate::bench::recovery::run(&opts)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Isolation {
+            quick,
+            epoch_tick,
+            components,
+        }) => {
+            let rt = PluginRuntime::new(RuntimeConfig {
+                cache_dir: cli.cache_dir,
+                epoch_tick,
+                ..RuntimeConfig::default()
+            })?;
+            print!("{}", crate::bench::isolation::run(&rt, &components, quick)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Plugins { quick, plugins }) => {

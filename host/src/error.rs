@@ -9,6 +9,7 @@
 
 use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
+use crate::dead_letters::DeadLetterError;
 use crate::driver::RunError;
 use crate::driver::supervise::SuperviseError;
 use crate::plugin::{Failure, LoadError, PluginError, RuntimeError};
@@ -77,6 +78,9 @@ pub enum Error {
     /// `run --supervise` gave up, or could not start the driver.
     #[error(transparent)]
     Supervise(#[from] SuperviseError),
+    /// `sluice dead-letters` failed.
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
     /// A command's input is wrong (a path, an argument).
     #[error("{0}")]
     Usage(String),
@@ -123,6 +127,7 @@ impl Error {
             Error::Wal(e) => e,
             Error::Runtime(e) => e,
             Error::Supervise(e) => e,
+            Error::DeadLetters(e) => e,
             Error::Usage(_) | Error::Io { .. } => return None,
         };
         Some(inner)
@@ -245,12 +250,14 @@ impl Classify for CheckpointError {
 }
 
 /// A plugin sink's failure as its call's; a store's is external (a broken upload cannot be
-/// mended by writing again, but the batch can be redone).
+/// mended by writing again, but the batch can be redone); a record the format cannot carry is
+/// the user's (the data or the chosen format).
 impl Classify for SinkError {
     fn fault(&self) -> Fault {
         match self {
             SinkError::Plugin(e) => e.fault(),
             SinkError::Io { .. } | SinkError::Broken { .. } => Fault::External,
+            SinkError::Unwritable { .. } => Fault::User,
         }
     }
     fn retryable(&self) -> bool {
@@ -321,6 +328,27 @@ impl Classify for RunError {
             RunError::Wal(e) => e.fenced(),
             RunError::Fenced { .. } => true,
             _ => false,
+        }
+    }
+}
+
+/// A malformed letter or a refused replay is the user's; a store's failure external; a replayed
+/// batch's failure as the job's.
+impl Classify for DeadLetterError {
+    fn fault(&self) -> Fault {
+        match self {
+            DeadLetterError::Malformed { .. } | DeadLetterError::Refused(_) => Fault::User,
+            DeadLetterError::Store { .. } => Fault::External,
+            DeadLetterError::Config(e) => e.fault(),
+            DeadLetterError::Job { source, .. } => source.fault(),
+        }
+    }
+    fn retryable(&self) -> bool {
+        match self {
+            DeadLetterError::Store { .. } => true,
+            DeadLetterError::Malformed { .. } | DeadLetterError::Refused(_) => false,
+            DeadLetterError::Config(e) => e.retryable(),
+            DeadLetterError::Job { source, .. } => source.retryable(),
         }
     }
 }

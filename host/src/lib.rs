@@ -20,6 +20,8 @@
 //! - [`dedup`]: duplicate detection by message id (a bounded window of ids, checkpointed);
 //! - [`wal`]: the write-ahead log on `object_store` (framed, checksummed, versioned segments,
 //!   group commit, recovery that reports damage);
+//! - [`dead_letters`]: `sluice dead-letters list | show | replay`: the dead letters read
+//!   back, and chosen ones sent through the current pipeline again;
 //! - [`sink`]: the sink kinds (stdout, files, count, plugin), each with its config struct that
 //!   builds it, and the dead-letter sink;
 //! - [`build`]: what a source or sink kind builds itself with (context, error);
@@ -53,6 +55,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dead_letters;
 pub mod dedup;
 pub mod driver;
 pub mod error;

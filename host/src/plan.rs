@@ -152,6 +152,11 @@ pub fn build_with(
         Ok(p)
     };
 
+    let dl_spec = file
+        .dead_letter
+        .as_ref()
+        .map_or("dead-letters", |d| d.path.as_str());
+    let dl = reach(dl_spec, "dead-letter.path", &base, handle).map_err(built)?;
     let source = file
         .source
         .build(&mut BuildContext {
@@ -159,6 +164,7 @@ pub fn build_with(
             base: &base,
             handle,
             load: &mut load,
+            dead_letters: &dl,
         })
         .map_err(built)?;
     let steps = build_steps(&file, &mut load).map_err(&bad)?;
@@ -170,16 +176,12 @@ pub fn build_with(
             base: &base,
             handle,
             load: &mut load,
+            dead_letters: &dl,
         };
         sinks.push(sink.build(&mut ctx).map_err(built)?);
     }
     let counters = sinks.iter().filter_map(|s| s.clone().counter()).collect();
 
-    let dl_spec = file
-        .dead_letter
-        .as_ref()
-        .map_or("dead-letters", |d| d.path.as_str());
-    let dl = reach(dl_spec, "dead-letter.path", &base, handle).map_err(built)?;
     let mut wal = file.raw_source.wal.unwrap_or(false);
     if wal && source.replays_by_position() {
         // The checkpoint log records where these sources stood, and a restart reads the same

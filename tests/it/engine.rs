@@ -58,6 +58,8 @@ pub(crate) struct Running {
 pub(crate) struct Ended {
     pub(crate) status: ExitStatus,
     pub(crate) stdout: String,
+    /// Standard output as it came, byte for byte (`stdout` is it as text, lossy).
+    pub(crate) stdout_bytes: Vec<u8>,
     pub(crate) stderr: String,
 }
 
@@ -209,6 +211,7 @@ impl Running {
         Ended {
             status,
             stdout: text(&self.stdout),
+            stdout_bytes: self.stdout.lock().unwrap().clone(),
             stderr: text(&self.stderr),
         }
     }
@@ -279,7 +282,10 @@ fn example(name: &str, dir: &Path, edit: impl FnOnce(String) -> String) -> PathB
 }
 
 /// Waits for sluice's tcp receiver to connect to `listener` and returns the connection.
-fn accept_sluice(listener: &std::net::TcpListener, sluice: &mut Running) -> std::net::TcpStream {
+pub(crate) fn accept_sluice(
+    listener: &std::net::TcpListener,
+    sluice: &mut Running,
+) -> std::net::TcpStream {
     listener.set_nonblocking(true).unwrap();
     let mut peer = None;
     sluice.wait_for("sluice to connect", WAIT_TIMEOUT, || {

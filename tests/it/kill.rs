@@ -9,8 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
+use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
 use sluice_tests::plugins_dir;
 
@@ -28,10 +31,82 @@ struct Version {
     records: Vec<String>,
 }
 
+/// Where the files sink writes: a local directory, or a prefix in a blob container.
+#[derive(Clone)]
+pub(crate) enum Output {
+    /// A directory on the local file system.
+    Dir(PathBuf),
+    /// A prefix in an object store (Azurite in the tests).
+    Blob {
+        store: Arc<dyn ObjectStore>,
+        prefix: object_store::path::Path,
+    },
+}
+
+impl From<&Path> for Output {
+    fn from(dir: &Path) -> Output {
+        Output::Dir(dir.to_owned())
+    }
+}
+
+impl From<&PathBuf> for Output {
+    fn from(dir: &PathBuf) -> Output {
+        Output::Dir(dir.clone())
+    }
+}
+
+impl Output {
+    /// Every output object now, by path relative to the root, with its bytes; names (at any
+    /// depth) starting with `_` are skipped; an object that vanishes while being read is left
+    /// out.
+    fn read_all(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        match self {
+            Output::Dir(root) => output_files(root)
+                .into_iter()
+                .filter_map(|path| match std::fs::read(&path) {
+                    Ok(b) => Some((path.strip_prefix(root).unwrap().to_owned(), b)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => panic!("reading {}: {e}", path.display()),
+                })
+                .collect(),
+            Output::Blob { store, prefix } => blob_objects(store, prefix),
+        }
+    }
+}
+
+/// Every object under `prefix` with its bytes, skipping `_` names, in name order.
+fn blob_objects(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &object_store::path::Path,
+) -> Vec<(PathBuf, Vec<u8>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let metas: Vec<_> = store.list(Some(prefix)).try_collect().await.unwrap();
+        let mut out = Vec::new();
+        for meta in metas {
+            let rel: Vec<_> = meta.location.prefix_match(prefix).unwrap().collect();
+            if rel.iter().any(|p| p.as_ref().starts_with('_')) {
+                continue;
+            }
+            let rel: PathBuf = rel.iter().map(|p| p.as_ref()).collect();
+            match store.get(&meta.location).await {
+                Ok(got) => out.push((rel, got.bytes().await.unwrap().to_vec())),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => panic!("reading {}: {e}", meta.location),
+            }
+        }
+        out.sort();
+        out
+    })
+}
+
 /// Every distinct (path, content) version of the files sink's output ever seen, and the state
 /// of the last snapshot. Names starting with `_` (`_staging/`, `_commits/`) are not output.
 pub(crate) struct Ledger {
-    root: PathBuf,
+    root: Output,
     versions: BTreeMap<PathBuf, BTreeMap<Hash, Version>>,
     current: BTreeMap<PathBuf, Hash>,
     stray: Vec<PathBuf>,
@@ -100,20 +175,24 @@ fn output_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The records of every output file under `root` now (no ledger): for polling a live run.
-pub(crate) fn output_now(root: &Path) -> Vec<String> {
-    output_files(root)
-        .iter()
-        .filter(|p| part_file(p.strip_prefix(root).unwrap()).is_some())
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+pub(crate) fn output_now(root: impl Into<Output>) -> Vec<String> {
+    root.into()
+        .read_all()
+        .into_iter()
+        .filter(|(rel, _)| part_file(rel).is_some())
+        .flat_map(|(_, b)| {
+            (String::from_utf8_lossy(&b).lines())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
 impl Ledger {
     /// An empty ledger of the files sink writing under `root`.
-    pub(crate) fn new(root: &Path) -> Ledger {
+    pub(crate) fn new(root: impl Into<Output>) -> Ledger {
         Ledger {
-            root: root.to_owned(),
+            root: root.into(),
             versions: BTreeMap::new(),
             current: BTreeMap::new(),
             stray: Vec::new(),
@@ -124,17 +203,11 @@ impl Ledger {
     pub(crate) fn snapshot(&mut self) -> Snapshot {
         let (mut current, mut stray) = (BTreeMap::new(), Vec::new());
         let (mut records, mut new_versions) = (0, 0);
-        for path in output_files(&self.root) {
-            let rel = path.strip_prefix(&self.root).unwrap().to_owned();
+        for (rel, bytes) in self.root.read_all() {
             if part_file(&rel).is_none() {
                 stray.push(rel);
                 continue;
             }
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => panic!("reading {}: {e}", path.display()),
-            };
             let hash: Hash = Sha256::digest(&bytes).into();
             let version = self
                 .versions
@@ -419,6 +492,17 @@ pub(crate) fn log_values(log: &str, field: &str) -> Vec<u64> {
 // ---------------------------------------------------------------------------------------------
 // Trials
 
+/// With `SLUICE_KILL_LOGS=<dir>`, writes a run's log to `<dir>/<tag>/<name>.log`, to read
+/// what each killed run did after a failure.
+pub(crate) fn keep_log(tag: &str, name: &str, log: &str) {
+    let Some(dir) = std::env::var_os("SLUICE_KILL_LOGS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir).join(tag.replace([' ', '/'], "-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.log")), log).unwrap();
+}
+
 /// What one trial did.
 pub(crate) struct Trial {
     /// Its number, from 1.
@@ -445,7 +529,12 @@ pub(crate) struct Harness<'a> {
 
 impl<'a> Harness<'a> {
     /// The harness of `pipeline` (in `dir`) whose files sink writes under `out`.
-    pub(crate) fn new(tag: &'a str, dir: &'a Path, pipeline: &'a Path, out: &Path) -> Self {
+    pub(crate) fn new(
+        tag: &'a str,
+        dir: &'a Path,
+        pipeline: &'a Path,
+        out: impl Into<Output>,
+    ) -> Self {
         Harness {
             tag,
             dir,
@@ -503,6 +592,7 @@ impl<'a> Harness<'a> {
                 self.tag,
                 i + 1
             );
+            keep_log(self.tag, &format!("trial-{:02}", i + 1), &log);
             let snapshot = self.ledger.snapshot();
             let trial = Trial {
                 n: i + 1,

@@ -20,8 +20,8 @@ use sluice_tests::{fresh_queue, publish, publish_without_ids};
 use crate::amqp::{broker, ids, rt};
 use crate::engine::{Ended, Running, files_under, generated, generator_of, write_pipeline};
 use crate::kill::{
-    Harness, Ledger, Report, Timer, Trial, assert_stopped, check, log_values, output_now,
-    replayed_records, tail,
+    Harness, Ledger, Output, Report, Timer, Trial, assert_stopped, check, keep_log, log_values,
+    output_now, replayed_records, tail,
 };
 
 /// The exit code of a driver that another driver superseded.
@@ -181,37 +181,59 @@ fn files_to_uppercase_to_files_is_exactly_once_across_thirty_sigkills_with_files
 
 #[test]
 fn the_generator_pipeline_is_exactly_once_across_thirty_sigkills() {
-    generator_trials("generator x30", 30, "");
+    generator_trials("generator x30", 30, "", None);
 }
 
 #[test]
-fn the_generator_pipeline_with_its_checkpoint_log_on_azurite_is_exactly_once_across_fifteen_sigkills()
+fn the_generator_pipeline_with_its_checkpoint_log_and_output_on_azurite_is_exactly_once_across_fifteen_sigkills()
  {
-    if !sluice_tests::services("generator_with_checkpoints_on_azurite") {
+    const TEST: &str = "generator_with_checkpoints_and_output_on_azurite";
+    let Some(store) = sluice_tests::azurite(TEST) else {
         return;
-    }
+    };
     let container =
         std::env::var("SLUICE_AZURITE_CONTAINER").unwrap_or_else(|_| "sluice-test".into());
-    let prefix = sluice_tests::unique_prefix("kill-checkpoints");
+    let prefix = sluice_tests::unique_prefix("kill-azurite");
+    let out = Output::Blob {
+        store,
+        prefix: prefix.child("out"),
+    };
     generator_trials(
         "generator on azurite x15",
         15,
-        &format!("\n[checkpoint]\npath = \"az://{container}/{prefix}\"\n"),
+        &format!("\n[checkpoint]\npath = \"az://{container}/{prefix}/checkpoints\"\n"),
+        Some((format!("az://{container}/{prefix}/out"), out)),
     );
 }
 
 /// The generator → `uppercase` → files pipeline killed `kills` times; `extra` is added to
-/// the pipeline file (e.g. a `[checkpoint]` table).
-fn generator_trials(tag: &'static str, kills: usize, extra: &str) {
+/// the pipeline file (e.g. a `[checkpoint]` table); `output` moves the files sink from `out`
+/// beside the pipeline to a URL, read back through its [`Output`].
+fn generator_trials(
+    tag: &'static str,
+    kills: usize,
+    extra: &str,
+    output: Option<(String, Output)>,
+) {
     const LIMIT: u64 = 15_000;
     let _timer = Timer::start(tag);
     let tmp = tempfile::tempdir().unwrap();
+    let (sink, out) = match output {
+        Some((url, out)) => (
+            UPPERCASE_TO_FILES.replace("path = \"out\"", &format!("path = \"{url}\"")),
+            out,
+        ),
+        None => (
+            UPPERCASE_TO_FILES.to_owned(),
+            Output::Dir(tmp.path().join("out")),
+        ),
+    };
     // 15,000 lines at 1,000 a second: longer than the trials' runs add up to, and below the
     // generator's 16,384-line cycle, so every expected line is distinct.
     let pipeline = write_pipeline(
         tmp.path(),
         &format!(
-            "{TIMING}\n[source]\nkind = \"generator\"\npartitions = 2\nlimit = {LIMIT}\nrate = 1000\n{UPPERCASE_TO_FILES}{extra}"
+            "{TIMING}\n[source]\nkind = \"generator\"\npartitions = 2\nlimit = {LIMIT}\nrate = 1000\n{sink}{extra}"
         ),
     );
     let g = generator_of(&pipeline);
@@ -224,12 +246,12 @@ fn generator_trials(tag: &'static str, kills: usize, extra: &str) {
         })
         .collect();
     let expected: Vec<String> = want.concat();
-    let out = tmp.path().join("out");
-    let mut h = Harness::new(tag, tmp.path(), &pipeline, &out);
+    let mut h = Harness::new(tag, tmp.path(), &pipeline, out);
     h.kill_trials(kills, 0x5eed_6e4e, nothing_twice(tag, &expected));
 
     let t0 = Instant::now();
     let ended = h.start().wait(FINAL_WAIT);
+    keep_log(tag, "final", &ended.stderr);
     eprintln!(
         "[{tag}] final run ended by itself ({}) after {:.1} s",
         ended.status,
@@ -244,13 +266,17 @@ fn generator_trials(tag: &'static str, kills: usize, extra: &str) {
         "[{tag}] the final run must end by itself with exit 0 ({report}); its log:\n{}",
         tail(&ended.stderr, 20)
     );
-    assert_exact(tag, &report, &h.ledger, &expected);
     for (p, lines) in h.ledger.by_partition(&g.name) {
+        let want = &want[p as usize];
+        let first = (lines.iter().zip(want)).position(|(a, b)| a != b);
         assert!(
-            lines == want[p as usize],
-            "[{tag}] partition {p}'s output is not its generator's lines in order"
+            lines == *want,
+            "[{tag}] partition {p}'s output is not its generator's lines in order: {} lines of {}, first difference at line {first:?} ({report})",
+            lines.len(),
+            want.len()
         );
     }
+    assert_exact(tag, &report, &h.ledger, &expected);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,12 +379,12 @@ struct AmqpRun {
     final_run: Ended,
 }
 
-/// Messages on the queues before the first trial; the rest arrive in waves during the trials,
-/// so every kill finds messages in flight (with everything published up front, a fast machine
-/// drained the queues in two trials and the later kills tested nothing).
+/// Messages on the queues before the first trial; the rest are published after each trial's
+/// kill, before the next start, so every restart finds new messages to take in (with all
+/// 100,000 published up front, a fast machine drained the queues in two trials and the later
+/// kills tested nothing). Publishing while the driver consumes once hung the test publisher,
+/// so no wave overlaps a run.
 const AMQP_FIRST: usize = 10_000;
-const AMQP_WAVES: usize = 30;
-const AMQP_WAVE_EVERY: Duration = Duration::from_millis(500);
 
 impl AmqpRun {
     /// The sum of a per-batch log field (`redeliveries`, `duplicates_dropped`) over every run.
@@ -383,9 +409,9 @@ impl AmqpRun {
 }
 
 /// Publishes `AMQP_FIRST` of `AMQP_MESSAGES` ids over two queues (as message ids, or only in
-/// the bodies when `message_ids` is false) and the rest in waves while `AMQP_KILLS` kill trials
-/// run (each checked by `per_trial`), then a final run until every id is out or nothing new
-/// came for 8 s (plain mode loses some), stopped with SIGTERM.
+/// the bodies when `message_ids` is false) and the rest in a wave after each of `AMQP_KILLS`
+/// kill trials (each checked by `per_trial`), then a final run until every id is out or nothing
+/// new came for 8 s (plain mode loses some), stopped with SIGTERM.
 fn amqp_kill_run(
     tag: &'static str,
     extra: &str,
@@ -398,7 +424,8 @@ fn amqp_kill_run(
         fresh_queue(&format!("{tag}1")),
     );
     let all = ids(tag, 0..AMQP_MESSAGES);
-    let publish_both = |rt: &tokio::runtime::Runtime, part: &[(String, Vec<u8>)]| {
+    let rt = rt();
+    let publish_both = |part: &[(String, Vec<u8>)]| {
         let half = part.len() / 2;
         for (q, part) in [(&q0, &part[..half]), (&q1, &part[half..])] {
             if message_ids {
@@ -409,11 +436,11 @@ fn amqp_kill_run(
         }
     };
     let t0 = Instant::now();
-    publish_both(&rt(), &all[..AMQP_FIRST]);
+    publish_both(&all[..AMQP_FIRST]);
+    let each = (AMQP_MESSAGES - AMQP_FIRST) / AMQP_KILLS;
     eprintln!(
-        "[{tag}] published {AMQP_FIRST} messages over 2 queues in {:.1} s; {} more follow in {AMQP_WAVES} waves",
+        "[{tag}] published {AMQP_FIRST} messages over 2 queues in {:.1} s; {each} more follow each trial",
         t0.elapsed().as_secs_f64(),
-        AMQP_MESSAGES - AMQP_FIRST
     );
     let text = crate::amqp::pipeline(&q0, extra).replace(
         &format!("queues = [\"{q0}\"]"),
@@ -424,36 +451,18 @@ fn amqp_kill_run(
     let out = tmp.path().join("out");
     let mut h = Harness::new(tag, tmp.path(), &pipeline, &out);
     let expected: Vec<String> = all.iter().map(|(id, _)| id.clone()).collect();
-    let stop = AtomicBool::new(false);
-    let trials = std::thread::scope(|s| {
-        let _stop = StopOnDrop(&stop);
-        let (all, stop) = (&all, &stop);
-        let waves = s.spawn(move || {
-            let rt = rt();
-            let each = (AMQP_MESSAGES - AMQP_FIRST) / AMQP_WAVES;
-            for k in 0..AMQP_WAVES {
-                std::thread::sleep(AMQP_WAVE_EVERY);
-                if stop.load(Ordering::Relaxed) {
-                    return; // a trial failed: its panic ends the test
-                }
-                let at = AMQP_FIRST + k * each;
-                let end = if k + 1 == AMQP_WAVES {
-                    AMQP_MESSAGES
-                } else {
-                    at + each
-                };
-                publish_both(&rt, &all[at..end]);
-            }
+    let trials = h.kill_trials(AMQP_KILLS, 0x5eed_a39b, |trial, ledger| {
+        let r = ledger.report(&expected);
+        check(per_trial(&r), || {
+            format!("[{tag}] after trial {}: {r}", trial.n)
         });
-        let trials = h.kill_trials(AMQP_KILLS, 0x5eed_a39b, |trial, ledger| {
-            let r = ledger.report(&expected);
-            check(per_trial(&r), || {
-                format!("[{tag}] after trial {}: {r}", trial.n)
-            });
-        });
-        // Every wave is on the queues before the final run counts the output.
-        waves.join().unwrap();
-        trials
+        let at = AMQP_FIRST + (trial.n - 1) * each;
+        let end = if trial.n == AMQP_KILLS {
+            AMQP_MESSAGES
+        } else {
+            at + each
+        };
+        publish_both(&all[at..end]);
     });
     let mut sluice = h.start();
     let (mut last, mut since) = (0, Instant::now());

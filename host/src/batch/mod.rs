@@ -6,6 +6,7 @@
 //! keys (with a presence bitmap, so an absent key differs from an empty one), one timestamp per
 //! record, and optional headers.
 
+pub mod aside;
 pub mod position;
 
 /// Variable-length byte strings back to back, with the end offset of each.

@@ -2,6 +2,7 @@
 //! run, alternating them, and prints a ratio: these machines are noisy, a ratio less so.
 
 pub mod amqp;
+pub mod isolation;
 pub mod pipeline;
 pub mod plugins;
 pub mod recovery;

@@ -27,6 +27,11 @@
 //! and byte range it came from, the Event Hubs offset after it); a block carries the positions
 //! of its chunks, so the driver can record where each batch's records came from.
 //!
+//! A record its receiver set aside (longer than the source's `max-record-bytes`) takes no
+//! offset: its note ([`SetAside`]) and its source position go into the partition's buffer in
+//! order with the records, and travel with the next block cut (a block may hold notes and no
+//! records), so the batch that holds its position dead-letters it.
+//!
 //! **Replay fences.** After a crash, the driver recomputes the unfinished batch from exactly
 //! the records it held: [`BlockManager::fence`] sets, per partition, the offset at which that
 //! batch ended. A chunk that crosses its fence is split there; a partition at its fence takes
@@ -42,6 +47,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::batch::RecordBatch;
+use crate::batch::aside::SetAside;
 use crate::batch::position::Position;
 
 /// A block's identity: its partition and its number there, counted from 0.
@@ -68,6 +74,8 @@ pub struct Block {
     pub cut_ms: i64,
     /// The source positions of its chunks, in order (empty for a source without positions).
     pub positions: Vec<Position>,
+    /// The records set aside among its records (too long for a block), for the dead letters.
+    pub aside: Vec<SetAside>,
 }
 
 /// What the block manager sends the scheduler, in order.
@@ -95,6 +103,8 @@ struct PartitionBuffer {
     last_block: (usize, usize),
     /// The source positions of the chunks in `records`.
     positions: Vec<Position>,
+    /// The records set aside since the last cut.
+    aside: Vec<SetAside>,
     /// Replay: the offset the batch being recomputed ends at in this partition.
     fence: Option<u64>,
 }
@@ -229,6 +239,31 @@ impl BlockManager {
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
         self.insert(partition, size, position, fill)
+    }
+
+    /// Notes a record `partition`'s receiver set aside, with the source position after it;
+    /// it goes with the next block. `replay`: it was read again for the batch being
+    /// recomputed (so it belongs to that batch even at its fence; any other waits there).
+    pub async fn set_aside(
+        &self,
+        partition: u32,
+        mut note: SetAside,
+        position: Option<Position>,
+        replay: bool,
+    ) {
+        while !replay && self.at_fence(partition) {
+            let notified = self.room.notified();
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+        let Some(slot) = self.partitions.get(partition as usize) else {
+            return;
+        };
+        let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+        note.offset = p.next_offset();
+        p.aside.push(note);
+        if let Some(pos) = position {
+            p.positions.push(pos);
+        }
     }
 
     fn at_fence(&self, partition: u32) -> bool {
@@ -380,6 +415,7 @@ impl BlockManager {
             bytes,
             cut_ms: crate::clock::now_ms(),
             positions: Vec::new(),
+            aside: Vec::new(),
         }
     }
 
@@ -391,10 +427,23 @@ impl BlockManager {
     }
 
     /// The block generator: cuts what each partition received since its last cut into a block.
+    ///
+    /// During a replay a partition is cut at its fence: the records past it (the end of the
+    /// chunk that crossed it) wait for the close, which gives them to the next batch. Cut into
+    /// the recomputed batch, they would be output under its id, and lost when that batch's
+    /// parts were already committed by the crashed run (which kept them as they were).
     pub fn cut_blocks(&self, now_ms: i64) {
+        let fenced = self.fenced.load(Ordering::Acquire);
         for (i, slot) in self.partitions.iter().enumerate() {
             let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
-            self.cut(&mut p, i as u32, now_ms);
+            match p.fence {
+                Some(fence) if fenced => {
+                    if p.first_offset < fence {
+                        self.cut_at(&mut p, i as u32, fence);
+                    }
+                }
+                _ => self.cut(&mut p, i as u32, now_ms),
+            }
         }
     }
 
@@ -404,10 +453,11 @@ impl BlockManager {
         if self.fenced.swap(false, Ordering::AcqRel) {
             for (i, slot) in self.partitions.iter().enumerate() {
                 let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(fence) = p.fence.take()
-                    && p.first_offset < fence
-                {
-                    self.cut_at(&mut p, i as u32, fence);
+                match p.fence.take() {
+                    Some(fence) if p.first_offset < fence => self.cut_at(&mut p, i as u32, fence),
+                    // Records set aside at the fence, read again for this batch.
+                    Some(_) if p.records.is_empty() => self.cut(&mut p, i as u32, now_ms),
+                    _ => {}
                 }
             }
             let _ = self.out.send(Cut::Close {
@@ -435,9 +485,14 @@ impl BlockManager {
         let rest = p.records.slice(keep..p.records.len());
         p.records = p.records.slice(0..keep);
         let positions = std::mem::take(&mut p.positions);
+        let (aside, later) = std::mem::take(&mut p.aside)
+            .into_iter()
+            .partition(|a| a.offset <= at);
+        p.aside = aside;
         self.cut(p, partition, crate::clock::now_ms());
         // The chunk that crossed the fence ends after it: its position goes with the rest.
         p.positions = positions;
+        p.aside = later;
         let before = p.bytes;
         p.records = rest;
         p.bytes = p.records.allocated() as u64;
@@ -446,22 +501,33 @@ impl BlockManager {
     }
 
     fn cut(&self, p: &mut PartitionBuffer, partition: u32, now_ms: i64) {
-        if p.records.is_empty() {
+        if p.records.is_empty() && p.aside.is_empty() {
             return;
         }
-        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let records = std::mem::replace(&mut p.records, spare.unwrap_or_default());
-        p.last_block = (records.len(), records.values.data.len());
+        let records = if p.records.is_empty() {
+            // Only records set aside: the buffer stays.
+            RecordBatch::default()
+        } else {
+            let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let records = std::mem::replace(&mut p.records, spare.unwrap_or_default());
+            p.last_block = (records.len(), records.values.data.len());
+            records
+        };
         let block = Block {
             id: BlockId {
                 partition,
                 seq: p.next_block,
             },
             first_offset: p.first_offset,
-            bytes: std::mem::take(&mut p.bytes),
+            bytes: if records.is_empty() {
+                0
+            } else {
+                std::mem::take(&mut p.bytes)
+            },
             cut_ms: now_ms,
             records,
             positions: std::mem::take(&mut p.positions),
+            aside: std::mem::take(&mut p.aside),
         };
         p.first_offset += block.records.len() as u64;
         p.next_block += 1;
@@ -509,11 +575,8 @@ impl BlockManager {
     /// Whether any records are waiting to be cut.
     pub fn has_pending(&self) -> bool {
         self.partitions.iter().any(|slot| {
-            !slot
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .records
-                .is_empty()
+            let p = slot.lock().unwrap_or_else(|e| e.into_inner());
+            !p.records.is_empty() || !p.aside.is_empty()
         })
     }
 }
@@ -559,6 +622,49 @@ mod tests {
         let cuts = drain(&mut rx);
         assert_eq!(block(&cuts[0]).first_offset, 3);
         assert_eq!(block(&cuts[0]).id.seq, 2);
+    }
+
+    fn note(object: &str) -> SetAside {
+        SetAside {
+            origin: crate::batch::aside::Origin::File {
+                file: "f".into(),
+                offset: 0,
+            },
+            length: 1,
+            limit: 1,
+            object: object.into(),
+            preview: Vec::new(),
+            timestamp: 0,
+            offset: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_set_aside_travels_with_the_next_block_even_one_without_records() {
+        let (m, mut rx) = BlockManager::new(1, 1 << 20, 1 << 20);
+        m.append(0, &chunk(&["a", "b"])).await;
+        m.set_aside(0, note("x"), None, false).await;
+        m.append(0, &chunk(&["c"])).await;
+        m.cut_blocks(1);
+        m.set_aside(0, note("y"), None, false).await;
+        assert!(m.has_pending(), "a note waits to be cut");
+        m.close_batch(0, 2);
+        let cuts = drain(&mut rx);
+        assert_eq!(cuts.len(), 3, "{cuts:?}");
+        let (b0, b1) = (block(&cuts[0]), block(&cuts[1]));
+        assert_eq!(b0.records.len(), 3);
+        assert_eq!(b0.aside.len(), 1);
+        assert_eq!((b0.aside[0].object.as_str(), b0.aside[0].offset), ("x", 2));
+        assert!(b1.records.is_empty(), "a block of only a note");
+        assert_eq!((b1.aside[0].object.as_str(), b1.aside[0].offset), ("y", 3));
+        assert_eq!(b1.bytes, 0);
+        m.append(0, &chunk(&["d"])).await;
+        m.close_batch(1, 3);
+        assert_eq!(
+            block(&drain(&mut rx)[0]).first_offset,
+            3,
+            "a note takes no offset"
+        );
     }
 
     #[tokio::test]
@@ -655,5 +761,29 @@ mod tests {
         assert_eq!((rest.first_offset, rest.records.len()), (13, 3));
         assert_eq!(rest.records.value(0), b"d");
         assert_eq!(m.fence_reached(), None);
+    }
+
+    #[tokio::test]
+    async fn a_block_interval_cut_during_a_replay_stops_at_the_fence_and_the_rest_go_to_the_next_batch()
+     {
+        let (m, mut rx) = BlockManager::new(1, 1 << 20, 1 << 20);
+        m.resume(0, 10);
+        m.fence(&[13]);
+        m.append(0, &chunk(&["a", "b", "c", "d", "e"])).await;
+        m.cut_blocks(0);
+        m.cut_blocks(0);
+        m.close_batch(9, 0);
+        m.cut_blocks(0);
+        let cuts = drain(&mut rx);
+        assert_eq!(
+            cuts.len(),
+            3,
+            "the batch's block, its close, the next batch's block"
+        );
+        let b = block(&cuts[0]);
+        assert_eq!((b.first_offset, b.records.len()), (10, 3));
+        assert!(matches!(cuts[1], Cut::Close { id: 9, .. }));
+        let rest = block(&cuts[2]);
+        assert_eq!((rest.first_offset, rest.records.len()), (13, 2));
     }
 }

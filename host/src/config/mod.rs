@@ -21,6 +21,7 @@ use crate::receiver::SourceConfig;
 use crate::receiver::amqp::config::{RawEventHubs, SeedParams, resolve_amqp};
 use crate::receiver::files::FilesConfig;
 use crate::receiver::generator::GeneratorConfig;
+use crate::receiver::oversize::{DEFAULT_MAX_RECORD_BYTES, check_max_record_bytes};
 use crate::receiver::plugin::PluginSourceConfig;
 use crate::receiver::tcp::TcpConfig;
 use crate::secret::Secret;
@@ -28,7 +29,7 @@ use crate::sink::count::CountConfig;
 use crate::sink::files::FilesSinkConfig;
 use crate::sink::plugin::PluginSinkConfig;
 use crate::sink::stdout::StdoutConfig;
-use crate::sink::{OutputFormat, SinkConfig};
+use crate::sink::{Field, Fields, Format, OutputFormat, SinkConfig};
 
 /// The pipeline file format this host reads.
 pub const PIPELINE_VERSION: u32 = 1;
@@ -210,6 +211,13 @@ pub struct RawSource {
     /// plugin `params`.
     #[serde(default)]
     pub params: Option<BTreeMap<String, String>>,
+    /// `max-record-bytes`, every kind but generator: a record longer than this (a line of
+    /// files or tcp without its newline, a message's body, a plugin's record value) is not
+    /// put in a block: its bytes go whole to a side object beside the dead letters, its dead
+    /// letter names its source position, and the receiver moves on. From 1 byte to `"1GiB"`.
+    /// Default `"16MiB"`.
+    #[serde(default, deserialize_with = "crate::plugin::manifest::de_opt_bytes")]
+    pub max_record_bytes: Option<u64>,
     /// `latency-marker`, any kind: a record whose value starts with this prefix followed by
     /// decimal epoch microseconds is a latency marker; each batch reports, for its markers,
     /// the time from that stamp to the batch's commit. Default: none.
@@ -259,7 +267,10 @@ impl RawSource {
             ("checkpoint-interval", self.checkpoint_interval.is_some()),
             ("token-ttl", self.token_ttl.is_some()),
             ("eventhubs", self.eventhubs.is_some()),
+            ("max-record-bytes", self.max_record_bytes.is_some()),
         ];
+        let max_record_bytes =
+            check_max_record_bytes(self.max_record_bytes.unwrap_or(DEFAULT_MAX_RECORD_BYTES))?;
         let name = self.name.clone().unwrap_or_else(default_stream);
         let partitions = self.partitions.unwrap_or(1);
         let required = |key: &str, v: &Option<String>| {
@@ -297,13 +308,20 @@ impl RawSource {
                     "source",
                     "files",
                     &set,
-                    &["name", "partitions", "path", "poll-interval"],
+                    &[
+                        "name",
+                        "partitions",
+                        "path",
+                        "poll-interval",
+                        "max-record-bytes",
+                    ],
                 )?;
                 Ok(SourceConfig::Files(FilesConfig {
                     name,
                     partitions,
                     path: required("path", &self.path)?,
                     poll_interval: self.poll_interval.unwrap_or(Duration::from_millis(200)),
+                    max_record_bytes,
                 }))
             }
             "tcp" => {
@@ -311,13 +329,20 @@ impl RawSource {
                     "source",
                     "tcp",
                     &set,
-                    &["name", "partitions", "address", "end-on-close"],
+                    &[
+                        "name",
+                        "partitions",
+                        "address",
+                        "end-on-close",
+                        "max-record-bytes",
+                    ],
                 )?;
                 Ok(SourceConfig::Tcp(TcpConfig {
                     name,
                     partitions,
                     address: required("address", &self.address)?,
                     end_on_close: self.end_on_close.unwrap_or(false),
+                    max_record_bytes,
                 }))
             }
             "plugin" => {
@@ -325,13 +350,14 @@ impl RawSource {
                     "source",
                     "plugin",
                     &set,
-                    &["name", "partitions", "plugin", "params"],
+                    &["name", "partitions", "plugin", "params", "max-record-bytes"],
                 )?;
                 Ok(SourceConfig::Plugin(PluginSourceConfig {
                     name,
                     partitions: self.partitions,
                     plugin: required("plugin", &self.plugin)?,
                     params: self.params.clone().unwrap_or_default(),
+                    max_record_bytes,
                 }))
             }
             "amqp" => {
@@ -348,6 +374,7 @@ impl RawSource {
                         "credit",
                         "duplicate-detection",
                         "duplicate-ids",
+                        "max-record-bytes",
                     ],
                 )?;
                 let mut amqp = resolve_amqp(
@@ -364,6 +391,7 @@ impl RawSource {
                     self.duplicate_ids,
                     amqp.wal,
                 )?;
+                amqp.max_record_bytes = max_record_bytes;
                 Ok(SourceConfig::Amqp(amqp))
             }
             "eventhubs" => {
@@ -382,24 +410,25 @@ impl RawSource {
                         "credit",
                         "token-ttl",
                         "eventhubs",
+                        "max-record-bytes",
                     ],
                 )?;
-                Ok(SourceConfig::EventHubs(
-                    RawEventHubs {
-                        stream: name,
-                        partitions: self.partitions,
-                        connection_string: self.connection_string.as_ref(),
-                        consumer_group: self.consumer_group.as_deref(),
-                        start: self.start.as_deref(),
-                        checkpoint_dir: self.checkpoint_dir.as_deref(),
-                        checkpoint_interval: self.checkpoint_interval,
-                        credit: self.credit,
-                        wal: self.wal,
-                        token_ttl: self.token_ttl,
-                        seed: self.eventhubs.as_ref(),
-                    }
-                    .resolve()?,
-                ))
+                let mut eventhubs = RawEventHubs {
+                    stream: name,
+                    partitions: self.partitions,
+                    connection_string: self.connection_string.as_ref(),
+                    consumer_group: self.consumer_group.as_deref(),
+                    start: self.start.as_deref(),
+                    checkpoint_dir: self.checkpoint_dir.as_deref(),
+                    checkpoint_interval: self.checkpoint_interval,
+                    credit: self.credit,
+                    wal: self.wal,
+                    token_ttl: self.token_ttl,
+                    seed: self.eventhubs.as_ref(),
+                }
+                .resolve()?;
+                eventhubs.max_record_bytes = max_record_bytes;
+                Ok(SourceConfig::EventHubs(eventhubs))
             }
             other => Err(format!(
                 "key `source.kind`: unknown source {other:?}; expected \"generator\", \"files\", \"tcp\", \"amqp\", \"eventhubs\" or \"plugin\""
@@ -531,9 +560,13 @@ pub struct RawSink {
     /// `kind`: `"stdout"`, `"files"`, `"count"` or `"plugin"`. Required.
     pub kind: String,
     /// stdout and files `format`: `"lines"` (values), `"kv"` (key TAB value) or `"jsonl"`.
-    /// Default `"lines"`.
+    /// Default `"lines"`. See [`crate::sink::format`].
     #[serde(default)]
     pub format: Option<OutputFormat>,
+    /// stdout and files `fields`, with `format = "jsonl"` only: which of `"key"`, `"value"`,
+    /// `"timestamp"`, `"headers"` each line holds. Default `["key", "value", "timestamp"]`.
+    #[serde(default)]
+    pub fields: Option<Vec<Field>>,
     /// stdout `top`: only the N records with the largest numeric value per batch.
     #[serde(default)]
     pub top: Option<usize>,
@@ -558,22 +591,24 @@ impl RawSink {
     pub fn resolve(&self) -> Result<SinkConfig, String> {
         let set = [
             ("format", self.format.is_some()),
+            ("fields", self.fields.is_some()),
             ("top", self.top.is_some()),
             ("path", self.path.is_some()),
             ("plugin", self.plugin.is_some()),
             ("params", self.params.is_some()),
         ];
-        let format = self.format.unwrap_or_default();
         match self.kind.as_str() {
             "stdout" => {
-                only("sink", "stdout", &set, &["format", "top"])?;
+                only("sink", "stdout", &set, &["format", "fields", "top"])?;
+                let format = self.format()?;
                 Ok(SinkConfig::Stdout(StdoutConfig {
                     format,
                     top: self.top,
                 }))
             }
             "files" => {
-                only("sink", "files", &set, &["format", "path"])?;
+                only("sink", "files", &set, &["format", "fields", "path"])?;
+                let format = self.format()?;
                 Ok(SinkConfig::Files(FilesSinkConfig {
                     path: self
                         .path
@@ -600,6 +635,27 @@ impl RawSink {
                 "key `sink.kind`: unknown sink {other:?}; expected \"stdout\", \"files\", \"count\" or \"plugin\""
             )),
         }
+    }
+}
+
+impl RawSink {
+    /// `format` and `fields`, checked together.
+    fn format(&self) -> Result<Format, String> {
+        let kind = self.format.unwrap_or_default();
+        let fields = match &self.fields {
+            None => Fields::DEFAULT,
+            Some(_) if kind != OutputFormat::Jsonl => {
+                return Err(format!(
+                    "key `sink.fields`: only for format = \"jsonl\"; this sink's format is \"{}\"",
+                    kind.name()
+                ));
+            }
+            Some(list) if list.is_empty() => {
+                return Err("key `sink.fields`: is empty; give some of \"key\", \"value\", \"timestamp\", \"headers\"".to_owned());
+            }
+            Some(list) => Fields::of(list),
+        };
+        Ok(Format { kind, fields })
     }
 }
 
@@ -808,6 +864,39 @@ kind = "stdout"
     }
 
     #[test]
+    fn max_record_bytes_takes_a_size_and_refuses_zero_or_more_than_a_gibibyte() {
+        let with = |v: &str| {
+            let text = MINIMAL.replace(
+                "kind = \"generator\"",
+                &format!("kind = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax-record-bytes = {v}"),
+            );
+            PipelineFile::parse(&text, Path::new("p.toml"))
+        };
+        match with("\"64MiB\"").unwrap().source {
+            SourceConfig::Tcp(t) => assert_eq!(t.max_record_bytes, 64 << 20),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["0", "\"2GiB\""] {
+            let msg = with(bad).unwrap_err().to_string();
+            assert!(
+                msg.contains("source.max-record-bytes") && msg.contains("1GiB"),
+                "{msg}"
+            );
+        }
+        let tcp = MINIMAL.replace(
+            "kind = \"generator\"",
+            "kind = \"tcp\"\naddress = \"127.0.0.1:1\"",
+        );
+        match PipelineFile::parse(&tcp, Path::new("p.toml"))
+            .unwrap()
+            .source
+        {
+            SourceConfig::Tcp(t) => assert_eq!(t.max_record_bytes, 16 << 20, "the default"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn steps_are_checked_with_their_number() {
         let text = format!("{MINIMAL}\n[[transform]]\nbuiltin = \"sort\"\n");
         let msg = PipelineFile::parse(&text, Path::new("p.toml"))
@@ -823,6 +912,31 @@ kind = "stdout"
             .unwrap_err()
             .to_string();
         assert!(msg.contains("version") && msg.contains('2'), "{msg}");
+    }
+
+    #[test]
+    fn jsonl_fields_are_read_and_refused_with_another_format_or_when_empty() {
+        let with = |extra: &str| {
+            let text = MINIMAL.replace("kind = \"stdout\"", &format!("kind = \"stdout\"\n{extra}"));
+            PipelineFile::parse(&text, Path::new("p.toml")).map_err(|e| e.to_string())
+        };
+        let f = with("format = \"jsonl\"\nfields = [\"value\", \"headers\"]").unwrap();
+        let SinkConfig::Stdout(s) = &f.sink[0] else {
+            panic!("a stdout sink")
+        };
+        assert_eq!(s.format.fields, Fields::of(&[Field::Value, Field::Headers]));
+        let msg = with("fields = [\"key\"]").unwrap_err();
+        assert!(
+            msg.contains("sink.fields") && msg.contains("\"lines\""),
+            "{msg}"
+        );
+        let msg = with("format = \"jsonl\"\nfields = []").unwrap_err();
+        assert!(
+            msg.contains("sink.fields") && msg.contains("empty"),
+            "{msg}"
+        );
+        let msg = with("format = \"jsonl\"\nfields = [\"offset\"]").unwrap_err();
+        assert!(msg.contains("offset") && msg.contains("line 8"), "{msg}");
     }
 
     #[test]

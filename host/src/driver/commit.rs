@@ -278,6 +278,10 @@ pub(crate) async fn log_blocks(
     loop {
         tokio::select! {
             cut = cuts.recv(), if open => match cut {
+                Some(Cut::Block(b)) if b.records.is_empty() => {
+                    // Only records set aside (their bytes are in side objects): nothing to log.
+                    writing.push_back(Box::pin(async move { (Cut::Block(b), Ok(())) }));
+                }
                 Some(Cut::Block(b)) => {
                     let wal = wal.clone();
                     writing.push_back(Box::pin(async move {

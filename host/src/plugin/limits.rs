@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -138,13 +139,61 @@ pub struct Grants {
     pub dirs: BTreeMap<String, PathBuf>,
 }
 
+/// What the healthy calls of one stage cost, learnt from the calls that succeed: the time
+/// per record (the ratio of two moving averages, so that big calls weigh as much as their
+/// records) and the most linear memory an instance held after one. Poison isolation
+/// (`scheduler::isolate`) gives its sub-calls budgets derived from it, so that a sub-call
+/// holding a looping or hoarding record fails in a few healthy calls' time instead of the
+/// whole budget.
+#[derive(Debug, Default)]
+pub struct CallCost {
+    /// Moving averages of (nanoseconds, records) per call; `None` before the first success.
+    time: Mutex<Option<(f64, f64)>>,
+    /// The most memory, bytes, an instance held after a call that succeeded; 0 before one.
+    memory: std::sync::atomic::AtomicU64,
+}
+
+impl CallCost {
+    /// The weight of the newest call in the moving averages.
+    const WEIGHT: f64 = 1.0 / 8.0;
+
+    /// Called after each call that succeeded: it took `elapsed` over `records` records and
+    /// its instance held `memory` bytes after it.
+    pub fn record(&self, records: usize, elapsed: Duration, memory: u64) {
+        let (ns, n) = (elapsed.as_nanos() as f64, records.max(1) as f64);
+        if let Ok(mut time) = self.time.lock() {
+            *time = Some(match *time {
+                None => (ns, n),
+                Some((t, r)) => (t + (ns - t) * Self::WEIGHT, r + (n - r) * Self::WEIGHT),
+            });
+        }
+        self.memory
+            .fetch_max(memory, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long a healthy call on `records` records is expected to take; `None` before any
+    /// call succeeded.
+    pub fn expected_time(&self, records: usize) -> Option<Duration> {
+        let (t, r) = (*self.time.lock().ok()?)?;
+        Some(Duration::from_nanos((t / r * records.max(1) as f64) as u64))
+    }
+
+    /// The most memory an instance held after a healthy call; `None` before any succeeded.
+    pub fn healthy_memory(&self) -> Option<u64> {
+        let m = self.memory.load(std::sync::atomic::Ordering::Relaxed);
+        (m > 0).then_some(m)
+    }
+}
+
 /// Enforces a memory cap on one store, and remembers whether the cap was hit.
 #[derive(Debug)]
 pub struct MemoryLimiter {
-    /// The cap in bytes.
+    /// The cap in bytes (set for each call: the plugin's limit, or a shorter one).
     pub cap: u64,
     /// The largest request refused, if any, since the last reset.
     pub refused: Option<u64>,
+    /// The largest memory, bytes, the store's instance was let grow to.
+    pub size: u64,
 }
 
 /// The error a store raises when its plugin asks for memory past its cap.
@@ -174,6 +223,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             }
             .into());
         }
+        self.size = self.size.max(desired as u64);
         Ok(true)
     }
 
@@ -201,6 +251,19 @@ mod tests {
             msg.contains("limits.memory") && msg.contains("hog"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn the_expected_time_scales_with_records_and_big_calls_weigh_as_their_records() {
+        let cost = CallCost::default();
+        assert_eq!(cost.expected_time(10), None);
+        cost.record(10_000, Duration::from_millis(10), 4 << 20);
+        assert_eq!(cost.expected_time(5_000), Some(Duration::from_millis(5)));
+        // A one-record call of 100 us barely moves it: 1 us a record would be 100x.
+        cost.record(1, Duration::from_micros(100), 1 << 20);
+        let t = cost.expected_time(10_000).unwrap();
+        assert!(t < Duration::from_millis(12), "{t:?}");
+        assert_eq!(cost.healthy_memory(), Some(4 << 20));
     }
 
     #[test]

@@ -36,7 +36,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::batch::{BytesColumn, Headers, Keys, RecordBatch};
 use bindings::v0_1;
 pub use error::{CallResult, CallSite, Failure, Fault, LoadError, PluginError};
-use limits::{Limits, MemoryCapExceeded, MemoryLimiter};
+use limits::{CallCost, Limits, MemoryCapExceeded, MemoryLimiter};
 pub use manifest::Manifest;
 pub use runtime::{PluginRuntime, Registry, RuntimeError};
 use state::{HostState, LogPipe, PluginMetrics, PluginTag};
@@ -214,6 +214,7 @@ impl Plugin {
             params: merged.into_iter().collect(),
             idle: Mutex::new(Vec::new()),
             instances_made: AtomicU64::new(0),
+            cost: CallCost::default(),
         };
         let first = stage.instantiate(&stage.site("init", None, None))?;
         stage.give_back(first);
@@ -250,6 +251,7 @@ impl Plugin {
             params: Vec::new(),
             idle: Mutex::new(Vec::new()),
             instances_made: AtomicU64::new(0),
+            cost: CallCost::default(),
         };
         let site = stage.site("instantiate", None, None);
         let started = Instant::now();
@@ -313,6 +315,7 @@ pub struct Stage {
     params: Vec<(String, String)>,
     idle: Mutex<Vec<Instance>>,
     instances_made: AtomicU64,
+    cost: CallCost,
 }
 
 impl fmt::Debug for Stage {
@@ -374,6 +377,7 @@ impl Stage {
             MemoryLimiter {
                 cap: limits.memory,
                 refused: None,
+                size: 0,
             },
             shared.tag.clone(),
             shared.metrics.clone(),
@@ -431,12 +435,12 @@ impl Stage {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let owned_params = &self.params;
-        let result = self.call_on(&mut inst, &init_site, |bound, store| match bound {
+        let result = self.call_on(&mut inst, &init_site, &limits, |bound, store| match bound {
             Bound::Transformer(t) => t.sluice_plugin_transform().call_init(store, &params),
             Bound::Sink(s) => s.sluice_plugin_deliver().call_init(store, &params),
             Bound::Receiver(r) => r.sluice_plugin_source().call_init(store, owned_params),
         });
-        match result {
+        match result.map(|(r, _)| r) {
             Ok(Ok(())) => Ok(inst),
             Ok(Err(message)) => Err(PluginError {
                 site: init_site,
@@ -459,29 +463,44 @@ impl Stage {
         site: CallSite,
         f: impl FnOnce(&Bound, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> CallResult<R> {
+        let limits = self.plugin.inner.info.limits;
+        self.call_within(site, &limits, f).map(|(r, _, _)| r)
+    }
+
+    /// [`call`](Self::call) under `limits` (the plugin's, or shorter ones), giving what the
+    /// call used too: its time and the instance's memory after it.
+    fn call_within<R>(
+        &self,
+        site: CallSite,
+        limits: &Limits,
+        f: impl FnOnce(&Bound, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> CallResult<(R, Duration, u64)> {
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut inst = match pooled {
             Some(inst) => inst,
             None => self.instantiate(&site)?,
         };
-        let result = self.call_on(&mut inst, &site, f);
+        let result = self.call_on(&mut inst, &site, limits, f);
+        let memory = inst.store.data().limiter.size;
         if result.is_ok() {
             self.give_back(inst);
         }
-        result
+        result.map(|(r, elapsed)| (r, elapsed, memory))
     }
 
     fn call_on<R>(
         &self,
         inst: &mut Instance,
         site: &CallSite,
+        limits: &Limits,
         f: impl FnOnce(&Bound, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> CallResult<R> {
+    ) -> CallResult<(R, Duration)> {
         let shared = &self.plugin.inner;
-        let limits = shared.info.limits;
-        arm(&mut inst.store, &limits, shared.runtime.config().epoch_tick);
+        arm(&mut inst.store, limits, shared.runtime.config().epoch_tick);
         inst.store.data_mut().current = (site.partition, site.batch);
-        inst.store.data_mut().limiter.refused = None;
+        let limiter = &mut inst.store.data_mut().limiter;
+        limiter.refused = None;
+        limiter.cap = limits.memory;
         let started = Instant::now();
         let result = f(&inst.bound, &mut inst.store);
         let elapsed = started.elapsed();
@@ -489,10 +508,10 @@ impl Stage {
         match result {
             Ok(r) => {
                 inst.store.data().stderr.drain_to_log(&shared.tag, "stderr");
-                Ok(r)
+                Ok((r, elapsed))
             }
             Err(e) => {
-                let failure = classify(e, &mut inst.store, &limits, elapsed);
+                let failure = classify(e, &mut inst.store, limits, elapsed);
                 tracing::warn!(plugin = %shared.tag.name, digest = %shared.tag.digest, partition = site.partition, batch = site.batch, call = site.call, error = %failure, "A plugin call trapped; its instance is dropped and the next call gets a fresh one.");
                 Err(PluginError {
                     site: site.clone(),
@@ -607,8 +626,26 @@ impl TransformStage {
         &self.0.plugin
     }
 
+    /// What this stage's healthy calls cost so far (for poison isolation's budgets).
+    pub fn cost(&self) -> &CallCost {
+        &self.0.cost
+    }
+
     /// Calls `transform` with one partition's batch.
     pub fn transform(&self, ctx: &CallContext, input: &RecordBatch) -> CallResult<TransformOutput> {
+        let limits = self.0.plugin.inner.info.limits;
+        self.transform_within(ctx, input, &limits)
+    }
+
+    /// [`transform`](Self::transform) under `limits` instead of the plugin's (poison
+    /// isolation's sub-calls run under shorter ones). A call that succeeds is counted in the
+    /// stage's [`cost`](Self::cost).
+    pub fn transform_within(
+        &self,
+        ctx: &CallContext,
+        input: &RecordBatch,
+        limits: &Limits,
+    ) -> CallResult<TransformOutput> {
         let site = self
             .0
             .site("transform", Some(ctx.partition), Some(ctx.batch_id));
@@ -620,12 +657,17 @@ impl TransformStage {
             part: ctx.part,
         };
         let wit_batch = to_wit(input);
-        let out = self.0.call(site.clone(), |bound, store| match bound {
-            Bound::Transformer(t) => t
-                .sluice_plugin_transform()
-                .call_transform(store, wit_ctx, wit_batch),
-            _ => unreachable!("a transform stage holds a transformer"),
-        })?;
+        let (out, elapsed, memory) =
+            self.0
+                .call_within(site.clone(), limits, |bound, store| match bound {
+                    Bound::Transformer(t) => t
+                        .sluice_plugin_transform()
+                        .call_transform(store, wit_ctx, wit_batch),
+                    _ => unreachable!("a transform stage holds a transformer"),
+                })?;
+        if out.is_ok() {
+            self.0.cost.record(input.len(), elapsed, memory);
+        }
         let fail = |failure| PluginError {
             site: site.clone(),
             failure,

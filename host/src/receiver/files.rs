@@ -11,16 +11,27 @@
 //! A restart gets a [`Resume`]: the files committed batches read to their end are never read
 //! again; the ranges of a batch being recomputed are read again first, exactly; a file read
 //! part way goes on from the byte after the last committed one.
+//!
+//! A file is streamed, not read whole. A line longer than `max-record-bytes` is set aside
+//! ([`super::lines`]): its bytes go to a side object beside the dead letters, its dead letter
+//! names the file and the line's byte offset, and its byte range is a position like any
+//! chunk's, so the batch that commits it passes over it for good. A batch recomputed after a
+//! crash reads it again and sets it aside again, into the same side object (its name is the
+//! file's and the offset's).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use object_store::{GetOptions, GetRange};
 
+use super::lines::LineReader;
+use super::oversize::RecordLimit;
 use super::{BuildContext, BuildError, Receiver, Source};
-use super::{Finished, PartitionWriter, Position, ReceiverError, Resume, split_lines};
+use super::{Finished, PartitionWriter, Position, ReceiverError, Resume};
 use crate::batch::RecordBatch;
+use crate::batch::aside::Origin;
 use crate::clock::now_ms;
 use crate::store::Location;
 
@@ -35,6 +46,8 @@ pub struct FilesConfig {
     pub path: String,
     /// How often to list it.
     pub poll_interval: Duration,
+    /// `max-record-bytes`: a longer line is set aside.
+    pub max_record_bytes: u64,
 }
 
 impl FilesConfig {
@@ -48,6 +61,11 @@ impl FilesConfig {
             location,
             poll: self.poll_interval,
             partitions: self.partitions,
+            limit: RecordLimit {
+                max: self.max_record_bytes,
+                dead_letters: ctx.dead_letters.clone(),
+                stream: self.name.clone(),
+            },
         }))
     }
 }
@@ -61,6 +79,8 @@ pub struct FilesSource {
     pub poll: Duration,
     /// Partitions: files are spread over them by name.
     pub partitions: u32,
+    /// Lines longer than this are set aside.
+    pub limit: RecordLimit,
 }
 
 impl Source for FilesSource {
@@ -83,9 +103,9 @@ impl Source for FilesSource {
     fn receiver(self: Arc<Self>, partition: u32, resume: Resume) -> Receiver {
         Receiver::Files(FilesReceiver::new(
             self.location.clone(),
-            partition,
-            self.partitions,
+            (partition, self.partitions),
             self.poll,
+            self.limit.clone(),
             resume,
         ))
     }
@@ -98,6 +118,7 @@ pub struct FilesReceiver {
     partition: u32,
     partitions: u32,
     poll: Duration,
+    limit: RecordLimit,
     seen: HashSet<String>,
     candidates: HashMap<String, (u64, i64)>,
     /// What a restart must read first: byte ranges (`from..to`, or to the end when `to` is
@@ -125,12 +146,13 @@ pub fn partition_of(name: &str, partitions: u32) -> u32 {
 }
 
 impl FilesReceiver {
-    /// The receiver of `partition` of `partitions` over `location`, starting at `resume`.
+    /// The receiver of `partition` of `partitions` over `location`, starting at `resume`;
+    /// lines longer than `limit` are set aside.
     pub fn new(
         location: Location,
-        partition: u32,
-        partitions: u32,
+        (partition, partitions): (u32, u32),
         poll: Duration,
+        limit: RecordLimit,
         resume: Resume,
     ) -> Self {
         let mut first = Vec::new();
@@ -157,6 +179,7 @@ impl FilesReceiver {
             partition,
             partitions,
             poll,
+            limit,
             seen,
             candidates: HashMap::new(),
             first,
@@ -174,7 +197,7 @@ impl FilesReceiver {
                 return Ok(Finished::Stopped);
             }
             let path = self.location.child(&name);
-            self.read(&path, &name, from, to, out).await?;
+            self.read(&path, &name, (from, to), out).await?;
             self.first.remove(0);
         }
         loop {
@@ -209,7 +232,7 @@ impl FilesReceiver {
                     self.candidates.insert(name, stamp);
                     continue;
                 }
-                self.read(&meta.location, &name, 0, None, out).await?;
+                self.read(&meta.location, &name, (0, None), out).await?;
                 self.candidates.remove(&name);
                 self.seen.insert(name);
             }
@@ -220,38 +243,23 @@ impl FilesReceiver {
         }
     }
 
-    /// Reads bytes `from..to` (to the end without `to`) of a file, appending its lines in
-    /// chunks of about 1 MiB, each with the byte range it came from.
+    /// Reads bytes `from..to` (to the end without `to`: a `to` marks a range of a batch being
+    /// recomputed) of a file as a stream, appending its lines in chunks of about 1 MiB, each
+    /// with the byte range it came from, and setting aside lines past the limit.
     async fn read(
         &self,
         path: &object_store::path::Path,
         name: &str,
-        from: u64,
-        to: Option<u64>,
+        (from, to): (u64, Option<u64>),
         out: &PartitionWriter,
     ) -> Result<(), ReceiverError> {
-        let bytes = self
-            .location
-            .store
-            .get(path)
-            .await
-            .map_err(|e| {
-                ReceiverError::Transient(format!("files {}: reading {name}: {e}", self.location))
-            })?
-            .into_stream()
-            .try_fold(Vec::new(), |mut acc, b| async move {
-                acc.extend_from_slice(&b);
-                Ok(acc)
-            })
-            .await
-            .map_err(|e| {
-                ReceiverError::Transient(format!("files {}: reading {name}: {e}", self.location))
-            })?;
-        let ts = now_ms();
-        let mut chunk = RecordBatch::default();
-        let size = bytes.len();
-        let stop_at = to.map_or(size, |t| (t as usize).min(size));
-        if to.is_some_and(|t| t as usize > size) {
+        let failed = |e: object_store::Error| {
+            ReceiverError::Transient(format!("files {}: reading {name}: {e}", self.location))
+        };
+        let store = &self.location.store;
+        let size = store.head(path).await.map_err(failed)?.size;
+        let stop_at = to.map_or(size, |t| t.min(size));
+        if to.is_some_and(|t| t > size) {
             tracing::error!(
                 file = name,
                 recorded_end = to,
@@ -259,38 +267,98 @@ impl FilesReceiver {
                 "A file the checkpoint log names is shorter than it was: the records past its end cannot be read again."
             );
         }
-        let mut start = (from as usize).min(stop_at);
-        // Append in slices of about 1 MiB so a big file still meets the budget's backpressure.
-        while start < stop_at {
-            let mut end = (start + (1 << 20)).min(stop_at);
-            if end < stop_at {
-                end = match bytes[end..stop_at].iter().position(|&b| b == b'\n') {
-                    Some(i) => end + i + 1,
-                    None => stop_at,
-                };
-            }
-            chunk.clear();
-            let used = split_lines(&bytes[start..end], &mut chunk, ts);
-            if start + used < end {
-                // The last line has no newline: it is a record all the same.
-                chunk.push(None, &bytes[start + used..end], Some(ts));
-            }
-            let position = Position::File {
-                file: name.to_owned(),
-                from: start as u64,
-                to: end as u64,
-                done: end == size,
-            };
-            out.append_at(&chunk, position).await;
-            start = end;
+        if from >= stop_at {
+            return Ok(());
         }
+        let range = GetRange::Bounded(from..stop_at);
+        let opts = GetOptions {
+            range: Some(range),
+            ..GetOptions::default()
+        };
+        let mut stream = store
+            .get_opts(path, opts)
+            .await
+            .map_err(failed)?
+            .into_stream();
+        let file = name.to_owned();
+        let origin = move |offset| Origin::File {
+            file: file.clone(),
+            offset,
+        };
+        let mut lines = LineReader::new(self.limit.clone(), format!("files-{name}"), from, origin);
+        let mut chunk = Chunk {
+            records: RecordBatch::default(),
+            from,
+            file: name,
+            size,
+            replay: to.is_some(),
+        };
+        let ts = now_ms();
+        while let Some(piece) = stream.try_next().await.map_err(failed)? {
+            let mut rest = &piece[..];
+            while !rest.is_empty() {
+                let fed = lines.feed(rest, &mut chunk.records, ts).await?;
+                rest = &rest[fed.used..];
+                if let Some(long) = fed.long {
+                    chunk.flush(out, long.range.start).await;
+                    chunk.set_aside(out, long).await;
+                }
+            }
+            // Append in slices of about 1 MiB so a big file still meets the budget's backpressure.
+            if chunk.records.byte_size() >= 1 << 20 {
+                chunk.flush(out, lines.line_start()).await;
+            }
+        }
+        if let Some(long) = lines.finish(&mut chunk.records, ts).await? {
+            chunk.flush(out, long.range.start).await;
+            chunk.set_aside(out, long).await;
+        }
+        chunk.flush(out, lines.line_start()).await;
         tracing::debug!(
             file = name,
             partition = self.partition,
-            bytes = bytes.len(),
+            bytes = stop_at - from,
             "Read a file."
         );
         Ok(())
+    }
+}
+
+/// The records of a file read since the last append, and where they start.
+struct Chunk<'a> {
+    records: RecordBatch,
+    from: u64,
+    file: &'a str,
+    size: u64,
+    replay: bool,
+}
+
+impl Chunk<'_> {
+    fn position(&self, from: u64, to: u64) -> Position {
+        Position::File {
+            file: self.file.to_owned(),
+            from,
+            to,
+            done: to == self.size,
+        }
+    }
+
+    /// Appends the records, which end at byte `to`.
+    async fn flush(&mut self, out: &PartitionWriter, to: u64) {
+        if self.records.is_empty() {
+            return;
+        }
+        out.append_at(&self.records, self.position(self.from, to))
+            .await;
+        self.records.clear();
+        self.from = to;
+    }
+
+    /// Sets aside a line past the limit (the records before it appended).
+    async fn set_aside(&mut self, out: &PartitionWriter, long: super::lines::LongLine) {
+        let position = self.position(long.range.start, long.range.end);
+        out.set_aside(long.note, Some(position), self.replay).await;
+        self.from = long.range.end;
     }
 }
 

@@ -12,6 +12,8 @@
 pub mod amqp;
 pub mod files;
 pub mod generator;
+pub mod lines;
+pub mod oversize;
 pub mod plugin;
 pub mod source;
 pub mod tcp;
@@ -96,6 +98,29 @@ impl PartitionWriter {
         self.blocks
             .append_with(self.partition, size as u64, None, fill)
             .await
+    }
+
+    /// Sets aside a record too long for a block (its bytes already in their side object):
+    /// its note goes to the batch's dead letters with the next block. `position` is where a
+    /// replayable source stands after it; `replay`: it was read again for the batch being
+    /// recomputed.
+    pub async fn set_aside(
+        &self,
+        note: crate::batch::aside::SetAside,
+        position: Option<Position>,
+        replay: bool,
+    ) {
+        tracing::warn!(
+            partition = self.partition,
+            length = note.length,
+            limit = note.limit,
+            object = %note.object,
+            source = ?note.origin,
+            "A record longer than max-record-bytes was set aside: its bytes are in the side object, and it goes to the dead letters."
+        );
+        self.blocks
+            .set_aside(self.partition, note, position, replay)
+            .await;
     }
 
     /// Every record with an offset below the watched value is durable: in plain mode as soon

@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::oversize::RecordLimit;
 use super::{BuildContext, BuildError, Receiver, Resume, Source};
 use super::{Finished, PartitionWriter, ReceiverError};
+use crate::batch::RecordBatch;
+use crate::batch::aside::Origin;
 use crate::plugin::{Failure, PluginError, PluginKind, ReceiverStage};
 
 /// `kind = "plugin"` in `[source]`.
@@ -19,6 +22,8 @@ pub struct PluginSourceConfig {
     pub plugin: String,
     /// Its parameters.
     pub params: BTreeMap<String, String>,
+    /// `max-record-bytes`: a record with a longer value is set aside.
+    pub max_record_bytes: u64,
 }
 
 impl PluginSourceConfig {
@@ -41,6 +46,12 @@ impl PluginSourceConfig {
         Ok(Arc::new(PluginSource {
             stage: Arc::new(stage),
             partitions: have,
+            plugin: self.plugin.clone(),
+            limit: RecordLimit {
+                max: self.max_record_bytes,
+                dead_letters: ctx.dead_letters.clone(),
+                stream: self.name.clone(),
+            },
         }))
     }
 }
@@ -52,6 +63,10 @@ pub struct PluginSource {
     pub stage: Arc<ReceiverStage>,
     /// Partitions, as the plugin says.
     pub partitions: u32,
+    /// The plugin's name.
+    pub plugin: String,
+    /// Records with longer values are set aside.
+    pub limit: RecordLimit,
 }
 
 impl Source for PluginSource {
@@ -69,7 +84,18 @@ impl Source for PluginSource {
     }
 
     fn receiver(self: Arc<Self>, partition: u32, _resume: Resume) -> Receiver {
-        Receiver::Plugin(PluginReceiver::new(self.stage.clone(), partition))
+        Receiver::Plugin(PluginReceiver {
+            stage: self.stage.clone(),
+            partition,
+            position: None,
+            opened: false,
+            oversize: Oversize {
+                plugin: self.plugin.clone(),
+                limit: self.limit.clone(),
+                started: crate::clock::now_ms(),
+                polls: 0,
+            },
+        })
     }
 }
 
@@ -81,19 +107,20 @@ pub struct PluginReceiver {
     partition: u32,
     position: Option<String>,
     opened: bool,
+    oversize: Oversize,
+}
+
+/// What a plugin receiver needs to set aside records past the limit.
+#[derive(Debug)]
+struct Oversize {
+    plugin: String,
+    limit: RecordLimit,
+    /// When the receiver started, ms (side objects are named by it and the poll).
+    started: i64,
+    polls: u64,
 }
 
 impl PluginReceiver {
-    /// The receiver of `partition`.
-    pub fn new(stage: Arc<ReceiverStage>, partition: u32) -> Self {
-        PluginReceiver {
-            stage,
-            partition,
-            position: None,
-            opened: false,
-        }
-    }
-
     /// Polls the plugin until its partition ends or `stop`.
     pub async fn run(
         &mut self,
@@ -127,7 +154,7 @@ impl PluginReceiver {
             };
             let empty = polled.records.is_empty();
             if !empty {
-                out.append(&polled.records).await;
+                self.append(out, &polled.records).await?;
             }
             if polled.position.is_some() {
                 self.position = polled.position;
@@ -142,6 +169,42 @@ impl PluginReceiver {
                 }
             }
         }
+    }
+}
+
+impl PluginReceiver {
+    /// Appends a poll's records; those with values past the limit are set aside instead
+    /// (after the others).
+    async fn append(
+        &mut self,
+        out: &PartitionWriter,
+        records: &RecordBatch,
+    ) -> Result<(), ReceiverError> {
+        let o = &mut self.oversize;
+        let poll = o.polls;
+        o.polls += 1;
+        let long: Vec<usize> = (0..records.len())
+            .filter(|&i| o.limit.over(records.value(i).len()))
+            .collect();
+        if long.is_empty() {
+            out.append(records).await;
+            return Ok(());
+        }
+        let keep: Vec<u32> = (0..records.len() as u32)
+            .filter(|i| !long.contains(&(*i as usize)))
+            .collect();
+        out.append(&records.gather(&keep)).await;
+        for i in long {
+            let name = format!("plugin-p{}-{}-{poll}-{i}", self.partition, o.started);
+            let origin = Origin::Plugin {
+                plugin: o.plugin.clone(),
+                poll,
+                index: i as u64,
+            };
+            let note = o.limit.set_aside(&name, records.value(i), origin).await?;
+            out.set_aside(note, None, false).await;
+        }
+        Ok(())
     }
 }
 

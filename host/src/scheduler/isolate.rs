@@ -5,20 +5,41 @@
 //! alone are dead-lettered with the failure; the good halves' outputs are joined in input
 //! order, each output record keeping the source position of the input it came from.
 //!
-//! Cost: one poison record in a block of `n` records costs about `2·log₂(n)` more calls (at
-//! each level the half holding it fails and its sibling runs), over halves that shrink, so
-//! about `2n` more records pass through the plugin; a time-out costs the time budget once per
-//! level. More than `max-poison-per-batch` such records in one batch stop the pipeline
+//! Cost: one poison record in a block of `n` records costs at most `2·log₂(n) + 1` more calls
+//! over halves that shrink, so about `2n` more records pass through the plugin. At each level
+//! the first half is called; when it passes, the second is known to fail and is halved
+//! without being called whole, so about half the levels have a failing call. More than
+//! `max-poison-per-batch` such records in one batch stop the pipeline
 //! ([`JobError::Poisoned`]): a plugin that fails on everything is broken, not poisoned.
+//!
+//! Budgets: a looping or hoarding record would make every sub-call that holds it run to the
+//! plugin's whole time budget or memory cap, once per level. So the sub-calls run under
+//! budgets derived from what the step's healthy calls cost ([`CallCost`]): [`TIME_FACTOR`]
+//! times the expected time, at least [`TIME_FLOOR`], and [`MEMORY_FACTOR`] times the healthy
+//! memory, at least [`MEMORY_FLOOR`] above it, never more than the plugin's limits. A record
+//! that fails alone under such a shorter budget is called once more under the plugin's own
+//! limits before it is dead-lettered, so a slow or big but valid record is kept; after such a
+//! false alarm the rest of the search uses the plugin's limits.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::job::{JobError, Lineage, Part};
 use crate::batch::RecordBatch;
 use crate::config::poison::{OnPoison, PoisonPolicy};
+use crate::plugin::limits::{CallCost, Limits};
 use crate::plugin::{Failure, PluginError};
+
+/// A sub-call's time budget, as a multiple of the time a healthy call on its records takes.
+pub const TIME_FACTOR: u32 = 4;
+/// The least time budget of a sub-call (the epoch tick rounds it up: with the default 10 ms
+/// tick a sub-call stops after 10 to 20 ms).
+pub const TIME_FLOOR: Duration = Duration::from_millis(2);
+/// A sub-call's memory cap, as a multiple of the most memory a healthy call left.
+pub const MEMORY_FACTOR: u64 = 2;
+/// The least a sub-call's memory cap is above the most memory a healthy call left.
+pub const MEMORY_FLOOR: u64 = 1 << 20;
 
 /// What a failure is called in a dead letter's `failure` field when one record can cause it
 /// (a panic or other trap, a time-out, fuel or memory used up); `None` for the failures that
@@ -37,13 +58,14 @@ pub fn poison_kind(failure: &Failure) -> Option<&'static str> {
 
 /// Dead-letters record `index` of the records given, found at source position `at`, because
 /// of `error`.
-pub(super) type DeadLetterFn<'a> = dyn Fn(&RecordBatch, usize, (u32, u64), &PluginError) + 'a;
+pub(crate) type DeadLetterFn<'a> = dyn Fn(&RecordBatch, usize, (u32, u64), &PluginError) + 'a;
 
-/// Calls the step's plugin once on the records given (retrying as the step's policy says).
-pub(super) type CallFn<'a> = dyn Fn(&RecordBatch, Lineage) -> Result<Part, JobError> + 'a;
+/// Calls the step's plugin once on the records given, under the limits given (retrying as the
+/// step's policy says).
+pub(crate) type CallFn<'a> = dyn Fn(&RecordBatch, Lineage, &Limits) -> Result<Part, JobError> + 'a;
 
 /// One step's calls on one partition's data, as isolation needs them.
-pub(super) struct Isolation<'a> {
+pub(crate) struct Isolation<'a> {
     /// The step's policy.
     pub policy: PoisonPolicy,
     /// How many poison records this step dead-lettered in this batch so far.
@@ -52,6 +74,10 @@ pub(super) struct Isolation<'a> {
     pub batch: u64,
     /// The partition of the data.
     pub partition: u32,
+    /// The plugin's limits: the first call's, and a confirmation's.
+    pub limits: Limits,
+    /// What the step's healthy calls cost: the sub-calls' budgets come from it.
+    pub cost: &'a CallCost,
     /// One call.
     pub call: &'a CallFn<'a>,
     /// One dead letter.
@@ -67,12 +93,12 @@ fn isolates(policy: &PoisonPolicy, e: &JobError) -> bool {
 /// Calls the plugin on `records`; when the call fails with a poison failure and the policy
 /// says `dead-letter`, finds and dead-letters the records that fail alone and returns the
 /// output of the rest. Any other failure is returned as it is.
-pub(super) fn call(
+pub(crate) fn call(
     iso: &Isolation<'_>,
     records: &RecordBatch,
     lineage: Lineage,
 ) -> Result<Part, JobError> {
-    let error = match (iso.call)(records, lineage.clone()) {
+    let error = match (iso.call)(records, lineage.clone(), &iso.limits) {
         Err(e) if isolates(&iso.policy, &e) => match e {
             JobError::Plugin { source, .. } => source,
             _ => unreachable!("isolates accepts only plugin errors"),
@@ -89,14 +115,16 @@ pub(super) fn call(
         out_lineage: Vec::new(),
         calls: 0,
         poison: 0,
+        shorten: true,
     };
-    search.bisect(0..records.len(), error)?;
+    search.bisect(0..records.len(), Some(error))?;
     tracing::info!(
         batch = iso.batch,
         partition = iso.partition,
         records = records.len(),
         poison = search.poison,
         calls = search.calls,
+        shorter_budgets = search.shorten,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "The block's poison records are dead-lettered; the rest goes on."
     );
@@ -118,30 +146,104 @@ struct Search<'a, 'b> {
     out_lineage: Vec<(u32, u64)>,
     calls: u32,
     poison: u32,
+    /// Whether sub-calls run under budgets derived from the healthy calls (until a false
+    /// alarm).
+    shorten: bool,
 }
 
 impl Search<'_, '_> {
-    /// Isolates the poison records of `range`, whose call failed with `error`.
-    fn bisect(&mut self, range: Range<usize>, error: PluginError) -> Result<(), JobError> {
+    /// Isolates the poison records of `range`, whose call failed with `error`, or (`None`)
+    /// which holds a failure by inference: its parent failed and its sibling passed, so it is
+    /// halved without being called whole (a loop or a hoard costs most when a call fails).
+    fn bisect(&mut self, range: Range<usize>, error: Option<PluginError>) -> Result<(), JobError> {
         if range.len() <= 1 {
-            return self.dead_letter(range.start, error);
+            return self.confirm(range.start, error);
         }
         let mid = range.start + range.len() / 2;
-        for half in [range.start..mid, mid..range.end] {
-            if let Err(error) = self.try_half(half.clone())? {
-                self.bisect(half, error)?;
+        let (left, right) = (range.start..mid, mid..range.end);
+        match self.try_range(left.clone(), self.budget(left.len()))? {
+            Err(error) => {
+                self.bisect(left, Some(error))?;
+                match self.try_range(right.clone(), self.budget(right.len()))? {
+                    Err(error) => self.bisect(right, Some(error)),
+                    Ok(()) => Ok(()),
+                }
             }
+            Ok(()) => self.bisect(right, None),
         }
-        Ok(())
     }
 
-    /// Calls the plugin on `range`: its output is kept, a poison failure given back, any other
-    /// failure returned as an error.
-    fn try_half(&mut self, range: Range<usize>) -> Result<Result<(), PluginError>, JobError> {
+    /// The limits of a sub-call on `records` records.
+    fn budget(&self, records: usize) -> Limits {
+        let full = self.iso.limits;
+        if !self.shorten {
+            return full;
+        }
+        let time = self.iso.cost.expected_time(records).map_or(full.time, |t| {
+            (t * TIME_FACTOR).max(TIME_FLOOR).min(full.time)
+        });
+        let memory = self.iso.cost.healthy_memory().map_or(full.memory, |m| {
+            (m * MEMORY_FACTOR).max(m + MEMORY_FLOOR).min(full.memory)
+        });
+        Limits {
+            time,
+            memory,
+            fuel: full.fuel,
+        }
+    }
+
+    /// Whether `error` may come from a budget shorter than the plugin's own.
+    fn shortened(&self, error: &PluginError) -> bool {
+        match error.failure {
+            Failure::TimedOut { budget, .. } => budget < self.iso.limits.time,
+            Failure::OutOfMemory { cap, .. } => cap < self.iso.limits.memory,
+            _ => false,
+        }
+    }
+
+    /// Record `index` failed alone with `error`, or is the last one left of a failing range
+    /// (`None`): it is dead-lettered once it failed alone under the plugin's own limits. So
+    /// unless `error` came from them, it is called once more under them first (and its output
+    /// kept if it passes).
+    fn confirm(&mut self, index: usize, error: Option<PluginError>) -> Result<(), JobError> {
+        if let Some(error) = error
+            && !self.shortened(&error)
+        {
+            return self.dead_letter(index, error);
+        }
+        match self.try_range(index..index + 1, self.iso.limits)? {
+            Ok(()) => {
+                self.false_alarm();
+                Ok(())
+            }
+            Err(error) => self.dead_letter(index, error),
+        }
+    }
+
+    /// A record that failed under a shorter budget passed under the plugin's own: the rest of
+    /// the search uses the plugin's limits.
+    fn false_alarm(&mut self) {
+        if self.shorten {
+            tracing::warn!(
+                batch = self.iso.batch,
+                partition = self.iso.partition,
+                "Records failed under a budget derived from the healthy calls but not under the plugin's own; the rest of the search uses the plugin's limits."
+            );
+        }
+        self.shorten = false;
+    }
+
+    /// Calls the plugin on `range` under `limits`: its output is kept, a poison failure given
+    /// back, any other failure returned as an error.
+    fn try_range(
+        &mut self,
+        range: Range<usize>,
+        limits: Limits,
+    ) -> Result<Result<(), PluginError>, JobError> {
         self.calls += 1;
         let slice = self.records.slice(range.clone());
         let lineage = Lineage::Explicit(self.positions[range].to_vec());
-        match (self.iso.call)(&slice, lineage) {
+        match (self.iso.call)(&slice, lineage, &limits) {
             Ok(part) => {
                 self.out.append(&part.records);
                 self.out_lineage
@@ -176,7 +278,7 @@ impl Search<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
+    use std::cell::RefCell;
 
     use super::*;
     use crate::plugin::CallSite;
@@ -197,25 +299,69 @@ mod tests {
         }
     }
 
-    /// Runs isolation over `n` records `v0…` of which those in `bad` make a call panic; gives
-    /// the output values, the dead-lettered positions and the number of calls.
-    fn isolate(
-        n: usize,
-        bad: &[usize],
-        policy: PoisonPolicy,
-    ) -> (Result<Vec<String>, String>, Vec<(u32, u64)>, u32) {
+    /// The plugin's limits in these tests.
+    const LIMITS: Limits = Limits {
+        memory: 64 << 20,
+        time: Duration::from_secs(1),
+        fuel: None,
+    };
+
+    /// What the fake plugin does with a record.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Record {
+        Good,
+        /// Panics.
+        Panics,
+        /// Loops until its time budget.
+        Loops,
+        /// Takes 50 ms: valid, but slower than a derived budget.
+        Slow,
+    }
+
+    /// A run of isolation over records `v0…` that the fake plugin treats as `kind` says.
+    struct Run {
+        out: Result<Vec<String>, String>,
+        dead: Vec<(u32, u64)>,
+        /// The limits of each call, in order.
+        calls: Vec<Limits>,
+    }
+
+    /// Runs isolation over `n` records; `cost` is what the step's healthy calls cost.
+    fn run(n: usize, kind: &dyn Fn(usize) -> Record, policy: PoisonPolicy, cost: &CallCost) -> Run {
         let mut records = RecordBatch::default();
         for i in 0..n {
             records.push(None, format!("v{i}").as_bytes(), Some(0));
         }
-        let calls = Cell::new(0);
-        let dead = std::cell::RefCell::new(Vec::new());
-        let call = |r: &RecordBatch, l: Lineage| {
-            calls.set(calls.get() + 1);
-            let poisoned =
-                (0..r.len()).any(|i| bad.iter().any(|b| r.value(i) == format!("v{b}").as_bytes()));
-            if poisoned {
-                return Err(failing(Failure::Panicked("boom".into())));
+        let calls = RefCell::new(Vec::new());
+        let dead = RefCell::new(Vec::new());
+        let call = |r: &RecordBatch, l: Lineage, limits: &Limits| {
+            calls.borrow_mut().push(*limits);
+            let kinds = (0..r.len()).map(|i| {
+                let v: usize = std::str::from_utf8(&r.value(i)[1..])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                kind(v)
+            });
+            let worst = kinds.fold(Record::Good, |w, k| match (w, k) {
+                (Record::Panics, _) | (_, Record::Panics) => Record::Panics,
+                (Record::Loops, _) | (_, Record::Loops) => Record::Loops,
+                (Record::Slow, _) | (_, Record::Slow) => Record::Slow,
+                _ => Record::Good,
+            });
+            let timed_out = || {
+                failing(Failure::TimedOut {
+                    budget: limits.time,
+                    elapsed: limits.time,
+                })
+            };
+            match worst {
+                Record::Panics => return Err(failing(Failure::Panicked("boom".into()))),
+                Record::Loops => return Err(timed_out()),
+                Record::Slow if limits.time < Duration::from_millis(50) => {
+                    return Err(timed_out());
+                }
+                _ => {}
             }
             Ok(Part {
                 partition: 0,
@@ -231,6 +377,8 @@ mod tests {
             found: &found,
             batch: 0,
             partition: 0,
+            limits: LIMITS,
+            cost,
             call: &call,
             dead_letter: &dead_letter,
         };
@@ -239,7 +387,35 @@ mod tests {
             start: 100,
         };
         let out = call_and_check(&iso, &records, lineage);
-        (out, dead.into_inner(), calls.get())
+        Run {
+            out,
+            dead: dead.into_inner(),
+            calls: calls.into_inner(),
+        }
+    }
+
+    /// Runs isolation over `n` records of which those in `bad` make a call panic, with no
+    /// healthy call measured yet.
+    fn isolate(n: usize, bad: &[usize], policy: PoisonPolicy) -> Run {
+        run(
+            n,
+            &|i| {
+                if bad.contains(&i) {
+                    Record::Panics
+                } else {
+                    Record::Good
+                }
+            },
+            policy,
+            &CallCost::default(),
+        )
+    }
+
+    /// What healthy calls cost in the budget tests: 1 us a record, 2 MiB.
+    fn measured() -> CallCost {
+        let cost = CallCost::default();
+        cost.record(10_000, Duration::from_millis(10), 2 << 20);
+        cost
     }
 
     fn call_and_check(
@@ -264,26 +440,28 @@ mod tests {
             .collect())
     }
 
+    fn all_but(n: usize, skip: &[usize]) -> Vec<String> {
+        (0..n)
+            .filter(|i| !skip.contains(i))
+            .map(|i| format!("v{i}"))
+            .collect()
+    }
+
     #[test]
     fn one_poison_record_in_ten_thousand_is_found_in_about_two_log2_calls_and_the_rest_kept_in_order()
      {
-        let (out, dead, calls) = isolate(10_000, &[4321], PoisonPolicy::default());
-        let out = out.unwrap();
-        assert_eq!(dead, [(3, 100 + 4321)]);
-        let expected: Vec<String> = (0..10_000)
-            .filter(|&i| i != 4321)
-            .map(|i| format!("v{i}"))
-            .collect();
-        assert_eq!(out, expected);
+        let r = isolate(10_000, &[4321], PoisonPolicy::default());
+        assert_eq!(r.dead, [(3, 100 + 4321)]);
+        assert_eq!(r.out.unwrap(), all_but(10_000, &[4321]));
         // 1 whole call, then 2 per level over 14 levels.
-        assert!(calls <= 1 + 2 * 14, "{calls} calls");
+        assert!(r.calls.len() <= 1 + 2 * 14, "{} calls", r.calls.len());
     }
 
     #[test]
     fn several_poison_records_are_each_dead_lettered() {
-        let (out, dead, _) = isolate(1000, &[0, 500, 999], PoisonPolicy::default());
-        assert_eq!(out.unwrap().len(), 997);
-        assert_eq!(dead, [(3, 100), (3, 600), (3, 1099)]);
+        let r = isolate(1000, &[0, 500, 999], PoisonPolicy::default());
+        assert_eq!(r.out.unwrap().len(), 997);
+        assert_eq!(r.dead, [(3, 100), (3, 600), (3, 1099)]);
     }
 
     #[test]
@@ -293,10 +471,10 @@ mod tests {
             ..PoisonPolicy::default()
         };
         let bad: Vec<usize> = (0..100).collect();
-        let (out, dead, _) = isolate(100, &bad, policy);
-        let e = out.unwrap_err();
+        let r = isolate(100, &bad, policy);
+        let e = r.out.unwrap_err();
         assert!(e.contains("max-poison-per-batch"), "{e}");
-        assert_eq!(dead.len(), 5);
+        assert_eq!(r.dead.len(), 5);
     }
 
     #[test]
@@ -305,11 +483,69 @@ mod tests {
             on_poison: OnPoison::Stop,
             ..PoisonPolicy::default()
         };
-        let (out, dead, calls) = isolate(100, &[7], policy);
-        assert!(out.unwrap_err().contains("panicked"));
-        assert_eq!((dead.len(), calls), (0, 1));
+        let r = isolate(100, &[7], policy);
+        assert!(r.out.unwrap_err().contains("panicked"));
+        assert_eq!((r.dead.len(), r.calls.len()), (0, 1));
+    }
+
+    #[test]
+    fn with_no_healthy_call_measured_every_sub_call_runs_under_the_plugins_limits() {
+        let r = isolate(1000, &[10], PoisonPolicy::default());
+        assert!(r.calls.iter().all(|l| *l == LIMITS));
+    }
+
+    #[test]
+    fn sub_calls_of_a_looping_record_run_under_derived_budgets_and_the_last_is_confirmed_under_the_full_one()
+     {
+        let r = run(
+            10_000,
+            &|i| {
+                if i == 4321 {
+                    Record::Loops
+                } else {
+                    Record::Good
+                }
+            },
+            PoisonPolicy::default(),
+            &measured(),
+        );
+        assert_eq!(r.dead, [(3, 100 + 4321)]);
+        assert_eq!(r.out.unwrap(), all_but(10_000, &[4321]));
+        let full: Vec<usize> = (0..r.calls.len())
+            .filter(|&i| r.calls[i] == LIMITS)
+            .collect();
+        // The first call and the confirmation; each other call 4 us a record, at least 2 ms,
+        // and twice the healthy memory.
+        assert_eq!((full.len(), full[0]), (2, 0), "{full:?}");
+        for l in r.calls.iter().filter(|l| **l != LIMITS) {
+            assert!(l.time <= Duration::from_millis(20), "{l:?}");
+            assert!(l.time >= TIME_FLOOR, "{l:?}");
+            assert_eq!(l.memory, 4 << 20);
+        }
+        assert!(r.calls.len() <= 1 + 2 * 14 + 1, "{} calls", r.calls.len());
+    }
+
+    #[test]
+    fn a_slow_but_valid_record_is_kept_and_the_rest_of_the_search_uses_the_full_limits() {
+        let r = run(
+            10_000,
+            &|i| match i {
+                100 => Record::Slow,
+                7000 => Record::Loops,
+                _ => Record::Good,
+            },
+            PoisonPolicy::default(),
+            &measured(),
+        );
+        assert_eq!(r.dead, [(3, 100 + 7000)], "only the looping record");
+        assert_eq!(r.out.unwrap(), all_but(10_000, &[7000]));
+        // The slow record's confirmation passed: every call after it has the full limits.
+        let confirmed = (1..r.calls.len()).find(|&i| r.calls[i] == LIMITS).unwrap();
+        assert!(r.calls[confirmed..].iter().all(|l| *l == LIMITS));
+        assert!(
+            r.calls.len() <= 1 + 2 * 2 * 14 + 1,
+            "{} calls",
+            r.calls.len()
+        );
     }
 }
-
-#[cfg(test)]
-mod bench;

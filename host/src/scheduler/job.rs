@@ -22,9 +22,10 @@ use crate::batch::RecordBatch;
 use crate::block::{Block, BlockManager};
 use crate::config::poison::{OnPoison, PoisonPolicy};
 use crate::plan::{Plan, StepPlan};
+use crate::plugin::limits::Limits;
 use crate::plugin::{CallContext, Failure, PluginError, TransformStage};
-use crate::sink::SinkError;
-use crate::sink::dead_letter::DeadLetter;
+use crate::sink::dead_letter::{DeadLetter, Unwritten};
+use crate::sink::{Sink, SinkError};
 
 /// A job failed and the pipeline must stop.
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +314,14 @@ fn run_block(
     block: Block,
     manager: &BlockManager,
 ) -> Result<(), JobError> {
+    for note in &block.aside {
+        plan.dead_letters
+            .add_set_aside(&plan.stream, batch.id, block.id.partition, note);
+    }
+    if block.records.is_empty() {
+        // Only records set aside.
+        return Ok(());
+    }
     let records = block.records;
     batch
         .records_in
@@ -399,20 +408,22 @@ fn find_markers(records: &RecordBatch, prefix: &[u8], out: &Mutex<Vec<i64>>) {
     }
 }
 
-/// Writes one partition's records to every sink, in calls of bounded size.
+/// Writes one partition's records to every sink, in calls of bounded size; the records a
+/// sink's format cannot carry go to the dead letters instead.
 fn write_sinks(plan: &Plan, batch: &OpenBatch, part: &Part) -> Result<(), JobError> {
     let stages = batch.steps.len();
     for (s, sink) in plan.sinks.iter().enumerate() {
-        for range in call_ranges(&part.records) {
+        let records = writable(plan, batch, sink.as_ref(), part);
+        for range in call_ranges(&records) {
             let ctx = batch.ctx(
                 plan,
                 part.partition,
                 batch.calls.next(stages + s, part.partition),
             );
-            let result = if range.len() == part.records.len() {
-                with_retry(|| sink.write(&ctx, &part.records))
+            let result = if range.len() == records.len() {
+                with_retry(|| sink.write(&ctx, &records))
             } else {
-                let slice = part.records.slice(range);
+                let slice = records.slice(range);
                 with_retry(|| sink.write(&ctx, &slice))
             };
             result.map_err(|source| JobError::Sink {
@@ -423,10 +434,53 @@ fn write_sinks(plan: &Plan, batch: &OpenBatch, part: &Part) -> Result<(), JobErr
         if s == 0 {
             batch
                 .records_out
-                .fetch_add(part.records.len() as u64, Ordering::Relaxed);
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
         }
     }
     Ok(())
+}
+
+/// `part`'s records that `sink` can write. The others (a line feed in a value of a
+/// line-per-record format) are dead-lettered with the sink's reason and their source
+/// position, as a poison record is: one record a format cannot carry never stops a stream.
+fn writable<'a>(
+    plan: &Plan,
+    batch: &OpenBatch,
+    sink: &dyn Sink,
+    part: &'a Part,
+) -> std::borrow::Cow<'a, RecordBatch> {
+    let refused = sink.unwritable(&part.records);
+    let Some((_, first)) = refused.first() else {
+        return std::borrow::Cow::Borrowed(&part.records);
+    };
+    let name = sink.name();
+    tracing::warn!(sink = %name, batch = batch.id, partition = part.partition, records = refused.len(), reason = %first, "The sink's format cannot carry some records; they go to the dead letters and the rest is written.");
+    for (index, reason) in &refused {
+        let error = SinkError::Unwritable {
+            sink: name.clone(),
+            batch: batch.id,
+            partition: part.partition,
+            index: *index,
+            reason: reason.clone(),
+        };
+        let (partition, offset) = part.lineage.at(*index);
+        let unwritten = Unwritten {
+            sink: &name,
+            partition,
+            offset,
+            reason: &error.to_string(),
+            batch: &part.records,
+            index: *index,
+        };
+        plan.dead_letters
+            .add_unwritable(&plan.stream, batch.id, unwritten);
+    }
+    let mut refused = refused.iter().map(|(i, _)| *i).peekable();
+    let keep: Vec<u32> = (0..part.records.len())
+        .filter(|&i| refused.next_if_eq(&i).is_none())
+        .map(|i| i as u32)
+        .collect();
+    std::borrow::Cow::Owned(part.records.gather(&keep))
 }
 
 /// What a closed batch did.
@@ -654,7 +708,7 @@ impl Caller<'_> {
     fn isolating(&self, records: &RecordBatch, lineage: Lineage) -> Result<Part, JobError> {
         let part = self.batch.calls.next(self.step, self.partition);
         let ctx = self.batch.ctx(self.plan, self.partition, part);
-        let call = |r: &RecordBatch, l: Lineage| self.call(&ctx, r, l);
+        let call = |r: &RecordBatch, l: Lineage, limits: &Limits| self.call(&ctx, r, l, limits);
         let dead_letter = |r: &RecordBatch, index: usize, at: (u32, u64), e: &PluginError| {
             let reason = format!("poison: {}", e.failure);
             self.dead_letter(&ctx, (r, index), at, &reason, poison_kind(&e.failure));
@@ -664,6 +718,8 @@ impl Caller<'_> {
             found: &self.batch.poisoned[self.step],
             batch: ctx.batch_id,
             partition: self.partition,
+            limits: self.stage.plugin().info().limits,
+            cost: self.stage.cost(),
             call: &call,
             dead_letter: &dead_letter,
         };
@@ -686,6 +742,7 @@ impl Caller<'_> {
             DeadLetter {
                 partition: at.0,
                 offset: at.1,
+                step: self.step,
                 plugin: &info.name,
                 digest: &info.digest,
                 reason,
@@ -696,13 +753,15 @@ impl Caller<'_> {
         );
     }
 
-    /// One call on `records`, with the retry policy of the module's doc: a retryable failure
-    /// retried, bad records dead-lettered and the call made again without them.
+    /// One call on `records` under `limits`, with the retry policy of the module's doc: a
+    /// retryable failure retried, bad records dead-lettered and the call made again without
+    /// them.
     fn call(
         &self,
         ctx: &CallContext,
         records: &RecordBatch,
         lineage: Lineage,
+        limits: &Limits,
     ) -> Result<Part, JobError> {
         let isolating = self.policy.on_poison == OnPoison::DeadLetter;
         let mut input = std::borrow::Cow::Borrowed(records);
@@ -710,7 +769,7 @@ impl Caller<'_> {
         let mut retries = 0;
         let mut bad_rounds = 0;
         loop {
-            match self.stage.transform(ctx, &input) {
+            match self.stage.transform_within(ctx, &input, limits) {
                 Ok(out) => {
                     for (index, reason) in &out.rejected {
                         let at = lineage.at(*index as usize);

@@ -4,10 +4,25 @@
 //!
 //! Each line: `stream`, `batch`, `partition`, `offset` (the record's position in its source
 //! partition, counted from 0; after a repartition, its position in the repartitioned batch),
-//! `plugin`, `digest`, `reason`, for a poison record `failure` (`panicked`, `timed-out`,
+//! `step` (the index of the `[[transform]]` that rejected it, from 0, so that
+//! `sluice dead-letters replay` sends the record on from there), `plugin`, `digest`, `reason`, for a poison record `failure` (`panicked`, `timed-out`,
 //! `out-of-memory`, `out-of-fuel` or `trapped`: the plugin failed on it alone, and `reason` has
-//! the trap and the guest's message), and the record (`key`, `value` as text where it is
-//! UTF-8, else `value_base64`, and `timestamp`).
+//! the trap and the guest's message), and the record: `key` (`null` when it has none),
+//! `value` and `timestamp`; a key or value that is not UTF-8 is under `key_base64` or
+//! `value_base64` instead ([`super::format::json_bytes`], as in the `jsonl` format).
+//!
+//! A record a sink's format cannot carry ([`DeadLetters::add_unwritable`]) has `sink` (the
+//! sink's name) instead of `plugin` and `digest`, and `failure` = `unwritable`.
+//!
+//! A record its source set aside for being longer than `max-record-bytes` has `failure`
+//! `"oversize"`, `plugin` and `digest` null, `offset` the partition offset of the record after
+//! it (it has none of its own), `source` its place in the source (`{"kind": "file", "file",
+//! "offset"}`, `{"kind": "tcp", "peer", "connection", "offset"}`, `{"kind": "amqp",
+//! "address", "delivery", "message_id"}`, `{"kind": "event-hubs", "offset",
+//! "sequence_number"}`, `{"kind": "plugin", "plugin", "poll", "index"}`), `length`, `limit`,
+//! `value_object` (its whole bytes, as a side object under the dead-letter location:
+//! `<stream>/oversize/<name>.bin`) and `preview` (its first 64 bytes as text where UTF-8, else
+//! `preview_base64`) instead of `value`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -16,7 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::runtime::Handle;
 
 use super::SinkError;
+use super::format::insert_bytes;
 use crate::batch::RecordBatch;
+use crate::batch::aside::SetAside;
 use crate::store::Location;
 
 /// One rejected record and why.
@@ -26,6 +43,8 @@ pub struct DeadLetter<'a> {
     pub partition: u32,
     /// Its offset there.
     pub offset: u64,
+    /// The index of the step that rejected it (its `[[transform]]`, from 0).
+    pub step: usize,
     /// The plugin that rejected it.
     pub plugin: &'a str,
     /// The plugin's sha256.
@@ -35,6 +54,23 @@ pub struct DeadLetter<'a> {
     /// For a poison record, what the call did (`panicked`, `timed-out`, …); `None` for a
     /// record the plugin rejected.
     pub failure: Option<&'a str>,
+    /// The batch holding the record.
+    pub batch: &'a RecordBatch,
+    /// The record's index in `batch`.
+    pub index: usize,
+}
+
+/// A record a sink's format cannot carry.
+#[derive(Debug, Clone)]
+pub struct Unwritten<'a> {
+    /// The sink's name.
+    pub sink: &'a str,
+    /// The record's source partition.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// Why (the sink's error, naming sink, batch, partition and index).
+    pub reason: &'a str,
     /// The batch holding the record.
     pub batch: &'a RecordBatch,
     /// The record's index in `batch`.
@@ -72,26 +108,86 @@ impl DeadLetters {
 
     /// Adds one rejected record of `batch_id`.
     pub fn add(&self, stream: &str, batch_id: u64, d: DeadLetter<'_>) {
-        let value = d.batch.value(d.index);
         let mut obj = serde_json::json!({
             "stream": stream,
             "batch": batch_id,
             "partition": d.partition,
             "offset": d.offset,
+            "step": d.step,
             "plugin": d.plugin,
             "digest": d.digest,
             "reason": d.reason,
-            "key": d.batch.key(d.index).map(String::from_utf8_lossy),
-            "timestamp": d.batch.timestamp(d.index),
         });
         if let Some(failure) = d.failure {
             obj["failure"] = failure.into();
         }
-        match std::str::from_utf8(value) {
-            Ok(text) => obj["value"] = text.into(),
-            Err(_) => obj["value_base64"] = base64(value).into(),
+        self.push(batch_id, obj, d.batch, d.index);
+    }
+
+    /// Adds one record of `batch_id` that a sink's format cannot carry.
+    pub fn add_unwritable(&self, stream: &str, batch_id: u64, u: Unwritten<'_>) {
+        let obj = serde_json::json!({
+            "stream": stream,
+            "batch": batch_id,
+            "partition": u.partition,
+            "offset": u.offset,
+            "sink": u.sink,
+            "reason": u.reason,
+            "failure": "unwritable",
+        });
+        self.push(batch_id, obj, u.batch, u.index);
+    }
+
+    /// Completes `obj` with record `index` of `batch` and keeps it as a line of `batch_id`.
+    fn push(&self, batch_id: u64, mut obj: serde_json::Value, batch: &RecordBatch, index: usize) {
+        if let Some(map) = obj.as_object_mut() {
+            match batch.key(index) {
+                Some(key) => insert_bytes(map, "key", key),
+                None => {
+                    map.insert("key".to_owned(), serde_json::Value::Null);
+                }
+            }
+            insert_bytes(map, "value", batch.value(index));
+            map.insert("timestamp".to_owned(), batch.timestamp(index).into());
         }
-        let mut line = serde_json::to_vec(&obj).unwrap_or_default();
+        self.push_line(batch_id, &obj);
+    }
+
+    /// Adds a record of `batch_id`'s partition `partition` that its receiver set aside.
+    pub fn add_set_aside(&self, stream: &str, batch_id: u64, partition: u32, a: &SetAside) {
+        let mut obj = serde_json::json!({
+            "stream": stream,
+            "batch": batch_id,
+            "partition": partition,
+            "offset": a.offset,
+            "plugin": null,
+            "digest": null,
+            "reason": format!(
+                "oversize: the record is {} bytes, longer than the source's max-record-bytes ({}); its bytes are in {}",
+                a.length, a.limit, a.object
+            ),
+            "failure": "oversize",
+            "source": a.origin,
+            "length": a.length,
+            "limit": a.limit,
+            "value_object": a.object,
+            "key": null,
+            "timestamp": a.timestamp,
+        });
+        // A preview cut inside a character keeps the text before it.
+        let preview = match std::str::from_utf8(&a.preview) {
+            Err(e) if e.error_len().is_none() => &a.preview[..e.valid_up_to()],
+            _ => &a.preview[..],
+        };
+        if let Some(map) = obj.as_object_mut() {
+            insert_bytes(map, "preview", preview);
+        }
+        self.push_line(batch_id, &obj);
+    }
+
+    /// Keeps `obj` as a line of `batch_id`'s dead letters.
+    fn push_line(&self, batch_id: u64, obj: &serde_json::Value) {
+        let mut line = serde_json::to_vec(obj).unwrap_or_default();
         line.push(b'\n');
         self.pending
             .lock()
@@ -126,33 +222,46 @@ impl DeadLetters {
     }
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn lines(d: &DeadLetters, batch_id: u64) -> Vec<serde_json::Value> {
+        let pending = d.pending.lock().unwrap();
+        pending[&batch_id]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn base64_matches_the_standard_alphabet() {
-        assert_eq!(super::base64(b"Man"), "TWFu");
-        assert_eq!(super::base64(b"Ma"), "TWE=");
-        assert_eq!(super::base64(b"\xff"), "/w==");
+    fn keys_and_values_that_are_not_utf8_are_kept_in_base64_never_replaced() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::resolve("dead", "dead", dir.path(), true).unwrap();
+        let d = DeadLetters::new(location, rt.handle().clone());
+        let mut batch = RecordBatch::default();
+        batch.push(Some(b"\xfe"), b"\xff\x00", Some(3));
+        batch.push(None, b"text", None);
+        let u = |index| Unwritten {
+            sink: "files out",
+            partition: 1,
+            offset: 9,
+            reason: "no",
+            batch: &batch,
+            index,
+        };
+        d.add_unwritable("s", 4, u(0));
+        d.add_unwritable("s", 4, u(1));
+        let got = lines(&d, 4);
+        assert_eq!(got[0]["key_base64"], "/g==");
+        assert_eq!(got[0]["value_base64"], "/wA=");
+        assert!(got[0].get("key").is_none() && got[0].get("value").is_none());
+        assert_eq!(got[0]["sink"], "files out");
+        assert_eq!(got[0]["failure"], "unwritable");
+        assert_eq!(got[1]["key"], serde_json::Value::Null);
+        assert_eq!(got[1]["value"], "text");
+        assert_eq!(d.total(), 2);
     }
 }

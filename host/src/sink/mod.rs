@@ -7,23 +7,24 @@
 //! [`stdout`], [`files`] (one object per batch and partition, staged and then moved into place
 //! at commit, so a batch's output is there whole or not at all), [`count`] (counts, for
 //! benchmarks) and [`plugin`] (sink plugins); [`SinkConfig`] has one arm per kind. Dead letters
-//! go through [`dead_letter::DeadLetters`].
+//! go through [`dead_letter::DeadLetters`]. How stdout and files write a record, and the JSON
+//! encoding of bytes shared by every JSON output, are in [`format`].
 
 pub mod count;
 pub mod dead_letter;
 pub mod files;
+pub mod format;
 pub mod plugin;
 pub mod stdout;
 
 use std::sync::Arc;
-
-use serde::Deserialize;
 
 use crate::batch::RecordBatch;
 pub use crate::build::{BuildContext, BuildError};
 use crate::plugin::{CallContext, PluginError};
 use count::{CountConfig, CountSink};
 use files::FilesSinkConfig;
+pub use format::{Field, Fields, Format, OutputFormat, Unwritable};
 use plugin::PluginSinkConfig;
 use stdout::StdoutConfig;
 
@@ -41,6 +42,23 @@ pub enum SinkError {
         /// What failed.
         message: String,
     },
+    /// The sink's format cannot carry a record (a line feed in a value of a line-per-record
+    /// format); the job dead-letters such records before writing ([`Sink::unwritable`]).
+    #[error(
+        "sink {sink} cannot write record {index} of partition {partition} in batch {batch}: {reason}"
+    )]
+    Unwritable {
+        /// The sink.
+        sink: String,
+        /// The batch.
+        batch: u64,
+        /// The partition.
+        partition: u32,
+        /// The record's index in the records given to the sink.
+        index: usize,
+        /// Why.
+        reason: Unwritable,
+    },
     /// A batch's output is broken beyond repair (a failed part of an upload).
     #[error("sink {sink}: {message}")]
     Broken {
@@ -57,7 +75,7 @@ impl SinkError {
         match self {
             SinkError::Plugin(e) => e.retryable(),
             SinkError::Io { .. } => true,
-            SinkError::Broken { .. } => false,
+            SinkError::Broken { .. } | SinkError::Unwritable { .. } => false,
         }
     }
 }
@@ -66,6 +84,12 @@ impl SinkError {
 pub trait Sink: Send + Sync {
     /// A name for messages.
     fn name(&self) -> String;
+    /// The records of `batch` this sink cannot write exactly (its format cannot carry them),
+    /// each with why, in order; called before `write`, which then gets the others, and the
+    /// job dead-letters these. Default: none (a sink that writes any bytes).
+    fn unwritable(&self, _batch: &RecordBatch) -> Vec<(usize, Unwritable)> {
+        Vec::new()
+    }
     /// Writes one partition's records of a batch; nothing need be visible before `commit`.
     fn write(&self, ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError>;
     /// Makes the batch visible; must do no harm when called again for the same batch.
@@ -95,41 +119,6 @@ pub trait Sink: Send + Sync {
     fn counter(self: Arc<Self>) -> Option<Arc<CountSink>> {
         None
     }
-}
-
-/// Formats one record as a line (without the newline) into `out`.
-pub fn format_record(format: OutputFormat, batch: &RecordBatch, i: usize, out: &mut Vec<u8>) {
-    match format {
-        OutputFormat::Lines => out.extend_from_slice(batch.value(i)),
-        OutputFormat::Kv => {
-            if let Some(k) = batch.key(i) {
-                out.extend_from_slice(k);
-            }
-            out.push(b'\t');
-            out.extend_from_slice(batch.value(i));
-        }
-        OutputFormat::Jsonl => {
-            let v = serde_json::json!({
-                "key": batch.key(i).map(|k| String::from_utf8_lossy(k)),
-                "value": String::from_utf8_lossy(batch.value(i)),
-                "timestamp": batch.timestamp(i),
-            });
-            let _ = serde_json::to_writer(&mut *out, &v);
-        }
-    }
-}
-
-/// How records are written out.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum OutputFormat {
-    /// The value, one per line.
-    #[default]
-    Lines,
-    /// `key<TAB>value`, one per line.
-    Kv,
-    /// `{"key":…,"value":…,"timestamp":…}`, one per line.
-    Jsonl,
 }
 
 /// A `[[sink]]`, checked: which kind, with that kind's settings.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
-use super::{BuildContext, BuildError, OutputFormat, Sink, SinkError, format_record};
+use super::{BuildContext, BuildError, Format, Sink, SinkError, Unwritable};
 use crate::batch::RecordBatch;
 use crate::plugin::CallContext;
 
@@ -12,7 +12,7 @@ use crate::plugin::CallContext;
 #[derive(Debug, Clone)]
 pub struct StdoutConfig {
     /// How records are written.
-    pub format: OutputFormat,
+    pub format: Format,
     /// Only the N records with the largest numeric value per batch.
     pub top: Option<usize>,
 }
@@ -37,16 +37,16 @@ type PendingLines = BTreeMap<(u64, u32), Vec<(i64, Vec<u8>)>>;
 
 /// `kind = "stdout"`: prints each batch at commit, partitions in order.
 pub struct StdoutSink {
-    format: OutputFormat,
+    format: Format,
     top: Option<usize>,
     pending: Mutex<PendingLines>,
 }
 
 impl StdoutSink {
     /// A stdout sink; with `top`, only the N records with the largest numeric value per batch.
-    pub fn new(format: OutputFormat, top: Option<usize>) -> Self {
+    pub fn new(format: impl Into<Format>, top: Option<usize>) -> Self {
         StdoutSink {
-            format,
+            format: format.into(),
             top,
             pending: Mutex::default(),
         }
@@ -58,11 +58,23 @@ impl Sink for StdoutSink {
         "stdout".to_owned()
     }
 
+    fn unwritable(&self, batch: &RecordBatch) -> Vec<(usize, Unwritable)> {
+        self.format.unwritable(batch)
+    }
+
     fn write(&self, ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError> {
         let mut lines = Vec::with_capacity(batch.len());
         for i in 0..batch.len() {
             let mut line = Vec::new();
-            format_record(self.format, batch, i, &mut line);
+            self.format
+                .write(batch, i, &mut line)
+                .map_err(|reason| SinkError::Unwritable {
+                    sink: self.name(),
+                    batch: ctx.batch_id,
+                    partition: ctx.partition,
+                    index: i,
+                    reason,
+                })?;
             let rank = if self.top.is_some() {
                 numeric_value(batch, i)
             } else {

@@ -129,6 +129,10 @@ pub struct AmqpConfig {
     /// Duplicate detection by message id (`duplicate-detection`, `duplicate-ids`; see
     /// [`super::dedup`]): on by default in reliable mode.
     pub duplicates: Option<crate::dedup::Settings>,
+    /// `max-record-bytes`: a longer message body is set aside (see `receiver::oversize`).
+    pub max_record_bytes: u64,
+    /// Where bodies past the limit go; set when the source is built.
+    pub limit: Option<crate::receiver::oversize::RecordLimit>,
 }
 
 /// Where an Event Hubs partition starts when it has no checkpoint.
@@ -210,6 +214,8 @@ pub struct EventHubsConfig {
     pub wal: bool,
     /// Lifetime of each SAS token; renewed at 80% of it.
     pub token_ttl: Duration,
+    /// `max-record-bytes`: a longer event body is set aside (see `receiver::oversize`).
+    pub max_record_bytes: u64,
 }
 
 impl EventHubsConfig {
@@ -529,6 +535,7 @@ impl RawEventHubs<'_> {
             credit: check_credit(self.credit)?,
             wal: self.wal.unwrap_or(false),
             token_ttl,
+            max_record_bytes: crate::receiver::oversize::DEFAULT_MAX_RECORD_BYTES,
         })
     }
 }
@@ -600,6 +607,8 @@ pub fn resolve_amqp(
         credit: check_credit(credit)?,
         wal: wal.unwrap_or(false),
         duplicates: wal.unwrap_or(false).then(crate::dedup::Settings::default),
+        max_record_bytes: crate::receiver::oversize::DEFAULT_MAX_RECORD_BYTES,
+        limit: None,
     })
 }
 

@@ -118,6 +118,8 @@ pub struct EventHubsSource {
     pub cfg: EventHubsConfig,
     /// Where checkpoints go, with `checkpoint-dir`.
     pub checkpoints: Option<Location>,
+    /// Where event bodies past `max-record-bytes` go.
+    pub limit: Option<crate::receiver::oversize::RecordLimit>,
     positions: Vec<Mutex<Option<Position>>>,
 }
 
@@ -137,6 +139,7 @@ impl EventHubsSource {
             positions: (0..cfg.partitions).map(|_| Mutex::new(None)).collect(),
             cfg,
             checkpoints,
+            limit: None,
         }
     }
 
@@ -402,6 +405,14 @@ impl Dialect for EventHubsDialect {
             .map(crate::receiver::Position::EventHubs)
     }
 
+    fn origin(&self, _: &Message<Body<Value>>) -> Option<crate::batch::aside::Origin> {
+        let p = self.current.as_ref()?;
+        Some(crate::batch::aside::Origin::EventHubs {
+            offset: p.offset.clone(),
+            sequence_number: p.sequence_number,
+        })
+    }
+
     fn durable(&mut self, durable: u64) {
         let mut last = None;
         while self.pending.front().is_some_and(|(end, _)| *end <= durable) {
@@ -428,7 +439,12 @@ impl EventHubsConfig {
             }
             None => None,
         };
-        let src = EventHubsSource::new(self.clone(), checkpoints);
+        let mut src = EventHubsSource::new(self.clone(), checkpoints);
+        src.limit = Some(crate::receiver::oversize::RecordLimit {
+            max: self.max_record_bytes,
+            dead_letters: ctx.dead_letters.clone(),
+            stream: self.name.clone(),
+        });
         ctx.handle
             .block_on(probe(&src))
             .map_err(BuildError::Unreachable)?;
@@ -560,7 +576,7 @@ impl EventHubsReceiver {
             src: self.src.clone(),
             partition: self.partition,
         };
-        let mut pump = Pump::new(cfg.credit, false);
+        let mut pump = Pump::new(cfg.credit, false).with_limit(self.src.limit.clone(), &address);
         let mut durable = out.durable();
         let mut next_checkpoint = tokio::time::Instant::now() + cfg.checkpoint_interval;
         let result = loop {

@@ -25,6 +25,7 @@ pub mod bench;
 pub mod config;
 pub mod dedup;
 pub mod eventhubs;
+mod oversize;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -310,6 +311,11 @@ pub(crate) trait Dialect: Send {
     fn position(&self) -> Option<super::Position> {
         None
     }
+    /// The place of `message` (the last one pushed) as a dead letter names it, when the
+    /// dialect has one (else its queue and delivery number).
+    fn origin(&self, _message: &Message<Body<Value>>) -> Option<crate::batch::aside::Origin> {
+        None
+    }
 }
 
 /// Why the receive loop returned.
@@ -331,6 +337,8 @@ pub(crate) struct Pump {
     buf: Vec<u8>,
     settles: bool,
     sifter: Option<dedup::Sifter>,
+    /// Messages past `max-record-bytes`, to set aside.
+    long: oversize::LongMessages,
     /// Records appended over the link's life.
     pub received: u64,
 }
@@ -348,6 +356,7 @@ impl Pump {
             buf: Vec::new(),
             settles,
             sifter: None,
+            long: oversize::LongMessages::default(),
             received: 0,
         }
     }
@@ -355,6 +364,16 @@ impl Pump {
     /// Counts redeliveries and drops duplicates through `sifter` (see [`dedup`]).
     pub(crate) fn sifting(mut self, sifter: Option<dedup::Sifter>) -> Self {
         self.sifter = sifter;
+        self
+    }
+
+    /// Bodies longer than `limit` on the link from `address` are set aside.
+    pub fn with_limit(
+        mut self,
+        limit: Option<crate::receiver::oversize::RecordLimit>,
+        address: &str,
+    ) -> Self {
+        self.long = oversize::LongMessages::new(limit, address);
         self
     }
 
@@ -409,11 +428,16 @@ impl Pump {
 
     fn take(&mut self, d: Delivery<Body<Value>>, dialect: &mut dyn Dialect) {
         let (info, message) = d.into_parts();
+        let at = self.chunk.len();
         dialect.push(&mut self.chunk, &message, &mut self.buf);
         if let Some(s) = &self.sifter {
             s.note(&message);
         }
-        if self.settles {
+        let info = self.settles.then_some(info);
+        if let Some(info) = self
+            .long
+            .take_if_long(&mut self.chunk, at, &message, info, dialect)
+        {
             self.infos.push(info);
         }
     }
@@ -428,27 +452,31 @@ impl Pump {
         dialect: &mut dyn Dialect,
     ) -> Result<(), ReceiverError> {
         let n = self.chunk.len();
-        if n == 0 {
+        let long = self.long.len();
+        if n == 0 && long == 0 {
             return Ok(());
         }
-        let dropped = match &self.sifter {
-            Some(s) => s.sift(&mut self.chunk, &mut self.infos),
-            None => Vec::new(),
-        };
-        let offsets = match dialect.position() {
-            Some(p) => out.append_at(&self.chunk, p).await,
-            None => out.append(&self.chunk).await,
-        };
-        self.received += self.chunk.len() as u64;
-        self.chunk.clear();
-        dialect.appended(offsets.clone());
-        // A dropped duplicate is accepted once everything this partition appended before it
-        // is durable: its first copy among it when it came on this link's queue.
-        let before = offsets.end.saturating_sub(1);
-        self.unsettled.extend(offsets.zip(self.infos.drain(..)));
-        self.unsettled
-            .extend(dropped.into_iter().map(|info| (before, info)));
-        self.since_grant += n as u32;
+        if n > 0 {
+            let dropped = match &self.sifter {
+                Some(s) => s.sift(&mut self.chunk, &mut self.infos),
+                None => Vec::new(),
+            };
+            let offsets = match dialect.position() {
+                Some(p) => out.append_at(&self.chunk, p).await,
+                None => out.append(&self.chunk).await,
+            };
+            self.received += self.chunk.len() as u64;
+            self.chunk.clear();
+            dialect.appended(offsets.clone());
+            // A dropped duplicate is accepted once everything this partition appended before
+            // it is durable: its first copy among it when it came on this link's queue.
+            let before = offsets.end.saturating_sub(1);
+            self.unsettled.extend(offsets.zip(self.infos.drain(..)));
+            self.unsettled
+                .extend(dropped.into_iter().map(|info| (before, info)));
+        }
+        self.long.set_aside(link, out, dialect.position()).await?;
+        self.since_grant += (n + long) as u32;
         if self.since_grant >= self.credit / 2 {
             self.since_grant = 0;
             link.set_credit(self.credit)
@@ -580,8 +608,9 @@ impl AmqpReceiver {
             reliable = self.cfg.wal,
             "Attached to the broker."
         );
-        let mut pump =
-            Pump::new(self.cfg.credit, true).sifting(self.dedup.clone().map(dedup::Sifter::new));
+        let mut pump = Pump::new(self.cfg.credit, true)
+            .with_limit(self.cfg.limit.clone(), &self.address)
+            .sifting(self.dedup.clone().map(dedup::Sifter::new));
         let mut durable = out.durable();
         let mut dialect = PlainDialect;
         let result = pump
@@ -691,7 +720,13 @@ impl AmqpConfig {
         ctx.handle
             .block_on(probe(self))
             .map_err(BuildError::Unreachable)?;
-        Ok(Arc::new(self.clone()))
+        let mut built = self.clone();
+        built.limit = Some(crate::receiver::oversize::RecordLimit {
+            max: self.max_record_bytes,
+            dead_letters: ctx.dead_letters.clone(),
+            stream: self.name.clone(),
+        });
+        Ok(Arc::new(built))
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
 
-use super::{BuildContext, BuildError, OutputFormat, Sink, SinkError, format_record};
+use super::{BuildContext, BuildError, Format, Sink, SinkError, Unwritable};
 use crate::batch::RecordBatch;
 use crate::plugin::CallContext;
 use crate::store::Location;
@@ -16,7 +16,7 @@ pub struct FilesSinkConfig {
     /// The directory or store prefix.
     pub path: String,
     /// How records are written.
-    pub format: OutputFormat,
+    pub format: Format,
 }
 
 impl FilesSinkConfig {
@@ -51,7 +51,7 @@ impl FilesSinkConfig {
 /// the records), and a restart asks for it ([`Sink::committed`]).
 pub struct FilesSink {
     location: Location,
-    format: OutputFormat,
+    format: Format,
     handle: Handle,
     open: Mutex<BTreeMap<(u64, u32), Staged>>,
     run: String,
@@ -72,14 +72,14 @@ const UPLOAD_PART: usize = 8 << 20;
 
 impl FilesSink {
     /// A files sink writing under `location`.
-    pub fn new(location: Location, format: OutputFormat, handle: Handle) -> Self {
+    pub fn new(location: Location, format: impl Into<Format>, handle: Handle) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         FilesSink {
             location,
-            format,
+            format: format.into(),
             handle,
             open: Mutex::default(),
             run: format!("run-{}-{nanos}", std::process::id()),
@@ -111,14 +111,6 @@ impl FilesSink {
                 Ok(())
             }
             Err(e) => Err(self.err(format!("committing {}: {e}", s.target))),
-        }
-    }
-
-    fn ext(&self) -> &'static str {
-        match self.format {
-            OutputFormat::Jsonl => "jsonl",
-            OutputFormat::Kv => "tsv",
-            OutputFormat::Lines => "txt",
         }
     }
 
@@ -176,7 +168,7 @@ impl FilesSink {
             "batch-{:010}-part-{:05}.{}",
             ctx.batch_id,
             ctx.partition,
-            self.ext()
+            self.format.extension()
         );
         let staging = self
             .location
@@ -203,13 +195,25 @@ impl Sink for FilesSink {
         format!("files {}", self.location)
     }
 
+    fn unwritable(&self, batch: &RecordBatch) -> Vec<(usize, Unwritable)> {
+        self.format.unwritable(batch)
+    }
+
     fn write(&self, ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut body = Vec::with_capacity(batch.values.data.len() + batch.len() * 8);
         for i in 0..batch.len() {
-            format_record(self.format, batch, i, &mut body);
+            self.format
+                .write(batch, i, &mut body)
+                .map_err(|reason| SinkError::Unwritable {
+                    sink: self.name(),
+                    batch: ctx.batch_id,
+                    partition: ctx.partition,
+                    index: i,
+                    reason,
+                })?;
             body.push(b'\n');
         }
         let mut staged = self.staged(ctx)?;

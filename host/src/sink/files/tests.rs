@@ -13,6 +13,7 @@ use object_store::{
 };
 
 use super::*;
+use crate::sink::OutputFormat;
 
 /// A local store whose `fail_at`-th create-if-absent rename (counted from 1) fails once.
 #[derive(Debug)]
