@@ -189,6 +189,16 @@ pub fn rabbitmqctl(args: &[&str]) -> std::process::Output {
 /// Publishes durable messages with `fe2o3-amqp`'s `Sender`: each body (a Data section) with
 /// the message id `id`, all outcomes awaited.
 pub async fn publish(address: &str, messages: &[(String, Vec<u8>)]) {
+    publish_as(address, messages, true).await
+}
+
+/// [`publish`] as a sender that sets no message id (the ids given only name the messages
+/// here): the broker's redeliveries of these cannot be told from new messages.
+pub async fn publish_without_ids(address: &str, messages: &[(String, Vec<u8>)]) {
+    publish_as(address, messages, false).await
+}
+
+async fn publish_as(address: &str, messages: &[(String, Vec<u8>)], with_ids: bool) {
     use fe2o3_amqp::types::messaging::{Header, Message, Properties};
     use fe2o3_amqp::types::primitives::Binary;
     use fe2o3_amqp::{Connection, Sendable, Sender, Session};
@@ -203,7 +213,11 @@ pub async fn publish(address: &str, messages: &[(String, Vec<u8>)]) {
     for (id, body) in messages {
         let m = Message::builder()
             .header(Header::builder().durable(true).build())
-            .properties(Properties::builder().message_id(id.clone()).build())
+            .properties(if with_ids {
+                Properties::builder().message_id(id.clone()).build()
+            } else {
+                Properties::default()
+            })
             .data(Binary::from(body.clone()))
             .build();
         pending.push_back(

@@ -17,6 +17,7 @@
 //! - [`scheduler`]: the batch clock, the tracker and the job (how a batch runs);
 //! - [`driver`]: the lifecycle: recover, the batch loop, commit, stop, supervise;
 //! - [`checkpoint`]: the checkpoint log, one entry per batch: where a restart resumes;
+//! - [`dedup`]: duplicate detection by message id (a bounded window of ids, checkpointed);
 //! - [`wal`]: the write-ahead log on `object_store` (framed, checksummed, versioned segments,
 //!   group commit, recovery that reports damage);
 //! - [`dead_letters`]: `sluice dead-letters list | show | replay`: the dead letters read
@@ -55,6 +56,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dead_letters;
+pub mod dedup;
 pub mod driver;
 pub mod error;
 pub mod plan;

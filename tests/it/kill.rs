@@ -468,8 +468,15 @@ impl KillPoints {
 /// The `replayed_records` values in a log (text `replayed_records=N` or JSON
 /// `"replayed_records":N`).
 pub(crate) fn replayed_records(log: &str) -> Vec<u64> {
+    log_values(log, "replayed_records")
+}
+
+/// The values of the numeric log field `field` in a log (text `field=N` or JSON
+/// `"field":N`).
+pub(crate) fn log_values(log: &str, field: &str) -> Vec<u64> {
     let mut found = Vec::new();
-    for pat in ["replayed_records=", "\"replayed_records\":"] {
+    for pat in [format!("{field}="), format!("\"{field}\":")] {
+        let pat = pat.as_str();
         let mut rest = log;
         while let Some(at) = rest.find(pat) {
             rest = &rest[at + pat.len()..];

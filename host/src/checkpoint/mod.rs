@@ -30,6 +30,7 @@ pub mod show;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::position::Position;
+use crate::dedup::SeenIds;
 use crate::store::Location;
 
 /// The entry format this host writes and reads.
@@ -66,6 +67,11 @@ pub struct Entry {
     /// this batch and the ones before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_seen: Option<Vec<String>>,
+    /// Duplicate detection (reliable AMQP with message ids): the message ids this batch added
+    /// to the window, and every [`SNAPSHOT_EVERY`] batches the whole window. Absent in entries
+    /// written without detection, which read as adding nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_ids: Option<SeenIds>,
 }
 
 /// One partition of a batch: records `start..end`, and where the source stood.
@@ -145,6 +151,9 @@ pub struct Recovered {
     pub problems: Vec<String>,
     /// The batches whose entries were damaged.
     pub damaged: Vec<u64>,
+    /// Duplicate detection: from the newest entry holding the whole window of message ids up
+    /// to `last`, oldest first, each entry's batch time and ids.
+    pub ids: Vec<(i64, Option<SeenIds>)>,
 }
 
 /// The checkpoint log under one location.
@@ -260,9 +269,12 @@ impl CheckpointLog {
             match self.read(b).await {
                 Ok(e) => {
                     readable.push(e);
-                    // Need the newest two, then entries back to a snapshot for the files.
+                    // Need the newest two, then entries back to a snapshot for the files or
+                    // the message ids.
                     if readable.len() >= 2
-                        && readable.last().is_some_and(|e| e.files_seen.is_some())
+                        && readable.last().is_some_and(|e| {
+                            e.files_seen.is_some() || e.seen_ids.as_ref().is_some_and(|s| s.full)
+                        })
                     {
                         break;
                     }
@@ -277,6 +289,16 @@ impl CheckpointLog {
                 Err(e) => return Err(e),
             }
         }
+        let from = readable
+            .iter()
+            .position(|e| e.seen_ids.as_ref().is_some_and(|s| s.full))
+            .unwrap_or(readable.len().saturating_sub(1));
+        found.ids = readable
+            .iter()
+            .take(from + 1)
+            .rev()
+            .map(|e| (e.batch_time_ms, e.seen_ids.clone()))
+            .collect();
         let mut it = readable.into_iter();
         found.last = it.next();
         let older: Vec<Entry> = it.collect();
@@ -356,6 +378,7 @@ mod tests {
             plugins: BTreeMap::from([("uppercase".to_owned(), "ab".repeat(32))]),
             state: vec![],
             files_seen: batch.is_multiple_of(SNAPSHOT_EVERY).then(Vec::new),
+            seen_ids: None,
         }
     }
 
@@ -414,6 +437,37 @@ mod tests {
         assert!(!newest.exists() && newest.with_extension("json.damaged").exists());
         // Batch 2 can be written again.
         log.append(&entry(2, &[])).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn recovery_gives_the_message_ids_from_the_newest_whole_window_on() {
+        use crate::dedup::{IdGroup, SeenIds};
+        let tmp = tempfile::tempdir().unwrap();
+        let log = here(tmp.path());
+        let ids = |full: bool, b: u64| SeenIds {
+            full,
+            groups: vec![IdGroup {
+                time_ms: b as i64,
+                ids: format!("{b}"),
+            }],
+        };
+        for b in 0..6 {
+            let mut e = entry(b, &[]);
+            // An entry from before duplicate detection (batch 1) has no ids and stays readable.
+            e.seen_ids = (b != 1).then(|| ids(b == 0 || b == 3, b));
+            log.append(&e).await.unwrap();
+        }
+        let r = log.recover().await.unwrap();
+        let got: Vec<(i64, Option<SeenIds>)> = r.ids;
+        assert_eq!(
+            got,
+            vec![
+                (3000, Some(ids(true, 3))),
+                (4000, Some(ids(false, 4))),
+                (5000, Some(ids(false, 5)))
+            ]
+        );
+        assert!(r.last.unwrap().seen_ids.is_some());
     }
 
     #[tokio::test]

@@ -165,6 +165,16 @@ fn inspect_text(log: &CheckpointLog, e: &Entry) -> String {
     if let Some(seen) = &e.files_seen {
         let _ = writeln!(out, "files read so far: {}", seen.len());
     }
+    if let Some(ids) = &e.seen_ids {
+        // Base64 of 16-byte digests: 4 characters per 3 bytes.
+        let n: usize = ids.groups.iter().map(|g| g.ids.len() / 4 * 3 / 16).sum();
+        let what = if ids.full {
+            "the whole window"
+        } else {
+            "added by this batch"
+        };
+        let _ = writeln!(out, "message ids: {n} ({what})");
+    }
     out
 }
 

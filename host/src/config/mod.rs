@@ -167,6 +167,13 @@ pub struct RawSource {
     /// amqp and eventhubs `credit`: the link credit window per partition. Default 2000.
     #[serde(default)]
     pub credit: Option<u32>,
+    /// amqp `duplicate-detection`: a redelivered message whose message id was seen this long
+    /// ago or less is dropped (`"off"`: kept). Needs `wal = true`. Default `"10m"` with it.
+    #[serde(default)]
+    pub duplicate_detection: Option<String>,
+    /// amqp `duplicate-ids`: at most this many message ids are kept. Default 100000.
+    #[serde(default)]
+    pub duplicate_ids: Option<u64>,
     /// `wal`, any kind: reliable mode. Each block is written to the write-ahead log (under
     /// `[checkpoint] path`) before its records are acknowledged to the source, and a restart
     /// replays what the last checkpoint does not cover. Default false.
@@ -251,6 +258,8 @@ impl RawSource {
             ("url", self.url.is_some()),
             ("queues", self.queues.is_some()),
             ("credit", self.credit.is_some()),
+            ("duplicate-detection", self.duplicate_detection.is_some()),
+            ("duplicate-ids", self.duplicate_ids.is_some()),
             ("connection-string", self.connection_string.is_some()),
             ("consumer-group", self.consumer_group.is_some()),
             ("start", self.start.is_some()),
@@ -363,6 +372,8 @@ impl RawSource {
                         "queues",
                         "address",
                         "credit",
+                        "duplicate-detection",
+                        "duplicate-ids",
                         "max-record-bytes",
                     ],
                 )?;
@@ -374,6 +385,11 @@ impl RawSource {
                     self.partitions,
                     self.credit,
                     self.wal,
+                )?;
+                amqp.duplicates = crate::receiver::amqp::dedup::resolve(
+                    self.duplicate_detection.as_deref(),
+                    self.duplicate_ids,
+                    amqp.wal,
                 )?;
                 amqp.max_record_bytes = max_record_bytes;
                 Ok(SourceConfig::Amqp(amqp))

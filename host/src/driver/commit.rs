@@ -18,6 +18,7 @@ use crate::batch::position::Position;
 use crate::block::{Block, BlockManager, Cut};
 use crate::checkpoint::{CheckpointLog, Entry, PartitionEntry, SNAPSHOT_EVERY, VERSION};
 use crate::clock::now_ms;
+use crate::dedup::{Filter, Recorder};
 use crate::plan::Plan;
 use crate::scheduler::job::{self, OpenBatch, Shape};
 use crate::wal::Wal;
@@ -47,6 +48,12 @@ pub(crate) struct Committer<'a> {
     last: Vec<Option<Position>>,
     /// The open batch's end offset, per partition.
     ends: Vec<u64>,
+    /// A source that redelivers: the redelivery counts to report.
+    dedup: Option<Arc<Filter>>,
+    /// Duplicate detection by id: the committed window of message ids.
+    recorder: Option<Recorder>,
+    /// The open batch is a recomputed one, whose ids are recorded already.
+    recomputing: bool,
 }
 
 impl<'a> Committer<'a> {
@@ -54,7 +61,7 @@ impl<'a> Committer<'a> {
     pub fn new(
         plan: &'a Plan,
         rt: &'a tokio::runtime::Runtime,
-        start: &Start,
+        start: &mut Start,
         wal: Option<Wal>,
     ) -> Self {
         let n = plan.partitions as usize;
@@ -67,12 +74,18 @@ impl<'a> Committer<'a> {
             last: start.progress.last.clone(),
             progress: start.progress.clone(),
             ranges: vec![Vec::new(); n],
+            dedup: start.dedup.clone(),
+            recorder: start.recorder.take(),
+            recomputing: start.replay.is_some(),
         }
     }
 
     /// Notes where the open batch's blocks came from (their offsets and source positions).
     pub fn track(&mut self, blocks: &mut [Block]) {
         for b in blocks {
+            if let (Some(r), false) = (&mut self.recorder, self.recomputing) {
+                r.note(&b.records);
+            }
             let p = b.id.partition as usize;
             let end = b.first_offset + b.records.len() as u64;
             if let Some(e) = self.ends.get_mut(p) {
@@ -107,8 +120,11 @@ impl<'a> Committer<'a> {
         let t = Instant::now();
         let entry = match replayed {
             Some(e) => {
-                // Its ranges are recorded already; the next batch's start afresh.
+                // Its ranges and ids are recorded already; the next batch's start afresh.
                 self.ranges.iter_mut().for_each(Vec::clear);
+                if let Some(r) = &mut self.recorder {
+                    r.discard();
+                }
                 e
             }
             None => {
@@ -120,6 +136,12 @@ impl<'a> Committer<'a> {
             }
         };
         let checkpoint = t.elapsed();
+        self.recomputing = false;
+        let counts = self
+            .dedup
+            .as_ref()
+            .map(|f| f.take_counts())
+            .unwrap_or_default();
         job::commit(plan, id)?;
         self.after_commit(&entry, blocks);
         let done_ms = now_ms();
@@ -135,6 +157,8 @@ impl<'a> Committer<'a> {
                 total_delay: closed_at.elapsed(),
                 done_ms,
                 checkpoint,
+                redeliveries: counts.redeliveries,
+                duplicates_dropped: counts.duplicates,
             },
             time_ms,
             latencies: closed
@@ -165,6 +189,10 @@ impl<'a> Committer<'a> {
             plugins: self.plan.digests.clone(),
             state: Vec::new(),
             files_seen: None,
+            seen_ids: self
+                .recorder
+                .as_mut()
+                .map(|r| r.record(time_ms, id.is_multiple_of(SNAPSHOT_EVERY))),
         };
         self.progress
             .seen

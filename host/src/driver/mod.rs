@@ -132,7 +132,7 @@ pub fn run(
     );
     let (batch_clock, last_close) =
         start_tasks(plan, rt, &blocks, &mut start, wal.is_some(), shutdown);
-    let mut committer = commit::Committer::new(plan, rt, &start, wal);
+    let mut committer = commit::Committer::new(plan, rt, &mut start, wal);
     let shape = Shape::of(&plan.steps, plan.partitions);
     let mut batch = match &start.replay {
         Some(r) => OpenBatch::new(

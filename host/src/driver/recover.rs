@@ -18,6 +18,8 @@ use std::sync::Arc;
 use super::RunError;
 use crate::block::{Block, BlockManager, Cut};
 use crate::checkpoint::{CheckpointLog, Entry};
+use crate::clock::now_ms;
+use crate::dedup::{Detection, Filter, Recorder, SeenIds, Window};
 use crate::plan::{Plan, StepPlan};
 use crate::receiver::{Position, Resume};
 use crate::wal::{Wal, WalOptions};
@@ -58,6 +60,11 @@ pub(crate) struct Start {
     /// Reliable mode: the log, and the logged blocks to run first (with the close of the
     /// recomputed batch among them).
     pub wal: Option<(Wal, Vec<Cut>)>,
+    /// A source that redelivers: the receivers' live window of message ids (the committed
+    /// window plus the ids of the logged blocks to run first) and the redelivery counts.
+    pub dedup: Option<Arc<Filter>>,
+    /// Duplicate detection by id: the committed window, as of the newest entry.
+    pub recorder: Option<Recorder>,
 }
 
 /// Whether the source can give the same records again from a recorded position.
@@ -77,7 +84,7 @@ pub(crate) fn start(
         sink.recover(&plan.stream).map_err(RunError::Store)?;
     }
     let log = plan.checkpoint.clone().map(CheckpointLog::new);
-    let found = match &log {
+    let mut found = match &log {
         Some(log) => {
             if from_scratch {
                 clear(plan, rt, log)?;
@@ -108,7 +115,10 @@ pub(crate) fn start(
         },
         log,
         wal: None,
+        dedup: None,
+        recorder: None,
     };
+    (start.dedup, start.recorder) = dedup_start(plan, &std::mem::take(&mut found.ids))?;
     match found.last {
         None => refuse_over_output(plan, from_scratch)?,
         Some(last) => resume_after(plan, &mut start, last, found.before, found.seen_before)?,
@@ -121,13 +131,38 @@ pub(crate) fn start(
     if plan.wal {
         start.wal = Some(open_wal(plan, rt, blocks, &mut start)?);
     }
-    for (p, r) in start.resumes.iter().enumerate() {
+    for (p, r) in start.resumes.iter_mut().enumerate() {
         blocks.resume(p as u32, r.offset);
+        r.dedup = start.dedup.clone();
     }
     if let (Some(r), None) = (&start.replay, &start.wal) {
         blocks.fence(&r.entry.partitions.iter().map(|p| p.end).collect::<Vec<_>>());
     }
     Ok(start)
+}
+
+/// The live and committed windows of message ids, rebuilt from the checkpoint entries `ids`
+/// (see [`crate::dedup`]), for a source that redelivers.
+fn dedup_start(
+    plan: &Plan,
+    ids: &[(i64, Option<SeenIds>)],
+) -> Result<(Option<Arc<Filter>>, Option<Recorder>), RunError> {
+    let Some(detection) = plan.source.duplicates() else {
+        return Ok((None, None));
+    };
+    let Detection::ById(settings) = detection else {
+        return Ok((Some(Arc::new(Filter::new(detection, None))), None));
+    };
+    let window = Window::rebuild(settings, ids.iter().map(|(t, s)| (*t, s.as_ref())))
+        .map_err(|e| RunError::Recovery(format!("duplicate detection: {e}")))?;
+    tracing::info!(
+        message_ids = window.len(),
+        window_s = settings.window.as_secs(),
+        max_ids = settings.max_ids,
+        "Duplicate detection: a redelivered message whose id is in the window is dropped; the committed window is rebuilt from the checkpoint log."
+    );
+    let filter = Filter::new(detection, Some(window.clone()));
+    Ok((Some(Arc::new(filter)), Some(Recorder::new(window))))
 }
 
 fn clear(plan: &Plan, rt: &tokio::runtime::Runtime, log: &CheckpointLog) -> Result<(), RunError> {
@@ -228,6 +263,7 @@ fn resume_after(
                 replay: pe.ranges.clone(),
                 seen: start.progress.seen.clone(),
                 from_log: true,
+                dedup: None,
             };
         }
         tracing::info!(
@@ -270,6 +306,7 @@ fn resume_after(
             replay: Vec::new(),
             seen: start.progress.seen.clone(),
             from_log: true,
+            dedup: None,
         };
     }
     Ok(())
@@ -321,6 +358,9 @@ fn open_wal(
                 .records
                 .slice((lo - rb.first_offset) as usize..(hi - rb.first_offset) as usize);
             replayed += slice.len() as u64;
+            if let Some(f) = &start.dedup {
+                f.replayed(&slice, now_ms());
+            }
             let block: Block = blocks.replayed(rb.partition, lo, slice);
             if fence.as_ref().is_some_and(|f| hi <= f[p]) {
                 before.push(Cut::Block(block));
@@ -345,6 +385,7 @@ fn open_wal(
         checkpoint = %at,
         next_batch = start.first_batch,
         replayed_records = replayed,
+        message_ids = start.dedup.as_ref().map_or(0, |f| f.len()),
         damaged_segments = log.problems.len(),
         "Reliable mode: resuming after the checkpoint; records in the write-ahead log that no committed batch holds run first."
     );

@@ -38,6 +38,12 @@ pub struct BatchReport {
     pub done_ms: i64,
     /// Time spent writing its checkpoint entry.
     pub checkpoint: Duration,
+    /// Deliveries the broker marked as redelivered while the batch was open (AMQP:
+    /// `delivery-count > 0` or not the first acquirer), dropped or not.
+    pub redeliveries: u64,
+    /// Redelivered messages dropped while the batch was open because their message id was in
+    /// the duplicate-detection window.
+    pub duplicates_dropped: u64,
 }
 
 /// What a run did.
@@ -80,6 +86,8 @@ pub(crate) fn write_report(
         "scheduling_delay_ms": r.scheduling_delay.as_secs_f64() * 1e3,
         "total_delay_ms": r.total_delay.as_secs_f64() * 1e3,
         "checkpoint_ms": r.checkpoint.as_secs_f64() * 1e3,
+        "redeliveries": r.redeliveries,
+        "duplicates_dropped": r.duplicates_dropped,
         "marker_latency_ms": latencies,
     });
     serde_json::to_writer(&mut *w, &line)?;
@@ -90,7 +98,7 @@ pub(crate) fn write_report(
 pub(crate) fn show(r: &BatchReport, progress: bool) {
     if progress && std::io::stderr().is_terminal() {
         eprintln!(
-            "batch {:>6} | {:>10} records in | {:>10} out | processing {:>7.1} ms | delay {:>7.1} ms{}",
+            "batch {:>6} | {:>10} records in | {:>10} out | processing {:>7.1} ms | delay {:>7.1} ms{}{}",
             r.id,
             r.records_in,
             r.records_out,
@@ -100,7 +108,8 @@ pub(crate) fn show(r: &BatchReport, progress: bool) {
                 format!(" | {} dead letters", r.dead_letters)
             } else {
                 String::new()
-            }
+            },
+            redelivery_text(r)
         );
     } else {
         tracing::info!(
@@ -108,10 +117,20 @@ pub(crate) fn show(r: &BatchReport, progress: bool) {
             records_in = r.records_in,
             records_out = r.records_out,
             dead_letters = r.dead_letters,
+            redeliveries = r.redeliveries,
+            duplicates_dropped = r.duplicates_dropped,
             processing_ms = r.processing.as_secs_f64() * 1e3,
             scheduling_delay_ms = r.scheduling_delay.as_secs_f64() * 1e3,
             total_delay_ms = r.total_delay.as_secs_f64() * 1e3,
             "Batch done."
         );
+    }
+}
+
+fn redelivery_text(r: &BatchReport) -> String {
+    match (r.redeliveries, r.duplicates_dropped) {
+        (0, 0) => String::new(),
+        (n, 0) => format!(" | {n} redeliveries"),
+        (n, d) => format!(" | {n} redeliveries, {d} duplicates dropped"),
     }
 }

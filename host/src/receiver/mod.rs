@@ -43,6 +43,9 @@ pub struct Resume {
     pub seen: std::collections::HashSet<String>,
     /// Whether this comes from the checkpoint log (else the source's own start applies).
     pub from_log: bool,
+    /// A source that redelivers ([`Source::duplicates`]): the live window of message ids and
+    /// the redelivery counts, one for all partitions.
+    pub dedup: Option<Arc<crate::dedup::Filter>>,
 }
 
 /// Why a receiver stopped.

@@ -27,6 +27,11 @@ pub trait Source: Send + Sync {
     fn replays_by_position(&self) -> bool {
         false
     }
+    /// What the source does about redeliveries (`None`: it never redelivers); asked once when
+    /// the run starts.
+    fn duplicates(&self) -> Option<crate::dedup::Detection> {
+        None
+    }
     /// The receiver of `partition`, starting at `resume`.
     fn receiver(self: Arc<Self>, partition: u32, resume: Resume) -> Receiver;
 }

@@ -126,6 +126,9 @@ pub struct AmqpConfig {
     pub credit: u32,
     /// Reliable mode: deliveries are accepted only once durable.
     pub wal: bool,
+    /// Duplicate detection by message id (`duplicate-detection`, `duplicate-ids`; see
+    /// [`super::dedup`]): on by default in reliable mode.
+    pub duplicates: Option<crate::dedup::Settings>,
     /// `max-record-bytes`: a longer message body is set aside (see `receiver::oversize`).
     pub max_record_bytes: u64,
     /// Where bodies past the limit go; set when the source is built.
@@ -603,6 +606,7 @@ pub fn resolve_amqp(
         addresses,
         credit: check_credit(credit)?,
         wal: wal.unwrap_or(false),
+        duplicates: wal.unwrap_or(false).then(crate::dedup::Settings::default),
         max_record_bytes: crate::receiver::oversize::DEFAULT_MAX_RECORD_BYTES,
         limit: None,
     })

@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod body;
 pub mod config;
+pub mod dedup;
 pub mod eventhubs;
 mod oversize;
 
@@ -263,6 +264,7 @@ pub(crate) struct Pump {
     unsettled: VecDeque<(u64, DeliveryInfo)>,
     conv: Converter,
     settles: bool,
+    sifter: Option<dedup::Sifter>,
     /// Messages past `max-record-bytes`, to set aside.
     long: oversize::LongMessages,
     /// Records appended over the link's life.
@@ -281,9 +283,16 @@ impl Pump {
             unsettled: VecDeque::new(),
             conv: Converter::default(),
             settles,
+            sifter: None,
             long: oversize::LongMessages::default(),
             received: 0,
         }
+    }
+
+    /// Counts redeliveries and drops duplicates through `sifter` (see [`dedup`]).
+    pub(crate) fn sifting(mut self, sifter: Option<dedup::Sifter>) -> Self {
+        self.sifter = sifter;
+        self
     }
 
     /// Bodies longer than `limit` on the link from `address` are set aside.
@@ -349,6 +358,9 @@ impl Pump {
         let (info, message) = d.into_parts();
         let at = self.chunk.len();
         dialect.push(&mut self.chunk, &message, &mut self.conv);
+        if let Some(s) = &self.sifter {
+            s.note(&message);
+        }
         let info = self.settles.then_some(info);
         if let Some(info) = self
             .long
@@ -373,14 +385,23 @@ impl Pump {
             return Ok(());
         }
         if n > 0 {
+            let dropped = match &self.sifter {
+                Some(s) => s.sift(&mut self.chunk, &mut self.infos),
+                None => Vec::new(),
+            };
             let offsets = match dialect.position() {
                 Some(p) => out.append_at(&self.chunk, p).await,
                 None => out.append(&self.chunk).await,
             };
+            self.received += self.chunk.len() as u64;
             self.chunk.clear();
-            self.received += n as u64;
             dialect.appended(offsets.clone());
+            // A dropped duplicate is accepted once everything this partition appended before
+            // it is durable: its first copy among it when it came on this link's queue.
+            let before = offsets.end.saturating_sub(1);
             self.unsettled.extend(offsets.zip(self.infos.drain(..)));
+            self.unsettled
+                .extend(dropped.into_iter().map(|info| (before, info)));
         }
         self.long.set_aside(link, out, dialect.position()).await?;
         self.since_grant += (n + long) as u32;
@@ -459,6 +480,7 @@ pub struct AmqpReceiver {
     cfg: Arc<AmqpConfig>,
     partition: u32,
     address: String,
+    dedup: Option<Arc<crate::dedup::Filter>>,
 }
 
 struct PlainDialect;
@@ -484,7 +506,14 @@ impl AmqpReceiver {
             cfg,
             partition,
             address,
+            dedup: None,
         }
+    }
+
+    /// Counts redeliveries and, with detection on, drops duplicates through `filter`.
+    pub fn with_dedup(mut self, filter: Option<Arc<crate::dedup::Filter>>) -> Self {
+        self.dedup = filter;
+        self
     }
 
     /// Connects, attaches and receives until `stop` or a failure.
@@ -512,8 +541,9 @@ impl AmqpReceiver {
             reliable = self.cfg.wal,
             "Attached to the broker."
         );
-        let mut pump =
-            Pump::new(self.cfg.credit, true).with_limit(self.cfg.limit.clone(), &self.address);
+        let mut pump = Pump::new(self.cfg.credit, true)
+            .with_limit(self.cfg.limit.clone(), &self.address)
+            .sifting(self.dedup.clone().map(dedup::Sifter::new));
         let mut durable = out.durable();
         let mut dialect = PlainDialect;
         let result = pump
@@ -647,7 +677,15 @@ impl super::Source for AmqpConfig {
         false
     }
 
-    fn receiver(self: Arc<Self>, partition: u32, _resume: Resume) -> Receiver {
-        Receiver::Amqp(AmqpReceiver::new(self, partition))
+    /// Redeliveries are counted; in reliable mode, dropped by message id (unless turned off).
+    fn duplicates(&self) -> Option<crate::dedup::Detection> {
+        Some(self.duplicates.map_or(
+            crate::dedup::Detection::Count,
+            crate::dedup::Detection::ById,
+        ))
+    }
+
+    fn receiver(self: Arc<Self>, partition: u32, resume: Resume) -> Receiver {
+        Receiver::Amqp(AmqpReceiver::new(self, partition).with_dedup(resume.dedup))
     }
 }
