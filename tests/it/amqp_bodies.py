@@ -2,9 +2,11 @@
 properties, to a queue, with python-qpid-proton: an AMQP 1.0 client independent of sluice's
 (fe2o3-amqp). `tests/it/amqp_bodies.rs` runs it and checks what sluice makes of each message.
 
-Usage: python amqp_bodies.py URL ADDRESS
+Usage: python amqp_bodies.py URL ADDRESS [--undecodable]
   URL      amqp://user:password@host:port
   ADDRESS  the queue address, e.g. /queue/sluice-bodies-1
+  --undecodable  instead: a data message `before`, then an amqp-value array with a null
+                 descriptor (valid AMQP that fe2o3-amqp cannot decode), then `after`
 
 Every message carries the application property `case` (its name), so the test can match
 records to cases whatever the order. Bodies that proton's Message cannot make (several data
@@ -120,13 +122,20 @@ def cases():
     yield msg("id-binary", b"b", inferred=True, id=b"\x00\xff", correlation_id=ulong(7))
 
 
+def undecodable():
+    yield msg("before", b"before", inferred=True)
+    yield msg("undecodable", Array(None, Data.INT, 1, 2, 3))
+    yield msg("after", b"after", inferred=True)
+
+
 def main():
     url, address = sys.argv[1], sys.argv[2]
+    which = undecodable if sys.argv[3:] == ["--undecodable"] else cases
     conn = BlockingConnection(url, timeout=30)
     try:
         sender = conn.create_sender(address)
         n = 0
-        for m in cases():
+        for m in which():
             sender.send(m)
             n += 1
         print(n)

@@ -423,3 +423,96 @@ dirs = {{ "/out" = "out" }}
     }
     assert!(got.is_empty(), "records of no case: {got:?}");
 }
+
+#[test]
+fn a_message_the_decoder_cannot_read_is_rejected_with_an_error_naming_it_and_the_stream_goes_on() {
+    const TEST: &str = "a_message_the_decoder_cannot_read_is_rejected_with_an_error_naming_it_and_the_stream_goes_on";
+    let Some(_turn) = broker(TEST) else {
+        return;
+    };
+    let Some(python) = proton_python(TEST) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let queue = fresh_queue("undecodable");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("it/amqp_bodies.py");
+    let published = std::process::Command::new(&python)
+        .arg(&script)
+        .args([amqp_url().as_str(), queue.as_str(), "--undecodable"])
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "amqp_bodies.py: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let pipeline = write_pipeline(
+        tmp.path(),
+        &format!(
+            r#"version = 1
+batch-interval = "300ms"
+block-interval = "100ms"
+
+[source]
+kind = "amqp"
+url = "{}"
+queues = ["{queue}"]
+wal = true
+
+[[sink]]
+kind = "files"
+path = "out"
+format = "lines"
+"#,
+            amqp_url()
+        ),
+    );
+    let out = tmp.path().join("out");
+    let mut sluice = Running::start(sluice_run(tmp.path(), &pipeline, &plugins_dir()));
+    let lines = || -> Vec<String> { crate::kill::output_now(&out) };
+    sluice.wait_for(
+        "the message after the undecodable one",
+        Duration::from_secs(60),
+        || lines().iter().any(|l| l == "after"),
+    );
+    // A second of running: a receiver that took the message as a link failure would restart
+    // on it again and again.
+    std::thread::sleep(Duration::from_secs(1));
+    sluice.interrupt();
+    let ended = sluice.wait(Duration::from_secs(30));
+    ended.assert_success();
+    assert_eq!(
+        lines(),
+        ["before", "after"],
+        "the two decodable messages, once each"
+    );
+    let errors: Vec<&str> = (ended.stderr.lines())
+        .filter(|l| l.contains("could not be decoded"))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error for the one message:\n{}",
+        ended.stderr
+    );
+    assert!(
+        errors[0].contains(&queue) && errors[0].contains("delivery_id"),
+        "the error names the queue and the delivery: {}",
+        errors[0]
+    );
+    assert!(
+        !ended.stderr.contains("The receiver failed"),
+        "the receiver did not restart:\n{}",
+        ended.stderr
+    );
+    let left = sluice_tests::rabbitmqctl(&["list_queues", "name", "messages"]);
+    let listing = String::from_utf8_lossy(&left.stdout);
+    let row = listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(queue.rsplit('/').next().unwrap()))
+        .unwrap_or_else(|| panic!("queue {queue} in:\n{listing}"));
+    assert!(
+        row.ends_with("\t0") || row.split_whitespace().nth(1) == Some("0"),
+        "the rejected message left the queue: {row}"
+    );
+}

@@ -2,16 +2,16 @@
 //! components). Each module covers one part; test names read as sentences.
 
 mod amqp;
-mod bytes;
 mod amqp_bodies;
+mod bytes;
 mod cli;
 mod dead_letters;
 mod driver;
 mod engine;
 mod eventhubs;
 mod kill;
-mod oversize;
 mod memory;
+mod oversize;
 mod plugins;
 mod poison;
 mod recovery;

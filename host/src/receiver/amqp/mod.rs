@@ -269,6 +269,10 @@ pub(crate) struct Pump {
     long: oversize::LongMessages,
     /// Records appended over the link's life.
     pub received: u64,
+    /// Messages rejected because they could not be decoded.
+    undecodable: u64,
+    /// The link's address, for messages about it.
+    address: String,
 }
 
 impl Pump {
@@ -286,6 +290,8 @@ impl Pump {
             sifter: None,
             long: oversize::LongMessages::default(),
             received: 0,
+            undecodable: 0,
+            address: String::new(),
         }
     }
 
@@ -302,6 +308,7 @@ impl Pump {
         address: &str,
     ) -> Self {
         self.long = oversize::LongMessages::new(limit, address);
+        self.address = address.to_owned();
         self
     }
 
@@ -332,12 +339,16 @@ impl Pump {
                     let mut failure = None;
                     match first {
                         Ok(d) => self.take(d, dialect),
+                        Err(RecvError::MessageDecode(e)) => self.undecodable(link, e).await?,
                         Err(e) => return Err(recv_error(&e)),
                     }
                     // Whatever else has already arrived joins this chunk.
                     while self.chunk.len() < MAX_CHUNK {
                         match link.recv::<Body<Value>>().now_or_never() {
                             Some(Ok(d)) => self.take(d, dialect),
+                            Some(Err(RecvError::MessageDecode(e))) => {
+                                self.undecodable(link, e).await?;
+                            }
                             Some(Err(e)) => {
                                 failure = Some(recv_error(&e));
                                 break;
@@ -352,6 +363,36 @@ impl Pump {
                 }
             }
         }
+    }
+
+    /// A message the AMQP decoder cannot read (not valid AMQP 1.0, or an encoding fe2o3-amqp
+    /// does not support, such as an array with a null descriptor): it is rejected with the
+    /// decoder's reason, so the broker dead-letters or drops it by its own policy (sluice never
+    /// had its bytes), and the link goes on. Taking it as a link failure would restart the
+    /// receiver on the same message forever.
+    async fn undecodable(
+        &mut self,
+        link: &fe2o3_amqp::Receiver,
+        e: fe2o3_amqp::link::MessageDecodeError,
+    ) -> Result<(), ReceiverError> {
+        self.undecodable += 1;
+        self.since_grant += 1;
+        let reason = format!("sluice could not decode the message: {}", e.source);
+        tracing::error!(
+            address = %self.address,
+            delivery_id = e.info.delivery_id(),
+            error = %e.source,
+            rejected = self.settles,
+            undecodable_so_far = self.undecodable,
+            "A message could not be decoded; it is rejected (the broker dead-letters or drops it by its own policy; on a pre-settled link it is gone) and the stream goes on."
+        );
+        if !self.settles {
+            return Ok(());
+        }
+        let error = definitions::Error::new(definitions::AmqpError::DecodeError, reason, None);
+        link.reject(e.info, error)
+            .await
+            .map_err(|e| ReceiverError::Transient(format!("rejecting an undecodable message: {e}")))
     }
 
     fn take(&mut self, d: Delivery<Body<Value>>, dialect: &mut dyn Dialect) {
