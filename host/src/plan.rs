@@ -156,7 +156,12 @@ pub fn build_with(
         .dead_letter
         .as_ref()
         .map_or("dead-letters", |d| d.path.as_str());
+    let dl_existed = base.join(dl_spec).exists();
     let dl = reach(dl_spec, "dead-letter.path", &base, handle).map_err(built)?;
+    // The source and sinks are built with the dead-letter location at hand; if building
+    // them fails, a dead-letter directory made just now is taken away again: a refused
+    // pipeline file leaves nothing behind.
+    let made = Made::dir(dl.local.as_deref().filter(|_| !dl_existed));
     let source = file
         .source
         .build(&mut BuildContext {
@@ -202,6 +207,7 @@ pub fn build_with(
     } else {
         None
     };
+    made.keep();
     let workers = file.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -366,6 +372,27 @@ fn build_steps(
 }
 
 /// Resolves a location the host writes to (created when local) and reaches its store.
+/// A directory made while building a plan: removed when dropped still empty, unless kept.
+struct Made(Option<std::path::PathBuf>);
+
+impl Made {
+    fn dir(path: Option<&Path>) -> Made {
+        Made(path.map(Path::to_owned))
+    }
+
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir); // only when empty
+        }
+    }
+}
+
 fn reach(spec: &str, key: &str, base: &Path, handle: &Handle) -> Result<Location, BuildError> {
     let at = Location::resolve(spec, key, base, true)?;
     handle
