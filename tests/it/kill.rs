@@ -525,6 +525,8 @@ pub(crate) struct Harness<'a> {
     plugins: PathBuf,
     /// The ledger of the sink's output.
     pub(crate) ledger: Ledger,
+    /// Environment variables of every run.
+    env: Vec<(String, String)>,
 }
 
 impl<'a> Harness<'a> {
@@ -541,12 +543,21 @@ impl<'a> Harness<'a> {
             pipeline,
             plugins: plugins_dir(),
             ledger: Ledger::new(out),
+            env: Vec::new(),
         }
     }
 
     /// Starts `sluice run` on the pipeline.
     pub(crate) fn start(&self) -> Running {
-        Running::start(sluice_run(self.dir, self.pipeline, &self.plugins))
+        let mut command = sluice_run(self.dir, self.pipeline, &self.plugins);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        Running::start(command)
+    }
+
+    /// Sets an environment variable of every run (a fault injection, say).
+    pub(crate) fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// Runs `kills` trials: start, SIGKILL at the seeded point (unless it ended by itself, which

@@ -469,6 +469,9 @@ impl Pump {
             return Ok(());
         }
         let done: Vec<DeliveryInfo> = self.unsettled.drain(..covered).map(|(_, i)| i).collect();
+        if let Some(delay) = accept_delay() {
+            tokio::time::sleep(delay).await;
+        }
         link.accept_all(done)
             .await
             .map_err(|e| ReceiverError::Transient(format!("accepting deliveries: {e}")))
@@ -501,6 +504,19 @@ impl Pump {
     pub fn unsettled(&self) -> usize {
         self.unsettled.len()
     }
+}
+
+/// Fault injection for the kill trials: `SLUICE_FAULT_ACCEPT_DELAY_MS` delays every accept
+/// after its records are logged, widening the window in which a kill leaves logged records
+/// unaccepted (the broker redelivers them while the log replays them: what duplicate detection
+/// removes). Never set in production.
+fn accept_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms: u64 = std::env::var("SLUICE_FAULT_ACCEPT_DELAY_MS").ok()?.parse().ok()?;
+        tracing::warn!(delay_ms = ms, "SLUICE_FAULT_ACCEPT_DELAY_MS is set: every accept is delayed (fault injection for tests).");
+        Some(Duration::from_millis(ms))
+    })
 }
 
 fn recv_error(e: &RecvError) -> ReceiverError {
