@@ -340,6 +340,26 @@ fn with_properties() -> Vec<(&'static str, Vec<Record>)> {
     ]
 }
 
+/// Runs `amqp_bodies.py` (with `args`) to publish to `queue`; returns how many it published.
+fn publish_with_proton(python: &std::path::Path, queue: &str, args: &[&str]) -> usize {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("it/amqp_bodies.py");
+    let published = std::process::Command::new(python)
+        .arg(&script)
+        .args([amqp_url().as_str(), queue])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "amqp_bodies.py: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    String::from_utf8_lossy(&published.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn every_amqp_body_kind_and_property_from_an_independent_client_arrives_as_documented() {
     const TEST: &str =
@@ -352,21 +372,7 @@ fn every_amqp_body_kind_and_property_from_an_independent_client_arrives_as_docum
     };
     let tmp = tempfile::tempdir().unwrap();
     let queue = fresh_queue("bodies");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("it/amqp_bodies.py");
-    let published = std::process::Command::new(&python)
-        .arg(&script)
-        .args([amqp_url().as_str(), queue.as_str()])
-        .output()
-        .unwrap();
-    assert!(
-        published.status.success(),
-        "amqp_bodies.py: {}",
-        String::from_utf8_lossy(&published.stderr)
-    );
-    let n: usize = String::from_utf8_lossy(&published.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let n = publish_with_proton(&python, &queue, &[]);
     let expected = expected();
     assert_eq!(
         n,
@@ -435,17 +441,7 @@ fn a_message_the_decoder_cannot_read_is_rejected_with_an_error_naming_it_and_the
     };
     let tmp = tempfile::tempdir().unwrap();
     let queue = fresh_queue("undecodable");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("it/amqp_bodies.py");
-    let published = std::process::Command::new(&python)
-        .arg(&script)
-        .args([amqp_url().as_str(), queue.as_str(), "--undecodable"])
-        .output()
-        .unwrap();
-    assert!(
-        published.status.success(),
-        "amqp_bodies.py: {}",
-        String::from_utf8_lossy(&published.stderr)
-    );
+    assert_eq!(publish_with_proton(&python, &queue, &["--undecodable"]), 3);
     let pipeline = write_pipeline(
         tmp.path(),
         &format!(
