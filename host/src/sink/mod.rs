@@ -70,6 +70,22 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// Record `index` of the call `ctx` that sink `sink`'s format cannot carry.
+    pub fn unwritable(
+        sink: String,
+        ctx: &crate::plugin::CallContext,
+        index: usize,
+        reason: Unwritable,
+    ) -> SinkError {
+        SinkError::Unwritable {
+            sink,
+            batch: ctx.batch_id,
+            partition: ctx.partition,
+            index,
+            reason,
+        }
+    }
+
     /// Whether trying again can help.
     pub fn retryable(&self) -> bool {
         match self {

@@ -68,13 +68,7 @@ impl Sink for StdoutSink {
             let mut line = Vec::new();
             self.format
                 .write(batch, i, &mut line)
-                .map_err(|reason| SinkError::Unwritable {
-                    sink: self.name(),
-                    batch: ctx.batch_id,
-                    partition: ctx.partition,
-                    index: i,
-                    reason,
-                })?;
+                .map_err(|reason| SinkError::unwritable(self.name(), ctx, i, reason))?;
             let rank = if self.top.is_some() {
                 numeric_value(batch, i)
             } else {

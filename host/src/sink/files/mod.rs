@@ -207,13 +207,7 @@ impl Sink for FilesSink {
         for i in 0..batch.len() {
             self.format
                 .write(batch, i, &mut body)
-                .map_err(|reason| SinkError::Unwritable {
-                    sink: self.name(),
-                    batch: ctx.batch_id,
-                    partition: ctx.partition,
-                    index: i,
-                    reason,
-                })?;
+                .map_err(|reason| SinkError::unwritable(self.name(), ctx, i, reason))?;
             body.push(b'\n');
         }
         let mut staged = self.staged(ctx)?;
