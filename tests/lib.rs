@@ -199,9 +199,9 @@ pub async fn publish_without_ids(address: &str, messages: &[(String, Vec<u8>)]) 
 }
 
 async fn publish_as(address: &str, messages: &[(String, Vec<u8>)], with_ids: bool) {
-    use fe2o3_amqp::types::messaging::{Header, Message, Properties};
-    use fe2o3_amqp::types::primitives::Binary;
-    use fe2o3_amqp::{Connection, Sendable, Sender, Session};
+    use fe2o3_amqp::{Connection, Sender, Session};
+    use std::time::Duration;
+    use tokio::time::timeout;
     let mut conn = Connection::open("sluice-test-publisher", amqp_url().as_str())
         .await
         .expect("the test publisher connects");
@@ -209,6 +209,37 @@ async fn publish_as(address: &str, messages: &[(String, Vec<u8>)], with_ids: boo
     let mut sender = Sender::attach(&mut session, format!("pub-{address}"), address)
         .await
         .unwrap();
+    // Every step is bounded: a publisher that hangs fails the test saying where, instead of
+    // holding the whole suite until CI's limit.
+    let settled = std::sync::atomic::AtomicUsize::new(0);
+    let limit = Duration::from_secs(60 + messages.len() as u64 / 100);
+    let sent = timeout(limit, send_all(&mut sender, messages, with_ids, &settled)).await;
+    let settled = settled.into_inner();
+    assert!(
+        sent.is_ok(),
+        "the test publisher (fe2o3-amqp) hung: {settled} of {} messages to {address} settled within {limit:?}",
+        messages.len()
+    );
+    // RabbitMQ 3.10 answers a closing detach in a way fe2o3-amqp calls an illegal state, and a
+    // close can then wait for an answer that never comes. Every outcome was awaited above, so
+    // the messages are in: each close gets 2 s and is then dropped.
+    let _ = timeout(Duration::from_secs(2), sender.close()).await;
+    let _ = timeout(Duration::from_secs(2), session.end()).await;
+    let _ = timeout(Duration::from_secs(2), conn.close()).await;
+}
+
+/// Sends every message (durable, the id as message id when `with_ids`) with at most 500
+/// outcomes outstanding, and awaits them all; `settled` counts the outcomes seen.
+async fn send_all(
+    sender: &mut fe2o3_amqp::Sender,
+    messages: &[(String, Vec<u8>)],
+    with_ids: bool,
+    settled: &std::sync::atomic::AtomicUsize,
+) {
+    use fe2o3_amqp::Sendable;
+    use fe2o3_amqp::types::messaging::{Header, Message, Properties};
+    use fe2o3_amqp::types::primitives::Binary;
+    use std::sync::atomic::Ordering::Relaxed;
     let mut pending = std::collections::VecDeque::new();
     for (id, body) in messages {
         let m = Message::builder()
@@ -228,14 +259,11 @@ async fn publish_as(address: &str, messages: &[(String, Vec<u8>)], with_ids: boo
         );
         if pending.len() > 500 {
             pending.pop_front().unwrap().await.unwrap();
+            settled.fetch_add(1, Relaxed);
         }
     }
     for p in pending {
         p.await.unwrap();
+        settled.fetch_add(1, Relaxed);
     }
-    // RabbitMQ 3.10 answers a closing detach in a way fe2o3-amqp calls an illegal state; every
-    // outcome was awaited above, so the messages are in.
-    let _ = sender.close().await;
-    let _ = session.end().await;
-    let _ = conn.close().await;
 }

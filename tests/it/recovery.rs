@@ -424,8 +424,10 @@ fn amqp_kill_run(
         fresh_queue(&format!("{tag}1")),
     );
     let all = ids(tag, 0..AMQP_MESSAGES);
-    let rt = rt();
     let publish_both = |part: &[(String, Vec<u8>)]| {
+        // A runtime per wave, left in the background when done: a publisher task that the
+        // client library leaves spinning cannot take a core from the trials that follow.
+        let rt = rt();
         let half = part.len() / 2;
         for (q, part) in [(&q0, &part[..half]), (&q1, &part[half..])] {
             if message_ids {
@@ -434,6 +436,7 @@ fn amqp_kill_run(
                 rt.block_on(publish_without_ids(q, part));
             }
         }
+        rt.shutdown_background();
     };
     let t0 = Instant::now();
     publish_both(&all[..AMQP_FIRST]);
@@ -506,17 +509,13 @@ fn reliable_amqp_without_message_ids_loses_nothing_bounds_and_reports_redeliveri
         r.lost_overwritten == 0 && r.unexpected == 0 && r.replaced_files == 0
     });
     let r = &run.report;
-    let bound = AMQP_KILLS * CREDIT * 2;
-    eprintln!("[{TAG}] final: {r}");
-    eprintln!(
-        "[{TAG}] {} duplicates ({:.2}% of {AMQP_MESSAGES}); the bound is {AMQP_KILLS} kills x credit {CREDIT} x 2 queues = {bound}",
-        r.duplicated,
-        r.duplicated as f64 * 100.0 / AMQP_MESSAGES as f64
-    );
     let replays = run.replays();
     let redeliveries = run.total("redeliveries");
+    eprintln!("[{TAG}] final: {r}");
     eprintln!(
-        "[{TAG}] restarts that replayed logged blocks: {replays:?}; redeliveries reported: {redeliveries}"
+        "[{TAG}] {} duplicates ({:.2}% of {AMQP_MESSAGES}); redeliveries reported by the batches: {redeliveries}; restarts that replayed logged blocks: {replays:?}",
+        r.duplicated,
+        r.duplicated as f64 * 100.0 / AMQP_MESSAGES as f64
     );
     assert_stopped(TAG, &run.final_run);
     assert_eq!(r.lost(), 0, "[{TAG}] reliable mode lost messages: {r}");
@@ -525,20 +524,19 @@ fn reliable_amqp_without_message_ids_loses_nothing_bounds_and_reports_redeliveri
         0,
         "[{TAG}] messages without ids were dropped as duplicates"
     );
-    // Every duplicate is a redelivery; the runs that took them in reported most of them.
-    assert!(
-        r.duplicated == 0 || redeliveries > 0,
-        "[{TAG}] {} duplicates came out, but no batch reported a redelivery",
-        r.duplicated
-    );
     assert_eq!(
         (r.unexpected, r.replaced_files, r.removed_files),
         (0, 0, 0),
         "[{TAG}] {r}"
     );
+    // The bound: sluice makes no duplicate of its own. Each one is a message the broker
+    // delivered again (it was logged but not yet accepted when sluice was killed), and the
+    // batch that took the second copy in counted it in `redeliveries`. (The count can miss a
+    // batch killed between its commit and its report line: a few records, against margins of
+    // thousands seen; redeliveries whose first copy was never committed are counted too.)
     assert!(
-        r.duplicated <= bound,
-        "[{TAG}] {} duplicates, over the bound {bound}",
+        r.duplicated as u64 <= redeliveries,
+        "[{TAG}] {} duplicates, more than the {redeliveries} redeliveries the batches reported: sluice made duplicates of its own",
         r.duplicated
     );
     assert!(
