@@ -187,6 +187,20 @@ pub enum BenchCommand {
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: PathBuf,
     },
+    /// What a hot swap costs: the extra time of the batch at which a new plugin version goes
+    /// live, over the batches around it, and the time from the file landing in the plugin
+    /// directory to the first batch on the new version.
+    Swap {
+        /// Three swaps (a few seconds).
+        #[arg(long)]
+        quick: bool,
+        /// The generator's lines per second, over its 2 partitions.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// The directory holding uppercase.wasm and identity.wasm.
+        #[arg(long, env = "SLUICE_PLUGINS")]
+        plugins: PathBuf,
+    },
     /// What isolating one poison record costs: a 10,000-record block with one marked record,
     /// with the panic, memory-hog and infinite-loop fixtures, against the same block without it.
     Isolation {
@@ -425,6 +439,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 rate,
             };
             print!("{}", crate::bench::recovery::run(&opts)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Swap {
+            quick,
+            rate,
+            plugins,
+        }) => {
+            let opts = crate::bench::swap::Options {
+                plugins,
+                cache_dir: cli.cache_dir,
+                swaps: if quick { 3 } else { 10 },
+                rate,
+            };
+            print!("{}", crate::bench::swap::run(&opts)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Isolation {

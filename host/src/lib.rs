@@ -26,6 +26,8 @@
 //!   builds it, and the dead-letter sink;
 //! - [`build`]: what a source or sink kind builds itself with (context, error);
 //! - [`plan`]: the plan the engine runs, assembled by asking each kind to build itself;
+//! - [`swap`]: hot swap of transformation plugins under a running driver (the live steps
+//!   each new batch pins, the plugin-directory watcher);
 //! - [`plugin`]: the plugin runtime: engine, compiled-component cache, limits, instances, the
 //!   typed WIT bindings;
 //! - [`bench`]: the benchmarks behind `sluice bench`;
@@ -66,5 +68,6 @@ pub mod scheduler;
 pub mod secret;
 pub mod sink;
 pub mod store;
+pub mod swap;
 pub mod telemetry;
 pub mod wal;

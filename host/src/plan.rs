@@ -90,6 +90,8 @@ pub struct Plan {
     pub checkpoint: Option<Location>,
     /// The grants, by plugin name (to load a pinned older version of a plugin).
     pub grants: BTreeMap<String, Grants>,
+    /// The plugin directory (`--plugins`, the file's `plugins`, or `$SLUICE_PLUGINS`).
+    pub plugin_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -242,6 +244,7 @@ pub fn build_with(
         wal,
         checkpoint,
         grants,
+        plugin_dir,
         file,
     })
 }

@@ -16,4 +16,5 @@ mod plugins;
 mod poison;
 mod recovery;
 mod supervise;
+mod swap;
 mod wal;

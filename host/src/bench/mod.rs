@@ -2,7 +2,9 @@
 //! run, alternating them, and prints a ratio: these machines are noisy, a ratio less so.
 
 pub mod amqp;
+pub mod child;
 pub mod isolation;
 pub mod pipeline;
 pub mod plugins;
 pub mod recovery;
+pub mod swap;

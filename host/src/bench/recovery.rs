@@ -16,7 +16,6 @@
 //! - **Exactly-once cost**: the same files pipeline with the generator at full speed and a
 //!   `limit`, with checkpoints and without (`[checkpoint] enabled = false`), alternating.
 
-mod child;
 mod spark;
 
 use std::fmt::Write as _;
@@ -25,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-use child::{Batch, RunCommand};
+use super::child::{Batch, RunCommand};
 pub use spark::default_bench_dir;
 
 /// Batches the first process commits before it is killed.

@@ -7,6 +7,7 @@
 //! nothing: the plan is assembled in the `plan` module.
 
 pub mod poison;
+pub mod swap;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -98,6 +99,9 @@ pub struct PipelineFile {
     /// `[runtime]`: plugin runtime settings. Default: see [`RuntimeConfig`].
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// `[swap]`: hot swap of transformation plugins. Default: see [`swap::SwapConfig`].
+    #[serde(default)]
+    pub swap: swap::SwapConfig,
     /// `[grants.NAME]`: what the operator grants each plugin, e.g.
     /// `[grants.jsonl-sink] dirs = { "/out" = "./out" }`. Default: nothing.
     #[serde(default)]
@@ -771,6 +775,12 @@ impl PipelineFile {
         }
         if self.sink.is_empty() {
             return Err("no `[[sink]]`: a pipeline needs at least one sink".to_owned());
+        }
+        if self.swap.poll_interval < Duration::from_millis(10) {
+            return Err(format!(
+                "key `swap.poll-interval`: {} is below the minimum of 10ms",
+                humantime::format_duration(self.swap.poll_interval)
+            ));
         }
         if self.memory_budget < 1 << 20 {
             return Err("key `memory-budget`: must be at least 1MiB".to_owned());

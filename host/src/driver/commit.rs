@@ -8,6 +8,7 @@
 //! unrecorded (its records are read again into a new batch) or recorded (recomputed from the
 //! same records and committed again, idempotently).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -115,6 +116,7 @@ impl<'a> Committer<'a> {
         let plan = self.plan;
         let closing_start = Instant::now();
         let (id, time_ms, busy) = (batch.id, batch.time_ms, batch.busy);
+        let plugins = crate::swap::digests(&plan.digests, &batch.steps);
         let (closed, kept_bytes) = job::finish(plan, shape, batch)?;
         blocks.release(kept_bytes);
         let t = Instant::now();
@@ -128,7 +130,7 @@ impl<'a> Committer<'a> {
                 e
             }
             None => {
-                let e = self.entry(id, time_ms);
+                let e = self.entry(id, time_ms, plugins);
                 if let Some(log) = &self.log {
                     self.rt.block_on(log.append(&e))?;
                 }
@@ -170,7 +172,7 @@ impl<'a> Committer<'a> {
     }
 
     /// The open batch's entry; resets the per-batch tracking.
-    fn entry(&mut self, id: u64, time_ms: i64) -> Entry {
+    fn entry(&mut self, id: u64, time_ms: i64, plugins: BTreeMap<String, String>) -> Entry {
         let partitions = (0..self.ends.len())
             .map(|p| PartitionEntry {
                 start: self.progress.ends[p],
@@ -186,7 +188,7 @@ impl<'a> Committer<'a> {
             written_ms: now_ms(),
             partitions,
             wal_keep_from: self.wal.as_ref().map(|_| self.progress.ends.clone()),
-            plugins: self.plan.digests.clone(),
+            plugins,
             state: Vec::new(),
             files_seen: None,
             seen_ids: self

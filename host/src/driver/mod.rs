@@ -30,6 +30,8 @@ use crate::receiver::{self, PartitionWriter, Resume};
 use crate::scheduler::job::{self, JobError, OpenBatch, Shape};
 use crate::scheduler::max_block_bytes;
 use crate::scheduler::tracker::{BatchClock, Signals, Tracker};
+use crate::swap::Live;
+use crate::swap::watch::Watcher;
 use crate::wal::Wal;
 pub use report::{BatchReport, RunOptions, RunSummary};
 pub use shutdown::Shutdown;
@@ -134,6 +136,9 @@ pub fn run(
         start_tasks(plan, rt, &blocks, &mut start, wal.is_some(), shutdown);
     let mut committer = commit::Committer::new(plan, rt, &mut start, wal);
     let shape = Shape::of(&plan.steps, plan.partitions);
+    // New batches pin the live steps; the watcher swaps new plugin versions in (crate::swap).
+    let live = Arc::new(Live::new(plan.steps.clone()));
+    let _watching = Watcher::from_plan(plan, live.clone()).map(Watcher::spawn);
     let mut batch = match &start.replay {
         Some(r) => OpenBatch::new(
             plan,
@@ -147,7 +152,7 @@ pub fn run(
             &shape,
             start.first_batch,
             batch_clock.time_ms(start.first_batch),
-            plan.steps.clone(),
+            live.steps(),
         ),
     };
     let mut replaying = start.replay.take().map(|r| r.entry);
@@ -188,7 +193,7 @@ pub fn run(
             &shape,
             id + 1,
             batch_clock.time_ms(id + 1).max(batch.time_ms + 1),
-            plan.steps.clone(),
+            live.steps(),
         );
         let this = std::mem::replace(&mut batch, next);
         let report = committer.close(&shape, this, closed_at, replaying.take(), &blocks)?;

@@ -1,5 +1,5 @@
-//! A `sluice run` child process and the batch report it writes: start it, wait for its
-//! batches, kill it with SIGKILL.
+//! A `sluice run` child process and the batch report it writes (for the benchmarks that time a
+//! whole driver): start it, wait for its batches, kill it with SIGKILL.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,37 @@
+//! `[swap]`: hot swap of transformation plugins while the pipeline runs.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[swap]`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SwapConfig {
+    /// `watch`: whether the plugin directory is watched for new versions of the
+    /// transformation plugins the pipeline uses. Default `true`.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// `poll-interval`: how often the plugin directory is looked at. A file must look the same
+    /// (size and modification time) on two looks in a row before it is read. Default `"500ms"`;
+    /// at least `"10ms"`.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for SwapConfig {
+    fn default() -> Self {
+        SwapConfig {
+            watch: true,
+            poll_interval: default_poll(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_poll() -> Duration {
+    Duration::from_millis(500)
+}

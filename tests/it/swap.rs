@@ -1,0 +1,359 @@
+//! Hot swap of a transformation plugin under a running driver (issue #11): new versions land
+//! in the plugin directory while records stream through, and each batch runs whole on the
+//! version it recorded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::Digest;
+use sluice_tests::plugins_dir;
+
+use crate::engine::{Running, generated, generator_of, sluice_run, write_pipeline};
+
+/// Swaps back and forth, as the issue asks.
+const SWAPS: usize = 20;
+/// Lines per second per partition: 2 partitions make 100,000 records/s.
+const RATE: u64 = 50_000;
+const BATCH_MS: u64 = 200;
+
+/// The two versions of the plugin `tag`: the same component files as `uppercase` and
+/// `identity`, so each batch's output shows which one ran it.
+struct Versions {
+    upper: Vec<u8>,
+    same: Vec<u8>,
+}
+
+impl Versions {
+    fn load() -> Versions {
+        let read = |n: &str| std::fs::read(plugins_dir().join(format!("{n}.wasm"))).unwrap();
+        Versions {
+            upper: read("uppercase"),
+            same: read("identity"),
+        }
+    }
+
+    /// Puts version `upper` (else `same`) in place as `tag.wasm`, written in place as a
+    /// plain copy does.
+    fn install(&self, dir: &Path, upper: bool) {
+        let bytes = if upper { &self.upper } else { &self.same };
+        std::fs::write(dir.join("tag.wasm"), bytes).unwrap();
+    }
+
+    fn digest(bytes: &[u8]) -> String {
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+fn plugin_dir(root: &Path, v: &Versions) -> PathBuf {
+    let dir = root.join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("tag.toml"),
+        "version = 1\nname = \"tag\"\nplugin-version = \"1\"\n",
+    )
+    .unwrap();
+    v.install(&dir, true);
+    dir
+}
+
+fn pipeline(dir: &Path) -> PathBuf {
+    write_pipeline(
+        dir,
+        &format!(
+            r#"version = 1
+batch-interval = "{BATCH_MS}ms"
+block-interval = "50ms"
+
+[source]
+kind = "generator"
+partitions = 2
+rate = {RATE}
+
+[[transform]]
+plugin = "tag"
+
+[[sink]]
+kind = "files"
+path = "out"
+
+[swap]
+poll-interval = "50ms"
+"#
+        ),
+    )
+}
+
+/// How often `needle` occurs in the run's log so far.
+fn count(run: &Running, needle: &str) -> usize {
+    run.stderr_so_far().matches(needle).count()
+}
+
+/// Waits (at most 60 s) until `done` holds for the run.
+fn wait_for(run: &mut Running, what: &str, done: impl Fn(&Running) -> bool) {
+    let t0 = Instant::now();
+    while !done(run) {
+        run.assert_alive(&format!("while waiting for {what}"));
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no {what} within 60 s; the log:\n{}",
+            run.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const LIVE: &str = "goes live with the next batch";
+const DONE: &str = "Batch done.";
+
+/// One process of the pipeline, reporting its batches to `report-<n>.jsonl`.
+fn start(root: &Path, pipeline: &Path, plugins: &Path, n: usize) -> Running {
+    let mut cmd = sluice_run(root, pipeline, plugins);
+    cmd.arg("--report")
+        .arg(root.join(format!("report-{n}.jsonl")));
+    Running::start(cmd)
+}
+
+/// Each batch's output lines, by partition: `batch-<id>-part-<p>.<ext>` of the stream `input`.
+fn output(root: &Path) -> BTreeMap<u32, BTreeMap<u64, Vec<String>>> {
+    let mut parts: BTreeMap<u32, BTreeMap<u64, Vec<String>>> = BTreeMap::new();
+    for e in std::fs::read_dir(root.join("out/input")).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("batch-") else {
+            continue;
+        };
+        let (batch, rest) = rest.split_once("-part-").unwrap();
+        let partition = rest.split('.').next().unwrap();
+        let lines = std::fs::read_to_string(&path).unwrap();
+        parts.entry(partition.parse().unwrap()).or_default().insert(
+            batch.parse().unwrap(),
+            lines.lines().map(str::to_owned).collect(),
+        );
+    }
+    parts
+}
+
+/// The plugin digest each recorded batch ran `tag` with, by batch id.
+fn recorded_versions(pipeline: &Path) -> BTreeMap<u64, String> {
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["checkpoint", "list", "--json"])
+        .arg(pipeline)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["batch"].as_u64().unwrap(),
+                e["plugins"]["tag"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The largest scheduling delay of any batch but each process's first (which waits for the
+/// restart's recovery), in ms.
+fn worst_delay(root: &Path, processes: usize) -> f64 {
+    (0..processes)
+        .flat_map(|n| {
+            let text =
+                std::fs::read_to_string(root.join(format!("report-{n}.jsonl"))).unwrap_or_default();
+            text.lines()
+                .skip(1)
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["scheduling_delay_ms"].as_f64().unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// A temporary directory with the plugin directory (`tag` = `uppercase`) and the pipeline.
+struct Setup {
+    tmp: tempfile::TempDir,
+    v: Versions,
+    /// The digests of the two versions.
+    upper: String,
+    same: String,
+    plugins: PathBuf,
+    pipeline: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = Versions::load();
+        let plugins = plugin_dir(tmp.path(), &v);
+        Setup {
+            upper: Versions::digest(&v.upper),
+            same: Versions::digest(&v.same),
+            pipeline: pipeline(tmp.path()),
+            plugins,
+            v,
+            tmp,
+        }
+    }
+}
+
+#[test]
+fn twenty_swaps_under_100000_records_a_second_lose_nothing_and_each_batch_runs_on_its_recorded_version()
+ {
+    let Setup {
+        tmp,
+        v,
+        upper,
+        same,
+        plugins,
+        pipeline,
+    } = Setup::new();
+    let root = tmp.path();
+    let mut processes = 1;
+    let mut run = start(root, &pipeline, &plugins, 0);
+    wait_for(&mut run, "a first batch", |r| count(r, DONE) >= 2);
+    let mut lived = 0;
+    for k in 1..=SWAPS {
+        v.install(&plugins, k % 2 == 0);
+        wait_for(&mut run, &format!("swap {k} to go live"), |r| {
+            count(r, LIVE) > lived
+        });
+        lived = count(&run, LIVE);
+        if k == SWAPS / 2 {
+            // Killed right after a swap: the restart recomputes the unfinished batch with the
+            // version recorded for it, and the directory's version runs after it.
+            run.kill_hard();
+            run = start(root, &pipeline, &plugins, processes);
+            processes += 1;
+            lived = 0;
+        }
+        // Two batches more, so that each version runs at least one whole batch.
+        let done = count(&run, DONE);
+        wait_for(&mut run, "two batches after the swap", |r| {
+            count(r, DONE) >= done + 2
+        });
+    }
+    run.terminate();
+    let ended = run.wait(Duration::from_secs(60));
+    ended.assert_success();
+
+    let versions = recorded_versions(&pipeline);
+    let switches = versions
+        .values()
+        .zip(versions.values().skip(1))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        switches, SWAPS,
+        "the recorded batches switch version once per swap: {versions:?}"
+    );
+    let g = generator_of(&pipeline);
+    let mut total = 0;
+    for (p, batches) in output(root) {
+        let n: usize = batches.values().map(Vec::len).sum();
+        let want = generated(&g, p, n as u64);
+        let mut at = 0;
+        for (batch, lines) in &batches {
+            let ran = &versions[batch];
+            assert!(ran == &upper || ran == &same, "batch {batch} ran {ran}");
+            for (i, line) in lines.iter().enumerate() {
+                let w = &want[at + i];
+                let expected = if ran == &upper {
+                    w.to_ascii_uppercase()
+                } else {
+                    w.clone()
+                };
+                assert_eq!(
+                    line,
+                    &expected,
+                    "partition {p} batch {batch} line {i} (record {}): the batch recorded {ran}",
+                    at + i
+                );
+            }
+            at += lines.len();
+        }
+        total += n;
+    }
+    let delay = worst_delay(root, processes);
+    eprintln!(
+        "[swap] {total} records in {} batches, {switches} version switches; worst scheduling delay {delay:.1} ms",
+        versions.len()
+    );
+    assert!(total > 0);
+    assert!(
+        delay <= BATCH_MS as f64,
+        "a batch waited {delay:.1} ms to start, more than the batch interval ({BATCH_MS} ms)"
+    );
+}
+
+#[test]
+fn a_corrupt_or_half_copied_version_never_goes_live_and_the_live_one_stays() {
+    let Setup {
+        tmp,
+        v,
+        upper,
+        same,
+        plugins,
+        pipeline,
+    } = Setup::new();
+    let root = tmp.path();
+    let mut run = start(root, &pipeline, &plugins, 0);
+    wait_for(&mut run, "a first batch", |r| count(r, DONE) >= 2);
+    // Not a component at all: refused with the reason, naming the plugin.
+    std::fs::write(plugins.join("tag.wasm"), b"\0asm\x0d\0\x01\0 but broken").unwrap();
+    wait_for(&mut run, "the refusal of the corrupt version", |r| {
+        count(r, "failed its checks") >= 1
+    });
+    let log = run.stderr_so_far();
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("failed its checks"))
+        .unwrap();
+    assert!(
+        refusal.contains("\"plugin\":\"tag\"") && refusal.contains("tag.wasm"),
+        "the refusal names the plugin and its file: {refusal}"
+    );
+    // Half the new version, then (after the watcher has looked at it) the rest.
+    let half = v.same.len() / 2;
+    std::fs::write(plugins.join("tag.wasm"), &v.same[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(plugins.join("tag.wasm"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &v.same[half..]).unwrap();
+    drop(f);
+    wait_for(&mut run, "the whole new version to go live", |r| {
+        count(r, LIVE) >= 1
+    });
+    let done = count(&run, DONE);
+    wait_for(&mut run, "two batches after it", |r| {
+        count(r, DONE) >= done + 2
+    });
+    run.terminate();
+    run.wait(Duration::from_secs(60)).assert_success();
+    let versions = recorded_versions(&pipeline);
+    let ran: std::collections::BTreeSet<&String> = versions.values().collect();
+    assert_eq!(
+        ran,
+        [&upper, &same].into_iter().collect(),
+        "every batch ran the first version or the whole second one, nothing else"
+    );
+    let first_same = versions.iter().find(|(_, d)| **d == same).unwrap().0;
+    assert!(
+        versions.range(..first_same).all(|(_, d)| *d == upper)
+            && versions.range(first_same..).all(|(_, d)| *d == same),
+        "the live version ran until the whole new one replaced it: {versions:?}"
+    );
+}
