@@ -11,8 +11,8 @@
 //! - **landing to first batch**: from the file's write to the commit of the first batch on
 //!   the new version (the watcher's looks, the check and compile, and the batch boundary).
 //!
-//! The first swap to each version compiles it (into the on-disk cache, off the batch path);
-//! the others find it compiled.
+//! Both versions are compiled into the cache before the run (compiling is off the batch path
+//! anyway, but a first compile on a busy machine could let one swap overtake another).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -79,6 +79,13 @@ fn swap_trials(opts: &Options, root: &Path) -> Result<String> {
         plugins: dir.clone(),
         cache_dir: opts.cache_dir.clone(),
     };
+    // Both versions compiled into the cache first (`sluice validate` compiles the pipeline's
+    // plugins): a first compile takes seconds on a busy machine, and a swap that waits for it
+    // could be overtaken by the next one.
+    for bytes in versions.iter().rev() {
+        write(dir.join("tag.wasm"), bytes)?;
+        cmd.validate(&pipeline)?.map_err(Error::Usage)?;
+    }
     let report = root.join("report.jsonl");
     let mut driver = cmd.start(&pipeline, &report, &root.join("run.log"))?;
     driver.wait_batches(3, Duration::from_secs(60))?;
