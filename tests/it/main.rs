@@ -3,6 +3,7 @@
 
 mod amqp;
 mod amqp_bodies;
+mod batch_job;
 mod bytes;
 mod cli;
 mod dead_letters;

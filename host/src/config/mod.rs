@@ -206,6 +206,9 @@ pub struct RawSource {
     /// `…checkpoint.interval`).
     #[serde(default)]
     pub eventhubs: Option<SeedParams>,
+    /// files `once`: read the files there at the start, then end (a batch job). Default false.
+    #[serde(default)]
+    pub once: Option<bool>,
     /// tcp `end-on-close`: the peer closing ends the partition. Default false.
     #[serde(default)]
     pub end_on_close: Option<bool>,
@@ -255,6 +258,7 @@ impl RawSource {
             ("limit", self.limit.is_some()),
             ("path", self.path.is_some()),
             ("poll-interval", self.poll_interval.is_some()),
+            ("once", self.once.is_some()),
             ("address", self.address.is_some()),
             ("end-on-close", self.end_on_close.is_some()),
             ("plugin", self.plugin.is_some()),
@@ -317,6 +321,7 @@ impl RawSource {
                         "partitions",
                         "path",
                         "poll-interval",
+                        "once",
                         "max-record-bytes",
                     ],
                 )?;
@@ -325,6 +330,7 @@ impl RawSource {
                     partitions,
                     path: required("path", &self.path)?,
                     poll_interval: self.poll_interval.unwrap_or(Duration::from_millis(200)),
+                    once: self.once.unwrap_or(false),
                     max_record_bytes,
                 }))
             }

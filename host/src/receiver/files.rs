@@ -46,6 +46,8 @@ pub struct FilesConfig {
     pub path: String,
     /// How often to list it.
     pub poll_interval: Duration,
+    /// `once`: read what is there at the start, then end.
+    pub once: bool,
     /// `max-record-bytes`: a longer line is set aside.
     pub max_record_bytes: u64,
 }
@@ -60,6 +62,7 @@ impl FilesConfig {
         Ok(Arc::new(FilesSource {
             location,
             poll: self.poll_interval,
+            once: self.once,
             partitions: self.partitions,
             limit: RecordLimit {
                 max: self.max_record_bytes,
@@ -77,6 +80,8 @@ pub struct FilesSource {
     pub location: Location,
     /// How often to list it.
     pub poll: Duration,
+    /// Read what is there at the start, then end.
+    pub once: bool,
     /// Partitions: files are spread over them by name.
     pub partitions: u32,
     /// Lines longer than this are set aside.
@@ -101,13 +106,16 @@ impl Source for FilesSource {
     }
 
     fn receiver(self: Arc<Self>, partition: u32, resume: Resume) -> Receiver {
-        Receiver::Files(FilesReceiver::new(
-            self.location.clone(),
-            (partition, self.partitions),
-            self.poll,
-            self.limit.clone(),
-            resume,
-        ))
+        Receiver::Files(
+            FilesReceiver::new(
+                self.location.clone(),
+                (partition, self.partitions),
+                self.poll,
+                self.limit.clone(),
+                resume,
+            )
+            .once(self.once),
+        )
     }
 }
 
@@ -124,6 +132,9 @@ pub struct FilesReceiver {
     /// What a restart must read first: byte ranges (`from..to`, or to the end when `to` is
     /// `None`) of named files, in order.
     first: Vec<(String, u64, Option<u64>)>,
+    /// `once`: the files of this partition the first listing found and that are still to
+    /// read (`None` until that listing, or without `once`).
+    once: Option<Option<HashSet<String>>>,
 }
 
 /// Whether a file name is one the source never reads (hidden, or still being written).
@@ -183,7 +194,27 @@ impl FilesReceiver {
             seen,
             candidates: HashMap::new(),
             first,
+            once: None,
         }
+    }
+
+    /// With `once`, the receiver reads the files its partition has at its first listing
+    /// (and what a restart must finish), then ends; files that come later are left for the
+    /// next run.
+    pub fn once(mut self, once: bool) -> Self {
+        self.once = once.then_some(None);
+        self
+    }
+
+    /// `once`: notes the first listing's files, forgets those gone since; whether every
+    /// one has been read.
+    fn once_done(&mut self, listed: &HashSet<String>) -> bool {
+        let Some(todo) = &mut self.once else {
+            return false;
+        };
+        let todo = todo.get_or_insert_with(|| listed.clone());
+        todo.retain(|n| listed.contains(n) && !self.seen.contains(n));
+        todo.is_empty()
     }
 
     /// Lists the location every poll interval and reads each new, settled file once.
@@ -217,6 +248,12 @@ impl FilesReceiver {
                 })?;
             let mut objects = listing.objects;
             objects.sort_by(|a, b| a.location.cmp(&b.location));
+            let listed: HashSet<String> = objects
+                .iter()
+                .filter_map(|m| m.location.filename())
+                .filter(|n| !ignored(n) && partition_of(n, self.partitions) == self.partition)
+                .map(str::to_owned)
+                .collect();
             for meta in objects {
                 let Some(name) = meta.location.filename().map(str::to_owned) else {
                     continue;
@@ -235,6 +272,9 @@ impl FilesReceiver {
                 self.read(&meta.location, &name, (0, None), out).await?;
                 self.candidates.remove(&name);
                 self.seen.insert(name);
+            }
+            if self.once_done(&listed) {
+                return Ok(Finished::End);
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}
