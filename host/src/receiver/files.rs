@@ -133,8 +133,9 @@ pub struct FilesReceiver {
     /// `None`) of named files, in order.
     first: Vec<(String, u64, Option<u64>)>,
     /// `once`: the files of this partition the first listing found and that are still to
-    /// read (`None` until that listing, or without `once`).
-    once: Option<Option<HashSet<String>>>,
+    /// read (`None` until that listing, or without `once`); boxed, as every partition's
+    /// receiver carries it and few use it.
+    once: Option<Box<Option<HashSet<String>>>>,
 }
 
 /// Whether a file name is one the source never reads (hidden, or still being written).
@@ -202,7 +203,7 @@ impl FilesReceiver {
     /// (and what a restart must finish), then ends; files that come later are left for the
     /// next run.
     pub fn once(mut self, once: bool) -> Self {
-        self.once = once.then_some(None);
+        self.once = once.then(|| Box::new(None));
         self
     }
 
@@ -212,7 +213,7 @@ impl FilesReceiver {
         let Some(todo) = &mut self.once else {
             return false;
         };
-        let todo = todo.get_or_insert_with(|| listed.clone());
+        let todo = todo.as_mut().get_or_insert_with(|| listed.clone());
         todo.retain(|n| listed.contains(n) && !self.seen.contains(n));
         todo.is_empty()
     }
