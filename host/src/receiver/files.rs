@@ -249,12 +249,15 @@ impl FilesReceiver {
                 })?;
             let mut objects = listing.objects;
             objects.sort_by(|a, b| a.location.cmp(&b.location));
-            let listed: HashSet<String> = objects
-                .iter()
-                .filter_map(|m| m.location.filename())
-                .filter(|n| !ignored(n) && partition_of(n, self.partitions) == self.partition)
-                .map(str::to_owned)
-                .collect();
+            // `once` only: this partition's files in the listing.
+            let listed: Option<HashSet<String>> = self.once.is_some().then(|| {
+                objects
+                    .iter()
+                    .filter_map(|m| m.location.filename())
+                    .filter(|n| !ignored(n) && partition_of(n, self.partitions) == self.partition)
+                    .map(str::to_owned)
+                    .collect()
+            });
             for meta in objects {
                 let Some(name) = meta.location.filename().map(str::to_owned) else {
                     continue;
@@ -274,7 +277,7 @@ impl FilesReceiver {
                 self.candidates.remove(&name);
                 self.seen.insert(name);
             }
-            if self.once_done(&listed) {
+            if listed.is_some_and(|l| self.once_done(&l)) {
                 return Ok(Finished::End);
             }
             tokio::select! {
