@@ -129,6 +129,15 @@ pub enum PluginCommand {
         /// The plugin directory.
         dir: PathBuf,
     },
+    /// Every change of plugin version the pipeline's checkpoint log records: the first batch
+    /// on each new version (a hot swap, or a restart on another version), with both digests.
+    History {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `sluice bench …`.
@@ -401,6 +410,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let rt = runtime(cli.cache_dir)?;
             print!("{}", scaffold::list(&rt, &dir)?);
             Ok(())
+        }
+        Command::Plugin(PluginCommand::History { pipeline, json }) => {
+            crate::checkpoint::show::run(&pipeline, crate::checkpoint::show::Show::History, json)
         }
         Command::Bench(BenchCommand::Pipeline {
             quick,

@@ -258,6 +258,20 @@ fn twenty_swaps_under_100000_records_a_second_lose_nothing_and_each_batch_runs_o
         switches, SWAPS,
         "the recorded batches switch version once per swap: {versions:?}"
     );
+    // `sluice plugin history` lists the same switches.
+    let history = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["plugin", "history", "--json"])
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    let changes: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(changes.len(), SWAPS, "plugin history: {changes:?}");
+    for c in &changes {
+        let batch = c["batch"].as_u64().unwrap();
+        assert_eq!(c["plugin"], "tag");
+        assert_eq!(c["to"].as_str(), Some(versions[&batch].as_str()));
+        assert_eq!(c["from"].as_str(), Some(versions[&(batch - 1)].as_str()));
+    }
     let g = generator_of(&pipeline);
     let mut total = 0;
     for (p, batches) in output(root) {

@@ -1,4 +1,5 @@
-//! `sluice checkpoint list | inspect`: the checkpoint log, readable by a person (or `--json`).
+//! `sluice checkpoint list | inspect` and `sluice plugin history`: the checkpoint log,
+//! readable by a person (or `--json`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -16,6 +17,51 @@ pub enum Show {
     List,
     /// One entry whole: batch N, or the newest.
     Inspect(Option<u64>),
+    /// The plugin versions' changes from batch to batch (`sluice plugin history`).
+    History,
+}
+
+/// A change of plugin version between two recorded batches: a swap, or a restart on another
+/// version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VersionChange {
+    /// The first batch that ran the new version.
+    pub batch: u64,
+    /// That batch's time, epoch ms.
+    pub batch_time_ms: i64,
+    /// The plugin.
+    pub plugin: String,
+    /// The sha256 the batch before ran (`None`: the plugin was not used before).
+    pub from: Option<String>,
+    /// The sha256 this batch ran (`None`: the plugin is no longer used).
+    pub to: Option<String>,
+}
+
+/// Every change of plugin version across `entries` (in batch order); damaged entries are
+/// passed over.
+pub fn version_changes(entries: &[super::Result<Entry>]) -> Vec<VersionChange> {
+    let mut changes = Vec::new();
+    let mut before: Option<&Entry> = None;
+    for e in entries.iter().filter_map(|e| e.as_ref().ok()) {
+        if let Some(b) = before {
+            let names: std::collections::BTreeSet<&String> =
+                b.plugins.keys().chain(e.plugins.keys()).collect();
+            for name in names {
+                let (from, to) = (b.plugins.get(name), e.plugins.get(name));
+                if from != to {
+                    changes.push(VersionChange {
+                        batch: e.batch,
+                        batch_time_ms: e.batch_time_ms,
+                        plugin: name.clone(),
+                        from: from.cloned(),
+                        to: to.cloned(),
+                    });
+                }
+            }
+        }
+        before = Some(e);
+    }
+    changes
 }
 
 /// Runs `sluice checkpoint list | inspect` on the pipeline file at `pipeline`, printing to
@@ -25,18 +71,33 @@ pub fn run(pipeline: &Path, show: Show, json: bool) -> Result<()> {
         .enable_all()
         .build()
         .map_err(Error::io("starting the async runtime"))?;
+    let read_all = |log: &CheckpointLog| {
+        rt.block_on(async {
+            let mut out = Vec::new();
+            for b in log.list().await? {
+                out.push(log.read(b).await);
+            }
+            Ok::<_, super::CheckpointError>(out)
+        })
+        .map_err(|e| Error::Usage(e.to_string()))
+    };
     match show {
+        Show::History => {
+            let log = log_of(pipeline)?;
+            let changes = version_changes(&read_all(&log)?);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&changes).unwrap_or_default()
+                );
+            } else {
+                print!("{}", history_text(&log, &changes));
+            }
+            Ok(())
+        }
         Show::List => {
             let log = log_of(pipeline)?;
-            let entries = rt
-                .block_on(async {
-                    let mut out = Vec::new();
-                    for b in log.list().await? {
-                        out.push(log.read(b).await);
-                    }
-                    Ok::<_, super::CheckpointError>(out)
-                })
-                .map_err(|e| Error::Usage(e.to_string()))?;
+            let entries = read_all(&log)?;
             if json {
                 let ok: Vec<&Entry> = entries.iter().filter_map(|e| e.as_ref().ok()).collect();
                 println!("{}", serde_json::to_string_pretty(&ok).unwrap_or_default());
@@ -131,6 +192,30 @@ fn list_text(log: &CheckpointLog, entries: &[super::Result<Entry>]) -> String {
     out
 }
 
+fn history_text(log: &CheckpointLog, changes: &[VersionChange]) -> String {
+    let mut out = format!(
+        "checkpoint log {}: {} plugin version changes\n",
+        log.location(),
+        changes.len()
+    );
+    let short = |d: &Option<String>| match d {
+        Some(d) => d[..12.min(d.len())].to_owned(),
+        None => "(none)".to_owned(),
+    };
+    for c in changes {
+        let _ = writeln!(
+            out,
+            "batch {:>8}  {}  {}  {} -> {}",
+            c.batch,
+            time_text(c.batch_time_ms),
+            c.plugin,
+            short(&c.from),
+            short(&c.to)
+        );
+    }
+    out
+}
+
 fn inspect_text(log: &CheckpointLog, e: &Entry) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "entry     {}", log.describe(e.batch));
@@ -199,4 +284,60 @@ fn position_text(p: &Position) -> String {
 fn time_text(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::checkpoint::VERSION;
+
+    fn entry(batch: u64, plugins: &[(&str, &str)]) -> Entry {
+        Entry {
+            version: VERSION,
+            batch,
+            batch_time_ms: 1000 * batch as i64,
+            written_ms: 0,
+            partitions: vec![],
+            wal_keep_from: None,
+            plugins: plugins
+                .iter()
+                .map(|(n, d)| ((*n).to_owned(), (*d).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            state: vec![],
+            files_seen: None,
+            seen_ids: None,
+        }
+    }
+
+    #[test]
+    fn each_change_of_version_is_listed_at_the_first_batch_that_ran_it() {
+        let entries = vec![
+            Ok(entry(0, &[("tag", "a"), ("sink", "s")])),
+            Ok(entry(1, &[("tag", "a"), ("sink", "s")])),
+            Ok(entry(2, &[("tag", "b"), ("sink", "s")])),
+            Ok(entry(3, &[("tag", "a")])),
+        ];
+        let changes = version_changes(&entries);
+        let seen: Vec<(u64, &str, Option<&str>, Option<&str>)> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.batch,
+                    c.plugin.as_str(),
+                    c.from.as_deref(),
+                    c.to.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (2, "tag", Some("a"), Some("b")),
+                (3, "sink", Some("s"), None),
+                (3, "tag", Some("b"), Some("a")),
+            ]
+        );
+    }
 }
