@@ -14,7 +14,7 @@
 //! Both versions are compiled into the cache before the run (compiling is off the batch path
 //! anyway, but a first compile on a busy machine could let one swap overtake another).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -98,8 +98,16 @@ fn swap_trials(opts: &Options, root: &Path) -> Result<String> {
     std::thread::sleep(SPACING);
     let batches = driver.batches();
     driver.kill()?;
-    let ran = recorded_versions(&cmd.exe, &pipeline)?;
-    let swaps = measure_swaps(&batches, &ran, &landed);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("starting the async runtime"))?;
+    let switched: BTreeSet<u64> = crate::checkpoint::show::history(&rt, &pipeline)?
+        .into_iter()
+        .filter(|c| c.plugin == "tag")
+        .map(|c| c.batch)
+        .collect();
+    let swaps = measure_swaps(&batches, &switched, &landed);
     Ok(format_report(opts, &batches, &swaps))
 }
 
@@ -110,38 +118,10 @@ fn pipeline_text(rate: u64) -> String {
     )
 }
 
-/// The version of `tag` each batch recorded, by batch id (`sluice checkpoint list --json`).
-fn recorded_versions(exe: &Path, pipeline: &Path) -> Result<BTreeMap<u64, String>> {
-    let out = std::process::Command::new(exe)
-        .args(["checkpoint", "list", "--json"])
-        .arg(pipeline)
-        .output()
-        .map_err(Error::io("running sluice checkpoint list"))?;
-    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::Usage(format!(
-            "sluice checkpoint list gave no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    })?;
-    Ok(entries
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            Some((
-                e.get("batch")?.as_u64()?,
-                e.get("plugins")?.get("tag")?.as_str()?.to_owned(),
-            ))
-        })
-        .collect())
-}
-
-/// Each batch whose version differs from its predecessor's, measured against its neighbours
-/// and against the landing of the swap before it.
-fn measure_swaps(batches: &[Batch], ran: &BTreeMap<u64, String>, landed: &[i64]) -> Vec<Swap> {
-    let switched = |id: u64| {
-        id > 0 && matches!((ran.get(&(id - 1)), ran.get(&id)), (Some(a), Some(b)) if a != b)
-    };
+/// Each batch in `switched` (the first on a new version, from the checkpoint log), measured
+/// against its neighbours and against the landing of the swap before it.
+fn measure_swaps(batches: &[Batch], switched: &BTreeSet<u64>, landed: &[i64]) -> Vec<Swap> {
+    let switched = |id: u64| switched.contains(&id);
     let by_id: BTreeMap<u64, &Batch> = batches.iter().map(|b| (b.id, b)).collect();
     let mut swaps = Vec::new();
     for b in batches.iter().filter(|b| switched(b.id)) {

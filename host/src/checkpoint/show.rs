@@ -64,6 +64,27 @@ pub fn version_changes(entries: &[super::Result<Entry>]) -> Vec<VersionChange> {
     changes
 }
 
+/// Every entry of `log`, in batch order (a damaged one as its error).
+fn read_entries(
+    rt: &tokio::runtime::Runtime,
+    log: &CheckpointLog,
+) -> Result<Vec<super::Result<Entry>>> {
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for b in log.list().await? {
+            out.push(log.read(b).await);
+        }
+        Ok::<_, super::CheckpointError>(out)
+    })
+    .map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// The changes of plugin version recorded in the checkpoint log of the pipeline file at
+/// `pipeline` (what `sluice plugin history` prints).
+pub fn history(rt: &tokio::runtime::Runtime, pipeline: &Path) -> Result<Vec<VersionChange>> {
+    Ok(version_changes(&read_entries(rt, &log_of(pipeline)?)?))
+}
+
 /// Runs `sluice checkpoint list | inspect` on the pipeline file at `pipeline`, printing to
 /// stdout (JSON with `json`).
 pub fn run(pipeline: &Path, show: Show, json: bool) -> Result<()> {
@@ -71,16 +92,7 @@ pub fn run(pipeline: &Path, show: Show, json: bool) -> Result<()> {
         .enable_all()
         .build()
         .map_err(Error::io("starting the async runtime"))?;
-    let read_all = |log: &CheckpointLog| {
-        rt.block_on(async {
-            let mut out = Vec::new();
-            for b in log.list().await? {
-                out.push(log.read(b).await);
-            }
-            Ok::<_, super::CheckpointError>(out)
-        })
-        .map_err(|e| Error::Usage(e.to_string()))
-    };
+    let read_all = |log: &CheckpointLog| read_entries(&rt, log);
     match show {
         Show::History => {
             let log = log_of(pipeline)?;
