@@ -129,14 +129,31 @@ pub enum PluginCommand {
         /// The plugin directory.
         dir: PathBuf,
     },
-    /// Every change of plugin version the pipeline's checkpoint log records: the first batch
-    /// on each new version (a hot swap, or a restart on another version), with both digests.
+    /// Every change of plugin version the pipeline's checkpoint log records (the first batch
+    /// on each new version: a hot swap, or a restart on another version, with both digests),
+    /// and the verdicts on new versions: rolled back, passed their trial, shadowed.
     History {
         /// The pipeline file.
         pipeline: PathBuf,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The plugin versions rolled back after failing their trial, refused until cleared.
+    Quarantine {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Takes a version out of quarantine: a copy of it in the plugin directory may go live
+    /// again.
+    Clear {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The version's sha256, or its first 8 or more hex digits.
+        digest: String,
     },
 }
 
@@ -413,6 +430,12 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Plugin(PluginCommand::History { pipeline, json }) => {
             crate::checkpoint::show::run(&pipeline, crate::checkpoint::show::Show::History, json)
+        }
+        Command::Plugin(PluginCommand::Quarantine { pipeline, json }) => {
+            crate::swap::quarantine::show(&pipeline, json)
+        }
+        Command::Plugin(PluginCommand::Clear { pipeline, digest }) => {
+            crate::swap::quarantine::clear(&pipeline, &digest)
         }
         Command::Bench(BenchCommand::Pipeline {
             quick,

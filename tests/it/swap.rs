@@ -264,8 +264,9 @@ fn twenty_swaps_under_100000_records_a_second_lose_nothing_and_each_batch_runs_o
         .arg(&pipeline)
         .output()
         .unwrap();
-    let changes: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
-    assert_eq!(changes.len(), SWAPS, "plugin history: {changes:?}");
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&history.stdout).unwrap();
+    let changes: Vec<&serde_json::Value> = all.iter().filter(|c| c["event"] == "swap").collect();
+    assert_eq!(changes.len(), SWAPS, "plugin history: {all:?}");
     for c in &changes {
         let batch = c["batch"].as_u64().unwrap();
         assert_eq!(c["plugin"], "tag");
@@ -370,4 +371,119 @@ fn a_corrupt_or_half_copied_version_never_goes_live_and_the_live_one_stays() {
             && versions.range(first_same..).all(|(_, d)| *d == same),
         "the live version ran until the whole new one replaced it: {versions:?}"
     );
+}
+
+/// Runs `sluice ARGS…` and returns its stdout parsed as JSON.
+fn sluice_json(args: &[&str], pipeline: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(args)
+        .arg(pipeline)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_version_that_traps_on_every_batch_is_rolled_back_its_batch_recomputed_and_it_stays_quarantined()
+ {
+    let Setup {
+        tmp,
+        upper,
+        plugins,
+        pipeline,
+        ..
+    } = Setup::new();
+    let root = tmp.path();
+    let broken = std::fs::read(sluice_tests::fixtures_dir().join("trap-always.wasm")).unwrap();
+    let broken_digest = Versions::digest(&broken);
+    let mut run = start(root, &pipeline, &plugins, 0);
+    wait_for(&mut run, "a first batch", |r| count(r, DONE) >= 2);
+    std::fs::write(plugins.join("tag.wasm"), &broken).unwrap();
+    wait_for(&mut run, "the broken version to be rolled back", |r| {
+        count(r, "failed on trial") >= 1
+    });
+    // The stream goes on, on the restored version.
+    let done = count(&run, DONE);
+    wait_for(&mut run, "three batches after the rollback", |r| {
+        count(r, DONE) >= done + 3
+    });
+    // The broken file is still there: the watcher refuses it, it never goes live again.
+    std::fs::write(plugins.join("tag.wasm"), &broken).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    run.terminate();
+    let ended = run.wait(Duration::from_secs(60));
+    ended.assert_success();
+    assert_eq!(
+        ended.stderr.matches("failed on trial").count(),
+        1,
+        "one rollback, one event"
+    );
+    assert!(
+        ended
+            .stderr
+            .contains("Recomputing the batch with the restored version"),
+        "the failed batch is recomputed"
+    );
+
+    let versions = recorded_versions(&pipeline);
+    assert!(
+        versions.values().all(|d| *d == upper),
+        "no batch recorded the broken version: {versions:?}"
+    );
+    // Exact output: every generated record once, uppercased by the restored version.
+    let g = generator_of(&pipeline);
+    for (p, batches) in output(root) {
+        let lines: Vec<&String> = batches.values().flatten().collect();
+        let want = generated(&g, p, lines.len() as u64);
+        for (i, (line, w)) in lines.iter().zip(&want).enumerate() {
+            assert_eq!(**line, w.to_ascii_uppercase(), "partition {p} record {i}");
+        }
+    }
+    // One rolled-back event naming both digests and the error, in the log.
+    let history = sluice_json(&["plugin", "history"], &pipeline);
+    let rolled: Vec<&serde_json::Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "rolled-back")
+        .collect();
+    assert_eq!(rolled.len(), 1, "{history:?}");
+    assert_eq!(rolled[0]["digest"].as_str(), Some(broken_digest.as_str()));
+    assert_eq!(rolled[0]["restored"].as_str(), Some(upper.as_str()));
+    assert!(
+        rolled[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("broken on every batch"),
+        "{rolled:?}"
+    );
+    // Quarantined, across a restart: the run goes on with the recorded version.
+    let q = sluice_json(&["plugin", "quarantine"], &pipeline);
+    assert!(q.get(&broken_digest).is_some(), "{q:?}");
+    let mut again = start(root, &pipeline, &plugins, 1);
+    wait_for(&mut again, "a batch after the restart", |r| {
+        count(r, DONE) >= 2
+    });
+    again.terminate();
+    again.wait(Duration::from_secs(60)).assert_success();
+    assert!(
+        recorded_versions(&pipeline).values().all(|d| *d == upper),
+        "the restart did not run the quarantined version"
+    );
+    // Cleared, it may go live again.
+    let cleared = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["plugin", "clear"])
+        .arg(&pipeline)
+        .arg(&broken_digest[..12])
+        .output()
+        .unwrap();
+    assert!(cleared.status.success(), "{cleared:?}");
+    let q = sluice_json(&["plugin", "quarantine"], &pipeline);
+    assert!(q.get(&broken_digest).is_none(), "{q:?}");
 }

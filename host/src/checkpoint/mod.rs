@@ -72,6 +72,49 @@ pub struct Entry {
     /// written without detection, which read as adding nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_ids: Option<SeenIds>,
+    /// What happened to the plugin versions while the batch ran: a new version rolled back,
+    /// or passing its trial (absent when nothing did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<SwapEvent>,
+}
+
+/// A plugin version's verdict, recorded in the entry of the batch it came in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SwapEvent {
+    /// A new version failed on trial and was rolled back; the batch ran on `restored`.
+    RolledBack {
+        /// The plugin.
+        plugin: String,
+        /// The sha256 of the version that failed (now quarantined).
+        digest: String,
+        /// The sha256 of the version restored.
+        restored: String,
+        /// The failure.
+        error: String,
+    },
+    /// A new version ran its trial batches without failing.
+    Passed {
+        /// The plugin.
+        plugin: String,
+        /// The sha256 of the version.
+        digest: String,
+        /// How many batches it was on trial.
+        batches: u32,
+    },
+    /// A candidate ran in the shadow of the live version and its output was compared.
+    Shadowed {
+        /// The plugin.
+        plugin: String,
+        /// The sha256 of the candidate.
+        digest: String,
+        /// The sha256 of the live version it was compared with.
+        live: String,
+        /// How many batches were compared.
+        batches: u32,
+        /// How many of them differed (record counts or records).
+        differing: u32,
+    },
 }
 
 /// One partition of a batch: records `start..end`, and where the source stood.
@@ -379,6 +422,7 @@ mod tests {
             state: vec![],
             files_seen: batch.is_multiple_of(SNAPSHOT_EVERY).then(Vec::new),
             seen_ids: None,
+            events: vec![],
         }
     }
 

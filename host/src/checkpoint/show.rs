@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{CheckpointLog, Entry};
+use super::{CheckpointLog, Entry, SwapEvent};
 use crate::batch::position::Position;
 use crate::config::PipelineFile;
 use crate::error::{Error, Result};
@@ -64,6 +64,29 @@ pub fn version_changes(entries: &[super::Result<Entry>]) -> Vec<VersionChange> {
     changes
 }
 
+/// The swaps (changes of version), rollbacks and verdicts of `entries`, in batch order, as
+/// `sluice plugin history --json` prints them: one object each, `"event"` saying which
+/// (`swap`, `rolled-back`, `passed`, `shadowed`), with the batch and its time.
+pub fn happenings(entries: &[super::Result<Entry>]) -> Vec<serde_json::Value> {
+    let mut out: Vec<(u64, serde_json::Value)> = Vec::new();
+    for c in version_changes(entries) {
+        let mut v = serde_json::to_value(&c).unwrap_or_default();
+        v["event"] = "swap".into();
+        out.push((c.batch, v));
+    }
+    for e in entries.iter().filter_map(|e| e.as_ref().ok()) {
+        for ev in &e.events {
+            let mut v = serde_json::to_value(ev).unwrap_or_default();
+            v["batch"] = e.batch.into();
+            v["batch_time_ms"] = e.batch_time_ms.into();
+            out.push((e.batch, v));
+        }
+    }
+    // Stable: at one batch, the swap comes before what happened to it.
+    out.sort_by_key(|(b, _)| *b);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
 /// Every entry of `log`, in batch order (a damaged one as its error).
 fn read_entries(
     rt: &tokio::runtime::Runtime,
@@ -96,14 +119,14 @@ pub fn run(pipeline: &Path, show: Show, json: bool) -> Result<()> {
     match show {
         Show::History => {
             let log = log_of(pipeline)?;
-            let changes = version_changes(&read_all(&log)?);
+            let entries = read_all(&log)?;
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&changes).unwrap_or_default()
+                    serde_json::to_string_pretty(&happenings(&entries)).unwrap_or_default()
                 );
             } else {
-                print!("{}", history_text(&log, &changes));
+                print!("{}", history_text(&log, &entries));
             }
             Ok(())
         }
@@ -152,7 +175,7 @@ pub fn run(pipeline: &Path, show: Show, json: bool) -> Result<()> {
 
 /// The checkpoint log of the pipeline file at `path` (its `[checkpoint] path`, resolved as a
 /// run resolves it).
-fn log_of(path: &Path) -> Result<CheckpointLog> {
+pub(crate) fn log_of(path: &Path) -> Result<CheckpointLog> {
     let file = PipelineFile::load(path)?;
     let base = path
         .parent()
@@ -204,28 +227,89 @@ fn list_text(log: &CheckpointLog, entries: &[super::Result<Entry>]) -> String {
     out
 }
 
-fn history_text(log: &CheckpointLog, changes: &[VersionChange]) -> String {
+fn history_text(log: &CheckpointLog, entries: &[super::Result<Entry>]) -> String {
+    let changes = version_changes(entries);
+    let mut lines: Vec<(u64, String)> = changes
+        .iter()
+        .map(|c| {
+            let line = format!(
+                "batch {:>8}  {}  swap         {}  {} -> {}",
+                c.batch,
+                time_text(c.batch_time_ms),
+                c.plugin,
+                short_or_none(&c.from),
+                short_or_none(&c.to)
+            );
+            (c.batch, line)
+        })
+        .collect();
+    for e in entries.iter().filter_map(|e| e.as_ref().ok()) {
+        for ev in &e.events {
+            let line = format!(
+                "batch {:>8}  {}  {}",
+                e.batch,
+                time_text(e.batch_time_ms),
+                event_text(ev)
+            );
+            lines.push((e.batch, line));
+        }
+    }
+    lines.sort_by_key(|(b, _)| *b);
     let mut out = format!(
-        "checkpoint log {}: {} plugin version changes\n",
+        "checkpoint log {}: {} plugin version changes, {} verdicts\n",
         log.location(),
-        changes.len()
+        changes.len(),
+        lines.len() - changes.len()
     );
-    let short = |d: &Option<String>| match d {
-        Some(d) => d[..12.min(d.len())].to_owned(),
-        None => "(none)".to_owned(),
-    };
-    for c in changes {
-        let _ = writeln!(
-            out,
-            "batch {:>8}  {}  {}  {} -> {}",
-            c.batch,
-            time_text(c.batch_time_ms),
-            c.plugin,
-            short(&c.from),
-            short(&c.to)
-        );
+    for (_, line) in lines {
+        let _ = writeln!(out, "{line}");
     }
     out
+}
+
+fn short_or_none(d: &Option<String>) -> String {
+    match d {
+        Some(d) => short(d).to_owned(),
+        None => "(none)".to_owned(),
+    }
+}
+
+fn short(d: &str) -> &str {
+    &d[..12.min(d.len())]
+}
+
+fn event_text(ev: &SwapEvent) -> String {
+    match ev {
+        SwapEvent::RolledBack {
+            plugin,
+            digest,
+            restored,
+            error,
+        } => format!(
+            "rolled back  {plugin}  {} -> {} (quarantined): {error}",
+            short(digest),
+            short(restored)
+        ),
+        SwapEvent::Passed {
+            plugin,
+            digest,
+            batches,
+        } => format!(
+            "passed       {plugin}  {} ran its {batches} trial batches without failing",
+            short(digest)
+        ),
+        SwapEvent::Shadowed {
+            plugin,
+            digest,
+            live,
+            batches,
+            differing,
+        } => format!(
+            "shadowed     {plugin}  {} beside {}: {differing} of {batches} batches differed",
+            short(digest),
+            short(live)
+        ),
+    }
 }
 
 fn inspect_text(log: &CheckpointLog, e: &Entry) -> String {
@@ -320,6 +404,7 @@ mod tests {
             state: vec![],
             files_seen: None,
             seen_ids: None,
+            events: vec![],
         }
     }
 

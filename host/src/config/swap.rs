@@ -17,6 +17,14 @@ pub struct SwapConfig {
     /// at least `"10ms"`.
     #[serde(default = "default_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// `trial-batches`: how many batches a new version runs on trial. A version that traps,
+    /// runs out of its limits or returns a fatal error in one of them is rolled back to the
+    /// version it replaced and quarantined, and the failed batch is recomputed with the
+    /// restored version. During its trial a step stops at the first poison failure instead of
+    /// isolating it (a new version failing is the likelier cause than a record). Default 3;
+    /// 0 turns trials off.
+    #[serde(default = "default_trial")]
+    pub trial_batches: u32,
 }
 
 impl Default for SwapConfig {
@@ -24,6 +32,7 @@ impl Default for SwapConfig {
         SwapConfig {
             watch: true,
             poll_interval: default_poll(),
+            trial_batches: default_trial(),
         }
     }
 }
@@ -34,4 +43,8 @@ fn yes() -> bool {
 
 fn default_poll() -> Duration {
     Duration::from_millis(500)
+}
+
+fn default_trial() -> u32 {
+    3
 }

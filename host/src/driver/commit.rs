@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::attempt::Finished;
 use super::recover::{Progress, Start};
 use super::report::BatchReport;
 use super::{RunError, Shutdown};
@@ -21,7 +22,7 @@ use crate::checkpoint::{CheckpointLog, Entry, PartitionEntry, SNAPSHOT_EVERY, VE
 use crate::clock::now_ms;
 use crate::dedup::{Filter, Recorder};
 use crate::plan::Plan;
-use crate::scheduler::job::{self, OpenBatch, Shape};
+use crate::scheduler::job;
 use crate::wal::Wal;
 
 /// A committed batch, for the report.
@@ -103,22 +104,26 @@ impl<'a> Committer<'a> {
         }
     }
 
-    /// Finishes, records and commits `batch` (see the module doc). `replayed` is its entry when
-    /// it is a recomputed batch (already recorded).
+    /// Records and commits the finished batch `done` (see the module doc), whose close began
+    /// at `closing_start`. `replayed` is its entry when it is a recomputed batch (already
+    /// recorded).
     pub fn close(
         &mut self,
-        shape: &Shape,
-        batch: OpenBatch,
-        closed_at: Instant,
+        done: Finished,
+        (closing_start, closed_at): (Instant, Instant),
         replayed: Option<Entry>,
         blocks: &BlockManager,
     ) -> Result<Committed, RunError> {
         let plan = self.plan;
-        let closing_start = Instant::now();
-        let (id, time_ms, busy) = (batch.id, batch.time_ms, batch.busy);
-        let plugins = crate::swap::digests(&plan.digests, &batch.steps);
-        let (closed, kept_bytes) = job::finish(plan, shape, batch)?;
-        blocks.release(kept_bytes);
+        let Finished {
+            id,
+            time_ms,
+            busy,
+            steps,
+            closed,
+            events,
+        } = done;
+        let plugins = crate::swap::digests(&plan.digests, &steps);
         let t = Instant::now();
         let entry = match replayed {
             Some(e) => {
@@ -130,7 +135,8 @@ impl<'a> Committer<'a> {
                 e
             }
             None => {
-                let e = self.entry(id, time_ms, plugins);
+                let mut e = self.entry(id, time_ms, plugins);
+                e.events = events;
                 if let Some(log) = &self.log {
                     self.rt.block_on(log.append(&e))?;
                 }
@@ -191,6 +197,7 @@ impl<'a> Committer<'a> {
             plugins,
             state: Vec::new(),
             files_seen: None,
+            events: Vec::new(),
             seen_ids: self
                 .recorder
                 .as_mut()

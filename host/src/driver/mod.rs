@@ -2,6 +2,7 @@
 //!
 //! - where does a restart resume? [`recover`];
 //! - how does a batch commit? [`commit`] (record in the checkpoint log, then the sinks);
+//! - what if a new plugin version fails its trial? [`attempt`] (roll back, recompute);
 //! - how does a run stop? [`shutdown`] (one [`Shutdown`] for signals, limits, ends, failures);
 //! - what does a run report? [`report`];
 //! - how is a crashed driver brought back? [`supervise`] (`sluice run --supervise`).
@@ -10,6 +11,7 @@
 //! clock as async tasks, then the batch loop on this thread: blocks run as they are cut (on the
 //! worker pool), and each close finishes, records and commits its batch, in order.
 
+pub mod attempt;
 pub mod commit;
 pub mod recover;
 pub mod report;
@@ -27,12 +29,12 @@ use crate::clock::now_ms;
 use crate::clock::{Clock, SystemClock};
 use crate::plan::Plan;
 use crate::receiver::{self, PartitionWriter, Resume};
-use crate::scheduler::job::{self, JobError, OpenBatch, Shape};
+use crate::scheduler::job::{self, JobError, Shape};
 use crate::scheduler::max_block_bytes;
 use crate::scheduler::tracker::{BatchClock, Signals, Tracker};
-use crate::swap::Live;
 use crate::swap::watch::Watcher;
 use crate::wal::Wal;
+use attempt::Attempt;
 pub use report::{BatchReport, RunOptions, RunSummary};
 pub use shutdown::Shutdown;
 
@@ -137,22 +139,24 @@ pub fn run(
     let mut committer = commit::Committer::new(plan, rt, &mut start, wal);
     let shape = Shape::of(&plan.steps, plan.partitions);
     // New batches pin the live steps; the watcher swaps new plugin versions in (crate::swap).
-    let live = Arc::new(Live::new(plan.steps.clone()));
+    let live = Arc::new(
+        crate::swap::start(plan, rt.handle(), start.log.as_ref()).map_err(RunError::Recovery)?,
+    );
     let _watching = Watcher::from_plan(plan, live.clone()).map(Watcher::spawn);
     let mut batch = match &start.replay {
-        Some(r) => OpenBatch::new(
+        Some(r) => Attempt::open(
             plan,
             &shape,
-            r.entry.batch,
-            r.entry.batch_time_ms,
+            (r.entry.batch, r.entry.batch_time_ms),
             r.steps.clone(),
+            &live,
         ),
-        None => OpenBatch::new(
+        None => Attempt::open(
             plan,
             &shape,
-            start.first_batch,
-            batch_clock.time_ms(start.first_batch),
+            (start.first_batch, batch_clock.time_ms(start.first_batch)),
             live.steps(),
+            &live,
         ),
     };
     let mut replaying = start.replay.take().map(|r| r.entry);
@@ -181,22 +185,23 @@ pub fn run(
             let t = Instant::now();
             let mut blocks_ready = blocks_ready;
             committer.track(&mut blocks_ready);
-            job::run_blocks(plan, &shape, &batch, blocks_ready, &blocks)?;
-            batch.busy += t.elapsed();
+            batch.run(plan, &shape, blocks_ready, &blocks, &live)?;
+            batch.batch.busy += t.elapsed();
         }
         let Some((id, closed_at)) = close else {
             continue;
         };
-        debug_assert_eq!(id, batch.id);
-        let next = OpenBatch::new(
-            plan,
-            &shape,
-            id + 1,
-            batch_clock.time_ms(id + 1).max(batch.time_ms + 1),
-            live.steps(),
-        );
-        let this = std::mem::replace(&mut batch, next);
-        let report = committer.close(&shape, this, closed_at, replaying.take(), &blocks)?;
+        debug_assert_eq!(id, batch.batch.id);
+        let closing_start = Instant::now();
+        let next_time = batch_clock.time_ms(id + 1).max(batch.batch.time_ms + 1);
+        // A placeholder until the next batch opens, after this one's close: a rollback in the
+        // close changes the steps the next one must pin.
+        let placeholder = Attempt::open(plan, &shape, (id + 1, next_time), Arc::default(), &live);
+        let this = std::mem::replace(&mut batch, placeholder);
+        let done = this.finish(plan, &shape, &blocks, &live)?;
+        batch = Attempt::open(plan, &shape, (id + 1, next_time), live.steps(), &live);
+        let report =
+            committer.close(done, (closing_start, closed_at), replaying.take(), &blocks)?;
         state.record(plan, opts, &report, started)?;
         if id == last_close.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
@@ -217,7 +222,7 @@ pub fn run(
         }
     })();
     // Whatever the open batch's blocks wrote is dropped: it never commits.
-    job::abort(plan, &batch);
+    job::abort(plan, &batch.batch);
     shutdown.stop_receiving();
     for sink in &plan.sinks {
         sink.stop(&plan.stream);

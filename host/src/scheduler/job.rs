@@ -260,6 +260,11 @@ impl OpenBatch {
         }
     }
 
+    /// The bytes of the blocks whose output it keeps until it closes (for the budget).
+    pub fn kept_bytes(&self) -> u64 {
+        self.kept_bytes.load(Ordering::Relaxed)
+    }
+
     fn ctx(&self, plan: &Plan, partition: u32, part: u32) -> CallContext {
         CallContext {
             stream: plan.stream.clone(),
@@ -580,8 +585,8 @@ pub fn commit(plan: &Plan, id: u64) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Tells every sink to drop what it holds of `batch`, which will never commit (the run
-/// stopped with the batch open).
+/// Tells every sink to drop what it holds of `batch`, which will not commit as it is (the run
+/// stopped with the batch open, or it is recomputed after a rollback).
 pub fn abort(plan: &Plan, batch: &OpenBatch) {
     for sink in &plan.sinks {
         sink.abort(batch.id);

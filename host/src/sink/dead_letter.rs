@@ -198,6 +198,19 @@ impl DeadLetters {
         self.total.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Drops what batch `batch_id` dead-lettered so far (it is being recomputed); returns how
+    /// many.
+    pub fn discard(&self, batch_id: u64) -> u64 {
+        let body = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&batch_id);
+        let lines = body.map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64);
+        self.total.fetch_sub(lines, Ordering::Relaxed);
+        lines
+    }
+
     /// Writes `batch_id`'s dead letters, if it had any, as one object.
     pub fn flush(&self, stream: &str, batch_id: u64) -> Result<usize, SinkError> {
         let Some(body) = self

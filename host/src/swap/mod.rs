@@ -11,52 +11,274 @@
 //! into the on-disk cache, its world, manifest and grants, and `init` with the pipeline's
 //! parameters for every step that uses it), and only then makes it live. A version that fails
 //! a check never goes live: the live one stays, and the reason is logged.
+//!
+//! A version that went live is on [`trial`] for its first `[swap] trial-batches` batches: if
+//! it fails in one, the driver rolls it back to the version it replaced, recomputes the batch
+//! with that one, and the failed version is put in [`quarantine`] (refused until cleared).
 
+pub mod quarantine;
+pub mod trial;
 pub mod watch;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::plan::StepPlan;
+use crate::checkpoint::SwapEvent;
+use crate::plan::{Plan, StepPlan};
 use crate::plugin::TransformStage;
+use crate::scheduler::job::JobError;
+use quarantine::Quarantine;
+use trial::{Blame, RolledBack, Trial};
 
-/// The steps each new batch pins.
+/// The steps each new batch pins, the versions on trial, and the quarantine.
 #[derive(Debug)]
 pub struct Live {
-    steps: Mutex<Arc<Vec<StepPlan>>>,
+    state: Mutex<State>,
+    /// `[swap] trial-batches`.
+    trial_batches: u32,
+    quarantine: Quarantine,
+}
+
+#[derive(Debug)]
+struct State {
+    steps: Arc<Vec<StepPlan>>,
+    /// The versions on trial, by plugin name.
+    trials: BTreeMap<String, Trial>,
 }
 
 impl Live {
-    /// Starts with `steps` (the plan's).
-    pub fn new(steps: Arc<Vec<StepPlan>>) -> Live {
+    /// Starts with `steps` (the plan's), new versions on trial for `trial_batches` batches.
+    pub fn new(steps: Arc<Vec<StepPlan>>, trial_batches: u32, quarantine: Quarantine) -> Live {
         Live {
-            steps: Mutex::new(steps),
+            state: Mutex::new(State {
+                steps,
+                trials: BTreeMap::new(),
+            }),
+            trial_batches,
+            quarantine,
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The steps a batch opening now runs.
     pub fn steps(&self) -> Arc<Vec<StepPlan>> {
-        self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lock().steps.clone()
     }
 
-    /// Puts each `(index, stage)` in place of the plugin step at that index (keeping its
-    /// poison policy), for the batches that open from now on.
+    /// Puts each `(index, stage)` in place of the plugin step at that index, for the batches
+    /// that open from now on; the new version is on trial (its steps strict, see
+    /// [`trial::strict`]) unless trials are off.
     pub fn replace(&self, stages: Vec<(usize, Arc<TransformStage>)>) {
-        let mut live = self.steps.lock().unwrap_or_else(|e| e.into_inner());
-        let mut steps: Vec<StepPlan> = live.as_ref().clone();
+        let mut state = self.lock();
+        let mut steps: Vec<StepPlan> = state.steps.as_ref().clone();
+        let mut replaced = Vec::new();
+        let mut name_digest = None;
         for (i, stage) in stages {
             if let Some(StepPlan::Plugin(old, poison)) = steps.get(i) {
                 debug_assert_eq!(old.plugin().name(), stage.plugin().name());
-                steps[i] = StepPlan::Plugin(stage, *poison);
+                // A version replacing one on trial restores, if it fails, what that one replaced.
+                let configured = configured_policy(&state.trials, i, *poison);
+                let info = stage.plugin().info();
+                name_digest = Some((info.name.clone(), info.digest.clone()));
+                replaced.push((i, StepPlan::Plugin(old.clone(), configured)));
+                let policy = if self.trial_batches > 0 {
+                    trial::strict(configured)
+                } else {
+                    configured
+                };
+                steps[i] = StepPlan::Plugin(stage, policy);
             }
         }
-        *live = Arc::new(steps);
+        if let Some((name, digest)) = name_digest
+            && self.trial_batches > 0
+        {
+            let trial = Trial {
+                digest,
+                replaced,
+                left: self.trial_batches,
+                batches: self.trial_batches,
+            };
+            state.trials.insert(name, trial);
+        }
+        state.steps = Arc::new(steps);
     }
 
     /// The sha256 the live steps run plugin `name` with, if a step uses it.
     pub fn digest_of(&self, name: &str) -> Option<String> {
         step_digests(&self.steps()).remove(name)
     }
+
+    /// Whether a batch running `steps` is on trial: it runs a version on trial.
+    pub fn on_trial(&self, steps: &[StepPlan]) -> bool {
+        let state = self.lock();
+        !state.trials.is_empty()
+            && step_digests(steps)
+                .iter()
+                .any(|(n, d)| state.trials.get(n).is_some_and(|t| &t.digest == d))
+    }
+
+    /// The version on trial that `error` is the fault of, if any.
+    pub fn blame(&self, error: &JobError) -> Option<Blame> {
+        let blame = trial::blame(error)?;
+        let state = self.lock();
+        let t = state.trials.get(&blame.plugin)?;
+        (t.digest == blame.digest).then_some(blame)
+    }
+
+    /// Rolls the version `blame` names back to the one it replaced, for every batch opening
+    /// from now on, and quarantines it. `None` when it is no longer on trial.
+    pub fn roll_back(&self, blame: &Blame) -> Option<RolledBack> {
+        let mut state = self.lock();
+        let t = state.trials.remove(&blame.plugin)?;
+        let mut steps: Vec<StepPlan> = state.steps.as_ref().clone();
+        let mut restored = String::new();
+        for (i, step) in &t.replaced {
+            if let StepPlan::Plugin(stage, _) = step {
+                restored = stage.plugin().info().digest.clone();
+            }
+            steps[*i] = step.clone();
+        }
+        state.steps = Arc::new(steps);
+        drop(state);
+        self.quarantine
+            .add(&blame.plugin, &blame.digest, &blame.error);
+        tracing::error!(
+            plugin = %blame.plugin,
+            digest = %short(&blame.digest),
+            restored = %short(&restored),
+            error = %blame.error,
+            "A new version of the plugin failed on trial: it is rolled back to the version it replaced and quarantined (`sluice plugin clear` takes it out), and the failed batch is recomputed with the restored version."
+        );
+        Some(RolledBack {
+            event: SwapEvent::RolledBack {
+                plugin: blame.plugin.clone(),
+                digest: blame.digest.clone(),
+                restored: restored.clone(),
+                error: blame.error.clone(),
+            },
+            restored,
+            steps: t.replaced,
+        })
+    }
+
+    /// Counts a committed batch that ran `steps` towards its versions' trials; returns the
+    /// verdicts of the versions that passed (their steps get their configured policy back).
+    pub fn passed(&self, steps: &[StepPlan]) -> Vec<SwapEvent> {
+        let mut state = self.lock();
+        let mut events = Vec::new();
+        for (name, digest) in step_digests(steps) {
+            let Some(t) = state.trials.get_mut(&name) else {
+                continue;
+            };
+            if t.digest != digest {
+                continue;
+            }
+            t.left -= 1;
+            if t.left > 0 {
+                continue;
+            }
+            let t = state.trials.remove(&name).unwrap_or_else(|| unreachable!());
+            let mut live: Vec<StepPlan> = state.steps.as_ref().clone();
+            for (i, old) in &t.replaced {
+                if let (StepPlan::Plugin(_, configured), Some(StepPlan::Plugin(stage, _))) =
+                    (old, live.get(*i))
+                {
+                    live[*i] = StepPlan::Plugin(stage.clone(), *configured);
+                }
+            }
+            state.steps = Arc::new(live);
+            tracing::info!(plugin = %name, digest = %short(&digest), batches = t.batches, "The new version of the plugin passed its trial.");
+            events.push(SwapEvent::Passed {
+                plugin: name,
+                digest,
+                batches: t.batches,
+            });
+        }
+        events
+    }
+
+    /// Why `digest` is refused, if it is quarantined.
+    pub fn refused(&self, digest: &str) -> Option<quarantine::Entry> {
+        self.quarantine.refused(digest)
+    }
+}
+
+/// The policy step `i` is configured with: the one the version on trial replaced keeps it.
+fn configured_policy(
+    trials: &BTreeMap<String, Trial>,
+    i: usize,
+    current: crate::config::poison::PoisonPolicy,
+) -> crate::config::poison::PoisonPolicy {
+    trials
+        .values()
+        .flat_map(|t| t.replaced.iter())
+        .find_map(|(j, s)| match s {
+            StepPlan::Plugin(_, p) if *j == i => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(current)
+}
+
+/// The live steps of a run of `plan`, with the quarantine under its checkpoint location
+/// (`log`'s). When the plugin directory holds a quarantined version, the run goes on with the
+/// version its newest recorded batch ran, and says so; with none to go back to it is refused.
+pub fn start(
+    plan: &Plan,
+    handle: &tokio::runtime::Handle,
+    log: Option<&crate::checkpoint::CheckpointLog>,
+) -> Result<Live, String> {
+    let at = plan.checkpoint.clone().map(|c| (c, handle.clone()));
+    let quarantine = Quarantine::open(at)?;
+    let bad: Vec<(String, String, quarantine::Entry)> = step_digests(&plan.steps)
+        .into_iter()
+        .filter_map(|(name, digest)| quarantine.refused(&digest).map(|q| (name, digest, q)))
+        .collect();
+    let mut steps = plan.steps.clone();
+    if !bad.is_empty() {
+        let newest = match log {
+            Some(log) => handle.block_on(newest_plugins(log)),
+            None => BTreeMap::new(),
+        };
+        let mut pinned = BTreeMap::new();
+        for (name, digest, q) in bad {
+            match newest.get(&name) {
+                Some(good) if quarantine.refused(good).is_none() => {
+                    tracing::warn!(plugin = %name, quarantined = %short(&digest), running = %short(good), error = %q.error, "The plugin directory holds a quarantined version of the plugin; the run goes on with the version its newest recorded batch ran. Put back a good version, or clear the quarantine with `sluice plugin clear`.");
+                    pinned.insert(name, good.clone());
+                }
+                _ => {
+                    return Err(format!(
+                        "plugin `{name}` in the plugin directory is version sha256 {digest}, which was rolled back and quarantined ({}), and there is no recorded version to run instead; put back a good version, or take it out of quarantine with `sluice plugin clear PIPELINE {}`",
+                        q.error,
+                        short(&digest)
+                    ));
+                }
+            }
+        }
+        steps = plan.pinned_steps(&pinned)?;
+    }
+    Ok(Live::new(steps, plan.file.swap.trial_batches, quarantine))
+}
+
+/// The plugin versions of the newest readable entry of `log` (none when it is empty).
+async fn newest_plugins(log: &crate::checkpoint::CheckpointLog) -> BTreeMap<String, String> {
+    let Ok(batches) = log.list().await else {
+        return BTreeMap::new();
+    };
+    for b in batches.into_iter().rev() {
+        if let Ok(e) = log.read(b).await {
+            return e.plugins;
+        }
+    }
+    BTreeMap::new()
+}
+
+/// The first 12 hex digits of a sha256, as logs show it.
+pub fn short(digest: &str) -> &str {
+    &digest[..12.min(digest.len())]
 }
 
 /// The plugin digests a batch running `steps` records: `base` (every plugin of the plan:

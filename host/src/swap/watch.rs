@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use super::Live;
+use super::{Live, short};
 use crate::config::Step;
 use crate::plan::Plan;
 use crate::plugin::limits::Grants;
@@ -173,6 +173,14 @@ fn check(runtime: &PluginRuntime, live: &Live, dir: &Path, t: &Target) -> Option
     if digest == previous {
         return None;
     }
+    if let Some(q) = live.refused(&digest) {
+        let reason = format!(
+            "version sha256 {digest} is quarantined: it was rolled back after failing on trial ({}); `sluice plugin clear` takes it out of quarantine",
+            q.error
+        );
+        tracing::error!(plugin = %t.name, digest = %short(&digest), live = %short(&previous), reason = %reason, "A new version of the plugin is refused; the live version stays.");
+        return Some(Outcome::Refused { digest, reason });
+    }
     match stages(runtime, &wasm, t, &digest) {
         Ok(stages) => {
             live.replace(stages);
@@ -225,10 +233,6 @@ fn look(dir: &Path, name: &str) -> Option<Look> {
         wasm: stat("wasm")?,
         manifest: stat("toml"),
     })
-}
-
-fn short(digest: &str) -> &str {
-    &digest[..12.min(digest.len())]
 }
 
 fn sleep_unless(stop: &AtomicBool, total: Duration) {
