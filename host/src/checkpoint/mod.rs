@@ -114,6 +114,9 @@ pub enum SwapEvent {
         batches: u32,
         /// How many of them differed (record counts or records).
         differing: u32,
+        /// The candidate's failure, which ended the shadow early.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed: Option<String>,
     },
 }
 

@@ -304,10 +304,15 @@ fn event_text(ev: &SwapEvent) -> String {
             live,
             batches,
             differing,
+            failed,
         } => format!(
-            "shadowed     {plugin}  {} beside {}: {differing} of {batches} batches differed",
+            "shadowed     {plugin}  {} beside {}: {differing} of {batches} batches differed{}",
             short(digest),
-            short(live)
+            short(live),
+            failed
+                .as_ref()
+                .map(|f| format!("; the candidate failed: {f}"))
+                .unwrap_or_default()
         ),
     }
 }

@@ -56,8 +56,10 @@ impl Attempt {
         live: &Live,
     ) -> Attempt {
         let kept = live.on_trial(&steps).then(Vec::new);
+        let mut batch = OpenBatch::new(plan, shape, id, time_ms, steps);
+        batch.shadow = live.running_shadow();
         Attempt {
-            batch: OpenBatch::new(plan, shape, id, time_ms, steps),
+            batch,
             kept,
             events: Vec::new(),
         }
@@ -97,10 +99,14 @@ impl Attempt {
             let batch = std::mem::replace(&mut self.batch, placeholder);
             let (id, time_ms, busy) = (batch.id, batch.time_ms, batch.busy);
             let steps = batch.steps.clone();
+            let shadow = batch.shadow.clone();
             match job::finish(plan, shape, batch) {
                 Ok((closed, kept_bytes)) => {
                     manager.release(kept_bytes);
                     self.events.extend(live.passed(&steps));
+                    if let Some(s) = shadow.filter(|s| s.batch_done(id)) {
+                        self.events.push(verdict(&s));
+                    }
                     return Ok(Finished {
                         id,
                         time_ms,
@@ -114,6 +120,7 @@ impl Attempt {
                     // The failed close dropped the batch; put back one to recompute into.
                     self.batch = OpenBatch::new(plan, shape, id, time_ms, steps);
                     self.batch.busy = busy;
+                    self.batch.shadow = shadow;
                     let mut result = self.again(plan, shape, manager, live, e)?;
                     while let Err(e) = result {
                         result = self.again(plan, shape, manager, live, e)?;
@@ -160,12 +167,29 @@ impl Attempt {
         let fresh = OpenBatch::new(plan, shape, id, time_ms, steps.clone());
         let failed = std::mem::replace(&mut self.batch, fresh);
         self.batch.busy = busy;
+        if let Some(s) = &failed.shadow {
+            s.forget(id);
+        }
+        self.batch.shadow = failed.shadow.clone();
         manager.release(failed.kept_bytes());
         // Still on trial when another plugin's new version is.
         self.kept = live
             .on_trial(&steps)
             .then(|| kept.iter().map(copy).collect());
         Ok(job::run_blocks(plan, shape, &self.batch, kept, manager))
+    }
+}
+
+/// The verdict of a shadow run that ended, for the entry of its last batch.
+fn verdict(s: &crate::scheduler::shadow::Shadow) -> SwapEvent {
+    let (batches, differing) = s.counts();
+    SwapEvent::Shadowed {
+        plugin: s.plugin.clone(),
+        digest: s.digest.clone(),
+        live: s.live.clone(),
+        batches,
+        differing,
+        failed: s.report().failed,
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::combine::{combine_counts, count_by_key, counts_part, repartition};
 use super::isolate::{self, Isolation, poison_kind};
+use super::shadow::{self, Shadow};
 use crate::batch::RecordBatch;
 use crate::block::{Block, BlockManager};
 use crate::config::poison::{OnPoison, PoisonPolicy};
@@ -223,6 +224,9 @@ pub struct OpenBatch {
     /// The steps it runs, pinned when it opened (a recomputed batch runs with the plugin
     /// versions it first ran with).
     pub steps: std::sync::Arc<Vec<StepPlan>>,
+    /// The candidate running in the shadow of a step's plugin, pinned when it opened.
+    pub shadow: Option<std::sync::Arc<Shadow>>,
+    shadow_calls: Calls,
 }
 
 impl OpenBatch {
@@ -257,6 +261,8 @@ impl OpenBatch {
             dead_before: plan.dead_letters.total(),
             busy: Duration::ZERO,
             steps,
+            shadow: None,
+            shadow_calls: Calls::default(),
         }
     }
 
@@ -344,13 +350,20 @@ fn run_block(
     for (i, step) in batch.steps[..shape.narrow].iter().enumerate() {
         let input = current.as_ref().unwrap_or(&records);
         let out = match step {
-            StepPlan::Plugin(stage, policy) => transform_part(
-                plan,
-                (stage, *policy),
-                batch,
-                i,
-                (partition, input, lineage),
-            )?,
+            StepPlan::Plugin(stage, policy) => {
+                let before = shadowed(batch, i).then(|| lineage.clone());
+                let out = transform_part(
+                    plan,
+                    (stage, *policy),
+                    batch,
+                    i,
+                    (partition, input, lineage),
+                )?;
+                if let Some(before) = &before {
+                    shadow_step(plan, batch, i, (partition, input, before), &out);
+                }
+                out
+            }
             StepPlan::Native(step) => Part {
                 partition,
                 records: (step.f)(input),
@@ -392,6 +405,60 @@ fn run_block(
             }
         }
     }
+}
+
+/// Whether a shadow pinned by `batch` runs a candidate for step `step`.
+fn shadowed(batch: &OpenBatch, step: usize) -> bool {
+    batch
+        .shadow
+        .as_ref()
+        .is_some_and(|s| s.stage_for(step).is_some())
+}
+
+/// Runs the shadow's candidate for step `step` on the step's input (in the calls the live
+/// step made) and compares its output with the live step's `live` (see [`super::shadow`]).
+fn shadow_step(
+    plan: &Plan,
+    batch: &OpenBatch,
+    step: usize,
+    input: (u32, &RecordBatch, &Lineage),
+    live: &Part,
+) {
+    let Some(shadow) = &batch.shadow else {
+        return;
+    };
+    let Some(stage) = shadow.stage_for(step) else {
+        return;
+    };
+    let (partition, records, lineage) = input;
+    let mut out = RecordBatch::default();
+    let mut origins: Vec<u32> = Vec::new();
+    let ranges = call_ranges(records);
+    let whole = ranges.len() == 1;
+    for range in ranges {
+        let ctx = batch.ctx(plan, partition, batch.shadow_calls.next(step, partition));
+        let slice = if whole {
+            std::borrow::Cow::Borrowed(records)
+        } else {
+            std::borrow::Cow::Owned(records.slice(range.clone()))
+        };
+        match shadow::call(stage, &ctx, &slice) {
+            Ok((b, o)) => {
+                let from = range.start as u32;
+                if o.is_empty() {
+                    origins.extend((0..b.len() as u32).map(|i| from + i));
+                } else {
+                    origins.extend(o.iter().map(|&x| from + x));
+                }
+                out.append(&b);
+            }
+            Err(e) => {
+                shadow.fail(batch.id, format!("partition {partition}: {e}"));
+                return;
+            }
+        }
+    }
+    shadow.compare(batch.id, live, (&out, &origins), lineage);
 }
 
 /// Records the send stamps (epoch µs) of the values that start with `prefix`.
@@ -533,13 +600,24 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
         for (i, step) in batch.steps.iter().enumerate().skip(rest) {
             parts = match step {
                 StepPlan::Plugin(stage, policy) => pool_map(&plan.pool, parts, |part| {
-                    transform_part(
+                    let before = shadowed(&batch, i).then(|| part.lineage.clone());
+                    let out = transform_part(
                         plan,
                         (stage, *policy),
                         &batch,
                         i,
                         (part.partition, &part.records, part.lineage),
-                    )
+                    )?;
+                    if let Some(before) = &before {
+                        shadow_step(
+                            plan,
+                            &batch,
+                            i,
+                            (part.partition, &part.records, before),
+                            &out,
+                        );
+                    }
+                    Ok(out)
                 })
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()?,

@@ -14,6 +14,7 @@
 pub mod combine;
 pub mod isolate;
 pub mod job;
+pub mod shadow;
 pub mod tracker;
 
 /// The largest block: a partition's share of a sixteenth of the budget, between 256 KiB and

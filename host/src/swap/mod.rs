@@ -27,6 +27,7 @@ use crate::checkpoint::SwapEvent;
 use crate::plan::{Plan, StepPlan};
 use crate::plugin::TransformStage;
 use crate::scheduler::job::JobError;
+use crate::scheduler::shadow::{Report, Shadow};
 use quarantine::Quarantine;
 use trial::{Blame, RolledBack, Trial};
 
@@ -44,6 +45,8 @@ struct State {
     steps: Arc<Vec<StepPlan>>,
     /// The versions on trial, by plugin name.
     trials: BTreeMap<String, Trial>,
+    /// The latest shadow run (running, or ended and kept for its report and `promote`).
+    shadow: Option<Arc<Shadow>>,
 }
 
 impl Live {
@@ -53,6 +56,7 @@ impl Live {
             state: Mutex::new(State {
                 steps,
                 trials: BTreeMap::new(),
+                shadow: None,
             }),
             trial_batches,
             quarantine,
@@ -198,6 +202,61 @@ impl Live {
             });
         }
         events
+    }
+
+    /// Starts `shadow` for the batches that open from now on, ending any earlier one.
+    pub fn start_shadow(&self, shadow: Shadow) -> Arc<Shadow> {
+        let shadow = Arc::new(shadow);
+        if let Some(old) = self.lock().shadow.replace(shadow.clone()) {
+            old.stop();
+        }
+        tracing::info!(plugin = %shadow.plugin, digest = %short(&shadow.digest), live = %short(&shadow.live), batches = shadow.wanted, "A candidate runs in the shadow of the live version from the next batch to open: its output is compared and dropped.");
+        shadow
+    }
+
+    /// The running shadow, for a batch opening now.
+    pub fn running_shadow(&self) -> Option<Arc<Shadow>> {
+        self.lock().shadow.clone().filter(|s| !s.done())
+    }
+
+    /// The report of the latest shadow of plugin `name`.
+    pub fn shadow_report(&self, name: &str) -> Option<Report> {
+        let state = self.lock();
+        let s = state.shadow.as_ref().filter(|s| s.plugin == name)?;
+        Some(s.report())
+    }
+
+    /// Swaps in the candidate of the latest shadow of `name` (it goes live with the next
+    /// batch, on trial): its sha256 and the one it replaced. Refused when there is none, when
+    /// it failed in the shadow, or when it is quarantined.
+    pub fn promote(&self, name: &str) -> Result<(String, String), String> {
+        let shadow = {
+            let state = self.lock();
+            state.shadow.clone().filter(|s| s.plugin == name)
+        };
+        let Some(shadow) = shadow else {
+            return Err(format!(
+                "no candidate of plugin `{name}` ran in the shadow (`sluice plugin shadow` first)"
+            ));
+        };
+        if let Some(f) = shadow.report().failed {
+            return Err(format!(
+                "the candidate sha256 {} failed in its shadow run ({f}); it is not promoted",
+                short(&shadow.digest)
+            ));
+        }
+        if let Some(q) = self.refused(&shadow.digest) {
+            return Err(format!(
+                "the candidate sha256 {} is quarantined ({})",
+                short(&shadow.digest),
+                q.error
+            ));
+        }
+        let previous = self.digest_of(name).unwrap_or_default();
+        shadow.stop();
+        self.replace(shadow.stages.clone());
+        tracing::info!(plugin = %name, digest = %short(&shadow.digest), previous = %short(&previous), "The candidate of the shadow run is promoted and goes live with the next batch to open.");
+        Ok((shadow.digest.clone(), previous))
     }
 
     /// Why `digest` is refused, if it is quarantined.
