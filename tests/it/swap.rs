@@ -486,4 +486,24 @@ fn a_version_that_traps_on_every_batch_is_rolled_back_its_batch_recomputed_and_i
     assert!(cleared.status.success(), "{cleared:?}");
     let q = sluice_json(&["plugin", "quarantine"], &pipeline);
     assert!(q.get(&broken_digest).is_none(), "{q:?}");
+    // The history outlives compaction: with every entry but the newest gone, it still lists
+    // the swap to the broken version and its rollback.
+    let entries = root.join("checkpoints/checkpoint");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&entries)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    names.pop();
+    for n in names {
+        std::fs::remove_file(n).unwrap();
+    }
+    let kept = sluice_json(&["plugin", "history"], &pipeline);
+    let events: Vec<&str> = kept
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"rolled-back"), "{kept:?}");
 }

@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use futures::TryStreamExt;
 use object_store::{PutMode, PutOptions, PutPayload};
 
+pub mod history;
 pub mod show;
 use serde::{Deserialize, Serialize};
 

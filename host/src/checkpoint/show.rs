@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{CheckpointLog, Entry, SwapEvent};
+use super::{CheckpointLog, Entry};
 use crate::batch::position::Position;
 use crate::config::PipelineFile;
 use crate::error::{Error, Result};
@@ -64,27 +64,24 @@ pub fn version_changes(entries: &[super::Result<Entry>]) -> Vec<VersionChange> {
     changes
 }
 
-/// The swaps (changes of version), rollbacks and verdicts of `entries`, in batch order, as
-/// `sluice plugin history --json` prints them: one object each, `"event"` saying which
-/// (`swap`, `rolled-back`, `passed`, `shadowed`), with the batch and its time.
-pub fn happenings(entries: &[super::Result<Entry>]) -> Vec<serde_json::Value> {
-    let mut out: Vec<(u64, serde_json::Value)> = Vec::new();
-    for c in version_changes(entries) {
-        let mut v = serde_json::to_value(&c).unwrap_or_default();
-        v["event"] = "swap".into();
-        out.push((c.batch, v));
-    }
+/// The swaps (changes of version), rollbacks and verdicts of `entries`, and those kept apart
+/// from them (`kept`, see [`super::history`]), in batch order and each once, as `sluice plugin
+/// history --json` prints them.
+pub fn happenings(
+    entries: &[super::Result<Entry>],
+    kept: Vec<serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    let mut out = kept;
+    let mut before: Option<&Entry> = None;
     for e in entries.iter().filter_map(|e| e.as_ref().ok()) {
-        for ev in &e.events {
-            let mut v = serde_json::to_value(ev).unwrap_or_default();
-            v["batch"] = e.batch.into();
-            v["batch_time_ms"] = e.batch_time_ms.into();
-            out.push((e.batch, v));
-        }
+        out.extend(super::history::of_entry(before.map(|b| &b.plugins), e));
+        before = Some(e);
     }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|v| seen.insert(v.to_string()));
     // Stable: at one batch, the swap comes before what happened to it.
-    out.sort_by_key(|(b, _)| *b);
-    out.into_iter().map(|(_, v)| v).collect()
+    out.sort_by_key(|v| v["batch"].as_u64());
+    out
 }
 
 /// Every entry of `log`, in batch order (a damaged one as its error).
@@ -120,13 +117,11 @@ pub fn run(pipeline: &Path, show: Show, json: bool) -> Result<()> {
         Show::History => {
             let log = log_of(pipeline)?;
             let entries = read_all(&log)?;
+            let all = happenings(&entries, rt.block_on(super::history::kept(&log)));
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&happenings(&entries)).unwrap_or_default()
-                );
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
             } else {
-                print!("{}", history_text(&log, &entries));
+                print!("{}", history_text(&log, &all));
             }
             Ok(())
         }
@@ -227,93 +222,61 @@ fn list_text(log: &CheckpointLog, entries: &[super::Result<Entry>]) -> String {
     out
 }
 
-fn history_text(log: &CheckpointLog, entries: &[super::Result<Entry>]) -> String {
-    let changes = version_changes(entries);
-    let mut lines: Vec<(u64, String)> = changes
-        .iter()
-        .map(|c| {
-            let line = format!(
-                "batch {:>8}  {}  swap         {}  {} -> {}",
-                c.batch,
-                time_text(c.batch_time_ms),
-                c.plugin,
-                short_or_none(&c.from),
-                short_or_none(&c.to)
-            );
-            (c.batch, line)
-        })
-        .collect();
-    for e in entries.iter().filter_map(|e| e.as_ref().ok()) {
-        for ev in &e.events {
-            let line = format!(
-                "batch {:>8}  {}  {}",
-                e.batch,
-                time_text(e.batch_time_ms),
-                event_text(ev)
-            );
-            lines.push((e.batch, line));
-        }
-    }
-    lines.sort_by_key(|(b, _)| *b);
+fn history_text(log: &CheckpointLog, all: &[serde_json::Value]) -> String {
+    let swaps = all.iter().filter(|v| v["event"] == "swap").count();
     let mut out = format!(
-        "checkpoint log {}: {} plugin version changes, {} verdicts\n",
+        "checkpoint log {}: {swaps} plugin version changes, {} verdicts\n",
         log.location(),
-        changes.len(),
-        lines.len() - changes.len()
+        all.len() - swaps
     );
-    for (_, line) in lines {
-        let _ = writeln!(out, "{line}");
+    for v in all {
+        let _ = writeln!(
+            out,
+            "batch {:>8}  {}  {}",
+            v["batch"].as_u64().unwrap_or_default(),
+            time_text(v["batch_time_ms"].as_i64().unwrap_or_default()),
+            happening_text(v)
+        );
     }
     out
 }
 
-fn short_or_none(d: &Option<String>) -> String {
-    match d {
-        Some(d) => short(d).to_owned(),
-        None => "(none)".to_owned(),
-    }
-}
-
-fn short(d: &str) -> &str {
-    &d[..12.min(d.len())]
-}
-
-fn event_text(ev: &SwapEvent) -> String {
-    match ev {
-        SwapEvent::RolledBack {
-            plugin,
-            digest,
-            restored,
-            error,
-        } => format!(
-            "rolled back  {plugin}  {} -> {} (quarantined): {error}",
-            short(digest),
-            short(restored)
+fn happening_text(v: &serde_json::Value) -> String {
+    let text = |k: &str| v[k].as_str().unwrap_or("(none)");
+    let short = |k: &str| {
+        let d = text(k);
+        d[..12.min(d.len())].to_owned()
+    };
+    let (plugin, n) = (text("plugin"), |k: &str| v[k].as_u64().unwrap_or_default());
+    match v["event"].as_str().unwrap_or_default() {
+        "swap" => format!(
+            "swap         {plugin}  {} -> {}",
+            short("from"),
+            short("to")
         ),
-        SwapEvent::Passed {
-            plugin,
-            digest,
-            batches,
-        } => format!(
-            "passed       {plugin}  {} ran its {batches} trial batches without failing",
-            short(digest)
+        "rolled-back" => format!(
+            "rolled back  {plugin}  {} -> {} (quarantined): {}",
+            short("digest"),
+            short("restored"),
+            text("error")
         ),
-        SwapEvent::Shadowed {
-            plugin,
-            digest,
-            live,
-            batches,
-            differing,
-            failed,
-        } => format!(
-            "shadowed     {plugin}  {} beside {}: {differing} of {batches} batches differed{}",
-            short(digest),
-            short(live),
-            failed
-                .as_ref()
+        "passed" => format!(
+            "passed       {plugin}  {} ran its {} trial batches without failing",
+            short("digest"),
+            n("batches")
+        ),
+        "shadowed" => format!(
+            "shadowed     {plugin}  {} beside {}: {} of {} batches differed{}",
+            short("digest"),
+            short("live"),
+            n("differing"),
+            n("batches"),
+            v["failed"]
+                .as_str()
                 .map(|f| format!("; the candidate failed: {f}"))
                 .unwrap_or_default()
         ),
+        other => format!("{other} {v}"),
     }
 }
 

@@ -56,6 +56,8 @@ pub(crate) struct Committer<'a> {
     recorder: Option<Recorder>,
     /// The open batch is a recomputed one, whose ids are recorded already.
     recomputing: bool,
+    /// The plugin versions of the last recorded batch (for the plugin history).
+    before: Option<BTreeMap<String, String>>,
 }
 
 impl<'a> Committer<'a> {
@@ -67,7 +69,13 @@ impl<'a> Committer<'a> {
         wal: Option<Wal>,
     ) -> Self {
         let n = plan.partitions as usize;
+        let before = start
+            .log
+            .as_ref()
+            .map(|log| rt.block_on(crate::checkpoint::history::newest_plugins(log)))
+            .filter(|p| !p.is_empty());
         Committer {
+            before,
             plan,
             rt,
             log: start.log.clone(),
@@ -139,12 +147,16 @@ impl<'a> Committer<'a> {
                 e.events = events;
                 if let Some(log) = &self.log {
                     self.rt.block_on(log.append(&e))?;
+                    let happened = crate::checkpoint::history::of_entry(self.before.as_ref(), &e);
+                    self.rt
+                        .block_on(crate::checkpoint::history::keep(log, id, &happened));
                 }
                 e
             }
         };
         let checkpoint = t.elapsed();
         self.recomputing = false;
+        self.before = Some(entry.plugins.clone());
         let counts = self
             .dedup
             .as_ref()

@@ -172,7 +172,9 @@ fn clear(plan: &Plan, rt: &tokio::runtime::Runtime, log: &CheckpointLog) -> Resu
         outputs += sink.clear(&plan.stream).map_err(RunError::Store)?;
     }
     let wal = rt.block_on(delete_prefix(log.location(), "wal"))?;
-    tracing::warn!(checkpoint = %log.location(), entries, output_objects = outputs, wal_segments = wal, "--from-scratch: removed the checkpoint log, the write-ahead log and the earlier output; the run starts over at batch 0.");
+    // The plugin history numbers batches of the log that is gone; the quarantine stays.
+    rt.block_on(delete_prefix(log.location(), "plugins/history"))?;
+    tracing::warn!(checkpoint = %log.location(), entries, output_objects = outputs, wal_segments = wal, "--from-scratch: removed the checkpoint log, the write-ahead log, the plugin history and the earlier output (not the quarantine of plugin versions); the run starts over at batch 0.");
     Ok(())
 }
 

@@ -298,7 +298,7 @@ pub fn start(
     let mut steps = plan.steps.clone();
     if !bad.is_empty() {
         let newest = match log {
-            Some(log) => handle.block_on(newest_plugins(log)),
+            Some(log) => handle.block_on(crate::checkpoint::history::newest_plugins(log)),
             None => BTreeMap::new(),
         };
         let mut pinned = BTreeMap::new();
@@ -320,19 +320,6 @@ pub fn start(
         steps = plan.pinned_steps(&pinned)?;
     }
     Ok(Live::new(steps, plan.file.swap.trial_batches, quarantine))
-}
-
-/// The plugin versions of the newest readable entry of `log` (none when it is empty).
-async fn newest_plugins(log: &crate::checkpoint::CheckpointLog) -> BTreeMap<String, String> {
-    let Ok(batches) = log.list().await else {
-        return BTreeMap::new();
-    };
-    for b in batches.into_iter().rev() {
-        if let Ok(e) = log.read(b).await {
-            return e.plugins;
-        }
-    }
-    BTreeMap::new()
 }
 
 /// The first 12 hex digits of a sha256, as logs show it.
