@@ -61,6 +61,12 @@ fn plugin_dir(root: &Path, v: &Versions) -> PathBuf {
 }
 
 fn pipeline(dir: &Path) -> PathBuf {
+    pipeline_with(dir, "[[transform]]\nplugin = \"tag\"\n")
+}
+
+/// The pipeline with `steps` (TOML `[[transform]]` tables) between the generator and the files
+/// sink.
+fn pipeline_with(dir: &Path, steps: &str) -> PathBuf {
     write_pipeline(
         dir,
         &format!(
@@ -73,9 +79,7 @@ kind = "generator"
 partitions = 2
 rate = {RATE}
 
-[[transform]]
-plugin = "tag"
-
+{steps}
 [[sink]]
 kind = "files"
 path = "out"
@@ -160,6 +164,22 @@ fn recorded_versions(pipeline: &Path) -> BTreeMap<u64, String> {
                 e["plugins"]["tag"].as_str().unwrap().to_owned(),
             )
         })
+        .collect()
+}
+
+/// Per partition, the end offset of the newest recorded batch.
+fn recorded_ends(pipeline: &Path) -> Vec<u64> {
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["checkpoint", "inspect", "--json"])
+        .arg(pipeline)
+        .output()
+        .unwrap();
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    e["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end"].as_u64().unwrap())
         .collect()
 }
 
@@ -399,10 +419,31 @@ fn a_version_that_traps_on_every_batch_is_rolled_back_its_batch_recomputed_and_i
         pipeline,
         ..
     } = Setup::new();
-    let root = tmp.path();
+    rolls_back(tmp.path(), &upper, &plugins, &pipeline, false);
+}
+
+#[test]
+fn a_version_failing_in_a_step_after_a_repartition_is_rolled_back_at_the_close_and_the_batch_recomputed()
+ {
+    let Setup {
+        tmp,
+        upper,
+        plugins,
+        ..
+    } = Setup::new();
+    let steps =
+        "[[transform]]\nbuiltin = \"repartition-by-key\"\n\n[[transform]]\nplugin = \"tag\"\n";
+    let pipeline = pipeline_with(tmp.path(), steps);
+    rolls_back(tmp.path(), &upper, &plugins, &pipeline, true);
+}
+
+/// The broken version goes live, is rolled back within its trial and stays quarantined; the
+/// output is every generated record once, uppercased (`moved`: by partition after a
+/// repartition, compared as a whole).
+fn rolls_back(root: &Path, upper: &str, plugins: &Path, pipeline: &Path, moved: bool) {
     let broken = std::fs::read(sluice_tests::fixtures_dir().join("trap-always.wasm")).unwrap();
     let broken_digest = Versions::digest(&broken);
-    let mut run = start(root, &pipeline, &plugins, 0);
+    let mut run = start(root, pipeline, plugins, 0);
     wait_for(&mut run, "a first batch", |r| count(r, DONE) >= 2);
     std::fs::write(plugins.join("tag.wasm"), &broken).unwrap();
     wait_for(&mut run, "the broken version to be rolled back", |r| {
@@ -431,22 +472,42 @@ fn a_version_that_traps_on_every_batch_is_rolled_back_its_batch_recomputed_and_i
         "the failed batch is recomputed"
     );
 
-    let versions = recorded_versions(&pipeline);
+    let versions = recorded_versions(pipeline);
     assert!(
-        versions.values().all(|d| *d == upper),
+        versions.values().all(|d| d == upper),
         "no batch recorded the broken version: {versions:?}"
     );
     // Exact output: every generated record once, uppercased by the restored version.
-    let g = generator_of(&pipeline);
-    for (p, batches) in output(root) {
-        let lines: Vec<&String> = batches.values().flatten().collect();
-        let want = generated(&g, p, lines.len() as u64);
-        for (i, (line, w)) in lines.iter().zip(&want).enumerate() {
-            assert_eq!(**line, w.to_ascii_uppercase(), "partition {p} record {i}");
+    let g = generator_of(pipeline);
+    if moved {
+        let mut got: Vec<String> = output(root)
+            .into_values()
+            .flat_map(|b| b.into_values().flatten())
+            .collect();
+        let ends = recorded_ends(pipeline);
+        let mut want: Vec<String> = (0..ends.len() as u32)
+            .flat_map(|p| generated(&g, p, ends[p as usize]))
+            .map(|w| w.to_ascii_uppercase())
+            .collect();
+        got.sort();
+        want.sort();
+        assert!(
+            got == want,
+            "{} records out, {} generated",
+            got.len(),
+            want.len()
+        );
+    } else {
+        for (p, batches) in output(root) {
+            let lines: Vec<&String> = batches.values().flatten().collect();
+            let want = generated(&g, p, lines.len() as u64);
+            for (i, (line, w)) in lines.iter().zip(&want).enumerate() {
+                assert_eq!(**line, w.to_ascii_uppercase(), "partition {p} record {i}");
+            }
         }
     }
     // One rolled-back event naming both digests and the error, in the log.
-    let history = sluice_json(&["plugin", "history"], &pipeline);
+    let history = sluice_json(&["plugin", "history"], pipeline);
     let rolled: Vec<&serde_json::Value> = history
         .as_array()
         .unwrap()
@@ -455,7 +516,7 @@ fn a_version_that_traps_on_every_batch_is_rolled_back_its_batch_recomputed_and_i
         .collect();
     assert_eq!(rolled.len(), 1, "{history:?}");
     assert_eq!(rolled[0]["digest"].as_str(), Some(broken_digest.as_str()));
-    assert_eq!(rolled[0]["restored"].as_str(), Some(upper.as_str()));
+    assert_eq!(rolled[0]["restored"].as_str(), Some(upper));
     assert!(
         rolled[0]["error"]
             .as_str()
@@ -464,27 +525,27 @@ fn a_version_that_traps_on_every_batch_is_rolled_back_its_batch_recomputed_and_i
         "{rolled:?}"
     );
     // Quarantined, across a restart: the run goes on with the recorded version.
-    let q = sluice_json(&["plugin", "quarantine"], &pipeline);
+    let q = sluice_json(&["plugin", "quarantine"], pipeline);
     assert!(q.get(&broken_digest).is_some(), "{q:?}");
-    let mut again = start(root, &pipeline, &plugins, 1);
+    let mut again = start(root, pipeline, plugins, 1);
     wait_for(&mut again, "a batch after the restart", |r| {
         count(r, DONE) >= 2
     });
     again.terminate();
     again.wait(Duration::from_secs(60)).assert_success();
     assert!(
-        recorded_versions(&pipeline).values().all(|d| *d == upper),
+        recorded_versions(pipeline).values().all(|d| d == upper),
         "the restart did not run the quarantined version"
     );
     // Cleared, it may go live again.
     let cleared = std::process::Command::new(sluice_tests::sluice_bin())
         .args(["plugin", "clear"])
-        .arg(&pipeline)
+        .arg(pipeline)
         .arg(&broken_digest[..12])
         .output()
         .unwrap();
     assert!(cleared.status.success(), "{cleared:?}");
-    let q = sluice_json(&["plugin", "quarantine"], &pipeline);
+    let q = sluice_json(&["plugin", "quarantine"], pipeline);
     assert!(q.get(&broken_digest).is_none(), "{q:?}");
     // The history outlives compaction: with every entry but the newest gone, it still lists
     // the swap to the broken version and its rollback.
@@ -498,7 +559,7 @@ fn a_version_that_traps_on_every_batch_is_rolled_back_its_batch_recomputed_and_i
     for n in names {
         std::fs::remove_file(n).unwrap();
     }
-    let kept = sluice_json(&["plugin", "history"], &pipeline);
+    let kept = sluice_json(&["plugin", "history"], pipeline);
     let events: Vec<&str> = kept
         .as_array()
         .unwrap()
