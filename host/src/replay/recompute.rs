@@ -104,8 +104,8 @@ impl<'a> Source<'a> {
             blocks: &blocks,
         };
         let ran = match &self.logged {
-            Some(log) => run.from_log(log, plan.checkpoint.as_ref()),
-            None => run.from_source(self.rt, before, cuts),
+            Some(log) => run.read_log(log, plan.checkpoint.as_ref()),
+            None => run.read_source(self.rt, before, cuts),
         };
         if let Err(e) = ran {
             job::abort(plan, &batch);
@@ -147,7 +147,7 @@ struct Run<'r> {
 
 impl Run<'_> {
     /// Reads the batch's records from the source again, up to its recorded ends.
-    fn from_source(
+    fn read_source(
         &self,
         rt: &tokio::runtime::Runtime,
         before: Option<&Entry>,
@@ -270,7 +270,7 @@ impl Run<'_> {
     }
 
     /// Reliable mode: takes the batch's records from the write-ahead log.
-    fn from_log(&self, log: &Recovery, at: Option<&crate::store::Location>) -> Result<()> {
+    fn read_log(&self, log: &Recovery, at: Option<&crate::store::Location>) -> Result<()> {
         let mut ready: Vec<Block> = Vec::new();
         for (p, pe) in self.entry.partitions.iter().enumerate() {
             let partition = p as u32;
