@@ -8,9 +8,26 @@ use std::time::Duration;
 
 use sluice_tests::{plugins_dir, sluice_bin};
 
-use crate::engine::{Running, committed, files_under, sluice_run, write_pipeline};
+use crate::engine::{Running, committed, drop_file, files_under, sluice_run, write_pipeline};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
+
+const GENERATOR: &str = r#"version = 1
+batch-interval = "100ms"
+block-interval = "25ms"
+
+[source]
+kind = "generator"
+partitions = 2
+rate = 5000
+
+[[transform]]
+plugin = "tag"
+
+[[sink]]
+kind = "files"
+path = "out"
+"#;
 
 /// A pipeline whose step runs plugin `tag`: version 1 (`identity`) in its plugin directory,
 /// version 2 (`uppercase`, copied as `tag`) in `v2/`, so each record shows which ran it.
@@ -23,6 +40,10 @@ struct Setup {
 
 impl Setup {
     fn new(root: &Path) -> Setup {
+        Self::with(root, GENERATOR)
+    }
+
+    fn with(root: &Path, pipeline: &str) -> Setup {
         let version = |dir: &Path, from: &str| {
             std::fs::create_dir_all(dir).unwrap();
             std::fs::copy(
@@ -39,25 +60,7 @@ impl Setup {
         let (plugins, v2) = (root.join("plugins"), root.join("v2"));
         version(&plugins, "identity");
         version(&v2, "uppercase");
-        let pipeline = write_pipeline(
-            root,
-            r#"version = 1
-batch-interval = "100ms"
-block-interval = "25ms"
-
-[source]
-kind = "generator"
-partitions = 2
-rate = 5000
-
-[[transform]]
-plugin = "tag"
-
-[[sink]]
-kind = "files"
-path = "out"
-"#,
-        );
+        let pipeline = write_pipeline(root, pipeline);
         Setup {
             root: root.to_owned(),
             pipeline,
@@ -93,7 +96,14 @@ path = "out"
 
     /// The recorded batches.
     fn entries(&self) -> usize {
-        files_under(&self.root.join("checkpoints/checkpoint")).len()
+        self.entries_ids().len()
+    }
+
+    fn entries_ids(&self) -> Vec<u64> {
+        files_under(&self.root.join("checkpoints/checkpoint"))
+            .iter()
+            .filter_map(|p| p.file_stem()?.to_str()?.parse().ok())
+            .collect()
     }
 }
 
@@ -218,15 +228,6 @@ fn a_replay_while_the_pipeline_runs_leaves_it_running_and_its_output_as_it_was()
     );
 }
 
-impl Setup {
-    fn entries_ids(&self) -> Vec<u64> {
-        files_under(&self.root.join("checkpoints/checkpoint"))
-            .iter()
-            .filter_map(|p| p.file_stem()?.to_str()?.parse().ok())
-            .collect()
-    }
-}
-
 #[test]
 fn a_replay_refuses_with_exit_2_and_names_the_culprit() {
     let tmp = tempfile::tempdir().unwrap();
@@ -293,5 +294,60 @@ fn a_replay_refuses_with_exit_2_and_names_the_culprit() {
     assert_eq!(
         committed(&out, "input", "txt"),
         batches(&committed(&live_out, "input", "txt"), 0, 1)
+    );
+}
+
+const FILES: &str = r#"version = 1
+batch-interval = "100ms"
+block-interval = "25ms"
+
+[source]
+kind = "files"
+path = "in"
+partitions = 2
+poll-interval = "50ms"
+once = true
+
+[[transform]]
+plugin = "tag"
+
+[[sink]]
+kind = "files"
+path = "out"
+"#;
+
+#[test]
+fn a_files_source_is_replayed_from_its_recorded_byte_ranges_and_a_file_gone_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup::with(tmp.path(), FILES);
+    let input = s.root.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for f in 0..6 {
+        let text: String = (0..3000).map(|i| format!("file {f} line {i}\n")).collect();
+        drop_file(&input, &format!("f{f:02}.txt"), text.as_bytes());
+    }
+    Running::start(s.run()).wait(TIMEOUT).assert_success();
+    let live = committed(&s.root.join("out"), "input", "txt");
+    let last = *s.entries_ids().last().unwrap();
+    let range = format!("0..={last}");
+    let out = s.root.join("replayed");
+    let v2 = s.v2_arg();
+    Running::start(s.replay(&range, &out, &["--plugin", &v2]))
+        .wait(TIMEOUT)
+        .assert_success();
+    let upper: Parts = live
+        .iter()
+        .map(|(k, lines)| (*k, lines.iter().map(|l| l.to_uppercase()).collect()))
+        .collect();
+    assert_eq!(committed(&out, "input", "txt"), upper);
+    assert_eq!(upper.values().map(Vec::len).sum::<usize>(), 18_000);
+
+    std::fs::remove_file(input.join("f02.txt")).unwrap();
+    let ended = Running::start(s.replay(&range, &s.root.join("again"), &[])).wait(TIMEOUT);
+    assert_eq!(ended.status.code(), Some(2), "{}", ended.stderr);
+    assert!(
+        ended.stderr.contains("file f02.txt is no longer in"),
+        "the message names the file: {}",
+        ended.stderr
     );
 }

@@ -13,7 +13,7 @@
 //! gone, a retention passed) is reported with the partition and offsets, never waited for
 //! forever.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,10 @@ use crate::checkpoint::Entry;
 use crate::clock::now_ms;
 use crate::driver::recover;
 use crate::plan::{Plan, StepPlan};
-use crate::receiver::{self, PartitionWriter, Position};
+use crate::receiver::{self, PartitionWriter, Position, SourceConfig};
 use crate::scheduler::job::{self, Closed, OpenBatch, Shape};
 use crate::scheduler::max_block_bytes;
+use crate::store::Location;
 use crate::wal::{Recovery, Wal};
 
 /// How long the source may give nothing before the batch's end is reached.
@@ -39,6 +40,8 @@ pub struct Source<'a> {
     rt: &'a tokio::runtime::Runtime,
     /// Reliable mode: what the write-ahead log held when the replay started.
     logged: Option<Recovery>,
+    /// The files source: its location, to check the files a batch read are still there.
+    files: Option<Location>,
 }
 
 impl<'a> Source<'a> {
@@ -51,7 +54,7 @@ impl<'a> Source<'a> {
                 plan.source.kind()
             )));
         }
-        if let crate::receiver::SourceConfig::EventHubs(c) = &plan.file.source
+        if let SourceConfig::EventHubs(c) = &plan.file.source
             && let Some(dir) = &c.checkpoint_dir
         {
             return Err(ReplayError::Refused(format!(
@@ -62,7 +65,19 @@ impl<'a> Source<'a> {
             (Some(at), true) => Some(rt.block_on(Wal::read_only(at, "wal"))?),
             _ => None,
         };
-        Ok(Source { plan, rt, logged })
+        let files = match &plan.file.source {
+            SourceConfig::Files(c) => {
+                let base = crate::plan::base_dir(&plan.path);
+                Location::resolve(&c.path, "source.path", &base, false).ok()
+            }
+            _ => None,
+        };
+        Ok(Source {
+            plan,
+            rt,
+            logged,
+            files,
+        })
     }
 
     /// Recomputes batch `entry` (after `before`, when recorded) with `steps`, writes and
@@ -105,7 +120,13 @@ impl<'a> Source<'a> {
         };
         let ran = match &self.logged {
             Some(log) => run.read_log(log, plan.checkpoint.as_ref()),
-            None => run.read_source(self.rt, before, cuts),
+            None => match &self.files {
+                Some(at) => self
+                    .rt
+                    .block_on(files_there(at, entry))
+                    .and_then(|()| run.read_source(self.rt, before, cuts)),
+                None => run.read_source(self.rt, before, cuts),
+            },
         };
         if let Err(e) = ran {
             job::abort(plan, &batch);
@@ -132,6 +153,41 @@ pub fn check_positions_known(entry: &Entry) -> Result<()> {
             b - 1,
             b + 1
         )));
+    }
+    Ok(())
+}
+
+/// The files source: every file `entry`'s ranges name is still at `at`, at least as long as
+/// the batch read it; said at once, naming the file, rather than after waiting for it.
+async fn files_there(at: &Location, entry: &Entry) -> Result<()> {
+    let mut need: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in entry.partitions.iter().flat_map(|p| &p.ranges) {
+        if let Position::File { file, to, .. } = r {
+            let end = need.entry(file.as_str()).or_default();
+            *end = (*end).max(*to);
+        }
+    }
+    let b = entry.batch;
+    for (file, to) in need {
+        match at.store.head(&at.child(file)).await {
+            Ok(m) if m.size >= to => {}
+            Ok(m) => {
+                return Err(ReplayError::NotRetained(format!(
+                    "batch {b}: file {file} in {at} is shorter than when the batch read it ({} bytes; the batch read up to byte {to}): a replay needs the source data the batch was read from",
+                    m.size
+                )));
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(ReplayError::NotRetained(format!(
+                    "batch {b}: file {file} is no longer in {at} (the batch read it up to byte {to}): a replay needs the source data the batch was read from"
+                )));
+            }
+            Err(e) => {
+                return Err(ReplayError::Store(format!(
+                    "files source {at}: {file}: {e}"
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -270,7 +326,7 @@ impl Run<'_> {
     }
 
     /// Reliable mode: takes the batch's records from the write-ahead log.
-    fn read_log(&self, log: &Recovery, at: Option<&crate::store::Location>) -> Result<()> {
+    fn read_log(&self, log: &Recovery, at: Option<&Location>) -> Result<()> {
         let mut ready: Vec<Block> = Vec::new();
         for (p, pe) in self.entry.partitions.iter().enumerate() {
             let partition = p as u32;
