@@ -192,6 +192,19 @@ fn replaying_ten_batches_through_a_second_version_writes_exactly_their_records_t
         files_under(&s.root.join("dead-letters")).is_empty(),
         "nothing went to the live dead letters"
     );
+
+    // Without --plugin each batch runs the version it recorded, even once the plugin
+    // directory holds another (loaded by digest from the cache's copy).
+    std::fs::copy(s.v2.join("tag.wasm"), s.plugins.join("tag.wasm")).unwrap();
+    let recorded = s.root.join("recorded");
+    Running::start(s.replay("1..=10", &recorded, &[]))
+        .wait(TIMEOUT)
+        .assert_success();
+    assert_eq!(
+        committed(&recorded, "input", "txt"),
+        wanted,
+        "the recorded version (identity) ran"
+    );
 }
 
 #[test]
