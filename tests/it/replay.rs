@@ -73,6 +73,13 @@ impl Setup {
         sluice_run(&self.root, &self.pipeline, &self.plugins)
     }
 
+    /// Runs the pipeline for `n` batches.
+    fn run_batches(&self, n: u32) {
+        let mut run = self.run();
+        run.arg("--max-batches").arg(n.to_string());
+        Running::start(run).wait(TIMEOUT).assert_success();
+    }
+
     /// `sluice replay PIPELINE --batches RANGE --out OUT` and `extra` arguments.
     fn replay(&self, range: &str, out: &Path, extra: &[&str]) -> Command {
         let mut c = Command::new(sluice_bin());
@@ -128,13 +135,19 @@ fn batches(all: &Parts, first: u64, last: u64) -> Parts {
         .collect()
 }
 
+/// `parts` as version 2 (`uppercase`) makes them.
+fn uppercased(parts: &Parts) -> Parts {
+    parts
+        .iter()
+        .map(|(k, lines)| (*k, lines.iter().map(|l| l.to_uppercase()).collect()))
+        .collect()
+}
+
 #[test]
 fn replaying_ten_batches_through_a_second_version_writes_exactly_their_records_transformed_by_it() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Setup::new(tmp.path());
-    let mut run = s.run();
-    run.arg("--max-batches").arg("12");
-    Running::start(run).wait(TIMEOUT).assert_success();
+    s.run_batches(12);
     let live_out = s.root.join("out");
     let live = committed(&live_out, "input", "txt");
     let before = snapshot(&live_out);
@@ -155,10 +168,7 @@ fn replaying_ten_batches_through_a_second_version_writes_exactly_their_records_t
     ended.assert_success();
 
     let got = committed(&out, "input", "txt");
-    let upper: Parts = wanted
-        .iter()
-        .map(|(k, lines)| (*k, lines.iter().map(|l| l.to_uppercase()).collect()))
-        .collect();
+    let upper = uppercased(&wanted);
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
         wanted.keys().collect::<Vec<_>>(),
@@ -245,9 +255,7 @@ fn a_replay_while_the_pipeline_runs_leaves_it_running_and_its_output_as_it_was()
 fn a_replay_refuses_with_exit_2_and_names_the_culprit() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Setup::new(tmp.path());
-    let mut run = s.run();
-    run.arg("--max-batches").arg("3");
-    Running::start(run).wait(TIMEOUT).assert_success();
+    s.run_batches(3);
     let out = s.root.join("replayed");
     let live_out = s.root.join("out");
     let before = snapshot(&live_out);
@@ -310,29 +318,14 @@ fn a_replay_refuses_with_exit_2_and_names_the_culprit() {
     );
 }
 
-const FILES: &str = r#"version = 1
-batch-interval = "100ms"
-block-interval = "25ms"
-
-[source]
-kind = "files"
-path = "in"
-partitions = 2
-poll-interval = "50ms"
-once = true
-
-[[transform]]
-plugin = "tag"
-
-[[sink]]
-kind = "files"
-path = "out"
-"#;
-
 #[test]
 fn a_files_source_is_replayed_from_its_recorded_byte_ranges_and_a_file_gone_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Setup::with(tmp.path(), FILES);
+    // The batch job's pipeline (a files source with `once = true`), its step running `tag`.
+    let s = Setup::with(
+        tmp.path(),
+        &crate::batch_job::PIPELINE.replace("plugin = \"uppercase\"", "plugin = \"tag\""),
+    );
     let input = s.root.join("in");
     std::fs::create_dir_all(&input).unwrap();
     for f in 0..6 {
@@ -348,10 +341,7 @@ fn a_files_source_is_replayed_from_its_recorded_byte_ranges_and_a_file_gone_is_n
     Running::start(s.replay(&range, &out, &["--plugin", &v2]))
         .wait(TIMEOUT)
         .assert_success();
-    let upper: Parts = live
-        .iter()
-        .map(|(k, lines)| (*k, lines.iter().map(|l| l.to_uppercase()).collect()))
-        .collect();
+    let upper = uppercased(&live);
     assert_eq!(committed(&out, "input", "txt"), upper);
     assert_eq!(upper.values().map(Vec::len).sum::<usize>(), 18_000);
 
