@@ -70,6 +70,29 @@ pub enum Command {
     /// Read a pipeline's dead letters, and send chosen ones through its current steps again.
     #[command(subcommand)]
     DeadLetters(crate::dead_letters::DeadLettersCommand),
+    /// Recompute recorded batches from their logged ranges (the source read again, or the
+    /// write-ahead log) into a separate output, with their recorded plugin versions or the
+    /// ones given: a backfill, or two versions compared on history. Reads the checkpoint log
+    /// only; the pipeline may be running.
+    Replay {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Which batches: A..B (B excluded), A..=B, or N.
+        #[arg(long)]
+        batches: crate::replay::BatchRange,
+        /// Run plugin NAME from FILE instead of its recorded version (repeatable).
+        #[arg(long = "plugin", value_name = "NAME=FILE", value_parser = parse_plugin)]
+        plugin: Vec<(String, PathBuf)>,
+        /// Where the output goes: a directory or store URL, never the pipeline's own.
+        #[arg(long)]
+        out: String,
+        /// Clear the out location first when it is not empty.
+        #[arg(long)]
+        overwrite: bool,
+        /// The plugin directory (overrides the file's `plugins`).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+    },
     /// Work with plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -251,6 +274,16 @@ pub enum BenchCommand {
     },
 }
 
+/// `--plugin NAME=FILE`.
+fn parse_plugin(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, file)) if !name.is_empty() && !file.is_empty() => {
+            Ok((name.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!("{s:?}: give NAME=FILE, e.g. tag=./v2/tag.wasm")),
+    }
+}
+
 /// Parses the command line, runs the command, and turns an error into a message and its exit
 /// code ([`Error::exit_code`]: 2 the user's fault, 3 fenced, 70 internal, 75 external).
 pub fn main() -> ExitCode {
@@ -384,6 +417,26 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         ),
         Command::DeadLetters(cmd) => crate::dead_letters::run(cmd, cli.cache_dir),
+        Command::Replay {
+            pipeline,
+            batches,
+            plugin,
+            out,
+            overwrite,
+            plugins,
+        } => {
+            let opts = crate::replay::Options {
+                pipeline,
+                batches,
+                plugins: plugin,
+                out,
+                overwrite,
+                plugin_dir: plugins,
+                cache_dir: cli.cache_dir,
+            };
+            print!("{}", crate::replay::run(&opts)?);
+            Ok(())
+        }
         Command::Validate { pipeline, plugins } => {
             let rt = tokio_runtime()?;
             let plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;

@@ -14,6 +14,7 @@ use crate::driver::RunError;
 use crate::driver::supervise::SuperviseError;
 use crate::plugin::{Failure, LoadError, PluginError, RuntimeError};
 use crate::receiver::ReceiverError;
+use crate::replay::ReplayError;
 use crate::scheduler::job::JobError;
 use crate::sink::SinkError;
 use crate::wal::WalError;
@@ -81,6 +82,9 @@ pub enum Error {
     /// `sluice dead-letters` failed.
     #[error(transparent)]
     DeadLetters(#[from] DeadLetterError),
+    /// `sluice replay` failed.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     /// A command's input is wrong (a path, an argument).
     #[error("{0}")]
     Usage(String),
@@ -128,6 +132,7 @@ impl Error {
             Error::Runtime(e) => e,
             Error::Supervise(e) => e,
             Error::DeadLetters(e) => e,
+            Error::Replay(e) => e,
             Error::Usage(_) | Error::Io { .. } => return None,
         };
         Some(inner)
@@ -230,6 +235,34 @@ impl Classify for WalError {
     }
     fn fenced(&self) -> bool {
         matches!(self, WalError::Fenced { .. })
+    }
+}
+
+/// A replay asked of what is not there (a batch out of the log, a source that let its data
+/// go, a plugin name no step runs, a refused file or out location) is the user's; the stores
+/// and the batch job answer as themselves.
+impl Classify for ReplayError {
+    fn fault(&self) -> Fault {
+        match self {
+            ReplayError::Config(e) => e.fault(),
+            ReplayError::Checkpoint(e) => e.fault(),
+            ReplayError::Wal(e) => e.fault(),
+            ReplayError::Job(e) => e.fault(),
+            ReplayError::Store(_) => Fault::External,
+            ReplayError::Refused(_) | ReplayError::Plugin(_) | ReplayError::NotRetained(_) => {
+                Fault::User
+            }
+        }
+    }
+    fn retryable(&self) -> bool {
+        match self {
+            ReplayError::Config(e) => Classify::retryable(e),
+            ReplayError::Checkpoint(e) => Classify::retryable(e),
+            ReplayError::Wal(e) => Classify::retryable(e),
+            ReplayError::Job(e) => Classify::retryable(e),
+            ReplayError::Store(_) => true,
+            _ => false,
+        }
     }
 }
 

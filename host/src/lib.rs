@@ -20,6 +20,8 @@
 //! - [`dedup`]: duplicate detection by message id (a bounded window of ids, checkpointed);
 //! - [`wal`]: the write-ahead log on `object_store` (framed, checksummed, versioned segments,
 //!   group commit, recovery that reports damage);
+//! - [`replay`]: `sluice replay`: recorded batches recomputed from their logged ranges, with
+//!   their recorded plugin versions or a given one, into a separate output;
 //! - [`dead_letters`]: `sluice dead-letters list | show | replay`: the dead letters read
 //!   back, and chosen ones sent through the current pipeline again;
 //! - [`sink`]: the sink kinds (stdout, files, count, plugin), each with its config struct that
@@ -64,6 +66,7 @@ pub mod error;
 pub mod plan;
 pub mod plugin;
 pub mod receiver;
+pub mod replay;
 pub mod scheduler;
 pub mod secret;
 pub mod sink;

@@ -250,7 +250,7 @@ pub fn build_with(
 }
 
 /// The pipeline file's directory, made absolute when it can be.
-fn base_dir(path: &Path) -> PathBuf {
+pub(crate) fn base_dir(path: &Path) -> PathBuf {
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -8,7 +8,7 @@ use sluice_tests::plugins_dir;
 
 use crate::engine::{Running, drop_file, sluice_run, write_pipeline};
 
-const PIPELINE: &str = r#"version = 1
+pub(crate) const PIPELINE: &str = r#"version = 1
 batch-interval = "200ms"
 block-interval = "50ms"
 

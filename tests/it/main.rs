@@ -16,6 +16,7 @@ mod oversize;
 mod plugins;
 mod poison;
 mod recovery;
+mod replay;
 mod supervise;
 mod swap;
 mod wal;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::RunError;
 use crate::block::{Block, BlockManager, Cut};
-use crate::checkpoint::{CheckpointLog, Entry};
+use crate::checkpoint::{CheckpointLog, Entry, PartitionEntry};
 use crate::clock::now_ms;
 use crate::dedup::{Detection, Filter, Recorder, SeenIds, Window};
 use crate::plan::{Plan, StepPlan};
@@ -136,7 +136,7 @@ pub(crate) fn start(
         r.dedup = start.dedup.clone();
     }
     if let (Some(r), None) = (&start.replay, &start.wal) {
-        blocks.fence(&r.entry.partitions.iter().map(|p| p.end).collect::<Vec<_>>());
+        fence_at(blocks, &r.entry);
     }
     Ok(start)
 }
@@ -259,14 +259,8 @@ fn resume_after(
             let prev = before.as_ref().and_then(|b| b.partitions.get(p));
             start.progress.ends[p] = pe.start;
             start.progress.last[p] = prev.and_then(|e| e.last.clone());
-            start.resumes[p] = Resume {
-                offset: pe.start,
-                last: start.progress.last[p].clone(),
-                replay: pe.ranges.clone(),
-                seen: start.progress.seen.clone(),
-                from_log: true,
-                dedup: None,
-            };
+            start.resumes[p] =
+                recompute_from(pe, start.progress.last[p].clone(), &start.progress.seen);
         }
         tracing::info!(
             batch = last.batch,
@@ -312,6 +306,31 @@ fn resume_after(
         };
     }
     Ok(())
+}
+
+/// Where a partition's receiver starts to give the records of a recorded batch again: at
+/// the batch's first offset `pe.start`, after `last_before` (where the source stood after the
+/// batch before), re-reading the batch's recorded byte ranges first. Its records end at
+/// `pe.end`, where the block manager's fence holds the partition ([`fence_at`]). Used by a
+/// restart (the unfinished batch) and by `sluice replay` (any recorded batch).
+pub(crate) fn recompute_from(
+    pe: &PartitionEntry,
+    last_before: Option<Position>,
+    seen: &HashSet<String>,
+) -> Resume {
+    Resume {
+        offset: pe.start,
+        last: last_before,
+        replay: pe.ranges.clone(),
+        seen: seen.clone(),
+        from_log: true,
+        dedup: None,
+    }
+}
+
+/// Holds each partition at the end of `entry`'s records: a recomputed batch gets exactly them.
+pub(crate) fn fence_at(blocks: &BlockManager, entry: &Entry) {
+    blocks.fence(&entry.partitions.iter().map(|p| p.end).collect::<Vec<_>>());
 }
 
 /// Reliable mode: opens the write-ahead log under the checkpoint location and turns the logged

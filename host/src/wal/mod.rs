@@ -611,6 +611,23 @@ impl Wal {
         Ok((Wal { shared, tx }, recovery))
     }
 
+    /// Reads the log `name` under `location` without opening it for writing: no epoch is
+    /// claimed, so the running writer is not fenced, and nothing is written or deleted.
+    /// `sluice replay` reads the blocks of recorded batches this way while the pipeline may
+    /// run. What it returns is what the segments held when listed (a truncation running at
+    /// the same time may delete some before they are read: a read error then).
+    pub async fn read_only(location: &Location, name: &str) -> Result<Recovery> {
+        let (store, prefix) = (&location.store, location.child(name));
+        let listing = list_log(store, &prefix).await?;
+        let newest = match listing.epochs.iter().max() {
+            Some(&n) => Some(epoch::read(store, &prefix, n).await?),
+            None => None,
+        };
+        let (mut recovery, _) = recover(store, &listing.segments, newest.as_ref()).await?;
+        recovery.epoch = newest.map_or(0, |r| r.epoch);
+        Ok(recovery)
+    }
+
     /// Opens the log `name` (e.g. `wal`) under a resolved location, fsyncing segments when the
     /// location is a local directory.
     pub async fn open_at(

@@ -624,3 +624,28 @@ async fn put_segment(
     frames.iter().for_each(|f| seg.extend_from_slice(f));
     store.put(path, seg.into()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_read_only_open_sees_the_logged_blocks_and_leaves_the_writer_unfenced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let at = crate::store::Location::resolve(tmp.path().to_str().unwrap(), "k", tmp.path(), true)
+        .unwrap();
+    let (wal, _) = Wal::open_at(&at, "wal", WalOptions::default())
+        .await
+        .unwrap();
+    wal.append(0, 0, &block(1, 5, false)).await.unwrap();
+    wal.append(1, 0, &block(2, 3, false)).await.unwrap();
+    let read = Wal::read_only(&at, "wal").await.unwrap();
+    let mut got: Vec<(u32, u64, usize)> = read
+        .blocks
+        .iter()
+        .map(|b| (b.partition, b.first_offset, b.records.len()))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(0, 0, 5), (1, 0, 3)]);
+    assert_eq!(read.epoch, wal.epoch(), "no new epoch was claimed");
+    // The writer goes on: a read-only open fenced nothing.
+    wal.append(0, 5, &block(3, 2, false)).await.unwrap();
+    let again = Wal::read_only(&at, "wal").await.unwrap();
+    assert_eq!(again.blocks.len(), 3);
+}
