@@ -129,6 +129,30 @@ pub enum PluginCommand {
         /// The plugin directory.
         dir: PathBuf,
     },
+    /// Offer a new version of a transformation plugin to a running pipeline, through its admin
+    /// endpoint. It is checked as a file dropped in the plugin directory is, and goes live with
+    /// the next batch, or is refused with the reason. Exit 0: live (or already live); 2:
+    /// refused, or a wrong token or argument; 75: the pipeline cannot be reached.
+    Swap {
+        /// The running pipeline: its pipeline file (the address and token are read from its
+        /// admin file), or the endpoint's address as host:port.
+        target: String,
+        /// The plugin's name, as the pipeline's `[[transform]] plugin` says.
+        name: String,
+        /// The new version's .wasm (NAME.toml beside it, if there, is sent as its manifest).
+        file: PathBuf,
+        /// A new parameter, KEY=VALUE; repeat for each. Given any, they replace the parameters of
+        /// every step that uses the plugin (in this run only: the pipeline file is unchanged).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Replace the steps' parameters with none at all.
+        #[arg(long, conflicts_with = "params")]
+        clear_params: bool,
+        /// A file holding the token (default: the pipeline's admin file, or $SLUICE_ADMIN_TOKEN
+        /// with an address).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Every change of plugin version the pipeline's checkpoint log records: the first batch
     /// on each new version (a hot swap, or a restart on another version), with both digests.
     History {
@@ -409,6 +433,29 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plugin(PluginCommand::List { dir }) => {
             let rt = runtime(cli.cache_dir)?;
             print!("{}", scaffold::list(&rt, &dir)?);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Swap {
+            target,
+            name,
+            file,
+            params,
+            clear_params,
+            token_file,
+        }) => {
+            let params = match (clear_params, params.is_empty()) {
+                (true, _) => Some(Default::default()),
+                (false, true) => None,
+                (false, false) => Some(crate::admin::client::parse_params(&params)?),
+            };
+            let swap = crate::admin::client::SwapArgs {
+                target: &target,
+                name: &name,
+                file: &file,
+                params,
+                token_file: token_file.as_deref(),
+            };
+            println!("{}", crate::admin::client::swap_command(&swap)?);
             Ok(())
         }
         Command::Plugin(PluginCommand::History { pipeline, json }) => {

@@ -7,6 +7,7 @@
 //! error or trap are the user's; a store, broker or network failure is external and usually
 //! passes; a bug or an impossible state is internal.
 
+use crate::admin::AdminError;
 use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
 use crate::dead_letters::DeadLetterError;
@@ -81,6 +82,9 @@ pub enum Error {
     /// `sluice dead-letters` failed.
     #[error(transparent)]
     DeadLetters(#[from] DeadLetterError),
+    /// The admin endpoint could not be used (`sluice plugin swap`), or refused the version.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     /// A command's input is wrong (a path, an argument).
     #[error("{0}")]
     Usage(String),
@@ -128,6 +132,7 @@ impl Error {
             Error::Runtime(e) => e,
             Error::Supervise(e) => e,
             Error::DeadLetters(e) => e,
+            Error::Admin(e) => e,
             Error::Usage(_) | Error::Io { .. } => return None,
         };
         Some(inner)
@@ -307,6 +312,7 @@ impl Classify for RunError {
             RunError::Report { .. } | RunError::Receiver { .. } => Fault::User,
             RunError::Recovery(_) | RunError::Refused(_) => Fault::User,
             RunError::Store(e) => e.fault(),
+            RunError::Admin(e) => e.fault(),
             RunError::Fenced { .. } => Fault::External,
         }
     }
@@ -316,6 +322,7 @@ impl Classify for RunError {
             RunError::Wal(e) => Classify::retryable(e),
             RunError::Checkpoint(e) => e.retryable(),
             RunError::Store(e) => e.retryable(),
+            RunError::Admin(e) => e.retryable(),
             RunError::Report { .. }
             | RunError::Receiver { .. }
             | RunError::Fenced { .. }
@@ -329,6 +336,28 @@ impl Classify for RunError {
             RunError::Fenced { .. } => true,
             _ => false,
         }
+    }
+}
+
+/// A version refused by its checks, a wrong token or argument, or an answer that names a
+/// mistake in the request (4xx) is the user's; a driver that cannot be reached (not running,
+/// not answering), an endpoint that cannot listen or a server error is external, and may pass.
+impl Classify for AdminError {
+    fn fault(&self) -> Fault {
+        match self {
+            AdminError::Refused { .. } | AdminError::Unauthorized { .. } | AdminError::Usage(_) => {
+                Fault::User
+            }
+            AdminError::Rejected { status, .. } if *status < 500 => Fault::User,
+            AdminError::Rejected { .. }
+            | AdminError::Bind { .. }
+            | AdminError::File { .. }
+            | AdminError::NotRunning { .. }
+            | AdminError::Unreachable { .. } => Fault::External,
+        }
+    }
+    fn retryable(&self) -> bool {
+        self.fault() == Fault::External
     }
 }
 
