@@ -41,7 +41,11 @@ impl Setup {
         let tmp = tempfile::tempdir().unwrap();
         let plugins = tmp.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        std::fs::copy(plugins_dir().join("uppercase.wasm"), plugins.join("tag.wasm")).unwrap();
+        std::fs::copy(
+            plugins_dir().join("uppercase.wasm"),
+            plugins.join("tag.wasm"),
+        )
+        .unwrap();
         let pipeline = write_pipeline(
             tmp.path(),
             r#"version = 1
@@ -121,7 +125,11 @@ watch = false
             .arg(&self.pipeline)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
         entries
             .as_array()
@@ -192,11 +200,17 @@ fn wait_batches(run: &mut Running, more: usize) {
 fn the_admin_endpoint_listens_on_loopback_refuses_a_missing_or_wrong_token_and_never_prints_it() {
     let s = Setup::new();
     let (mut run, admin) = s.start();
-    let mode = std::fs::metadata(s.admin_file()).unwrap().permissions().mode();
+    let mode = std::fs::metadata(s.admin_file())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the admin file is its owner's only");
     let address = admin["address"].as_str().unwrap().to_owned();
     let token = admin["token"].as_str().unwrap().to_owned();
-    assert!(address.starts_with("127.0.0.1:"), "listens on loopback: {address}");
+    assert!(
+        address.starts_with("127.0.0.1:"),
+        "listens on loopback: {address}"
+    );
     assert_eq!(token.len(), 64);
     assert_eq!(admin["pid"].as_u64(), Some(u64::from(run.pid())));
 
@@ -204,13 +218,21 @@ fn the_admin_endpoint_listens_on_loopback_refuses_a_missing_or_wrong_token_and_n
     assert_eq!(status, 401, "no token: {body}");
     let wrong = format!("Bearer {}", "0".repeat(64));
     assert_eq!(get_plugins(&address, Some(&wrong)).0, 401, "a wrong token");
-    assert_eq!(get_plugins(&address, Some(&token)).0, 401, "the token without `Bearer`");
+    assert_eq!(
+        get_plugins(&address, Some(&token)).0,
+        401,
+        "the token without `Bearer`"
+    );
     // A swap without the token is refused before its body is looked at.
     let swap = format!(
         "POST /v1/plugins/tag/swap HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
     );
     assert_eq!(http(&address, &swap).0, 401);
-    assert_eq!(live_digest(&address, &token), s.upper, "the right token is let in");
+    assert_eq!(
+        live_digest(&address, &token),
+        s.upper,
+        "the right token is let in"
+    );
     // The command line with a wrong token file is refused too (exit 2).
     let token_file = s.root().join("wrong-token");
     std::fs::write(&token_file, "0".repeat(64)).unwrap();
@@ -218,11 +240,20 @@ fn the_admin_endpoint_listens_on_loopback_refuses_a_missing_or_wrong_token_and_n
         &s.version("identity.wasm", "tag.wasm"),
         &["--token-file", token_file.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the token"));
 
     wait_batches(&mut run, 1);
-    assert_eq!(live_digest(&address, &token), s.upper, "nothing was swapped");
+    assert_eq!(
+        live_digest(&address, &token),
+        s.upper,
+        "nothing was swapped"
+    );
     run.terminate();
     let ended = run.wait(WAIT_TIMEOUT);
     ended.assert_success();
@@ -231,10 +262,18 @@ fn the_admin_endpoint_listens_on_loopback_refuses_a_missing_or_wrong_token_and_n
         "the token is never printed"
     );
     assert!(ended.stderr.contains("The admin endpoint listens"));
-    assert!(!s.admin_file().exists(), "a clean exit removes the admin file");
+    assert!(
+        !s.admin_file().exists(),
+        "a clean exit removes the admin file"
+    );
     // With the pipeline stopped, the command cannot reach it: exit 75.
     let out = s.swap(&s.version("identity.wasm", "tag.wasm"), &[]);
-    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -246,7 +285,12 @@ fn plugin_swap_of_a_second_version_goes_live_and_later_batches_run_it() {
     wait_batches(&mut run, 1);
     let out = s.swap(&s.version("identity.wasm", "tag.wasm"), &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("goes live with the next batch"), "{stdout}");
     assert_eq!(live_digest(&address, &token), s.same);
     // The same version again changes nothing.
@@ -257,7 +301,10 @@ fn plugin_swap_of_a_second_version_goes_live_and_later_batches_run_it() {
     run.terminate();
     let ended = run.wait(WAIT_TIMEOUT);
     ended.assert_success();
-    assert!(ended.stderr.contains("\"from\":\"admin endpoint\""), "the log says where it came from");
+    assert!(
+        ended.stderr.contains("\"from\":\"admin endpoint\""),
+        "the log says where it came from"
+    );
 
     let versions = s.recorded();
     let first_same = *versions
@@ -275,7 +322,12 @@ fn plugin_swap_of_a_second_version_goes_live_and_later_batches_run_it() {
     let mut later = 0;
     for ((batch, _), lines) in &out {
         let upper = lines.iter().all(|l| *l == l.to_ascii_uppercase());
-        assert_eq!(upper, versions[batch] == s.upper, "batch {batch}: {:?}", &lines[..1]);
+        assert_eq!(
+            upper,
+            versions[batch] == s.upper,
+            "batch {batch}: {:?}",
+            &lines[..1]
+        );
         later += usize::from(!upper);
     }
     assert!(later > 0, "batches ran the new version");
@@ -283,7 +335,7 @@ fn plugin_swap_of_a_second_version_goes_live_and_later_batches_run_it() {
 
 #[test]
 fn a_corrupt_version_or_parameters_init_rejects_are_refused_with_exit_2_and_the_live_version_stays()
- {
+{
     let s = Setup::new();
     let (mut run, admin) = s.start();
     let address = admin["address"].as_str().unwrap().to_owned();
@@ -296,7 +348,9 @@ fn a_corrupt_version_or_parameters_init_rejects_are_refused_with_exit_2_and_the_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("plugin tag") && stderr.contains("refused") && stderr.contains("live version stays"),
+        stderr.contains("plugin tag")
+            && stderr.contains("refused")
+            && stderr.contains("live version stays"),
         "the reason is printed: {stderr}"
     );
     assert_eq!(live_digest(&address, &token), s.upper);
@@ -306,7 +360,10 @@ fn a_corrupt_version_or_parameters_init_rejects_are_refused_with_exit_2_and_the_
     let out = s.swap(&identity, &["--param", "bogus=1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("bogus"), "the reason names the parameter: {stderr}");
+    assert!(
+        stderr.contains("bogus"),
+        "the reason names the parameter: {stderr}"
+    );
     assert_eq!(live_digest(&address, &token), s.upper);
 
     wait_batches(&mut run, 2);

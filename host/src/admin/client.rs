@@ -178,10 +178,9 @@ impl Endpoint {
         .await
         .map_err(|_| self.unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
         .map_err(|e| self.unreachable(e.to_string()))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| self.unreachable(e.to_string()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
         tokio::spawn(connection);
         let response = sender
             .send_request(request)
@@ -226,9 +225,7 @@ pub struct SwapArgs<'a> {
 pub fn swap_command(args: &SwapArgs<'_>) -> Result<String, AdminError> {
     let wasm = std::fs::read(args.file)
         .map_err(|e| AdminError::Usage(format!("{}: {e}", args.file.display())))?;
-    let manifest_path = args
-        .file
-        .with_file_name(format!("{}.toml", args.name));
+    let manifest_path = args.file.with_file_name(format!("{}.toml", args.name));
     let manifest = match std::fs::read_to_string(&manifest_path) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

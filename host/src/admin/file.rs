@@ -76,7 +76,10 @@ pub fn path_of_pipeline(pipeline: &Path) -> Result<PathBuf, AdminError> {
                 .unwrap_or_else(|| base.join(spec)),
         ),
     };
-    Ok(path_for(&base.join(pipeline.file_name().unwrap_or_default()), dir.as_deref()))
+    Ok(path_for(
+        &base.join(pipeline.file_name().unwrap_or_default()),
+        dir.as_deref(),
+    ))
 }
 
 impl AdminFile {

@@ -63,13 +63,17 @@ pub enum AdminError {
         message: String,
     },
     /// The endpoint refused the token.
-    #[error("the admin endpoint at {address} refused the token (401): give the token of the running pipeline's admin file")]
+    #[error(
+        "the admin endpoint at {address} refused the token (401): give the token of the running pipeline's admin file"
+    )]
     Unauthorized {
         /// The endpoint.
         address: String,
     },
     /// The new version failed a check and did not go live.
-    #[error("plugin {plugin}: the new version (sha256 {digest}) was refused and the live version stays: {reason}")]
+    #[error(
+        "plugin {plugin}: the new version (sha256 {digest}) was refused and the live version stays: {reason}"
+    )]
     Refused {
         /// The plugin.
         plugin: String,

@@ -164,15 +164,27 @@ mod tests {
 
     #[test]
     fn each_route_is_found_by_method_and_path() {
-        assert_eq!(Route::of(&Method::GET, "/v1/plugins").unwrap(), Route::Plugins);
+        assert_eq!(
+            Route::of(&Method::GET, "/v1/plugins").unwrap(),
+            Route::Plugins
+        );
         assert_eq!(
             Route::of(&Method::POST, "/v1/plugins/my%2Dtag/swap").unwrap(),
             Route::Swap("my-tag".into())
         );
         let status = |m: &Method, p: &str| Route::of(m, p).unwrap_err().status;
-        assert_eq!(status(&Method::GET, "/v1/plugins/tag/swap"), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(status(&Method::POST, "/v1/plugins"), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            status(&Method::GET, "/v1/plugins/tag/swap"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            status(&Method::POST, "/v1/plugins"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
         assert_eq!(status(&Method::GET, "/v2/plugins"), StatusCode::NOT_FOUND);
-        assert_eq!(status(&Method::POST, "/v1/plugins/tag/promote"), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status(&Method::POST, "/v1/plugins/tag/promote"),
+            StatusCode::NOT_FOUND
+        );
     }
 }

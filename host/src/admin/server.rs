@@ -37,7 +37,11 @@ pub(super) struct State {
 }
 
 /// Accepts connections on `listener` until `stop` changes, each served on a task of its own.
-pub(super) async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -203,8 +203,7 @@ impl Gate {
             }
             Candidate::Bytes { wasm, manifest } => {
                 let stage = self.stage(name, &wasm, manifest.as_deref())?;
-                let outcome =
-                    self.offer_locked(name, target, &stage.wasm, params.as_ref(), origin);
+                let outcome = self.offer_locked(name, target, &stage.wasm, params.as_ref(), origin);
                 drop(stage);
                 outcome
             }

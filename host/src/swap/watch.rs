@@ -115,7 +115,12 @@ impl Watcher {
             }
             t.handled = look;
             let wasm = self.dir.join(format!("{}.wasm", t.name));
-            let outcome = match self.gate.offer(&t.name, Candidate::File(wasm), None, Origin::Directory) {
+            let outcome = match self.gate.offer(
+                &t.name,
+                Candidate::File(wasm),
+                None,
+                Origin::Directory,
+            ) {
                 Ok(Outcome::Unchanged { .. }) => continue,
                 Ok(outcome) => outcome,
                 Err(e) => {
@@ -123,7 +128,8 @@ impl Watcher {
                     continue;
                 }
             };
-            if matches!(outcome, Outcome::Refused { .. }) && look != self::look(&self.dir, &t.name) {
+            if matches!(outcome, Outcome::Refused { .. }) && look != self::look(&self.dir, &t.name)
+            {
                 // It changed while being read: look again rather than refuse it.
                 t.handled = None;
                 continue;
