@@ -524,4 +524,29 @@ mod tests {
             "fenced: another driver committed checkpoint/12 first; this driver stops and touches nothing more"
         );
     }
+
+    #[test]
+    fn plugin_swap_exits_2_when_refused_and_75_when_the_driver_cannot_be_reached() {
+        let refused = AdminError::Refused {
+            plugin: "tag".into(),
+            digest: "ab".repeat(32),
+            reason: "init: unknown parameter".into(),
+        };
+        let token = AdminError::Unauthorized {
+            address: "127.0.0.1:1".into(),
+        };
+        for e in [refused, token] {
+            assert_eq!(Error::from(e).exit_code(), EXIT_USER);
+        }
+        let gone = AdminError::NotRunning {
+            file: "/srv/p/checkpoints/admin.json".into(),
+        };
+        let silent = AdminError::Unreachable {
+            address: "127.0.0.1:1".into(),
+            message: "connection refused".into(),
+        };
+        for e in [gone, silent] {
+            assert_eq!(Error::from(e).exit_code(), EXIT_TEMPFAIL);
+        }
+    }
 }

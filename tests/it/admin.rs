@@ -2,7 +2,6 @@
 //! a token by default, the token never printed, and a version sent through it checked as one
 //! dropped in the plugin directory is.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +13,7 @@ use sha2::Digest;
 use sluice_tests::{plugins_dir, sluice_bin};
 
 use crate::engine::{Running, WAIT_TIMEOUT, committed, sluice_run, write_pipeline};
+use crate::swap::recorded_versions;
 
 const DONE: &str = "Batch done.";
 
@@ -116,30 +116,6 @@ watch = false
         let path = dir.join(name);
         std::fs::copy(plugins_dir().join(component), &path).unwrap();
         path
-    }
-
-    /// The digest of `tag` each recorded batch ran, by batch.
-    fn recorded(&self) -> BTreeMap<u64, String> {
-        let out = Command::new(sluice_bin())
-            .args(["checkpoint", "list", "--json"])
-            .arg(&self.pipeline)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
-        entries
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                let batch = e["batch"].as_u64().unwrap();
-                (batch, e["plugins"]["tag"].as_str().unwrap().to_owned())
-            })
-            .collect()
     }
 }
 
@@ -306,7 +282,7 @@ fn plugin_swap_of_a_second_version_goes_live_and_later_batches_run_it() {
         "the log says where it came from"
     );
 
-    let versions = s.recorded();
+    let versions = recorded_versions(&s.pipeline);
     let first_same = *versions
         .iter()
         .find(|(_, d)| **d == s.same)
@@ -375,7 +351,7 @@ fn a_corrupt_version_or_parameters_init_rejects_are_refused_with_exit_2_and_the_
         2,
         "each refusal is logged"
     );
-    let versions = s.recorded();
+    let versions = recorded_versions(&s.pipeline);
     assert!(
         versions.values().all(|d| *d == s.upper),
         "every batch ran the live version: {versions:?}"

@@ -109,6 +109,9 @@ pub struct Gate {
     live: Arc<Live>,
     /// The transformation plugins the steps use, by name; the lock every offer holds.
     targets: Mutex<BTreeMap<String, Target>>,
+    /// The same plugins' steps (numbers of `[[transform]]`, from 1), readable while an offer
+    /// holds the lock.
+    steps: BTreeMap<String, Vec<usize>>,
     /// Numbers the staging directories of this process.
     staged: AtomicU64,
 }
@@ -156,9 +159,14 @@ impl Gate {
                 .steps
                 .push((i, params));
         }
+        let steps = targets
+            .iter()
+            .map(|(name, t)| (name.clone(), t.steps.iter().map(|(i, _)| i + 1).collect()))
+            .collect();
         (!targets.is_empty()).then(|| Gate {
             runtime: plan.runtime.clone(),
             live,
+            steps,
             targets: Mutex::new(targets),
             staged: AtomicU64::new(0),
         })
@@ -166,18 +174,18 @@ impl Gate {
 
     /// The names of the plugins a new version can be offered for.
     pub fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        self.steps.keys().cloned().collect()
     }
 
-    /// The plugins the live steps use, with the digest each runs.
+    /// The plugins the live steps use, with the digest each runs. Does not wait for an offer
+    /// being checked.
     pub fn plugins(&self) -> Vec<LivePlugin> {
-        let targets = self.lock();
-        targets
+        self.steps
             .iter()
-            .map(|(name, t)| LivePlugin {
+            .map(|(name, steps)| LivePlugin {
                 name: name.clone(),
                 digest: self.live.digest_of(name).unwrap_or_default(),
-                steps: t.steps.iter().map(|(i, _)| i + 1).collect(),
+                steps: steps.clone(),
             })
             .collect()
     }
