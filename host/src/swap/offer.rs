@@ -333,6 +333,6 @@ impl Drop for Staged {
     }
 }
 
-pub(super) fn short(digest: &str) -> &str {
+fn short(digest: &str) -> &str {
     &digest[..12.min(digest.len())]
 }
