@@ -209,6 +209,14 @@ fn the_admin_endpoint_listens_on_loopback_refuses_a_missing_or_wrong_token_and_n
         s.upper,
         "the right token is let in"
     );
+    let unknown = format!(
+        "GET /v1/nothing HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(
+        http(&address, &unknown).0,
+        404,
+        "a route the API does not have"
+    );
     // The command line with a wrong token file is refused too (exit 2).
     let token_file = s.root().join("wrong-token");
     std::fs::write(&token_file, "0".repeat(64)).unwrap();
@@ -341,6 +349,21 @@ fn a_corrupt_version_or_parameters_init_rejects_are_refused_with_exit_2_and_the_
         "the reason names the parameter: {stderr}"
     );
     assert_eq!(live_digest(&address, &token), s.upper);
+
+    // A plugin no step uses: exit 2, and nothing is checked.
+    let out = Command::new(sluice_bin())
+        .args(["plugin", "swap"])
+        .arg(&s.pipeline)
+        .arg("nosuch")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("404") && stderr.contains("nosuch"),
+        "{stderr}"
+    );
 
     wait_batches(&mut run, 2);
     run.terminate();
