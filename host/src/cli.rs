@@ -152,6 +152,66 @@ pub enum PluginCommand {
         /// The plugin directory.
         dir: PathBuf,
     },
+    /// Offer a new version of a transformation plugin to a running pipeline, through its admin
+    /// endpoint. It is checked as a file dropped in the plugin directory is, and goes live with
+    /// the next batch, or is refused with the reason. Exit 0: live (or already live); 2:
+    /// refused, or a wrong token or argument; 75: the pipeline cannot be reached.
+    Swap {
+        /// The running pipeline: its pipeline file (the address and token are read from its
+        /// admin file), or the endpoint's address as host:port.
+        target: String,
+        /// The plugin's name, as the pipeline's `[[transform]] plugin` says.
+        name: String,
+        /// The new version's .wasm (NAME.toml beside it, if there, is sent as its manifest).
+        file: PathBuf,
+        /// A new parameter, KEY=VALUE; repeat for each. Given any, they replace the parameters of
+        /// every step that uses the plugin (in this run only: the pipeline file is unchanged).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Replace the steps' parameters with none at all.
+        #[arg(long, conflicts_with = "params")]
+        clear_params: bool,
+        /// A file holding the token (default: the pipeline's admin file, or $SLUICE_ADMIN_TOKEN
+        /// with an address).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Run a candidate version of a transformation plugin in the shadow of the live one, on the
+    /// same input, through the running pipeline's admin endpoint: its output is compared with
+    /// the live output and dropped. Waits for the report and prints it. Exit 0: the same
+    /// output; 1: it differed; 2: refused, or it failed in the shadow; 75: unreachable.
+    Shadow {
+        /// The running pipeline: its pipeline file, or the endpoint's address as host:port.
+        target: String,
+        /// The plugin's name, as the pipeline's `[[transform]] plugin` says.
+        name: String,
+        /// The candidate's .wasm (NAME.toml beside it, if there, is sent as its manifest).
+        file: PathBuf,
+        /// How many batches to compare.
+        #[arg(long, default_value_t = 5)]
+        batches: u32,
+        /// Parameters for the candidate, KEY=VALUE (default: the steps' own).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// How long to wait for the report.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+        /// A file holding the token (default: the pipeline's admin file, or $SLUICE_ADMIN_TOKEN
+        /// with an address).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Swap in the candidate of the latest shadow run of plugin NAME (it goes live with the
+    /// next batch, on trial, with the parameters it ran with in the shadow).
+    Promote {
+        /// The running pipeline: its pipeline file, or the endpoint's address as host:port.
+        target: String,
+        /// The plugin's name.
+        name: String,
+        /// A file holding the token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Every change of plugin version the pipeline's checkpoint log records (the first batch
     /// on each new version: a hot swap, or a restart on another version, with both digests),
     /// and the verdicts on new versions: rolled back, passed their trial, shadowed.
@@ -307,6 +367,31 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
     } = &cli.command
     {
         return crate::driver::supervise::run(pipeline);
+    }
+    if let Command::Plugin(PluginCommand::Shadow {
+        target,
+        name,
+        file,
+        batches,
+        params,
+        wait,
+        token_file,
+    }) = &cli.command
+    {
+        let params = match params.is_empty() {
+            true => None,
+            false => Some(crate::admin::client::parse_params(params)?),
+        };
+        let args = crate::admin::client::SwapArgs {
+            target,
+            name,
+            file,
+            params,
+            token_file: token_file.as_deref(),
+        };
+        return Ok(crate::admin::shadow::shadow_command(
+            &args, *batches, *wait,
+        )?);
     }
     run(cli).map(|()| EXIT_OK)
 }
@@ -479,6 +564,41 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plugin(PluginCommand::List { dir }) => {
             let rt = runtime(cli.cache_dir)?;
             print!("{}", scaffold::list(&rt, &dir)?);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Swap {
+            target,
+            name,
+            file,
+            params,
+            clear_params,
+            token_file,
+        }) => {
+            let params = match (clear_params, params.is_empty()) {
+                (true, _) => Some(Default::default()),
+                (false, true) => None,
+                (false, false) => Some(crate::admin::client::parse_params(&params)?),
+            };
+            let swap = crate::admin::client::SwapArgs {
+                target: &target,
+                name: &name,
+                file: &file,
+                params,
+                token_file: token_file.as_deref(),
+            };
+            println!("{}", crate::admin::client::swap_command(&swap)?);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Shadow { .. }) => unreachable!("dispatch runs it"),
+        Command::Plugin(PluginCommand::Promote {
+            target,
+            name,
+            token_file,
+        }) => {
+            println!(
+                "{}",
+                crate::admin::shadow::promote_command(&target, &name, token_file.as_deref())?
+            );
             Ok(())
         }
         Command::Plugin(PluginCommand::History { pipeline, json }) => {

@@ -7,6 +7,7 @@
 //! error or trap are the user's; a store, broker or network failure is external and usually
 //! passes; a bug or an impossible state is internal.
 
+use crate::admin::AdminError;
 use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
 use crate::dead_letters::DeadLetterError;
@@ -85,6 +86,9 @@ pub enum Error {
     /// `sluice replay` failed.
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    /// The admin endpoint could not be used (`sluice plugin swap`), or refused the version.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     /// A command's input is wrong (a path, an argument).
     #[error("{0}")]
     Usage(String),
@@ -133,6 +137,7 @@ impl Error {
             Error::Supervise(e) => e,
             Error::DeadLetters(e) => e,
             Error::Replay(e) => e,
+            Error::Admin(e) => e,
             Error::Usage(_) | Error::Io { .. } => return None,
         };
         Some(inner)
@@ -340,6 +345,7 @@ impl Classify for RunError {
             RunError::Report { .. } | RunError::Receiver { .. } => Fault::User,
             RunError::Recovery(_) | RunError::Refused(_) => Fault::User,
             RunError::Store(e) => e.fault(),
+            RunError::Admin(e) => e.fault(),
             RunError::Fenced { .. } => Fault::External,
         }
     }
@@ -349,6 +355,7 @@ impl Classify for RunError {
             RunError::Wal(e) => Classify::retryable(e),
             RunError::Checkpoint(e) => e.retryable(),
             RunError::Store(e) => e.retryable(),
+            RunError::Admin(e) => e.retryable(),
             RunError::Report { .. }
             | RunError::Receiver { .. }
             | RunError::Fenced { .. }
@@ -362,6 +369,28 @@ impl Classify for RunError {
             RunError::Fenced { .. } => true,
             _ => false,
         }
+    }
+}
+
+/// A version refused by its checks, a wrong token or argument, or an answer that names a
+/// mistake in the request (4xx) is the user's; a driver that cannot be reached (not running,
+/// not answering), an endpoint that cannot listen or a server error is external, and may pass.
+impl Classify for AdminError {
+    fn fault(&self) -> Fault {
+        match self {
+            AdminError::Refused { .. } | AdminError::Unauthorized { .. } | AdminError::Usage(_) => {
+                Fault::User
+            }
+            AdminError::Rejected { status, .. } if *status < 500 => Fault::User,
+            AdminError::Rejected { .. }
+            | AdminError::Bind { .. }
+            | AdminError::File { .. }
+            | AdminError::NotRunning { .. }
+            | AdminError::Unreachable { .. } => Fault::External,
+        }
+    }
+    fn retryable(&self) -> bool {
+        self.fault() == Fault::External
     }
 }
 
@@ -527,5 +556,30 @@ mod tests {
             e.to_string(),
             "fenced: another driver committed checkpoint/12 first; this driver stops and touches nothing more"
         );
+    }
+
+    #[test]
+    fn plugin_swap_exits_2_when_refused_and_75_when_the_driver_cannot_be_reached() {
+        let refused = AdminError::Refused {
+            plugin: "tag".into(),
+            digest: "ab".repeat(32),
+            reason: "init: unknown parameter".into(),
+        };
+        let token = AdminError::Unauthorized {
+            address: "127.0.0.1:1".into(),
+        };
+        for e in [refused, token] {
+            assert_eq!(Error::from(e).exit_code(), EXIT_USER);
+        }
+        let gone = AdminError::NotRunning {
+            file: "/srv/p/checkpoints/admin.json".into(),
+        };
+        let silent = AdminError::Unreachable {
+            address: "127.0.0.1:1".into(),
+            message: "connection refused".into(),
+        };
+        for e in [gone, silent] {
+            assert_eq!(Error::from(e).exit_code(), EXIT_TEMPFAIL);
+        }
     }
 }

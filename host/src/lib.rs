@@ -29,7 +29,9 @@
 //! - [`build`]: what a source or sink kind builds itself with (context, error);
 //! - [`plan`]: the plan the engine runs, assembled by asking each kind to build itself;
 //! - [`swap`]: hot swap of transformation plugins under a running driver (the live steps
-//!   each new batch pins, the plugin-directory watcher);
+//!   each new batch pins, the gate every new version passes, the plugin-directory watcher);
+//! - [`admin`]: the admin endpoint of a running pipeline (token, loopback by default) and its
+//!   client, `sluice plugin swap`;
 //! - [`plugin`]: the plugin runtime: engine, compiled-component cache, limits, instances, the
 //!   typed WIT bindings;
 //! - [`bench`]: the benchmarks behind `sluice bench`;
@@ -51,6 +53,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod admin;
 pub mod batch;
 pub mod bench;
 pub mod block;

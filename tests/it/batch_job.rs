@@ -36,7 +36,7 @@ fn add_files(root: &Path, from: usize, to: usize) {
 }
 
 /// Every output line, sorted.
-fn output(root: &Path) -> Vec<String> {
+pub(crate) fn output(root: &Path) -> Vec<String> {
     let mut lines: Vec<String> = crate::engine::files_under(&root.join("out/input"))
         .iter()
         .filter(|p| !p.to_string_lossy().contains("/_"))

@@ -1,6 +1,7 @@
 //! sluice's end-to-end tests, in one binary (one link, one process to share the built
 //! components). Each module covers one part; test names read as sentences.
 
+mod admin;
 mod amqp;
 mod amqp_bodies;
 mod batch_job;
@@ -17,6 +18,7 @@ mod plugins;
 mod poison;
 mod recovery;
 mod replay;
+mod shadow;
 mod supervise;
 mod swap;
 mod wal;

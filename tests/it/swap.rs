@@ -142,7 +142,7 @@ fn output(root: &Path) -> BTreeMap<u32, BTreeMap<u64, Vec<String>>> {
 }
 
 /// The plugin digest each recorded batch ran `tag` with, by batch id.
-fn recorded_versions(pipeline: &Path) -> BTreeMap<u64, String> {
+pub(crate) fn recorded_versions(pipeline: &Path) -> BTreeMap<u64, String> {
     let out = std::process::Command::new(sluice_tests::sluice_bin())
         .args(["checkpoint", "list", "--json"])
         .arg(pipeline)

@@ -6,6 +6,7 @@
 //! with the kind ([`crate::receiver`], [`crate::sink`]) and builds it. This module builds
 //! nothing: the plan is assembled in the `plan` module.
 
+pub mod admin;
 pub mod poison;
 pub mod swap;
 
@@ -102,6 +103,10 @@ pub struct PipelineFile {
     /// `[swap]`: hot swap of transformation plugins. Default: see [`swap::SwapConfig`].
     #[serde(default)]
     pub swap: swap::SwapConfig,
+    /// `[admin]`: the admin endpoint (`sluice plugin swap`). Default: see
+    /// [`admin::AdminConfig`].
+    #[serde(default)]
+    pub admin: admin::AdminConfig,
     /// `[grants.NAME]`: what the operator grants each plugin, e.g.
     /// `[grants.jsonl-sink] dirs = { "/out" = "./out" }`. Default: nothing.
     #[serde(default)]

@@ -32,6 +32,7 @@ use crate::receiver::{self, PartitionWriter, Resume};
 use crate::scheduler::job::{self, JobError, Shape};
 use crate::scheduler::max_block_bytes;
 use crate::scheduler::tracker::{BatchClock, Signals, Tracker};
+use crate::swap::Gate;
 use crate::swap::watch::Watcher;
 use crate::wal::Wal;
 use attempt::Attempt;
@@ -75,6 +76,9 @@ pub enum RunError {
         /// Why.
         message: String,
     },
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// A receiver failed for good.
     #[error("receiver of partition {partition}: {message}")]
     Receiver {
@@ -134,15 +138,21 @@ pub fn run(
         plan.partitions,
         plan.workers
     );
+    // New batches pin the live steps; new plugin versions, from the plugin directory or the
+    // admin endpoint, go through the gate (crate::swap).
+    let live = Arc::new(
+        crate::swap::start(plan, rt.handle(), start.log.as_ref()).map_err(RunError::Recovery)?,
+    );
+    let gate = Gate::from_plan(plan, live.clone()).map(Arc::new);
+    let _watching = gate
+        .clone()
+        .and_then(|g| Watcher::from_plan(plan, g))
+        .map(Watcher::spawn);
+    let _admin = crate::admin::start(plan, rt, gate)?;
     let (batch_clock, last_close) =
         start_tasks(plan, rt, &blocks, &mut start, wal.is_some(), shutdown);
     let mut committer = commit::Committer::new(plan, rt, &mut start, wal);
     let shape = Shape::of(&plan.steps, plan.partitions);
-    // New batches pin the live steps; the watcher swaps new plugin versions in (crate::swap).
-    let live = Arc::new(
-        crate::swap::start(plan, rt.handle(), start.log.as_ref()).map_err(RunError::Recovery)?,
-    );
-    let _watching = Watcher::from_plan(plan, live.clone()).map(Watcher::spawn);
     let mut batch = match &start.replay {
         Some(r) => Attempt::open(
             plan,

@@ -219,10 +219,11 @@ impl Shadow {
     }
 
     /// Batch `batch` committed: its comparison counts. Returns `true` once, when the shadow
-    /// ended with it (compared the batches it wanted, or the candidate failed in it).
+    /// ended with it (compared the batches it wanted, the candidate failed in it, or it was
+    /// stopped while the batch ran).
     pub fn batch_done(&self, batch: u64) -> bool {
         let mut s = self.lock();
-        if s.ended || s.stopped {
+        if s.ended {
             return false;
         }
         let d = s.open.remove(&batch).unwrap_or(BatchDiff {
@@ -236,7 +237,7 @@ impl Shadow {
             }
             s.done.push(d);
         }
-        s.ended = s.failed.is_some() || s.done.len() as u32 >= self.wanted;
+        s.ended = s.failed.is_some() || s.stopped || s.done.len() as u32 >= self.wanted;
         if s.ended {
             tracing::info!(plugin = %self.plugin, digest = %short(&self.digest), batches = s.done.len(), differing = s.differing, failed = s.failed.as_deref().unwrap_or("no"), "The shadow run ended; `sluice plugin promote` swaps the candidate in.");
         }

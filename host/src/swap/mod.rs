@@ -6,19 +6,24 @@
 //! at a batch boundary: batches already open finish on the old version, the next one to open
 //! runs the new one, and no batch mixes them.
 //!
-//! The [`watch`] module finds new versions: it looks at the plugin directory, waits until a
-//! changed `.wasm` has stopped changing, checks the new version off the batch path (compiled
-//! into the on-disk cache, its world, manifest and grants, and `init` with the pipeline's
-//! parameters for every step that uses it), and only then makes it live. A version that fails
-//! a check never goes live: the live one stays, and the reason is logged.
+//! New versions come from two places, and both go through one [`offer::Gate`]: the [`watch`]
+//! module looks at the plugin directory and offers a changed `.wasm` once it has stopped
+//! changing; the admin endpoint (`sluice plugin swap`, in `crate::admin`) offers the bytes it
+//! is sent, possibly with new parameters. The gate checks the version off the batch path
+//! (compiled into the on-disk cache, its world, manifest and grants, and `init` with the
+//! parameters of every step that uses it), and only then makes it live. A version that fails
+//! a check never goes live: the live one stays, and the reason is logged and returned.
 //!
 //! A version that went live is on [`trial`] for its first `[swap] trial-batches` batches: if
 //! it fails in one, the driver rolls it back to the version it replaced, recomputes the batch
 //! with that one, and the failed version is put in [`quarantine`] (refused until cleared).
 
+pub mod offer;
 pub mod quarantine;
 pub mod trial;
 pub mod watch;
+
+pub use offer::{Candidate, Gate, Origin, Outcome};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -4,31 +4,23 @@
 //! Every `poll-interval` it looks at `NAME.wasm` and `NAME.toml` (size and modification
 //! time) for each plugin the steps use. A file that looked different at the previous look is
 //! still being written (a copy in progress), so it is only read once two looks in a row agree.
-//! Then, off the batch path: the bytes are read and hashed; a digest equal to the live one is
-//! nothing new; any other is loaded as a transformation (compiled into the on-disk cache, its
-//! manifest, digest, limits, grants, world and imports checked, a copy kept by digest for
-//! recomputes) and given to `init` with each step's parameters. Only when every step's stage
-//! is made does the version go live, with the next batch to open.
+//! Then it is offered to the [`Gate`], which checks it off the batch path exactly as it checks
+//! a version sent to the admin endpoint (a digest equal to the live one is nothing new; any
+//! other is loaded, checked and given to `init` with each step's parameters) and makes it live
+//! with the next batch to open, or refuses it.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
-
-use super::{Live, short};
-use crate::config::Step;
+use super::offer::{Candidate, Gate, Origin, Outcome};
 use crate::plan::Plan;
-use crate::plugin::limits::Grants;
-use crate::plugin::{PluginKind, PluginRuntime, TransformStage};
 
 /// Watches the plugin directory for one pipeline run.
 pub struct Watcher {
     dir: PathBuf,
-    runtime: PluginRuntime,
-    live: Arc<Live>,
+    gate: Arc<Gate>,
     targets: Vec<Target>,
     interval: Duration,
 }
@@ -36,9 +28,6 @@ pub struct Watcher {
 /// One plugin the steps use.
 struct Target {
     name: String,
-    grants: Grants,
-    /// The steps that use it: index and parameters.
-    steps: Vec<(usize, BTreeMap<String, String>)>,
     /// What the previous look saw.
     seen: Option<Look>,
     /// The last look acted on (a version checked, live or refused).
@@ -53,15 +42,6 @@ struct Look {
     manifest: Option<(u64, SystemTime)>,
 }
 
-/// What a check of a new version came to.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// It went live: its digest, and the one it replaced.
-    Live { digest: String, previous: String },
-    /// It failed a check and never went live: its digest, and why.
-    Refused { digest: String, reason: String },
-}
-
 /// Stops the watcher's thread when dropped.
 pub struct Watching(Arc<AtomicBool>);
 
@@ -72,36 +52,25 @@ impl Drop for Watching {
 }
 
 impl Watcher {
-    /// A watcher for `plan`'s transformation plugins, swapping into `live`; `None` when
-    /// `[swap] watch = false`, there is no plugin directory, or no step uses a plugin.
-    pub fn from_plan(plan: &Plan, live: Arc<Live>) -> Option<Watcher> {
+    /// A watcher for `plan`'s transformation plugins, offering new versions to `gate`; `None`
+    /// when `[swap] watch = false` or there is no plugin directory.
+    pub fn from_plan(plan: &Plan, gate: Arc<Gate>) -> Option<Watcher> {
         let dir = plan.plugin_dir.clone()?;
         if !plan.file.swap.watch {
             return None;
         }
-        let mut targets: Vec<Target> = Vec::new();
-        for (i, step) in plan.file.steps().into_iter().enumerate() {
-            let Step::Plugin { name, params, .. } = step else {
-                continue;
-            };
-            match targets.iter_mut().find(|t| t.name == name) {
-                Some(t) => t.steps.push((i, params)),
-                None => targets.push(Target {
-                    grants: plan.grants.get(&name).cloned().unwrap_or_default(),
-                    name,
-                    steps: vec![(i, params)],
-                    seen: None,
-                    handled: None,
-                }),
-            }
-        }
-        if targets.is_empty() {
-            return None;
-        }
+        let targets = gate
+            .names()
+            .into_iter()
+            .map(|name| Target {
+                name,
+                seen: None,
+                handled: None,
+            })
+            .collect();
         Some(Watcher {
             dir,
-            runtime: plan.runtime.clone(),
-            live,
+            gate,
             targets,
             interval: plan.file.swap.poll_interval,
         })
@@ -132,8 +101,9 @@ impl Watcher {
         Watching(stop)
     }
 
-    /// Looks at every plugin once; checks, and makes live or refuses, each new version whose
-    /// files looked the same at the previous look. Returns what it did, by plugin.
+    /// Looks at every plugin once; offers to the gate each new version whose files looked the
+    /// same at the previous look. Returns what the gate made of each (the live version offered
+    /// again is left out), by plugin.
     pub fn poll(&mut self) -> Vec<(String, Outcome)> {
         let mut done = Vec::new();
         for t in &mut self.targets {
@@ -144,83 +114,30 @@ impl Watcher {
                 continue;
             }
             t.handled = look;
-            if let Some(outcome) = check(&self.runtime, &self.live, &self.dir, t) {
-                if matches!(outcome, Outcome::Refused { .. })
-                    && look != self::look(&self.dir, &t.name)
-                {
-                    // It changed while being read: look again rather than refuse it.
-                    t.handled = None;
+            let wasm = self.dir.join(format!("{}.wasm", t.name));
+            let outcome = match self.gate.offer(
+                &t.name,
+                Candidate::File(wasm),
+                None,
+                Origin::Directory,
+            ) {
+                Ok(Outcome::Unchanged { .. }) => continue,
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!(plugin = %t.name, error = %e, "Could not read a changed plugin file; the live version stays.");
                     continue;
                 }
-                done.push((t.name.clone(), outcome));
+            };
+            if matches!(outcome, Outcome::Refused { .. }) && look != self::look(&self.dir, &t.name)
+            {
+                // It changed while being read: look again rather than refuse it.
+                t.handled = None;
+                continue;
             }
+            done.push((t.name.clone(), outcome));
         }
         done
     }
-}
-
-/// Checks the version of `t` in `dir`; `None` when it is the live one.
-fn check(runtime: &PluginRuntime, live: &Live, dir: &Path, t: &Target) -> Option<Outcome> {
-    let wasm = dir.join(format!("{}.wasm", t.name));
-    let digest = match std::fs::read(&wasm) {
-        Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
-        Err(e) => {
-            tracing::warn!(plugin = %t.name, path = %wasm.display(), error = %e, "Could not read a changed plugin file; the live version stays.");
-            return None;
-        }
-    };
-    let previous = live.digest_of(&t.name).unwrap_or_default();
-    if digest == previous {
-        return None;
-    }
-    if let Some(q) = live.refused(&digest) {
-        let reason = format!(
-            "version sha256 {digest} is quarantined: it was rolled back after failing on trial ({}); `sluice plugin clear` takes it out of quarantine",
-            q.error
-        );
-        tracing::error!(plugin = %t.name, digest = %short(&digest), live = %short(&previous), reason = %reason, "A new version of the plugin is refused; the live version stays.");
-        return Some(Outcome::Refused { digest, reason });
-    }
-    match stages(runtime, &wasm, t, &digest) {
-        Ok(stages) => {
-            live.replace(stages);
-            tracing::info!(plugin = %t.name, digest = %short(&digest), previous = %short(&previous), "A new version of the plugin passed its checks and goes live with the next batch to open; batches already open finish on the version they opened with.");
-            Some(Outcome::Live { digest, previous })
-        }
-        Err(reason) => {
-            tracing::error!(plugin = %t.name, digest = %short(&digest), live = %short(&previous), reason = %reason, "A new version of the plugin failed its checks and does not go live; the live version stays.");
-            Some(Outcome::Refused { digest, reason })
-        }
-    }
-}
-
-/// Loads the version with `digest` and makes its stage for every step that uses it.
-fn stages(
-    runtime: &PluginRuntime,
-    wasm: &Path,
-    t: &Target,
-    digest: &str,
-) -> Result<Vec<(usize, Arc<TransformStage>)>, String> {
-    let plugin = runtime
-        .load_as(wasm, &t.grants, PluginKind::Transformer)
-        .map_err(|e| e.to_string())?;
-    if plugin.info().digest != digest {
-        return Err(format!(
-            "{} changed while it was being loaded (sha256 {} read, {} loaded)",
-            wasm.display(),
-            short(digest),
-            short(&plugin.info().digest)
-        ));
-    }
-    t.steps
-        .iter()
-        .map(|(i, params)| {
-            let stage = plugin
-                .transformer(params)
-                .map_err(|e| format!("`[[transform]]` number {}: {e}", i + 1))?;
-            Ok((*i, Arc::new(stage)))
-        })
-        .collect()
 }
 
 /// The plugin's files as they are now; `None` when there is no `.wasm`.
