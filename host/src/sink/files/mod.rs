@@ -130,11 +130,24 @@ impl FilesSink {
 
     /// Deletes every object under `prefix`; returns how many.
     fn delete_under(&self, prefix: &object_store::path::Path) -> Result<usize, SinkError> {
+        self.delete_under_except(prefix, &|_| false)
+    }
+
+    /// Deletes every object under `prefix` but those in a first-level folder `keep` holds to.
+    fn delete_under_except(
+        &self,
+        prefix: &object_store::path::Path,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<usize, SinkError> {
         use futures::TryStreamExt;
         let store = &self.location.store;
-        let objects: Vec<_> = self
+        let mut objects: Vec<_> = self
             .block_on(store.list(Some(prefix)).try_collect::<Vec<_>>())
             .map_err(|e| self.err(format!("listing {prefix}: {e}")))?;
+        objects.retain(|o| {
+            let folder = o.location.prefix_match(prefix).and_then(|mut p| p.next());
+            !folder.is_some_and(|f| keep(f.as_ref()))
+        });
         for o in &objects {
             match self.block_on(store.delete(&o.location)) {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -294,15 +307,23 @@ impl Sink for FilesSink {
 
     fn recover(&self, stream: &str) -> Result<(), SinkError> {
         let prefix = self.location.child(&format!("_staging/{stream}"));
-        let mut n = self.delete_under(&prefix)?;
+        // On a local disk, a run still alive on this host (a second driver started by mistake,
+        // about to be fenced) keeps its staging: it fails at the fence, not on a vanished file.
+        let local = self.location.local.is_some();
+        let keep = |run: &str| local && run_alive(run);
+        let mut n = self.delete_under_except(&prefix, &keep)?;
         if let Some(dir) = &self.location.local {
             // A local multipart upload keeps its parts as `NAME#N` files, which listings skip.
             let staging = dir.join("_staging").join(stream);
-            if staging.exists() {
-                n += std::fs::read_dir(&staging).map_or(0, |d| d.count());
-                std::fs::remove_dir_all(&staging)
-                    .map_err(|e| self.err(format!("removing {}: {e}", staging.display())))?;
+            for run in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
+                if keep(&run.file_name().to_string_lossy()) {
+                    continue;
+                }
+                n += 1;
+                std::fs::remove_dir_all(run.path())
+                    .map_err(|e| self.err(format!("removing {}: {e}", run.path().display())))?;
             }
+            let _ = std::fs::remove_dir(&staging);
         }
         if n > 0 {
             tracing::info!(sink = %self.name(), objects = n, "Removed what a stopped run left staged; its batches are recomputed or were never committed.");
@@ -346,6 +367,18 @@ impl Sink for FilesSink {
             }
         }
     }
+}
+
+/// Whether the run that staged under folder `run` (`run-<pid>-<nanos>`) is a process alive on
+/// this host (another than this one).
+fn run_alive(run: &str) -> bool {
+    let pid = run
+        .strip_prefix("run-")
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|p| {
+        p != std::process::id() && std::path::Path::new(&format!("/proc/{p}")).exists()
+    })
 }
 
 /// The partition number in a part file's name (`batch-…-part-00003.txt` → 3).
