@@ -413,45 +413,64 @@ impl Plan {
         &self,
         pinned: &BTreeMap<String, String>,
     ) -> Result<Arc<Vec<StepPlan>>, String> {
+        self.pinned_steps_with(pinned, &BTreeMap::new())
+    }
+
+    /// [`Plan::pinned_steps`], with the parameters `params` recorded for some steps (by index)
+    /// in place of the pipeline file's (a batch that ran after a swap with new parameters).
+    pub fn pinned_steps_with(
+        &self,
+        pinned: &BTreeMap<String, String>,
+        params: &crate::checkpoint::StepParams,
+    ) -> Result<Arc<Vec<StepPlan>>, String> {
         let changed = pinned
             .iter()
             .any(|(name, d)| self.digests.get(name).is_some_and(|now| now != d));
-        if !changed {
+        if !changed && params.is_empty() {
             return Ok(self.steps.clone());
         }
         let mut steps: Vec<StepPlan> = self.steps.as_ref().clone();
         for (i, step) in self.file.steps().into_iter().enumerate() {
             let Step::Plugin {
                 name,
-                params,
+                params: file_params,
                 poison,
             } = step
             else {
                 continue;
             };
-            let (Some(want), Some(now)) = (pinned.get(&name), self.digests.get(&name)) else {
+            let Some(now) = self.digests.get(&name) else {
                 continue;
             };
-            if want == now {
+            let want = pinned.get(&name).unwrap_or(now);
+            let recorded = params.get(&i);
+            if want == now && recorded.is_none() {
                 continue;
             }
-            let none = Default::default();
-            let grants = self.grants.get(&name).unwrap_or(&none);
-            let plugin = self
-                .runtime
-                .load_digest(&name, want, grants, PluginKind::Transformer)
-                .map_err(|e| {
-                    format!(
-                        "plugin `{name}`: the recorded batch ran with sha256 {want}, which this host cannot load ({e}); the plugin directory has {now}"
-                    )
-                })?;
+            let plugin = match (&steps[i], want == now) {
+                (StepPlan::Plugin(stage, _), true) => stage.plugin().clone(),
+                _ => self.load_pinned(&name, want, now)?,
+            };
             let stage = plugin
-                .transformer(&params)
+                .transformer(recorded.unwrap_or(&file_params))
                 .map_err(|e| format!("plugin `{name}` sha256 {want}: {e}"))?;
             tracing::info!(plugin = %name, recorded = %&want[..12.min(want.len())], current = %&now[..12.min(now.len())], "The batch being recomputed runs with the plugin version it was recorded with.");
             steps[i] = StepPlan::Plugin(Arc::new(stage), poison);
         }
         Ok(Arc::new(steps))
+    }
+
+    /// Plugin `name` at the version `want` a batch recorded (`now`: the directory's).
+    fn load_pinned(&self, name: &str, want: &str, now: &str) -> Result<Plugin, String> {
+        let none = Default::default();
+        let grants = self.grants.get(name).unwrap_or(&none);
+        self.runtime
+            .load_digest(name, want, grants, PluginKind::Transformer)
+            .map_err(|e| {
+                format!(
+                    "plugin `{name}`: the recorded batch ran with sha256 {want}, which this host cannot load ({e}); the plugin directory has {now}"
+                )
+            })
     }
 }
 

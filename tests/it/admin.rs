@@ -380,3 +380,102 @@ fn a_corrupt_version_or_parameters_init_rejects_are_refused_with_exit_2_and_the_
         "every batch ran the live version: {versions:?}"
     );
 }
+
+#[test]
+fn parameters_given_in_a_swap_are_recorded_with_each_batch_and_a_recompute_uses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let plugins = root.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for f in ["grep.wasm", "grep.toml"] {
+        std::fs::copy(plugins_dir().join(f), plugins.join(f)).unwrap();
+    }
+    let pipeline = write_pipeline(
+        root,
+        r#"version = 1
+batch-interval = "200ms"
+block-interval = "50ms"
+
+[source]
+kind = "generator"
+partitions = 1
+rate = 2000
+
+[[transform]]
+plugin = "grep"
+params = { pattern = "a" }
+
+[[sink]]
+kind = "files"
+path = "out"
+
+[swap]
+watch = false
+"#,
+    );
+    let mut run = Running::start(sluice_run(root, &pipeline, &plugins));
+    let admin = root.join("checkpoints").join("admin.json");
+    wait_until(&mut run, "the admin file and a first batch", |r| {
+        admin.exists() && r.stderr_so_far().contains(DONE)
+    });
+    let o = Command::new(sluice_bin())
+        .args(["plugin", "swap"])
+        .arg(&pipeline)
+        .arg("grep")
+        .arg(plugins.join("grep.wasm"))
+        .args(["--param", "pattern=e"])
+        .env_remove("SLUICE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    wait_batches(&mut run, 3);
+    run.terminate();
+    run.wait(Duration::from_secs(60)).assert_success();
+
+    let out = Command::new(sluice_bin())
+        .args(["checkpoint", "list", "--json"])
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = entries.as_array().unwrap();
+    let with: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e.get("params").is_some())
+        .collect();
+    assert!(with.len() >= 2, "{entries:?}");
+    assert!(
+        entries[0].get("params").is_none(),
+        "the first batch ran the file's"
+    );
+    for e in &with {
+        assert_eq!(e["params"]["0"]["pattern"], "e", "{e}");
+        assert_eq!(e["params"]["0"]["invert"], "false", "{e}");
+    }
+    // A recompute of a batch that ran with the swapped parameters uses them: its replay gives
+    // the live output of that batch exactly.
+    let name = |b: u64| format!("input/batch-{b:010}-part-00000.txt");
+    let batch = with
+        .iter()
+        .map(|e| e["batch"].as_u64().unwrap())
+        .find(|&b| root.join("out").join(name(b)).exists())
+        .expect("a batch with the swapped parameters wrote output");
+    let replayed = root.join("replayed");
+    let o = Command::new(sluice_bin())
+        .arg("replay")
+        .arg(&pipeline)
+        .args(["--batches", &batch.to_string(), "--out"])
+        .arg(&replayed)
+        .arg("--plugins")
+        .arg(&plugins)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let live = std::fs::read_to_string(root.join("out").join(name(batch))).unwrap();
+    let again = std::fs::read_to_string(replayed.join(name(batch))).unwrap();
+    assert!(
+        !live.is_empty() && live.lines().all(|l| l.contains('e')),
+        "{live}"
+    );
+    assert_eq!(again, live);
+}

@@ -73,11 +73,19 @@ pub struct Entry {
     /// written without detection, which read as adding nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_ids: Option<SeenIds>,
+    /// Per step (index of the pipeline's `[[transform]]`, from 0), the parameters its plugin
+    /// ran with when they were not those the pipeline file gives it (a swap with new
+    /// parameters): a recompute uses them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: StepParams,
     /// What happened to the plugin versions while the batch ran: a new version rolled back,
     /// or passing its trial (absent when nothing did).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<SwapEvent>,
 }
+
+/// Parameters by step index.
+pub type StepParams = BTreeMap<usize, BTreeMap<String, String>>;
 
 /// A plugin version's verdict, recorded in the entry of the batch it came in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -426,6 +434,7 @@ mod tests {
             state: vec![],
             files_seen: batch.is_multiple_of(SNAPSHOT_EVERY).then(Vec::new),
             seen_ids: None,
+            params: BTreeMap::new(),
             events: vec![],
         }
     }

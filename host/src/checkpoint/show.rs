@@ -372,6 +372,7 @@ mod tests {
             state: vec![],
             files_seen: None,
             seen_ids: None,
+            params: BTreeMap::new(),
             events: vec![],
         }
     }

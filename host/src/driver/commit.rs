@@ -145,6 +145,7 @@ impl<'a> Committer<'a> {
             None => {
                 let mut e = self.entry(id, time_ms, plugins);
                 e.events = events;
+                e.params = step_params(&plan.steps, &steps);
                 if let Some(log) = &self.log {
                     self.rt.block_on(log.append(&e))?;
                     let happened = crate::checkpoint::history::of_entry(self.before.as_ref(), &e);
@@ -210,6 +211,7 @@ impl<'a> Committer<'a> {
             state: Vec::new(),
             files_seen: None,
             events: Vec::new(),
+            params: BTreeMap::new(),
             seen_ids: self
                 .recorder
                 .as_mut()
@@ -360,4 +362,22 @@ mod tests {
             ]
         );
     }
+}
+
+/// The parameters of each plugin step of `ran` that differ from the plan's own.
+fn step_params(
+    plan: &[crate::plan::StepPlan],
+    ran: &[crate::plan::StepPlan],
+) -> crate::checkpoint::StepParams {
+    use crate::plan::StepPlan;
+    plan.iter()
+        .zip(ran)
+        .enumerate()
+        .filter_map(|(i, pair)| match pair {
+            (StepPlan::Plugin(p, _), StepPlan::Plugin(r, _)) if p.0.params() != r.0.params() => {
+                Some((i, r.0.params().iter().cloned().collect()))
+            }
+            _ => None,
+        })
+        .collect()
 }

@@ -250,7 +250,7 @@ fn resume_after(
     let records: u64 = last.partitions.iter().map(|p| p.end - p.start).sum();
     if !done && can_replay {
         let steps = plan
-            .pinned_steps(&last.plugins)
+            .pinned_steps_with(&last.plugins, &last.params)
             .map_err(RunError::Recovery)?;
         start.first_batch = last.batch;
         start.last_time_ms = before.as_ref().map(|b| b.batch_time_ms);

@@ -318,6 +318,14 @@ pub struct Stage {
     cost: CallCost,
 }
 
+impl Stage {
+    /// The parameters its instances were given (the manifest's defaults, overridden by the
+    /// step's).
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+}
+
 impl fmt::Debug for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stage")

@@ -115,7 +115,9 @@ pub fn for_batch(plan: &Plan, entry: &Entry, overrides: &Overrides) -> Result<Ar
     for name in overrides.names() {
         pinned.remove(name);
     }
-    let steps = plan.pinned_steps(&pinned).map_err(|e| {
+    let mut params = entry.params.clone();
+    params.retain(|i, _| !overrides.stages.iter().any(|(j, _)| j == i));
+    let steps = plan.pinned_steps_with(&pinned, &params).map_err(|e| {
         ReplayError::Plugin(format!(
             "batch {}: {e}; give that plugin with --plugin NAME=FILE to replay it with another version",
             entry.batch
