@@ -46,28 +46,7 @@ impl Setup {
             plugins.join("tag.wasm"),
         )
         .unwrap();
-        let pipeline = write_pipeline(
-            tmp.path(),
-            r#"version = 1
-batch-interval = "200ms"
-block-interval = "50ms"
-
-[source]
-kind = "generator"
-partitions = 1
-rate = 2000
-
-[[transform]]
-plugin = "tag"
-
-[[sink]]
-kind = "files"
-path = "out"
-
-[swap]
-watch = false
-"#,
-        );
+        let pipeline = write_pipeline(tmp.path(), &pipeline_text("plugin = \"tag\""));
         Setup {
             upper: digest(&plugins_dir().join("uppercase.wasm")),
             same: digest(&plugins_dir().join("identity.wasm")),
@@ -117,6 +96,32 @@ watch = false
         std::fs::copy(plugins_dir().join(component), &path).unwrap();
         path
     }
+}
+
+/// A pipeline from a generator (one partition, 2,000 lines/s) through the step `step` (the
+/// body of its `[[transform]]`) to files, 200 ms batches; the plugin directory is not watched.
+fn pipeline_text(step: &str) -> String {
+    format!(
+        r#"version = 1
+batch-interval = "200ms"
+block-interval = "50ms"
+
+[source]
+kind = "generator"
+partitions = 1
+rate = 2000
+
+[[transform]]
+{step}
+
+[[sink]]
+kind = "files"
+path = "out"
+
+[swap]
+watch = false
+"#
+    )
 }
 
 /// Waits (at most [`WAIT_TIMEOUT`]) until `done` holds for the run, which must stay alive.
@@ -392,26 +397,7 @@ fn parameters_given_in_a_swap_are_recorded_with_each_batch_and_a_recompute_uses_
     }
     let pipeline = write_pipeline(
         root,
-        r#"version = 1
-batch-interval = "200ms"
-block-interval = "50ms"
-
-[source]
-kind = "generator"
-partitions = 1
-rate = 2000
-
-[[transform]]
-plugin = "grep"
-params = { pattern = "a" }
-
-[[sink]]
-kind = "files"
-path = "out"
-
-[swap]
-watch = false
-"#,
+        &pipeline_text("plugin = \"grep\"\nparams = { pattern = \"a\" }"),
     );
     let mut run = Running::start(sluice_run(root, &pipeline, &plugins));
     let admin = root.join("checkpoints").join("admin.json");
