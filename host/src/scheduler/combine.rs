@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::job::{Counts, Fast, Lineage, Part, into_parts};
+use super::open::{Counts, Fast};
+use super::part::{Lineage, Part, into_parts};
 use crate::batch::RecordBatch;
 
 /// Counts `part`'s keys locally (borrowing them: no allocation per record), then merges the

@@ -25,7 +25,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::job::{JobError, Lineage, Part};
+use super::part::{JobError, Lineage, Part};
 use crate::batch::RecordBatch;
 use crate::config::poison::{OnPoison, PoisonPolicy};
 use crate::plugin::limits::{CallCost, Limits};

@@ -8,12 +8,19 @@
 //! - Every batch interval the clock closes batch N. After every block of N, [`job::finish`]
 //!   runs what needs the whole batch (a count by key: from counts combined block by block) and
 //!   [`job::commit`] commits every sink once the driver recorded the batch.
+//! - The pieces: [`job`] (the two parts above), `open` (the open batch and the shape of the
+//!   steps), `part` (a partition's records between steps, and `JobError`), `call` (a plugin
+//!   step's calls: retries, poison isolation in [`isolate`], the shadow's candidate),
+//!   [`combine`] (count and repartition), [`shadow`] (shadow runs' comparison).
 //! - A slow runner makes blocks and closes wait in the channel, while the budget stops the
 //!   receivers: the scheduling delay grows and is shown.
 
+mod call;
 pub mod combine;
 pub mod isolate;
 pub mod job;
+mod open;
+mod part;
 pub mod shadow;
 pub mod tracker;
 

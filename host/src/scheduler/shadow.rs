@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use super::job::{Lineage, Part};
+use super::part::{Lineage, Part};
 use crate::batch::RecordBatch;
 use crate::plugin::{CallContext, Failure, TransformStage};
 

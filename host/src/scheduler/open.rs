@@ -1,0 +1,169 @@
+//! The open batch: the steps it pinned, the shadow it compares, and what its blocks did so
+//! far; and the [`Shape`] of a pipeline's steps (which run per block, which at the close).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::part::Part;
+use super::shadow::Shadow;
+use crate::plan::{Plan, StepPlan};
+use crate::plugin::CallContext;
+
+/// How a pipeline's steps split between blocks and the batch's close.
+///
+/// The steps before the first `repartition-by-key` or `count-by-key` work record by record,
+/// so they run on each block as soon as it is cut (the *narrow* steps). What comes after
+/// needs the whole batch and runs when it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// How many steps run on each block.
+    pub narrow: usize,
+    /// What happens to a block's output.
+    pub combine: Combine,
+}
+
+/// What happens to a block's output after the narrow steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// Nothing waits for the batch: the block goes to the sinks now.
+    Stream,
+    /// `[repartition-by-key] count-by-key`: the block's keys are counted where it is (a
+    /// map-side combine) and merged into the batch's counts, per target partition
+    /// (`partitions`; `None`: where the record is). Steps from `rest` run on the counts.
+    Count {
+        /// The repartition's partition count.
+        partitions: Option<u32>,
+        /// The first step after the count.
+        rest: usize,
+    },
+    /// Anything else: the block's output is kept until the batch closes, then steps from
+    /// `from` run on it.
+    Collect {
+        /// The first step that needs the whole batch.
+        from: usize,
+    },
+}
+
+impl Shape {
+    /// The shape of `steps` over `partitions` source partitions.
+    pub fn of(steps: &[StepPlan], partitions: u32) -> Shape {
+        let narrow = steps
+            .iter()
+            .position(|s| matches!(s, StepPlan::RepartitionByKey(_) | StepPlan::CountByKey))
+            .unwrap_or(steps.len());
+        let combine = match &steps[narrow..] {
+            [] => Combine::Stream,
+            [StepPlan::CountByKey, ..] => Combine::Count {
+                partitions: None,
+                rest: narrow + 1,
+            },
+            [StepPlan::RepartitionByKey(n), StepPlan::CountByKey, ..] => Combine::Count {
+                partitions: Some(n.unwrap_or(partitions).max(1)),
+                rest: narrow + 2,
+            },
+            _ => Combine::Collect { from: narrow },
+        };
+        Shape { narrow, combine }
+    }
+}
+
+/// Numbers each stage's calls per partition within a batch (the WIT `batch-context.part`).
+#[derive(Debug, Default)]
+pub(super) struct Calls(Mutex<HashMap<(usize, u32), u32>>);
+
+impl Calls {
+    pub(super) fn next(&self, stage: usize, partition: u32) -> u32 {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry((stage, partition)).or_default();
+        *n += 1;
+        *n - 1
+    }
+}
+
+/// The hasher of the per-key counts: fixed, so a key always lands in the same partition.
+pub type Fast = foldhash::fast::FixedState;
+
+/// Counts per key of one target partition.
+pub type Counts = HashMap<Box<[u8]>, u64, Fast>;
+
+/// The batch that is open: what its blocks did so far.
+#[derive(Debug)]
+pub struct OpenBatch {
+    /// The batch id.
+    pub id: u64,
+    /// The batch time (the end of its interval), ms since the epoch.
+    pub time_ms: i64,
+    pub(super) calls: Calls,
+    pub(super) counts: Vec<Mutex<Counts>>,
+    pub(super) kept: Mutex<Vec<Part>>,
+    pub(super) kept_bytes: AtomicU64,
+    pub(super) records_in: AtomicU64,
+    pub(super) records_out: AtomicU64,
+    pub(super) markers: Mutex<Vec<i64>>,
+    /// Per step, the poison records dead-lettered in this batch.
+    pub(super) poisoned: Vec<AtomicU32>,
+    pub(super) dead_before: u64,
+    /// Time spent on its blocks so far.
+    pub busy: Duration,
+    /// The steps it runs, pinned when it opened (a recomputed batch runs with the plugin
+    /// versions it first ran with).
+    pub steps: std::sync::Arc<Vec<StepPlan>>,
+    /// The candidate running in the shadow of a step's plugin, pinned when it opened.
+    pub shadow: Option<std::sync::Arc<Shadow>>,
+    pub(super) shadow_calls: Calls,
+}
+
+impl OpenBatch {
+    /// Opens batch `id` with batch time `time_ms`, running `steps`.
+    pub fn new(
+        plan: &Plan,
+        shape: &Shape,
+        id: u64,
+        time_ms: i64,
+        steps: std::sync::Arc<Vec<StepPlan>>,
+    ) -> OpenBatch {
+        let targets = match shape.combine {
+            Combine::Count {
+                partitions: Some(n),
+                ..
+            } => n,
+            _ => plan.partitions,
+        };
+        OpenBatch {
+            id,
+            time_ms,
+            calls: Calls::default(),
+            counts: (0..targets)
+                .map(|_| Mutex::new(Counts::with_hasher(Fast::default())))
+                .collect(),
+            kept: Mutex::default(),
+            kept_bytes: AtomicU64::new(0),
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            markers: Mutex::default(),
+            poisoned: steps.iter().map(|_| AtomicU32::new(0)).collect(),
+            dead_before: plan.dead_letters.total(),
+            busy: Duration::ZERO,
+            steps,
+            shadow: None,
+            shadow_calls: Calls::default(),
+        }
+    }
+
+    /// The bytes of the blocks whose output it keeps until it closes (for the budget).
+    pub fn kept_bytes(&self) -> u64 {
+        self.kept_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn ctx(&self, plan: &Plan, partition: u32, part: u32) -> CallContext {
+        CallContext {
+            stream: plan.stream.clone(),
+            partition,
+            batch_id: self.id,
+            batch_time_ms: self.time_ms,
+            part,
+        }
+    }
+}
