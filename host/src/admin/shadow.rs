@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::AdminError;
 use super::client::{Endpoint, SwapArgs, plugin_path, read_candidate};
+use crate::swap::short;
 
 /// Exit code of a shadow run whose candidate's output differed from the live version's.
 pub const EXIT_DIFFERED: u8 = 1;
@@ -170,8 +171,4 @@ pub fn promote_command(
         }),
         _ => Err(endpoint.rejected(status, &answer)),
     }
-}
-
-fn short(d: &str) -> &str {
-    &d[..12.min(d.len())]
 }

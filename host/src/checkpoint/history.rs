@@ -15,25 +15,47 @@ use serde_json::Value;
 
 use super::{CheckpointLog, Entry};
 
+/// A change of plugin version between two recorded batches: a swap, or a restart on another
+/// version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VersionChange {
+    /// The first batch that ran the new version.
+    pub batch: u64,
+    /// That batch's time, epoch ms.
+    pub batch_time_ms: i64,
+    /// The plugin.
+    pub plugin: String,
+    /// The sha256 the batch before ran (`None`: the plugin was not used before).
+    pub from: Option<String>,
+    /// The sha256 this batch ran (`None`: the plugin is no longer used).
+    pub to: Option<String>,
+}
+
+/// The changes of plugin version from a batch that ran `before` to entry `e`.
+pub fn changes(before: &BTreeMap<String, String>, e: &Entry) -> Vec<VersionChange> {
+    let names: std::collections::BTreeSet<&String> =
+        before.keys().chain(e.plugins.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| before.get(*name) != e.plugins.get(*name))
+        .map(|name| VersionChange {
+            batch: e.batch,
+            batch_time_ms: e.batch_time_ms,
+            plugin: name.clone(),
+            from: before.get(name).cloned(),
+            to: e.plugins.get(name).cloned(),
+        })
+        .collect()
+}
+
 /// What happened at entry `e`, given the plugin versions of the batch before (`None`: the
 /// first batch known).
 pub fn of_entry(before: Option<&BTreeMap<String, String>>, e: &Entry) -> Vec<Value> {
     let mut out = Vec::new();
-    if let Some(b) = before {
-        let names: std::collections::BTreeSet<&String> = b.keys().chain(e.plugins.keys()).collect();
-        for name in names {
-            let (from, to) = (b.get(name), e.plugins.get(name));
-            if from != to {
-                out.push(serde_json::json!({
-                    "event": "swap",
-                    "batch": e.batch,
-                    "batch_time_ms": e.batch_time_ms,
-                    "plugin": name,
-                    "from": from,
-                    "to": to,
-                }));
-            }
-        }
+    for c in before.map(|b| changes(b, e)).unwrap_or_default() {
+        let mut v = serde_json::to_value(&c).unwrap_or_default();
+        v["event"] = "swap".into();
+        out.push(v);
     }
     for ev in &e.events {
         let mut v = serde_json::to_value(ev).unwrap_or_default();

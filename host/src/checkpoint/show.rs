@@ -21,21 +21,7 @@ pub enum Show {
     History,
 }
 
-/// A change of plugin version between two recorded batches: a swap, or a restart on another
-/// version.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VersionChange {
-    /// The first batch that ran the new version.
-    pub batch: u64,
-    /// That batch's time, epoch ms.
-    pub batch_time_ms: i64,
-    /// The plugin.
-    pub plugin: String,
-    /// The sha256 the batch before ran (`None`: the plugin was not used before).
-    pub from: Option<String>,
-    /// The sha256 this batch ran (`None`: the plugin is no longer used).
-    pub to: Option<String>,
-}
+pub use super::history::VersionChange;
 
 /// Every change of plugin version across `entries` (in batch order); damaged entries are
 /// passed over.
@@ -44,20 +30,7 @@ pub fn version_changes(entries: &[super::Result<Entry>]) -> Vec<VersionChange> {
     let mut before: Option<&Entry> = None;
     for e in entries.iter().filter_map(|e| e.as_ref().ok()) {
         if let Some(b) = before {
-            let names: std::collections::BTreeSet<&String> =
-                b.plugins.keys().chain(e.plugins.keys()).collect();
-            for name in names {
-                let (from, to) = (b.plugins.get(name), e.plugins.get(name));
-                if from != to {
-                    changes.push(VersionChange {
-                        batch: e.batch,
-                        batch_time_ms: e.batch_time_ms,
-                        plugin: name.clone(),
-                        from: from.cloned(),
-                        to: to.cloned(),
-                    });
-                }
-            }
+            changes.extend(super::history::changes(&b.plugins, e));
         }
         before = Some(e);
     }

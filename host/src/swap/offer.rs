@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::Live;
+use super::{Live, short};
 use crate::config::Step;
 use crate::plan::Plan;
 use crate::plugin::limits::Grants;
@@ -417,8 +417,4 @@ impl Drop for Staged {
             tracing::warn!(dir = %self.dir.display(), error = %e, "Could not remove a staged plugin version.");
         }
     }
-}
-
-fn short(digest: &str) -> &str {
-    &digest[..12.min(digest.len())]
 }
