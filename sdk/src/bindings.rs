@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use crate::{
     BadRecord, Batch, BatchBuilder, BatchParts, Column, Context, Error, HeaderColumns, KeyColumn,
-    Output, Params, Receiver, Sink, Transform,
+    Output, Params, Receiver, SelfTest, Sink, Transform,
 };
 
 /// The `transformer` world; it also holds the `types` and `host` interfaces the other worlds
@@ -15,6 +15,19 @@ pub mod transformer {
         path: "../wit",
         world: "transformer",
         pub_export_macro: true,
+    });
+}
+
+/// The `self-tested` world: the `self-test` export alone, joined by `export_transform!(T,
+/// self_test)` with the `transformer` world into one component of world `tested-transformer`.
+pub mod self_tested {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "self-tested",
+        pub_export_macro: true,
+        with: {
+            "sluice:plugin/types@0.1.0": crate::__private::transformer::sluice::plugin::types,
+        },
     });
 }
 
@@ -45,6 +58,7 @@ pub mod receiver {
 }
 
 pub use receiver::exports::sluice::plugin::source::Guest as ReceiverGuest;
+pub use self_tested::exports::sluice::plugin::self_test::Guest as SelfTestGuest;
 pub use sink::exports::sluice::plugin::deliver::Guest as SinkGuest;
 pub use transformer::exports::sluice::plugin::transform::Guest as TransformGuest;
 pub use transformer::sluice::plugin::host;
@@ -163,6 +177,15 @@ pub fn transform<T: Transform>(
         keys: parts.keys.map(keys_out),
         rejected: parts.rejected.into_iter().map(bad_record_out).collect(),
     })
+}
+
+/// `self-test.run`, on the instance `init` made.
+pub fn self_test<T: SelfTest>(state: &State<T>, params: wit::Params) -> Result<(), String> {
+    let mut state = state.borrow_mut();
+    let plugin = state
+        .as_mut()
+        .ok_or("the self-test was called before `init` succeeded")?;
+    plugin.self_test(&Params::new(params))
 }
 
 /// `deliver.init`.

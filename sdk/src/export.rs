@@ -25,34 +25,60 @@
 ///
 /// export_transform!(Identity);
 /// ```
+///
+/// `export_transform!(T, self_test)` makes a component of world `tested-transformer` instead:
+/// the same, plus the `self-test` export, which calls [`SelfTest::self_test`](crate::SelfTest::self_test)
+/// on a freshly initialised instance before the host lets the version go live.
 #[macro_export]
 macro_rules! export_transform {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            ::std::thread_local! {
-                static __SLUICE_STATE: $crate::__private::State<$plugin> =
-                    const { $crate::__private::State::<$plugin>::new(::core::option::Option::None) };
-            }
-            struct __SluiceExport;
-            impl $crate::__private::TransformGuest for __SluiceExport {
-                fn init(
-                    params: $crate::__private::wit::Params,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    __SLUICE_STATE.with(|s| $crate::__private::transform_init::<$plugin>(s, params))
-                }
-                fn transform(
-                    ctx: $crate::__private::wit::BatchContext,
-                    input: $crate::__private::wit::Batch,
-                ) -> ::core::result::Result<$crate::__private::wit::Output, $crate::__private::wit::Error>
-                {
-                    __SLUICE_STATE.with(|s| $crate::__private::transform::<$plugin>(s, ctx, input))
-                }
-            }
+            $crate::export_transform!(@guest $plugin);
             $crate::__private::transformer::export!(
                 __SluiceExport with_types_in $crate::__private::transformer
             );
         };
+    };
+    ($plugin:ty, self_test) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            $crate::export_transform!(@guest $plugin);
+            $crate::__private::transformer::export!(
+                __SluiceExport with_types_in $crate::__private::transformer
+            );
+            impl $crate::__private::SelfTestGuest for __SluiceExport {
+                fn run(
+                    params: $crate::__private::wit::Params,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    __SLUICE_STATE.with(|s| $crate::__private::self_test::<$plugin>(s, params))
+                }
+            }
+            $crate::__private::self_tested::export!(
+                __SluiceExport with_types_in $crate::__private::self_tested
+            );
+        };
+    };
+    (@guest $plugin:ty) => {
+        ::std::thread_local! {
+            static __SLUICE_STATE: $crate::__private::State<$plugin> =
+                const { $crate::__private::State::<$plugin>::new(::core::option::Option::None) };
+        }
+        struct __SluiceExport;
+        impl $crate::__private::TransformGuest for __SluiceExport {
+            fn init(
+                params: $crate::__private::wit::Params,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                __SLUICE_STATE.with(|s| $crate::__private::transform_init::<$plugin>(s, params))
+            }
+            fn transform(
+                ctx: $crate::__private::wit::BatchContext,
+                input: $crate::__private::wit::Batch,
+            ) -> ::core::result::Result<$crate::__private::wit::Output, $crate::__private::wit::Error>
+            {
+                __SLUICE_STATE.with(|s| $crate::__private::transform::<$plugin>(s, ctx, input))
+            }
+        }
     };
 }
 

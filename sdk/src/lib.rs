@@ -82,4 +82,4 @@ pub use context::Context;
 pub use error::{BadRecord, Error};
 pub use output::{Origin, Output, OutputParts};
 pub use params::Params;
-pub use plugin::{Poll, Receiver, Sink, Transform};
+pub use plugin::{Poll, Receiver, SelfTest, Sink, Transform};

@@ -17,6 +17,20 @@ pub trait Transform: Sized + 'static {
     fn transform(&mut self, ctx: &Context, input: &Batch, out: &mut Output) -> Result<(), Error>;
 }
 
+/// A transformation's own check, exported beside it with
+/// `export_transform!(T, self_test)` (world `tested-transformer`).
+///
+/// Before a version goes live (when the pipeline starts, and when it is offered in a hot swap)
+/// the host makes a fresh instance, calls [`Transform::init`], then this, with the same
+/// parameters and under the plugin's limits. An `Err` (or a panic) refuses the version with the
+/// message: the pipeline does not start, or the live version stays. The instance is dropped
+/// afterwards, so the test may change `self` freely; a known input through
+/// [`Transform::transform`] is the usual check.
+pub trait SelfTest: Transform {
+    /// Checks the plugin; returns why it failed, for a person to read.
+    fn self_test(&mut self, params: &Params) -> Result<(), String>;
+}
+
 /// A sink: the last step of a pipeline, which writes batches somewhere outside. Export it with
 /// [`crate::export_sink!`].
 ///

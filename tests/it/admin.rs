@@ -28,7 +28,7 @@ pub(crate) struct Setup {
     pub(crate) same: String,
 }
 
-fn digest(path: &Path) -> String {
+pub(crate) fn digest(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap();
     sha2::Sha256::digest(&bytes)
         .iter()
@@ -76,7 +76,7 @@ impl Setup {
     }
 
     /// `sluice plugin swap <pipeline> tag <file> <args>`.
-    fn swap(&self, file: &Path, args: &[&str]) -> Output {
+    pub(crate) fn swap(&self, file: &Path, args: &[&str]) -> Output {
         Command::new(sluice_bin())
             .args(["plugin", "swap"])
             .arg(&self.pipeline)
@@ -90,17 +90,22 @@ impl Setup {
 
     /// A copy of `component` of the test plugins, as `name` in the test's directory.
     pub(crate) fn version(&self, component: &str, name: &str) -> PathBuf {
+        self.version_of(&plugins_dir().join(component), name)
+    }
+
+    /// A copy of the component at `path`, as `name` in the test's directory.
+    pub(crate) fn version_of(&self, path: &Path, name: &str) -> PathBuf {
         let dir = self.root().join("versions");
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::copy(plugins_dir().join(component), &path).unwrap();
-        path
+        let copy = dir.join(name);
+        std::fs::copy(path, &copy).unwrap();
+        copy
     }
 }
 
 /// A pipeline from a generator (one partition, 2,000 lines/s) through the step `step` (the
 /// body of its `[[transform]]`) to files, 200 ms batches; the plugin directory is not watched.
-fn pipeline_text(step: &str) -> String {
+pub(crate) fn pipeline_text(step: &str) -> String {
     format!(
         r#"version = 1
 batch-interval = "200ms"
@@ -162,7 +167,7 @@ fn get_plugins(address: &str, authorization: Option<&str>) -> (u16, String) {
     )
 }
 
-fn live_digest(address: &str, token: &str) -> String {
+pub(crate) fn live_digest(address: &str, token: &str) -> String {
     let (status, body) = get_plugins(address, Some(&format!("Bearer {token}")));
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();

@@ -18,6 +18,7 @@ mod plugins;
 mod poison;
 mod recovery;
 mod replay;
+mod self_test;
 mod shadow;
 mod supervise;
 mod swap;

@@ -187,6 +187,8 @@ pub enum Failure {
     Trapped(String),
     /// `init` refused the parameters.
     Init(String),
+    /// The plugin's `self-test` export reported a failure.
+    SelfTest(String),
     /// The guest returned `error::retryable`.
     Retryable(String),
     /// The guest returned `error::fatal`.
@@ -233,6 +235,7 @@ impl fmt::Display for Failure {
             ),
             Failure::Trapped(m) => write!(f, "trapped: {m}"),
             Failure::Init(m) => write!(f, "refused its parameters: {m}"),
+            Failure::SelfTest(m) => write!(f, "failed its self-test: {m}"),
             Failure::Retryable(m) => write!(f, "failed, retryable: {m}"),
             Failure::Fatal(m) => write!(f, "failed: {m}"),
             Failure::BadRecord { index, reason } => {

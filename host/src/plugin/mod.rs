@@ -20,6 +20,7 @@ pub mod limits;
 pub mod manifest;
 pub mod runtime;
 pub mod scaffold;
+mod self_test;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::Component;
+use wasmtime::component::{self, Component};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::batch::{BytesColumn, Headers, Keys, RecordBatch};
@@ -221,12 +222,13 @@ impl Plugin {
         Ok(stage)
     }
 
-    /// A transformation stage; refuses a plugin of another kind.
+    /// A transformation stage; refuses a plugin of another kind, and one whose `self-test`
+    /// export (when it has one) fails with these parameters.
     pub fn transformer(&self, params: &BTreeMap<String, String>) -> Result<TransformStage, String> {
         self.expect_kind(PluginKind::Transformer)?;
-        self.stage(params)
-            .map(TransformStage)
-            .map_err(|e| e.to_string())
+        let stage = self.stage(params).map_err(|e| e.to_string())?;
+        stage.self_test().map_err(|e| e.to_string())?;
+        Ok(TransformStage(stage))
     }
 
     /// A sink stage; refuses a plugin of another kind.
@@ -297,7 +299,8 @@ pub struct CallContext {
 }
 
 enum Bound {
-    Transformer(v0_1::transformer::Transformer),
+    /// The bindings, and the instance itself for the optional `self-test` export.
+    Transformer(v0_1::transformer::Transformer, component::Instance),
     Sink(v0_1::sink::Sink),
     Receiver(v0_1::receiver::Receiver),
 }
@@ -400,7 +403,11 @@ impl Stage {
 
     fn bind(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bound> {
         match &self.plugin.inner.pre {
-            KindPre::Transformer(pre) => pre.instantiate(store).map(Bound::Transformer),
+            KindPre::Transformer(pre) => {
+                let raw = pre.instance_pre().instantiate(&mut *store)?;
+                let bound = v0_1::transformer::Transformer::new(&mut *store, &raw)?;
+                Ok(Bound::Transformer(bound, raw))
+            }
             KindPre::Sink(pre) => pre.instantiate(store).map(Bound::Sink),
             KindPre::Receiver(pre) => pre.instantiate(store).map(Bound::Receiver),
         }
@@ -444,7 +451,7 @@ impl Stage {
             .collect();
         let owned_params = &self.params;
         let result = self.call_on(&mut inst, &init_site, &limits, |bound, store| match bound {
-            Bound::Transformer(t) => t.sluice_plugin_transform().call_init(store, &params),
+            Bound::Transformer(t, _) => t.sluice_plugin_transform().call_init(store, &params),
             Bound::Sink(s) => s.sluice_plugin_deliver().call_init(store, &params),
             Bound::Receiver(r) => r.sluice_plugin_source().call_init(store, owned_params),
         });
@@ -668,7 +675,7 @@ impl TransformStage {
         let (out, elapsed, memory) =
             self.0
                 .call_within(site.clone(), limits, |bound, store| match bound {
-                    Bound::Transformer(t) => t
+                    Bound::Transformer(t, _) => t
                         .sluice_plugin_transform()
                         .call_transform(store, wit_ctx, wit_batch),
                     _ => unreachable!("a transform stage holds a transformer"),

@@ -230,8 +230,12 @@ pub fn describe(plugin: &Plugin) -> String {
         i.path.display(),
         i.size,
         i.digest,
-        i.kind,
-        i.wit_package,
+        if plugin.has_self_test() {
+            "tested-transformer"
+        } else {
+            i.kind.world()
+        },
+        i.exports.join(", "),
         i.imports.join(", "),
         i.compile_time.as_secs_f64() * 1e3,
         if i.cached {
