@@ -38,6 +38,9 @@ pub enum StepPlan {
     RepartitionByKey(Option<u32>),
     /// Count records per key.
     CountByKey,
+    /// A window over batch time, and its state (shared by every batch that pins the steps,
+    /// so it lives across hot swaps).
+    Window(Arc<crate::ops::window::WindowOp>),
     /// A step in native Rust, for benchmarks that compare it with a plugin doing the same.
     Native(NativeStep),
 }
@@ -369,6 +372,9 @@ fn build_steps(
                 StepPlan::RepartitionByKey(partitions)
             }
             Step::CountByKey => StepPlan::CountByKey,
+            Step::Window { kind, spec } => {
+                StepPlan::Window(Arc::new(crate::ops::window::WindowOp::new(i, kind, spec)))
+            }
         });
     }
     Ok(steps)
@@ -480,6 +486,7 @@ impl std::fmt::Debug for StepPlan {
             StepPlan::Plugin(s, _) => write!(f, "Plugin({})", s.plugin().name()),
             StepPlan::RepartitionByKey(n) => write!(f, "RepartitionByKey({n:?})"),
             StepPlan::CountByKey => f.write_str("CountByKey"),
+            StepPlan::Window(w) => write!(f, "Window({})", w.kind.name()),
             StepPlan::Native(n) => write!(f, "Native({})", n.name),
         }
     }

@@ -23,3 +23,4 @@ mod shadow;
 mod supervise;
 mod swap;
 mod wal;
+mod window;

@@ -8,13 +8,17 @@
 
 pub mod admin;
 pub mod poison;
+pub mod step;
 pub mod swap;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use step::{Step, StepConfig};
 
 use crate::error::Fault;
 use crate::plugin::limits::{Grants, RuntimeConfig};
@@ -456,118 +460,6 @@ fn default_stream() -> String {
     "input".to_owned()
 }
 
-/// `[[transform]]`: one step, either `plugin = "NAME"` (with `params`) or `builtin = "…"`:
-/// `"repartition-by-key"` (records with the same key meet in one partition; `partitions`
-/// after, default as many as before) or `"count-by-key"` (one record per key and partition:
-/// the key, and the count in decimal; after a repartition, the batch's global counts). A plugin
-/// step also takes `on-poison` and `max-poison-per-batch` (see [`poison::PoisonPolicy`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct StepConfig {
-    /// `plugin`: a transformation plugin's name.
-    #[serde(default)]
-    pub plugin: Option<String>,
-    /// `params`: the plugin's parameters.
-    #[serde(default)]
-    pub params: BTreeMap<String, String>,
-    /// `builtin`: a step inside the host.
-    #[serde(default)]
-    pub builtin: Option<String>,
-    /// `partitions`: for `repartition-by-key`.
-    #[serde(default)]
-    pub partitions: Option<u32>,
-    /// `on-poison`: `"dead-letter"` or `"stop"`, for a record on which the plugin traps, runs
-    /// past its time budget or hits its memory cap alone. Default `"dead-letter"`. Plugins only.
-    #[serde(default)]
-    pub on_poison: Option<poison::OnPoison>,
-    /// `max-poison-per-batch`: how many poison records of one batch the step may dead-letter
-    /// before the pipeline stops. Default 100; at least 1. Plugins only.
-    #[serde(default)]
-    pub max_poison_per_batch: Option<u32>,
-}
-
-/// A step, once checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// A transformation plugin and its parameters.
-    Plugin {
-        /// The plugin's name.
-        name: String,
-        /// Its parameters.
-        params: BTreeMap<String, String>,
-        /// What it does with a poison record (`on-poison`, `max-poison-per-batch`).
-        poison: poison::PoisonPolicy,
-    },
-    /// Records with the same key meet in one partition.
-    RepartitionByKey {
-        /// Partitions after; `None` keeps the count.
-        partitions: Option<u32>,
-    },
-    /// One record per key: the key and its count.
-    CountByKey,
-}
-
-impl StepConfig {
-    /// The poison policy this entry sets, or what is wrong with it.
-    fn poison(&self, here: &str) -> Result<poison::PoisonPolicy, String> {
-        if self.max_poison_per_batch == Some(0) {
-            return Err(format!(
-                "{here}: key `max-poison-per-batch` must be at least 1"
-            ));
-        }
-        let default = poison::PoisonPolicy::default();
-        Ok(poison::PoisonPolicy {
-            on_poison: self.on_poison.unwrap_or(default.on_poison),
-            max_per_batch: self.max_poison_per_batch.unwrap_or(default.max_per_batch),
-        })
-    }
-
-    /// The step this entry (the `n`th, from 1) describes, or what is wrong with it.
-    pub fn step(&self, n: usize) -> Result<Step, String> {
-        let here = format!("`[[transform]]` number {n}");
-        match (&self.plugin, self.builtin.as_deref()) {
-            (Some(_), Some(_)) => Err(format!("{here}: has both `plugin` and `builtin`; give one")),
-            (None, None) => Err(format!(
-                "{here}: needs `plugin = \"NAME\"` or `builtin = \"…\"`"
-            )),
-            (Some(name), None) => {
-                if self.partitions.is_some() {
-                    return Err(format!(
-                        "{here}: key `partitions` is only for `builtin = \"repartition-by-key\"`"
-                    ));
-                }
-                Ok(Step::Plugin {
-                    name: name.clone(),
-                    params: self.params.clone(),
-                    poison: self.poison(&here)?,
-                })
-            }
-            (None, Some(b)) => {
-                if !self.params.is_empty() {
-                    return Err(format!("{here}: key `params` is only for plugins"));
-                }
-                if self.on_poison.is_some() || self.max_poison_per_batch.is_some() {
-                    return Err(format!(
-                        "{here}: keys `on-poison` and `max-poison-per-batch` are only for plugins"
-                    ));
-                }
-                match b {
-                    "repartition-by-key" => Ok(Step::RepartitionByKey {
-                        partitions: self.partitions,
-                    }),
-                    "count-by-key" if self.partitions.is_none() => Ok(Step::CountByKey),
-                    "count-by-key" => Err(format!(
-                        "{here}: key `partitions` is only for `repartition-by-key`"
-                    )),
-                    other => Err(format!(
-                        "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\" or \"count-by-key\""
-                    )),
-                }
-            }
-        }
-    }
-}
-
 /// `[[sink]]`, as written: `kind` says which sink, and only that kind's keys may be set.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -797,7 +689,7 @@ impl PipelineFile {
             return Err("key `memory-budget`: must be at least 1MiB".to_owned());
         }
         for (i, step) in self.transform.iter().enumerate() {
-            step.step(i + 1)?;
+            step.step(i + 1, self.batch_interval)?;
         }
         Ok(())
     }
@@ -807,7 +699,7 @@ impl PipelineFile {
         self.transform
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.step(i + 1).ok())
+            .filter_map(|(i, s)| s.step(i + 1, self.batch_interval).ok())
             .collect()
     }
 }

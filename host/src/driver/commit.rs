@@ -147,6 +147,15 @@ impl<'a> Committer<'a> {
                 e.events = events;
                 e.params = step_params(&plan.steps, &steps);
                 if let Some(log) = &self.log {
+                    e.state = self
+                        .rt
+                        .block_on(crate::state::write_batch(log.location(), id, &closed.state))
+                        .map_err(|e| {
+                            RunError::Checkpoint(crate::checkpoint::CheckpointError::Store {
+                                location: e.location,
+                                message: e.message,
+                            })
+                        })?;
                     self.rt.block_on(log.append(&e))?;
                     let happened = crate::checkpoint::history::of_entry(self.before.as_ref(), &e);
                     self.rt
@@ -247,6 +256,9 @@ impl<'a> Committer<'a> {
                 if let Err(e) = wal.truncate(&keep).await {
                     tracing::warn!(error = %e, "Segments of the write-ahead log that committed batches cover could not be deleted; the next commit tries again.");
                 }
+            }
+            if let Some(log) = &self.log {
+                crate::state::forget(self.plan, log.location(), entry.batch).await;
             }
             if let Some(log) = &self.log
                 && entry.batch.is_multiple_of(SNAPSHOT_EVERY)

@@ -117,6 +117,7 @@ pub fn run(
     );
     let blocks = Arc::new(manager);
     let mut start = recover::start(plan, rt, &blocks, opts.from_scratch)?;
+    restore_state(plan, rt, &start)?;
     let (cuts, wal) = match start.wal.take() {
         Some((wal, replay)) => (
             log_stage(rt, &wal, cuts, replay, &blocks, shutdown),
@@ -245,6 +246,27 @@ pub fn run(
     summary.peak_buffered = blocks.peak();
     summary.backpressure_waits = blocks.backpressure_waits();
     Ok(summary)
+}
+
+/// Puts back the windows' state as of the newest checkpoint entry (see [`crate::state`]).
+fn restore_state(
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    start: &recover::Start,
+) -> Result<(), RunError> {
+    let last = match &start.replay {
+        Some(r) => Some(r.entry.batch),
+        None => start.last_time_ms.and(start.first_batch.checked_sub(1)),
+    };
+    if let (Some(log), Some(last)) = (&start.log, last) {
+        rt.block_on(crate::state::restore(plan, log.location(), last))
+            .map_err(|e| {
+                RunError::Recovery(format!(
+                    "{e}; the window's state cannot be restored exactly (`sluice run --from-scratch` starts over)"
+                ))
+            })?;
+    }
+    Ok(())
 }
 
 /// Starts the receivers, the block generator and the batch clock; returns the clock and where

@@ -61,6 +61,15 @@ impl<'a> Source<'a> {
                 "the Event Hubs source has `checkpoint-dir = {dir:?}`: its receivers would write the replay's positions there, over the running pipeline's; replay with a copy of the pipeline file without `checkpoint-dir`"
             )));
         }
+        if let Some(StepPlan::Window(op)) =
+            plan.steps.iter().find(|s| matches!(s, StepPlan::Window(_)))
+        {
+            return Err(ReplayError::Refused(format!(
+                "`[[transform]]` number {} is a `{}`: a replay recomputes batches one by one and does not rebuild a window's state, so it would write windows that differ from the recorded run's",
+                op.step + 1,
+                op.kind.name()
+            )));
+        }
         let logged = match (&plan.checkpoint, plan.wal) {
             (Some(at), true) => Some(rt.block_on(Wal::read_only(at, "wal"))?),
             _ => None,

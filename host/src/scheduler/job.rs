@@ -129,7 +129,7 @@ fn run_block(
                 records: (step.f)(input),
                 lineage,
             },
-            StepPlan::RepartitionByKey(_) | StepPlan::CountByKey => {
+            StepPlan::RepartitionByKey(_) | StepPlan::CountByKey | StepPlan::Window(_) => {
                 unreachable!("Shape::of puts barriers after the narrow steps")
             }
         };
@@ -272,6 +272,9 @@ pub struct Closed {
     pub dead_letters: u64,
     /// The send stamps (epoch µs) of the batch's latency markers.
     pub markers: Vec<i64>,
+    /// What the batch contributed to each window step (by step index), to write with its
+    /// checkpoint entry ([`crate::state`]).
+    pub state: Vec<(usize, RecordBatch)>,
 }
 
 /// Finishes `batch` once it is closed: runs the steps that need the whole batch, writes their
@@ -302,6 +305,7 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
             Some((merge_parts(kept, plan.partitions), from))
         }
     };
+    let mut state = Vec::new();
     if let Some((mut parts, rest)) = parts_and_rest {
         for (i, step) in batch.steps.iter().enumerate().skip(rest) {
             parts = match step {
@@ -332,6 +336,11 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                     repartition(parts, n)
                 }
                 StepPlan::CountByKey => pool_map(&plan.pool, parts, |p| count_by_key(p, time_ms)),
+                StepPlan::Window(op) => {
+                    let (out, contribution) = window(plan, &batch, op, parts);
+                    state.push((op.step, contribution));
+                    out
+                }
                 StepPlan::Native(step) => pool_map(&plan.pool, parts, |p| Part {
                     partition: p.partition,
                     records: (step.f)(&p.records),
@@ -356,8 +365,48 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
         records_out: batch.records_out.load(Ordering::Relaxed),
         dead_letters: plan.dead_letters.total() - batch.dead_before,
         markers: std::mem::take(&mut *batch.markers.lock().unwrap_or_else(|e| e.into_inner())),
+        state,
     };
     Ok((closed, batch.kept_bytes.load(Ordering::Relaxed)))
+}
+
+/// Runs the batch's `parts` through window step `op`: the window's output when this batch ends
+/// a slide (else nothing), and the batch's contribution. A value a numeric aggregate cannot
+/// read goes to the dead letters with its source position.
+fn window(
+    plan: &Plan,
+    batch: &OpenBatch,
+    op: &crate::ops::window::WindowOp,
+    parts: Vec<Part>,
+) -> (Vec<Part>, RecordBatch) {
+    let inputs: Vec<&RecordBatch> = parts.iter().map(|p| &p.records).collect();
+    let applied = op.apply(batch.id, batch.time_ms, &inputs, plan.partitions);
+    for &(n, i) in &applied.not_numbers {
+        let part = &parts[n];
+        let (partition, offset) = part.lineage.at(i);
+        plan.dead_letters.add_from_builtin(
+            &plan.stream,
+            batch.id,
+            (op.step, op.kind.name()),
+            (partition, offset),
+            "the value is not a number, which the window's aggregate needs",
+            (&part.records, i),
+        );
+    }
+    let out = applied
+        .out
+        .into_iter()
+        .enumerate()
+        .map(|(p, records)| Part {
+            partition: p as u32,
+            lineage: Lineage::Range {
+                partition: p as u32,
+                start: 0,
+            },
+            records,
+        })
+        .collect();
+    (out, applied.contribution)
 }
 
 /// Commits batch `id` in every sink, in order, each retried on a transient failure.

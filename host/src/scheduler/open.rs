@@ -13,7 +13,8 @@ use crate::plugin::CallContext;
 
 /// How a pipeline's steps split between blocks and the batch's close.
 ///
-/// The steps before the first `repartition-by-key` or `count-by-key` work record by record,
+/// The steps before the first `repartition-by-key`, `count-by-key` or window work record by
+/// record,
 /// so they run on each block as soon as it is cut (the *narrow* steps). What comes after
 /// needs the whole batch and runs when it closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,12 @@ impl Shape {
     pub fn of(steps: &[StepPlan], partitions: u32) -> Shape {
         let narrow = steps
             .iter()
-            .position(|s| matches!(s, StepPlan::RepartitionByKey(_) | StepPlan::CountByKey))
+            .position(|s| {
+                matches!(
+                    s,
+                    StepPlan::RepartitionByKey(_) | StepPlan::CountByKey | StepPlan::Window(_)
+                )
+            })
             .unwrap_or(steps.len());
         let combine = match &steps[narrow..] {
             [] => Combine::Stream,

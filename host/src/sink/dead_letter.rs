@@ -11,6 +11,9 @@
 //! `value` and `timestamp`; a key or value that is not UTF-8 is under `key_base64` or
 //! `value_base64` instead ([`super::format::json_bytes`], as in the `jsonl` format).
 //!
+//! A record a built-in step could not take (a value that is not a number, for a window's
+//! numeric aggregate) has `builtin` (the step's name) and null `plugin` and `digest`.
+//!
 //! A record a sink's format cannot carry ([`DeadLetters::add_unwritable`]) has `sink` (the
 //! sink's name) instead of `plugin` and `digest`, and `failure` = `unwritable`.
 //!
@@ -136,6 +139,31 @@ impl DeadLetters {
             "failure": "unwritable",
         });
         self.push(batch_id, obj, u.batch, u.index);
+    }
+
+    /// Adds one record of `batch_id` that built-in step `step` (named `builtin`) could not
+    /// take: `plugin` and `digest` are null, `builtin` names the step.
+    pub fn add_from_builtin(
+        &self,
+        stream: &str,
+        batch_id: u64,
+        (step, builtin): (usize, &str),
+        (partition, offset): (u32, u64),
+        reason: &str,
+        (batch, index): (&RecordBatch, usize),
+    ) {
+        let obj = serde_json::json!({
+            "stream": stream,
+            "batch": batch_id,
+            "partition": partition,
+            "offset": offset,
+            "step": step,
+            "plugin": null,
+            "digest": null,
+            "builtin": builtin,
+            "reason": reason,
+        });
+        self.push(batch_id, obj, batch, index);
     }
 
     /// Completes `obj` with record `index` of `batch` and keeps it as a line of `batch_id`.

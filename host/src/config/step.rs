@@ -1,0 +1,208 @@
+//! `[[transform]]`: the steps of a pipeline, as written and once checked.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::poison;
+use super::window::{self, Aggregate, WindowKind, WindowSpec};
+
+/// `[[transform]]`: one step, either `plugin = "NAME"` (with `params`) or `builtin = "…"`:
+/// `"repartition-by-key"` (records with the same key meet in one partition; `partitions`
+/// after, default as many as before), `"count-by-key"` (one record per key and partition:
+/// the key, and the count in decimal; after a repartition, the batch's global counts), or a
+/// window step (`length`, `slide`, `aggregate`, `inverse`; see [`super::window`]). A plugin
+/// step also takes `on-poison` and `max-poison-per-batch` (see [`poison::PoisonPolicy`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StepConfig {
+    /// `plugin`: a transformation plugin's name.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// `params`: the plugin's parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// `builtin`: a step inside the host.
+    #[serde(default)]
+    pub builtin: Option<String>,
+    /// `partitions`: for `repartition-by-key`.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// `on-poison`: `"dead-letter"` or `"stop"`, for a record on which the plugin traps, runs
+    /// past its time budget or hits its memory cap alone. Default `"dead-letter"`. Plugins only.
+    #[serde(default)]
+    pub on_poison: Option<poison::OnPoison>,
+    /// `max-poison-per-batch`: how many poison records of one batch the step may dead-letter
+    /// before the pipeline stops. Default 100; at least 1. Plugins only.
+    #[serde(default)]
+    pub max_poison_per_batch: Option<u32>,
+    /// `length`: a window step's duration, a multiple of the batch interval.
+    #[serde(default, with = "humantime_serde")]
+    pub length: Option<Duration>,
+    /// `slide`: how far a window step moves between two windows; default the batch interval.
+    #[serde(default, with = "humantime_serde")]
+    pub slide: Option<Duration>,
+    /// `aggregate`: what `reduce-by-key-and-window` computes; default `"count"`.
+    #[serde(default)]
+    pub aggregate: Option<Aggregate>,
+    /// `inverse`: `reduce-by-key-and-window` keeps the window incrementally (Spark's inverse
+    /// function); default false.
+    #[serde(default)]
+    pub inverse: Option<bool>,
+}
+
+/// A step, once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A transformation plugin and its parameters.
+    Plugin {
+        /// The plugin's name.
+        name: String,
+        /// Its parameters.
+        params: BTreeMap<String, String>,
+        /// What it does with a poison record (`on-poison`, `max-poison-per-batch`).
+        poison: poison::PoisonPolicy,
+    },
+    /// Records with the same key meet in one partition.
+    RepartitionByKey {
+        /// Partitions after; `None` keeps the count.
+        partitions: Option<u32>,
+    },
+    /// One record per key: the key and its count.
+    CountByKey,
+    /// A window over batch time (see [`super::window`]).
+    Window {
+        /// What it outputs.
+        kind: WindowKind,
+        /// Its length and slide, in batches.
+        spec: WindowSpec,
+    },
+}
+
+impl StepConfig {
+    /// The poison policy this entry sets, or what is wrong with it.
+    fn poison(&self, here: &str) -> Result<poison::PoisonPolicy, String> {
+        if self.max_poison_per_batch == Some(0) {
+            return Err(format!(
+                "{here}: key `max-poison-per-batch` must be at least 1"
+            ));
+        }
+        let default = poison::PoisonPolicy::default();
+        Ok(poison::PoisonPolicy {
+            on_poison: self.on_poison.unwrap_or(default.on_poison),
+            max_per_batch: self.max_poison_per_batch.unwrap_or(default.max_per_batch),
+        })
+    }
+
+    /// The step this entry (the `n`th, from 1) describes, or what is wrong with it.
+    /// `interval` is the pipeline's batch interval, which window lengths are multiples of.
+    pub fn step(&self, n: usize, interval: Duration) -> Result<Step, String> {
+        let here = format!("`[[transform]]` number {n}");
+        match (&self.plugin, self.builtin.as_deref()) {
+            (Some(_), Some(_)) => Err(format!("{here}: has both `plugin` and `builtin`; give one")),
+            (None, None) => Err(format!(
+                "{here}: needs `plugin = \"NAME\"` or `builtin = \"…\"`"
+            )),
+            (Some(name), None) => {
+                if self.partitions.is_some() {
+                    return Err(format!(
+                        "{here}: key `partitions` is only for `builtin = \"repartition-by-key\"` and `\"reduce-by-key-and-window\"`"
+                    ));
+                }
+                self.only_for_windows(&here, "plugins")?;
+                Ok(Step::Plugin {
+                    name: name.clone(),
+                    params: self.params.clone(),
+                    poison: self.poison(&here)?,
+                })
+            }
+            (None, Some(b)) => {
+                if !self.params.is_empty() {
+                    return Err(format!("{here}: key `params` is only for plugins"));
+                }
+                if self.on_poison.is_some() || self.max_poison_per_batch.is_some() {
+                    return Err(format!(
+                        "{here}: keys `on-poison` and `max-poison-per-batch` are only for plugins"
+                    ));
+                }
+                self.builtin(&here, b, interval)
+            }
+        }
+    }
+
+    /// The built-in step `name`.
+    fn builtin(&self, here: &str, name: &str, interval: Duration) -> Result<Step, String> {
+        let no_partitions = || match self.partitions {
+            Some(_) => Err(format!(
+                "{here}: key `partitions` is not for `{name}`; it is for `repartition-by-key` and `reduce-by-key-and-window`"
+            )),
+            None => Ok(()),
+        };
+        let kind = match name {
+            "repartition-by-key" | "count-by-key" => {
+                self.only_for_windows(here, name)?;
+                return match name {
+                    "count-by-key" => no_partitions().map(|()| Step::CountByKey),
+                    _ => Ok(Step::RepartitionByKey {
+                        partitions: self.partitions,
+                    }),
+                };
+            }
+            "window" => WindowKind::Records,
+            "count-by-window" => WindowKind::Count,
+            "reduce-by-key-and-window" => {
+                let aggregate = self.aggregate.unwrap_or(Aggregate::Count);
+                let inverse = self.inverse.unwrap_or(false);
+                if inverse && !aggregate.invertible() {
+                    return Err(format!(
+                        "{here}: `inverse = true` needs an aggregate that can take an expired batch out; `{}` cannot (count, sum, mean and distinct-count can)",
+                        aggregate.name()
+                    ));
+                }
+                if self.partitions == Some(0) {
+                    return Err(format!("{here}: key `partitions` must be at least 1"));
+                }
+                WindowKind::ReduceByKey {
+                    aggregate,
+                    inverse,
+                    partitions: self.partitions,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\", \"count-by-key\", \"window\", \"count-by-window\" or \"reduce-by-key-and-window\""
+                ));
+            }
+        };
+        if !matches!(kind, WindowKind::ReduceByKey { .. }) {
+            no_partitions()?;
+            if self.aggregate.is_some() || self.inverse.is_some() {
+                return Err(format!(
+                    "{here}: keys `aggregate` and `inverse` are only for `reduce-by-key-and-window`"
+                ));
+            }
+        }
+        let spec = window::spec(here, self.length, self.slide, interval)?;
+        Ok(Step::Window { kind, spec })
+    }
+
+    /// Refuses the window keys on a step that is not a window.
+    fn only_for_windows(&self, here: &str, what: &str) -> Result<(), String> {
+        let set: Vec<&str> = [
+            ("length", self.length.is_some()),
+            ("slide", self.slide.is_some()),
+            ("aggregate", self.aggregate.is_some()),
+            ("inverse", self.inverse.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect();
+        match set.first() {
+            None => Ok(()),
+            Some(key) => Err(format!(
+                "{here}: key `{key}` is only for the window steps (`window`, `count-by-window`, `reduce-by-key-and-window`), not for {what}"
+            )),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Windows over batch time (issue #12): a sliding word count equals an independent count of
+//! the same input, with and without the inverse function, also across a SIGKILL.
+//!
+//! The independent count reads which source records each batch held from the checkpoint log
+//! (`sluice checkpoint list --json`: per partition, the offsets of the batch), makes those
+//! generator lines again, splits them into words and sums the last `length` batches itself.
+//! The window is Spark's "30 s sliding every 10 s" in the same proportions (length 3 slides),
+//! on a 200 ms batch interval so that the test takes seconds.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+use sluice::batch::RecordBatch;
+use sluice::receiver::generator::LineGenerator;
+use sluice_tests::plugins_dir;
+
+use crate::engine::{Running, WAIT_TIMEOUT, committed, generator_of, sluice_run, write_pipeline};
+
+/// Batches per window and per slide: 1200 ms and 400 ms of 200 ms batches.
+const LENGTH: u64 = 6;
+const SLIDE: u64 = 2;
+
+fn pipeline(inverse: bool) -> String {
+    format!(
+        r#"version = 1
+batch-interval = "200ms"
+block-interval = "50ms"
+
+[source]
+kind = "generator"
+partitions = 2
+rate = 400
+limit = 2400
+vocabulary = 30
+words-per-line = 3
+
+[[transform]]
+plugin = "split-words"
+
+[[transform]]
+builtin = "reduce-by-key-and-window"
+length = "1200ms"
+slide = "400ms"
+aggregate = "count"
+inverse = {inverse}
+
+[[sink]]
+kind = "files"
+path = "out"
+format = "kv"
+"#
+    )
+}
+
+/// Per batch, per partition, the source offsets `[start, end)` it held.
+fn batch_ranges(pipeline: &Path) -> BTreeMap<u64, Vec<(u64, u64)>> {
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["checkpoint", "list", "--json"])
+        .arg(pipeline)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let parts = e["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p["start"].as_u64().unwrap(), p["end"].as_u64().unwrap()))
+                .collect();
+            (e["batch"].as_u64().unwrap(), parts)
+        })
+        .collect()
+}
+
+/// The independent count: per batch that ends a slide, each word's count over the last
+/// `LENGTH` batches.
+fn expected(pipeline: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
+    let g = generator_of(pipeline);
+    let ranges = batch_ranges(pipeline);
+    let ids: Vec<u64> = ranges.keys().copied().collect();
+    assert_eq!(
+        ids,
+        (0..ids.len() as u64).collect::<Vec<_>>(),
+        "every batch is in the checkpoint log"
+    );
+    let per_batch: Vec<BTreeMap<String, u64>> = ranges
+        .values()
+        .map(|parts| {
+            let mut counts = BTreeMap::new();
+            for (p, &(start, end)) in parts.iter().enumerate() {
+                let mut source = LineGenerator::new(&g, p as u32);
+                source.skip_to(start);
+                let mut lines = RecordBatch::default();
+                source.fill(&mut lines, (end - start) as usize, 0);
+                for i in 0..lines.len() {
+                    let line = std::str::from_utf8(lines.value(i)).unwrap();
+                    for word in line.split_ascii_whitespace() {
+                        *counts.entry(word.to_owned()).or_default() += 1;
+                    }
+                }
+            }
+            counts
+        })
+        .collect();
+    let mut windows = BTreeMap::new();
+    for b in ids.iter().copied().filter(|b| (b + 1) % SLIDE == 0) {
+        let mut window: BTreeMap<String, u64> = BTreeMap::new();
+        for batch in &per_batch[(b + 1).saturating_sub(LENGTH) as usize..=b as usize] {
+            for (w, n) in batch {
+                *window.entry(w.clone()).or_default() += n;
+            }
+        }
+        if !window.is_empty() {
+            windows.insert(b, window);
+        }
+    }
+    windows
+}
+
+/// What the pipeline wrote: per batch, each word's count (every partition's file).
+fn written(dir: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
+    for ((batch, _), lines) in committed(&dir.join("out"), "input", "tsv") {
+        let window = out.entry(batch).or_default();
+        for line in lines {
+            let (word, n) = line.split_once('\t').unwrap();
+            assert!(
+                window.insert(word.to_owned(), n.parse().unwrap()).is_none(),
+                "batch {batch}: {word} in two partitions"
+            );
+        }
+    }
+    out
+}
+
+/// Runs the pipeline, SIGKILLs it once `kill_after` batches are done, runs it again to the
+/// end of the generator, and compares every window with the independent count.
+fn window_survives_a_kill(inverse: bool, kill_after: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_pipeline(tmp.path(), &pipeline(inverse));
+    let mut first = Running::start(sluice_run(tmp.path(), &path, &plugins_dir()));
+    let t0 = std::time::Instant::now();
+    while first_done(&first) < kill_after {
+        first.assert_alive("before the kill");
+        assert!(
+            t0.elapsed() < WAIT_TIMEOUT,
+            "{kill_after} batches within {WAIT_TIMEOUT:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    first.kill_hard();
+    let second = Running::start(sluice_run(tmp.path(), &path, &plugins_dir())).wait(WAIT_TIMEOUT);
+    second.assert_success();
+    let want = expected(&path);
+    let got = written(tmp.path());
+    assert!(
+        want.len() >= 10,
+        "enough windows to mean something: {}",
+        want.len()
+    );
+    for (batch, window) in &want {
+        assert_eq!(
+            got.get(batch),
+            Some(window),
+            "batch {batch} (inverse = {inverse}): the window's counts"
+        );
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "only the batches that end a slide output a window"
+    );
+    assert!(
+        second
+            .stderr
+            .contains("Restored a window's state from the checkpoint."),
+        "the restart read the window back"
+    );
+}
+
+fn first_done(run: &Running) -> usize {
+    run.stderr_so_far().matches("Batch done.").count()
+}
+
+#[test]
+fn a_sliding_word_count_window_equals_an_independent_count_across_a_sigkill() {
+    window_survives_a_kill(false, 9);
+}
+
+#[test]
+fn a_sliding_window_kept_with_the_inverse_function_equals_an_independent_count_across_a_sigkill() {
+    window_survives_a_kill(true, 8);
+}
