@@ -41,6 +41,8 @@ pub enum StepPlan {
     /// A window over batch time, and its state (shared by every batch that pins the steps,
     /// so it lives across hot swaps).
     Window(Arc<crate::ops::window::WindowOp>),
+    /// A running state per key (`update-state-by-key`), shared like a window's.
+    UpdateState(Arc<crate::ops::running::RunningOp>),
     /// A step in native Rust, for benchmarks that compare it with a plugin doing the same.
     Native(NativeStep),
 }
@@ -372,6 +374,9 @@ fn build_steps(
                 StepPlan::RepartitionByKey(partitions)
             }
             Step::CountByKey => StepPlan::CountByKey,
+            Step::UpdateState(spec) => {
+                StepPlan::UpdateState(Arc::new(crate::ops::running::RunningOp::new(i, spec)))
+            }
             Step::Window { kind, spec } => {
                 StepPlan::Window(Arc::new(crate::ops::window::WindowOp::new(i, kind, spec)))
             }
@@ -487,6 +492,7 @@ impl std::fmt::Debug for StepPlan {
             StepPlan::RepartitionByKey(n) => write!(f, "RepartitionByKey({n:?})"),
             StepPlan::CountByKey => f.write_str("CountByKey"),
             StepPlan::Window(w) => write!(f, "Window({})", w.kind.name()),
+            StepPlan::UpdateState(_) => f.write_str("UpdateState"),
             StepPlan::Native(n) => write!(f, "Native({})", n.name),
         }
     }

@@ -82,9 +82,8 @@ fn batch_ranges(pipeline: &Path) -> BTreeMap<u64, Vec<(u64, u64)>> {
         .collect()
 }
 
-/// The independent count: per batch that ends a slide, each word's count over the last
-/// `LENGTH` batches.
-fn expected(pipeline: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
+/// Per batch (ids from 0, every one recorded), each word's count in the batch's records.
+fn per_batch_counts(pipeline: &Path) -> Vec<BTreeMap<String, u64>> {
     let g = generator_of(pipeline);
     let ranges = batch_ranges(pipeline);
     let ids: Vec<u64> = ranges.keys().copied().collect();
@@ -93,7 +92,7 @@ fn expected(pipeline: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
         (0..ids.len() as u64).collect::<Vec<_>>(),
         "every batch is in the checkpoint log"
     );
-    let per_batch: Vec<BTreeMap<String, u64>> = ranges
+    ranges
         .values()
         .map(|parts| {
             let mut counts = BTreeMap::new();
@@ -111,9 +110,15 @@ fn expected(pipeline: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
             }
             counts
         })
-        .collect();
+        .collect()
+}
+
+/// The independent count: per batch that ends a slide, each word's count over the last
+/// `LENGTH` batches.
+fn expected(pipeline: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
+    let per_batch = per_batch_counts(pipeline);
     let mut windows = BTreeMap::new();
-    for b in ids.iter().copied().filter(|b| (b + 1) % SLIDE == 0) {
+    for b in (0..per_batch.len() as u64).filter(|b| (b + 1) % SLIDE == 0) {
         let mut window: BTreeMap<String, u64> = BTreeMap::new();
         for batch in &per_batch[(b + 1).saturating_sub(LENGTH) as usize..=b as usize] {
             for (w, n) in batch {
@@ -200,4 +205,89 @@ fn a_sliding_word_count_window_equals_an_independent_count_across_a_sigkill() {
 #[test]
 fn a_sliding_window_kept_with_the_inverse_function_equals_an_independent_count_across_a_sigkill() {
     window_survives_a_kill(true, 8);
+}
+
+/// `update-state-by-key` counting words, its whole state written every 4 batches.
+const RUNNING: &str = r#"version = 1
+batch-interval = "200ms"
+block-interval = "50ms"
+
+[source]
+kind = "generator"
+partitions = 2
+rate = 300
+limit = 2400
+vocabulary = 30
+words-per-line = 3
+
+[[transform]]
+plugin = "split-words"
+
+[[transform]]
+builtin = "update-state-by-key"
+aggregate = "count"
+snapshot-every = 4
+
+[[sink]]
+kind = "files"
+path = "out"
+format = "kv"
+"#;
+
+#[test]
+fn keyed_running_totals_are_exact_after_ten_sigkills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_pipeline(tmp.path(), RUNNING);
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for kill in 0..10 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let batches = 1 + (seed % 3) as usize;
+        let mut run = Running::start(sluice_run(tmp.path(), &path, &plugins_dir()));
+        let t0 = std::time::Instant::now();
+        while first_done(&run) < batches {
+            run.assert_alive(&format!("before kill {kill}"));
+            assert!(
+                t0.elapsed() < WAIT_TIMEOUT,
+                "kill {kill}: no batch within {WAIT_TIMEOUT:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(seed % 150));
+        run.kill_hard();
+    }
+    let last = Running::start(sluice_run(tmp.path(), &path, &plugins_dir())).wait(WAIT_TIMEOUT);
+    last.assert_success();
+    assert!(
+        last.stderr
+            .contains("Restored update-state-by-key's state from the checkpoint."),
+        "the state was read back"
+    );
+    // Each batch outputs the keys it updated with their running totals: the independent
+    // count of every batch up to it.
+    let per_batch = per_batch_counts(&path);
+    let got = written(tmp.path());
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut checked = 0;
+    for (b, counts) in per_batch.iter().enumerate() {
+        for (w, n) in counts {
+            *totals.entry(w.clone()).or_default() += n;
+        }
+        let want: BTreeMap<String, u64> = counts.keys().map(|w| (w.clone(), totals[w])).collect();
+        let empty = BTreeMap::new();
+        assert_eq!(
+            got.get(&(b as u64)).unwrap_or(&empty),
+            &want,
+            "batch {b}'s running totals"
+        );
+        checked += usize::from(!want.is_empty());
+    }
+    assert!(checked >= 20, "enough batches to mean something: {checked}");
+    let all: u64 = totals.values().sum();
+    assert_eq!(
+        all,
+        2 * 2400 * 3,
+        "every word of every generated line is counted once"
+    );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::poison;
-use super::window::{self, Aggregate, WindowKind, WindowSpec};
+use super::window::{self, Aggregate, RunningSpec, StateOutput, WindowKind, WindowSpec};
 
 /// `[[transform]]`: one step, either `plugin = "NAME"` (with `params`) or `builtin = "…"`:
 /// `"repartition-by-key"` (records with the same key meet in one partition; `partitions`
@@ -50,6 +50,16 @@ pub struct StepConfig {
     /// function); default false.
     #[serde(default)]
     pub inverse: Option<bool>,
+    /// `timeout`: `update-state-by-key` drops a key not updated for this long (batch time).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// `output`: what `update-state-by-key` outputs: `"updated"` keys (default) or `"all"`.
+    #[serde(default)]
+    pub output: Option<StateOutput>,
+    /// `snapshot-every`: `update-state-by-key` writes its whole state every this many batches
+    /// (default 16), and only the changed keys in between.
+    #[serde(default)]
+    pub snapshot_every: Option<u32>,
 }
 
 /// A step, once checked.
@@ -71,6 +81,8 @@ pub enum Step {
     },
     /// One record per key: the key and its count.
     CountByKey,
+    /// A running aggregate per key across batches (`update-state-by-key`).
+    UpdateState(RunningSpec),
     /// A window over batch time (see [`super::window`]).
     Window {
         /// What it outputs.
@@ -111,6 +123,7 @@ impl StepConfig {
                     ));
                 }
                 self.only_for_windows(&here, "plugins")?;
+                self.no_state_keys(&here, "plugins")?;
                 Ok(Step::Plugin {
                     name: name.clone(),
                     params: self.params.clone(),
@@ -142,6 +155,7 @@ impl StepConfig {
         let kind = match name {
             "repartition-by-key" | "count-by-key" => {
                 self.only_for_windows(here, name)?;
+                self.no_state_keys(here, name)?;
                 return match name {
                     "count-by-key" => no_partitions().map(|()| Step::CountByKey),
                     _ => Ok(Step::RepartitionByKey {
@@ -149,6 +163,7 @@ impl StepConfig {
                     }),
                 };
             }
+            "update-state-by-key" => return self.update_state(here),
             "window" => WindowKind::Records,
             "count-by-window" => WindowKind::Count,
             "reduce-by-key-and-window" => {
@@ -171,10 +186,11 @@ impl StepConfig {
             }
             other => {
                 return Err(format!(
-                    "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\", \"count-by-key\", \"window\", \"count-by-window\" or \"reduce-by-key-and-window\""
+                    "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\", \"count-by-key\", \"window\", \"count-by-window\", \"reduce-by-key-and-window\" or \"update-state-by-key\""
                 ));
             }
         };
+        self.no_state_keys(here, name)?;
         if !matches!(kind, WindowKind::ReduceByKey { .. }) {
             no_partitions()?;
             if self.aggregate.is_some() || self.inverse.is_some() {
@@ -185,6 +201,47 @@ impl StepConfig {
         }
         let spec = window::spec(here, self.length, self.slide, interval)?;
         Ok(Step::Window { kind, spec })
+    }
+
+    /// `update-state-by-key`.
+    fn update_state(&self, here: &str) -> Result<Step, String> {
+        if self.length.is_some() || self.slide.is_some() || self.inverse.is_some() {
+            return Err(format!(
+                "{here}: keys `length`, `slide` and `inverse` are for the window steps, not `update-state-by-key`"
+            ));
+        }
+        if self.partitions == Some(0) {
+            return Err(format!("{here}: key `partitions` must be at least 1"));
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(format!("{here}: key `timeout` must be above zero"));
+        }
+        let snapshot_every = self.snapshot_every.unwrap_or(16);
+        if snapshot_every == 0 {
+            return Err(format!("{here}: key `snapshot-every` must be at least 1"));
+        }
+        Ok(Step::UpdateState(RunningSpec {
+            aggregate: self.aggregate.unwrap_or(Aggregate::Count),
+            timeout: self.timeout,
+            output: self.output.unwrap_or(StateOutput::Updated),
+            snapshot_every,
+            partitions: self.partitions,
+        }))
+    }
+
+    /// Refuses the keys of `update-state-by-key` on another step.
+    fn no_state_keys(&self, here: &str, what: &str) -> Result<(), String> {
+        let set = [
+            ("timeout", self.timeout.is_some()),
+            ("output", self.output.is_some()),
+            ("snapshot-every", self.snapshot_every.is_some()),
+        ];
+        match set.iter().find(|(_, on)| *on) {
+            None => Ok(()),
+            Some((key, _)) => Err(format!(
+                "{here}: key `{key}` is only for `update-state-by-key`, not for {what}"
+            )),
+        }
     }
 
     /// Refuses the window keys on a step that is not a window.

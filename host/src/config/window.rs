@@ -97,6 +97,32 @@ impl WindowKind {
     }
 }
 
+/// What `update-state-by-key` outputs at each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateOutput {
+    /// The keys the batch updated, with their new state (Spark's `mapWithState`).
+    Updated,
+    /// Every key's state (Spark's `updateStateByKey`, or `mapWithState(...).stateSnapshots()`).
+    All,
+}
+
+/// `update-state-by-key`: a running aggregate per key, kept across batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningSpec {
+    /// What is kept per key.
+    pub aggregate: Aggregate,
+    /// A key not updated for this long (batch time) is dropped, as a `mapWithState` timeout.
+    pub timeout: Option<Duration>,
+    /// What each batch outputs.
+    pub output: StateOutput,
+    /// Every this many batches the whole state is written (else only the keys a batch
+    /// changed).
+    pub snapshot_every: u32,
+    /// Output partitions (keys placed by hash); `None`: as many as the source has.
+    pub partitions: Option<u32>,
+}
+
 /// The window of `length` and `slide` (default: the batch interval) in batches of
 /// `interval`, or what is wrong with them.
 pub fn spec(

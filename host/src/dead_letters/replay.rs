@@ -122,6 +122,7 @@ fn step_names(plan: &Plan) -> Vec<String> {
             StepPlan::RepartitionByKey(_) => "repartition-by-key".into(),
             StepPlan::CountByKey => "count-by-key".into(),
             StepPlan::Window(w) => w.kind.name().into(),
+            StepPlan::UpdateState(_) => "update-state-by-key".into(),
             StepPlan::Native(n) => n.name.into(),
         })
         .collect()

@@ -248,21 +248,24 @@ pub fn run(
     Ok(summary)
 }
 
-/// Puts back the windows' state as of the newest checkpoint entry (see [`crate::state`]).
+/// Puts back the stateful steps' state as of the newest checkpoint entry (see [`crate::state`]).
 fn restore_state(
     plan: &Plan,
     rt: &tokio::runtime::Runtime,
     start: &recover::Start,
 ) -> Result<(), RunError> {
-    let last = match &start.replay {
-        Some(r) => Some(r.entry.batch),
-        None => start.last_time_ms.and(start.first_batch.checked_sub(1)),
+    let (last, replaying) = match &start.replay {
+        Some(r) => (Some(r.entry.batch), true),
+        None => (
+            start.last_time_ms.and(start.first_batch.checked_sub(1)),
+            false,
+        ),
     };
     if let (Some(log), Some(last)) = (&start.log, last) {
-        rt.block_on(crate::state::restore(plan, log.location(), last))
+        rt.block_on(crate::state::restore(plan, log.location(), last, replaying))
             .map_err(|e| {
                 RunError::Recovery(format!(
-                    "{e}; the window's state cannot be restored exactly (`sluice run --from-scratch` starts over)"
+                    "{e}; the state of a stateful step cannot be restored exactly (`sluice run --from-scratch` starts over)"
                 ))
             })?;
     }

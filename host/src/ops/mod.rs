@@ -2,4 +2,5 @@
 //! batches. Their state is written with the checkpoint log by [`crate::state`].
 
 pub mod aggregate;
+pub mod running;
 pub mod window;

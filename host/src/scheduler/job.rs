@@ -129,7 +129,10 @@ fn run_block(
                 records: (step.f)(input),
                 lineage,
             },
-            StepPlan::RepartitionByKey(_) | StepPlan::CountByKey | StepPlan::Window(_) => {
+            StepPlan::RepartitionByKey(_)
+            | StepPlan::CountByKey
+            | StepPlan::Window(_)
+            | StepPlan::UpdateState(_) => {
                 unreachable!("Shape::of puts barriers after the narrow steps")
             }
         };
@@ -272,9 +275,9 @@ pub struct Closed {
     pub dead_letters: u64,
     /// The send stamps (epoch µs) of the batch's latency markers.
     pub markers: Vec<i64>,
-    /// What the batch contributed to each window step (by step index), to write with its
-    /// checkpoint entry ([`crate::state`]).
-    pub state: Vec<(usize, RecordBatch)>,
+    /// What the batch contributed to each stateful step, to write with its checkpoint entry
+    /// ([`crate::state`]).
+    pub state: Vec<crate::state::Write>,
 }
 
 /// Finishes `batch` once it is closed: runs the steps that need the whole batch, writes their
@@ -337,9 +340,28 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                 }
                 StepPlan::CountByKey => pool_map(&plan.pool, parts, |p| count_by_key(p, time_ms)),
                 StepPlan::Window(op) => {
-                    let (out, contribution) = window(plan, &batch, op, parts);
-                    state.push((op.step, contribution));
-                    out
+                    let inputs: Vec<&RecordBatch> = parts.iter().map(|p| &p.records).collect();
+                    let applied = op.apply(batch.id, time_ms, &inputs, plan.partitions);
+                    not_numbers(
+                        plan,
+                        &batch,
+                        (op.step, op.kind.name()),
+                        &parts,
+                        &applied.not_numbers,
+                    );
+                    state.push(crate::state::Write::changes(op.step, applied.contribution));
+                    output_parts(applied.out)
+                }
+                StepPlan::UpdateState(op) => {
+                    let inputs: Vec<&RecordBatch> = parts.iter().map(|p| &p.records).collect();
+                    let applied = op.apply(batch.id, time_ms, &inputs, plan.partitions);
+                    let name = (op.step, "update-state-by-key");
+                    not_numbers(plan, &batch, name, &parts, &applied.not_numbers);
+                    state.push(crate::state::Write::changes(op.step, applied.contribution));
+                    if let Some(whole) = applied.whole {
+                        state.push(crate::state::Write::whole(op.step, whole));
+                    }
+                    output_parts(applied.out)
                 }
                 StepPlan::Native(step) => pool_map(&plan.pool, parts, |p| Part {
                     partition: p.partition,
@@ -370,32 +392,31 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
     Ok((closed, batch.kept_bytes.load(Ordering::Relaxed)))
 }
 
-/// Runs the batch's `parts` through window step `op`: the window's output when this batch ends
-/// a slide (else nothing), and the batch's contribution. A value a numeric aggregate cannot
-/// read goes to the dead letters with its source position.
-fn window(
+/// Sends the records a built-in step's numeric aggregate could not read (by part and index)
+/// to the dead letters, with their source position.
+fn not_numbers(
     plan: &Plan,
     batch: &OpenBatch,
-    op: &crate::ops::window::WindowOp,
-    parts: Vec<Part>,
-) -> (Vec<Part>, RecordBatch) {
-    let inputs: Vec<&RecordBatch> = parts.iter().map(|p| &p.records).collect();
-    let applied = op.apply(batch.id, batch.time_ms, &inputs, plan.partitions);
-    for &(n, i) in &applied.not_numbers {
+    step: (usize, &str),
+    parts: &[Part],
+    which: &[(usize, usize)],
+) {
+    for &(n, i) in which {
         let part = &parts[n];
-        let (partition, offset) = part.lineage.at(i);
         plan.dead_letters.add_from_builtin(
             &plan.stream,
             batch.id,
-            (op.step, op.kind.name()),
-            (partition, offset),
-            "the value is not a number, which the window's aggregate needs",
+            step,
+            part.lineage.at(i),
+            "the value is not a number, which the step's aggregate needs",
             (&part.records, i),
         );
     }
-    let out = applied
-        .out
-        .into_iter()
+}
+
+/// A stateful step's output, one part per output partition.
+fn output_parts(out: Vec<RecordBatch>) -> Vec<Part> {
+    out.into_iter()
         .enumerate()
         .map(|(p, records)| Part {
             partition: p as u32,
@@ -405,8 +426,7 @@ fn window(
             },
             records,
         })
-        .collect();
-    (out, applied.contribution)
+        .collect()
 }
 
 /// Commits batch `id` in every sink, in order, each retried on a transient failure.

@@ -55,7 +55,10 @@ impl Shape {
             .position(|s| {
                 matches!(
                     s,
-                    StepPlan::RepartitionByKey(_) | StepPlan::CountByKey | StepPlan::Window(_)
+                    StepPlan::RepartitionByKey(_)
+                        | StepPlan::CountByKey
+                        | StepPlan::Window(_)
+                        | StepPlan::UpdateState(_)
                 )
             })
             .unwrap_or(steps.len());

@@ -24,8 +24,49 @@ pub fn name(step: usize, batch: u64) -> String {
     format!("state/step-{step}/{batch:020}.seg")
 }
 
+/// The name of the whole state of step `step` after batch `batch`.
+pub fn whole_name(step: usize, batch: u64) -> String {
+    format!("state/step-{step}/{batch:020}.whole.seg")
+}
+
 fn path(at: &Location, step: usize, batch: u64) -> StorePath {
     at.child(&name(step, batch))
+}
+
+/// One object a batch writes for a stateful step.
+#[derive(Debug, Clone)]
+pub struct Write {
+    step: usize,
+    whole: bool,
+    records: RecordBatch,
+}
+
+impl Write {
+    /// What the batch changed (or, for a window, contributed).
+    pub fn changes(step: usize, records: RecordBatch) -> Write {
+        Write {
+            step,
+            whole: false,
+            records,
+        }
+    }
+
+    /// The whole state after the batch.
+    pub fn whole(step: usize, records: RecordBatch) -> Write {
+        Write {
+            step,
+            whole: true,
+            records,
+        }
+    }
+
+    fn name(&self, batch: u64) -> String {
+        if self.whole {
+            whole_name(self.step, batch)
+        } else {
+            name(self.step, batch)
+        }
+    }
 }
 
 /// `records` as one segment.
@@ -68,18 +109,6 @@ pub struct StateError {
     pub message: String,
 }
 
-/// Writes batch `batch`'s contribution to step `step`.
-pub async fn put(at: &Location, step: usize, batch: u64, bytes: Vec<u8>) -> Result<(), StateError> {
-    at.store
-        .put(&path(at, step, batch), PutPayload::from(bytes))
-        .await
-        .map(|_| ())
-        .map_err(|e| StateError {
-            location: format!("{at}/{}", name(step, batch)),
-            message: format!("could not be written: {e}"),
-        })
-}
-
 /// Reads batch `batch`'s contribution to step `step`; `None` when there is none.
 pub async fn get(
     at: &Location,
@@ -118,56 +147,201 @@ pub async fn delete(at: &Location, step: usize, batch: u64) -> Result<(), StateE
 pub async fn write_batch(
     at: &Location,
     batch: u64,
-    contributions: &[(usize, RecordBatch)],
+    writes: &[Write],
 ) -> Result<Vec<String>, StateError> {
-    let mut names = Vec::with_capacity(contributions.len());
-    for (step, records) in contributions {
-        put(at, *step, batch, encode(records)).await?;
-        names.push(name(*step, batch));
+    let mut names = Vec::with_capacity(writes.len());
+    for w in writes {
+        let name = w.name(batch);
+        at.store
+            .put(&at.child(&name), PutPayload::from(encode(&w.records)))
+            .await
+            .map_err(|e| StateError {
+                location: format!("{at}/{name}"),
+                message: format!("could not be written: {e}"),
+            })?;
+        names.push(name);
     }
     Ok(names)
 }
 
-/// After batch `batch` committed: deletes the contributions of the batch that left each
-/// window with it (best effort; a failure is logged, and the object is never read again).
+/// After batch `batch` committed: deletes what no restart needs any more (best effort; a
+/// failure is logged, and the object is never read again): a window's batch that left it; for
+/// `update-state-by-key`, once a whole state is written, everything before the one before it.
 pub async fn forget(plan: &Plan, at: &Location, batch: u64) {
     for step in plan.steps.iter() {
-        if let StepPlan::Window(op) = step
-            && let Some(old) = batch.checked_sub(u64::from(op.spec.length))
-            && let Err(e) = delete(at, op.step, old).await
-        {
-            tracing::warn!(error = %e, "A window's expired state could not be deleted.");
+        let result = match step {
+            StepPlan::Window(op) => match batch.checked_sub(u64::from(op.spec.length)) {
+                Some(old) => delete(at, op.step, old).await,
+                None => Ok(()),
+            },
+            StepPlan::UpdateState(op) if op.writes_whole(batch) => {
+                let keep_from = batch.saturating_sub(u64::from(op.spec.snapshot_every));
+                forget_before(at, op.step, keep_from).await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "A stateful step's old state could not be deleted.");
         }
     }
 }
 
-/// At a restart whose newest checkpoint entry is batch `last`: reads back each window's
-/// contributions of the batches its window still holds. A batch with none (it ran before the
-/// step was in the pipeline) contributes nothing; a damaged one stops the start, named.
-pub async fn restore(plan: &Plan, at: &Location, last: u64) -> Result<usize, StateError> {
-    let mut restored = 0;
-    for step in plan.steps.iter() {
-        let StepPlan::Window(op) = step else { continue };
-        for batch in op.needed(last) {
-            let Some(records) = get(at, op.step, batch).await? else {
-                continue;
+/// Deletes step `step`'s objects of batches before `keep_from`.
+async fn forget_before(at: &Location, step: usize, keep_from: u64) -> Result<(), StateError> {
+    for (batch, whole) in list(at, step).await? {
+        if batch < keep_from {
+            let name = if whole {
+                whole_name(step, batch)
+            } else {
+                name(step, batch)
             };
-            let slot = op.slot_of(records).map_err(|message| StateError {
-                location: format!("{at}/{}", name(op.step, batch)),
-                message,
-            })?;
-            op.restore(batch, slot);
-            restored += 1;
+            match at.store.delete(&at.child(&name)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(StateError {
+                        location: format!("{at}/{name}"),
+                        message: format!("could not be deleted: {e}"),
+                    });
+                }
+            }
         }
-        tracing::info!(
-            step = op.step,
-            window = op.kind.name(),
-            last_batch = last,
-            held = op.size(),
-            "Restored a window's state from the checkpoint."
-        );
     }
-    Ok(restored)
+    Ok(())
+}
+
+/// Step `step`'s objects: each batch, and whether it is a whole state.
+async fn list(at: &Location, step: usize) -> Result<Vec<(u64, bool)>, StateError> {
+    use futures::TryStreamExt;
+    let prefix = at.child(&format!("state/step-{step}"));
+    let metas: Vec<_> = at
+        .store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| StateError {
+            location: format!("{at}/state/step-{step}"),
+            message: format!("could not be listed: {e}"),
+        })?;
+    let mut out: Vec<(u64, bool)> = metas
+        .iter()
+        .filter_map(|m| {
+            let file = m.location.filename()?;
+            let (digits, whole) = match file.strip_suffix(".whole.seg") {
+                Some(d) => (d, true),
+                None => (file.strip_suffix(".seg")?, false),
+            };
+            Some((digits.parse().ok()?, whole))
+        })
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// At a restart whose newest checkpoint entry is batch `last` (`replaying`: that batch did
+/// not commit and runs again first): reads back every stateful step's state. A window gets
+/// the contributions of the batches it still holds (a batch that runs again replaces its
+/// own); `update-state-by-key` gets its newest whole state at or before the last committed
+/// batch and the changes of each batch after it, in order. A damaged object, or a batch whose
+/// changes are missing, stops the start, named.
+pub async fn restore(
+    plan: &Plan,
+    at: &Location,
+    last: u64,
+    replaying: bool,
+) -> Result<(), StateError> {
+    for step in plan.steps.iter() {
+        match step {
+            StepPlan::Window(op) => {
+                for batch in op.needed(last) {
+                    let Some(records) = get(at, op.step, batch).await? else {
+                        continue;
+                    };
+                    let slot = op.slot_of(records).map_err(|message| StateError {
+                        location: format!("{at}/{}", name(op.step, batch)),
+                        message,
+                    })?;
+                    op.restore(batch, slot);
+                }
+                tracing::info!(
+                    step = op.step,
+                    window = op.kind.name(),
+                    last_batch = last,
+                    held = op.size(),
+                    "Restored a window's state from the checkpoint."
+                );
+            }
+            StepPlan::UpdateState(op) => {
+                let done = if replaying {
+                    last.checked_sub(1)
+                } else {
+                    Some(last)
+                };
+                if let Some(done) = done {
+                    restore_running(op, at, done).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `update-state-by-key`'s state as of batch `done` (see [`restore`]).
+async fn restore_running(
+    op: &crate::ops::running::RunningOp,
+    at: &Location,
+    done: u64,
+) -> Result<(), StateError> {
+    let objects = list(at, op.step).await?;
+    let whole = objects
+        .iter()
+        .filter(|(b, w)| *w && *b <= done)
+        .map(|(b, _)| *b)
+        .max();
+    if let Some(b) = whole {
+        let named = |message| StateError {
+            location: format!("{at}/{}", whole_name(op.step, b)),
+            message,
+        };
+        let bytes = at
+            .store
+            .get(&at.child(&whole_name(op.step, b)))
+            .await
+            .map_err(|e| named(format!("could not be read: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| named(format!("could not be read: {e}")))?;
+        let records = decode(&bytes).map_err(named)?;
+        op.restore_whole(&records).map_err(named)?;
+    }
+    let changes: Vec<u64> = objects
+        .iter()
+        .filter(|(b, w)| !*w && whole.is_none_or(|x| *b > x) && *b <= done)
+        .map(|(b, _)| *b)
+        .collect();
+    let from = whole.map_or(changes.first().copied().unwrap_or(done + 1), |w| w + 1);
+    for (expected, &b) in (from..=done).zip(changes.iter().chain(std::iter::repeat(&u64::MAX))) {
+        if b != expected {
+            return Err(StateError {
+                location: format!("{at}/{}", name(op.step, expected)),
+                message: "is missing: the state after it cannot be rebuilt exactly".to_owned(),
+            });
+        }
+        let records = get(at, op.step, b).await?.unwrap_or_default();
+        op.restore_changes(&records).map_err(|message| StateError {
+            location: format!("{at}/{}", name(op.step, b)),
+            message,
+        })?;
+    }
+    tracing::info!(
+        step = op.step,
+        whole_state_of_batch = whole,
+        changes_applied = changes.len(),
+        last_batch = done,
+        keys = op.size(),
+        "Restored update-state-by-key's state from the checkpoint."
+    );
+    Ok(())
 }
 
 #[cfg(test)]
