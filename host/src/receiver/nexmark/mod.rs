@@ -119,15 +119,13 @@ impl EventGenerator {
             }
             out.keys = Some(keys);
         }
-        let mut key = Vec::with_capacity(20);
+        let mut digits = [0u8; 20];
         for _ in 0..n {
             let event = self.next_event();
             let head = model::write_event(&mut out.values.data, self.seed, self.rate, event);
             out.values.ends.push(out.values.data.len() as u32);
-            key.clear();
-            model::push_u64(&mut key, head.key);
             if let Some(keys) = &mut out.keys {
-                keys.push(Some(&key));
+                keys.push(Some(crate::scheduler::combine::fmt_u64(head.key, &mut digits)));
             }
             if out.timestamps.len() < out.values.len() - 1 {
                 out.timestamps.resize(out.values.len() - 1, head.time_ms);
