@@ -23,9 +23,8 @@ const EVENTS: u64 = 20_000;
 /// `events` events at full speed.
 fn example(query: &str, dir: &Path, events: u64, rate: u64) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let text =
-        std::fs::read_to_string(repo.join("examples/nexmark").join(format!("{query}.toml")))
-            .unwrap();
+    let text = std::fs::read_to_string(repo.join("examples/nexmark").join(format!("{query}.toml")))
+        .unwrap();
     let text: String = text
         .lines()
         .map(|l| {
@@ -54,7 +53,10 @@ fn run_to_end(dir: &Path, pipeline: &Path) -> String {
 
 /// Every line a files sink committed under `out` for stream `events`.
 fn lines(out: &Path) -> Vec<String> {
-    committed(out, "events", "txt").into_values().flatten().collect()
+    committed(out, "events", "txt")
+        .into_values()
+        .flatten()
+        .collect()
 }
 
 fn json(line: &str) -> Value {
@@ -109,7 +111,11 @@ fn q1_and_q2_output_what_our_own_computation_over_q0s_events_gives() {
         "q0's output is the source's events"
     );
     let events: Vec<Value> = events.iter().map(|l| json(l)).collect();
-    let kinds = multiset(events.iter().map(|e| e["kind"].as_str().unwrap().to_owned()));
+    let kinds = multiset(
+        events
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned()),
+    );
     assert_eq!(
         (kinds["person"], kinds["auction"], kinds["bid"]),
         (400, 1200, 18_400)
@@ -140,7 +146,10 @@ fn q1_and_q2_output_what_our_own_computation_over_q0s_events_gives() {
         )
     }));
     assert_eq!(got_q1.values().sum::<usize>(), 18_400);
-    assert!(got_q1 == want_q1, "q1's output differs from the bids in euros");
+    assert!(
+        got_q1 == want_q1,
+        "q1's output differs from the bids in euros"
+    );
 
     // q2: auction and price of the bids on auctions whose id is a multiple of 123.
     let want_q2 = multiset(
@@ -153,7 +162,11 @@ fn q1_and_q2_output_what_our_own_computation_over_q0s_events_gives() {
     let stdout = run_to_end(tmp.path(), &q2);
     let got_q2 = multiset(stdout.lines().map(|l| {
         let v = json(l);
-        assert_eq!(v.as_object().unwrap().len(), 2, "only auction and price: {l}");
+        assert_eq!(
+            v.as_object().unwrap().len(),
+            2,
+            "only auction and price: {l}"
+        );
         (num(&v, "auction"), num(&v, "price"))
     }));
     assert_eq!(got_q2, want_q2);
@@ -161,14 +174,16 @@ fn q1_and_q2_output_what_our_own_computation_over_q0s_events_gives() {
 
 #[test]
 fn q0_killed_at_random_points_and_restarted_outputs_every_event_exactly_once() {
-    const TAG: &str = "nexmark q0 x8";
+    const TAG: &str = "nexmark q0 x10";
     let _timer = Timer::start(TAG);
     let tmp = tempfile::tempdir().unwrap();
-    // 30,000 events at 10,000 a second: longer than the trials' runs add up to.
-    let pipeline = example("q0", tmp.path(), 30_000, 10_000);
-    let text = std::fs::read_to_string(&pipeline)
-        .unwrap()
-        .replace("batch-interval = \"1s\"", "batch-interval = \"300ms\"\nblock-interval = \"100ms\"");
+    // 60,000 events at 8,000 a second: longer than the trials' runs add up to, so that every
+    // kill lands mid-run.
+    let pipeline = example("q0", tmp.path(), 60_000, 8_000);
+    let text = std::fs::read_to_string(&pipeline).unwrap().replace(
+        "batch-interval = \"1s\"",
+        "batch-interval = \"300ms\"\nblock-interval = \"100ms\"",
+    );
     std::fs::write(&pipeline, text).unwrap();
     let want = generated(&pipeline);
     let expected = want.concat();
@@ -178,7 +193,7 @@ fn q0_killed_at_random_points_and_restarted_outputs_every_event_exactly_once() {
         &pipeline,
         Output::Dir(tmp.path().join("out/q0")),
     );
-    h.kill_trials(8, 0x6e78_6d6b, nothing_twice(TAG, &expected));
+    h.kill_trials(10, 0x6e78_6d6b, nothing_twice(TAG, &expected));
     let ended = h.start().wait(std::time::Duration::from_secs(90));
     keep_log(TAG, "final", &ended.stderr);
     h.ledger.snapshot();

@@ -3,12 +3,14 @@
 //! values it skips, which is enough to find fields in well-formed events cheaply.
 
 /// Scans `v`, one JSON object, and sets `found[i]` to the raw text of the value of key
-/// `want[i]` (a string value with its quotes). A repeated key: the last one counts.
+/// `want[i]` (a string value with its quotes). The scan stops once every wanted key is found
+/// (what follows is not looked at); a repeated key before that: the last one counts.
 pub fn fields<'a>(
     v: &'a [u8],
     want: &[&[u8]],
     found: &mut [Option<&'a [u8]>],
 ) -> Result<(), &'static str> {
+    let mut missing = want.len();
     let mut i = ws(v, 0);
     if v.get(i) != Some(&b'{') {
         return Err("value is not a JSON object");
@@ -30,7 +32,13 @@ pub fn fields<'a>(
         let start = ws(v, i + 1);
         let value_end = value_end(v, start)?;
         if let Some(k) = want.iter().position(|w| *w == key) {
+            if found[k].is_none() {
+                missing -= 1;
+            }
             found[k] = Some(&v[start..value_end]);
+            if missing == 0 {
+                return Ok(());
+            }
         }
         i = ws(v, value_end);
         match v.get(i) {
@@ -67,12 +75,11 @@ fn ws(v: &[u8], mut i: usize) -> usize {
 /// Where the string starting at `v[i]` (a quote) ends, past its closing quote.
 fn string_end(v: &[u8], i: usize) -> Result<usize, &'static str> {
     let mut j = i + 1;
-    while j < v.len() {
-        match v[j] {
-            b'\\' => j += 2,
-            b'"' => return Ok(j + 1),
-            _ => j += 1,
+    while let Some(at) = memchr::memchr2(b'"', b'\\', v.get(j..).unwrap_or_default()) {
+        if v[j + at] == b'"' {
+            return Ok(j + at + 1);
         }
+        j += at + 2;
     }
     Err("value is not valid JSON: an unterminated string")
 }

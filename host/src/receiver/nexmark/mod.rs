@@ -125,7 +125,10 @@ impl EventGenerator {
             let head = model::write_event(&mut out.values.data, self.seed, self.rate, event);
             out.values.ends.push(out.values.data.len() as u32);
             if let Some(keys) = &mut out.keys {
-                keys.push(Some(crate::scheduler::combine::fmt_u64(head.key, &mut digits)));
+                keys.push(Some(crate::scheduler::combine::fmt_u64(
+                    head.key,
+                    &mut digits,
+                )));
             }
             if out.timestamps.len() < out.values.len() - 1 {
                 out.timestamps.resize(out.values.len() - 1, head.time_ms);
