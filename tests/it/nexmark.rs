@@ -154,7 +154,7 @@ fn q1_and_q2_output_what_our_own_computation_over_q0s_events_gives() {
     // q2: auction and price of the bids on auctions whose id is a multiple of 123.
     let want_q2 = multiset(
         bids.iter()
-            .filter(|b| num(b, "auction") % 123 == 0)
+            .filter(|b| num(b, "auction").is_multiple_of(123))
             .map(|b| (num(b, "auction"), num(b, "price"))),
     );
     assert!(!want_q2.is_empty(), "some auctions are multiples of 123");

@@ -79,7 +79,7 @@ impl NexmarkQuery {
         for record in input.records() {
             found.fill(None);
             if let Err(reason) = scan::fields(record.value(), want, &mut found) {
-                out.reject(&record, reason);
+                out.reject(record, reason);
                 continue;
             }
             if found[KIND] != Some(b"\"bid\"".as_slice()) {
@@ -89,14 +89,11 @@ impl NexmarkQuery {
                 found[AUCTION].and_then(scan::whole),
                 found[PRICE].and_then(scan::whole),
             ) else {
-                out.reject(
-                    &record,
-                    "a bid whose auction or price is not a whole number",
-                );
+                out.reject(record, "a bid whose auction or price is not a whole number");
                 continue;
             };
             match self.query {
-                Query::Q1 => out.push_with(&record, |buf| {
+                Query::Q1 => out.push_with(record, |buf| {
                     buf.extend_from_slice(b"{\"auction\":");
                     push_u64(buf, auction);
                     buf.extend_from_slice(b",\"bidder\":");
@@ -109,7 +106,7 @@ impl NexmarkQuery {
                     buf.extend_from_slice(found[EXTRA].unwrap_or(b"\"\""));
                     buf.push(b'}');
                 }),
-                Query::Q2 if auction % Q2_MODULUS == 0 => out.push_with(&record, |buf| {
+                Query::Q2 if auction.is_multiple_of(Q2_MODULUS) => out.push_with(record, |buf| {
                     buf.extend_from_slice(b"{\"auction\":");
                     push_u64(buf, auction);
                     buf.extend_from_slice(b",\"price\":");

@@ -107,7 +107,13 @@ pub fn kind(n: u64) -> Kind {
 /// The last person id (from 0) made at or before event `n`: the current one if `n` is a person.
 pub fn last_person(n: u64) -> u64 {
     let (epoch, offset) = (n / PROPORTION, n % PROPORTION);
-    epoch * PERSON_PROPORTION + offset.min(PERSON_PROPORTION - 1)
+    // An auction or a bid: the last person of this epoch.
+    let offset = if offset >= PERSON_PROPORTION {
+        PERSON_PROPORTION - 1
+    } else {
+        offset
+    };
+    epoch * PERSON_PROPORTION + offset
 }
 
 /// The last auction id (from 0) made at or before event `n`: the current one if `n` is an
@@ -357,7 +363,7 @@ fn push_url(out: &mut Vec<u8>, url_seed: u64, channel: u64) {
         out.push(b'/');
     }
     out.extend_from_slice(b"item.htm?query=1");
-    if url_seed == channel && channel % 10 == 0 {
+    if url_seed == channel && channel.is_multiple_of(10) {
         out.extend_from_slice(b"&channel_id=");
         push_u64(out, channel);
     }
@@ -392,7 +398,7 @@ fn push_extra(out: &mut Vec<u8>, rng: &mut Rng, size: u64, avg: u64) {
         let len = want - delta + if delta == 0 { 0 } else { rng.below(2 * delta) };
         let mut bits = 0u64;
         for i in 0..len {
-            if i % 12 == 0 {
+            if i.is_multiple_of(12) {
                 bits = rng.next_u64();
             }
             out.push(b'a' + (bits % 26) as u8);
