@@ -323,6 +323,16 @@ pub enum BenchCommand {
         #[arg(long, env = "SLUICE_COMPONENTS")]
         components: PathBuf,
     },
+    /// The Nexmark queries (q0, q1, q2) on the nexmark source at full speed: events per CPU
+    /// second and per wall-clock second, one line per query.
+    Nexmark {
+        /// Three batches a query (a few seconds each) instead of ten.
+        #[arg(long)]
+        quick: bool,
+        /// The directory holding nexmark-query.wasm.
+        #[arg(long, env = "SLUICE_PLUGINS")]
+        plugins: PathBuf,
+    },
     /// The plugin call path against the same function called natively.
     Plugins {
         /// A run of a few seconds instead of a full one.
@@ -674,6 +684,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 ..RuntimeConfig::default()
             })?;
             print!("{}", crate::bench::isolation::run(&rt, &components, quick)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Nexmark { quick, plugins }) => {
+            print!("{}", crate::bench::nexmark::run(&plugins, quick)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Plugins { quick, plugins }) => {

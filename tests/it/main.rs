@@ -13,6 +13,7 @@ mod engine;
 mod eventhubs;
 mod kill;
 mod memory;
+mod nexmark;
 mod oversize;
 mod plugins;
 mod poison;

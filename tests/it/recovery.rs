@@ -45,7 +45,7 @@ path = "out"
 
 /// The per-trial check of an exactly-once pipeline: nothing twice, nothing committed and then
 /// replaced or removed, nothing nobody sent.
-fn nothing_twice<'a>(
+pub(crate) fn nothing_twice<'a>(
     tag: &'static str,
     expected: &'a [String],
 ) -> impl FnMut(&Trial, &Ledger) + 'a {
@@ -64,7 +64,7 @@ fn nothing_twice<'a>(
 
 /// Asserts the final output is exactly `expected` (as a multiset, and every check of the
 /// report).
-fn assert_exact(tag: &str, report: &Report, ledger: &Ledger, expected: &[String]) {
+pub(crate) fn assert_exact(tag: &str, report: &Report, ledger: &Ledger, expected: &[String]) {
     assert!(report.exact(), "[{tag}] the output is not exact: {report}");
     let mut got = ledger.final_records();
     let mut want = expected.to_vec();

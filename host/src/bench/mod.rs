@@ -4,6 +4,7 @@
 pub mod amqp;
 pub mod child;
 pub mod isolation;
+pub mod nexmark;
 pub mod pipeline;
 pub mod plugins;
 pub mod recovery;

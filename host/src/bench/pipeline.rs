@@ -88,7 +88,8 @@ fn pipeline_text(workload: &str, partitions: u32, budget: &str) -> String {
     )
 }
 
-fn cpu_seconds() -> f64 {
+/// The CPU seconds (user + system) this process has used so far.
+pub fn cpu_seconds() -> f64 {
     // utime and stime, fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second).
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();

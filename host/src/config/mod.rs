@@ -27,6 +27,7 @@ use crate::receiver::SourceConfig;
 use crate::receiver::amqp::config::{RawEventHubs, SeedParams, resolve_amqp};
 use crate::receiver::files::FilesConfig;
 use crate::receiver::generator::GeneratorConfig;
+use crate::receiver::nexmark::NexmarkConfig;
 use crate::receiver::oversize::{DEFAULT_MAX_RECORD_BYTES, check_max_record_bytes};
 use crate::receiver::plugin::PluginSourceConfig;
 use crate::receiver::tcp::TcpConfig;
@@ -137,7 +138,8 @@ fn default_budget() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSource {
-    /// `kind`: `"generator"`, `"files"`, `"tcp"`, `"amqp"`, `"eventhubs"` or `"plugin"`.
+    /// `kind`: `"generator"`, `"nexmark"`, `"files"`, `"tcp"`, `"amqp"`, `"eventhubs"` or
+    /// `"plugin"`.
     /// Required.
     pub kind: String,
     /// `name`: the stream's name. Default `"input"`.
@@ -146,7 +148,7 @@ pub struct RawSource {
     /// `partitions`: how many partitions. Default 1 (a plugin: its own count).
     #[serde(default)]
     pub partitions: Option<u32>,
-    /// generator `seed`. Default 42.
+    /// generator and nexmark `seed`. Default 42.
     #[serde(default)]
     pub seed: Option<u64>,
     /// generator `vocabulary`: distinct words. Default 1000.
@@ -156,11 +158,16 @@ pub struct RawSource {
     #[serde(default)]
     pub words_per_line: Option<u32>,
     /// generator `rate`: lines per second per partition, 0 for as fast as possible. Default 1000.
+    /// nexmark `rate`: events per second over all partitions, 0 for as fast as possible (event
+    /// times then follow 10,000 a second). Default 0.
     #[serde(default)]
     pub rate: Option<u64>,
     /// generator `limit`: lines per partition, then it ends. Default: none.
     #[serde(default)]
     pub limit: Option<u64>,
+    /// nexmark `events`: events over all partitions, then the stream ends. Default: none.
+    #[serde(default)]
+    pub events: Option<u64>,
     /// files `path`: directory or store prefix. Required for files.
     #[serde(default)]
     pub path: Option<String>,
@@ -265,6 +272,7 @@ impl RawSource {
             ("words-per-line", self.words_per_line.is_some()),
             ("rate", self.rate.is_some()),
             ("limit", self.limit.is_some()),
+            ("events", self.events.is_some()),
             ("path", self.path.is_some()),
             ("poll-interval", self.poll_interval.is_some()),
             ("once", self.once.is_some()),
@@ -318,6 +326,26 @@ impl RawSource {
                     words_per_line: self.words_per_line.unwrap_or(10),
                     rate: self.rate.unwrap_or(1000),
                     limit: self.limit,
+                }))
+            }
+            "nexmark" => {
+                only(
+                    "source",
+                    "nexmark",
+                    &set,
+                    &["name", "partitions", "seed", "rate", "events"],
+                )?;
+                if partitions == 0 {
+                    return Err(
+                        "key `source.partitions`: a `nexmark` source needs at least 1".into(),
+                    );
+                }
+                Ok(SourceConfig::Nexmark(NexmarkConfig {
+                    name,
+                    partitions,
+                    seed: self.seed.unwrap_or(42),
+                    rate: self.rate.unwrap_or(0),
+                    events: self.events,
                 }))
             }
             "files" => {
@@ -450,7 +478,7 @@ impl RawSource {
                 Ok(SourceConfig::EventHubs(eventhubs))
             }
             other => Err(format!(
-                "key `source.kind`: unknown source {other:?}; expected \"generator\", \"files\", \"tcp\", \"amqp\", \"eventhubs\" or \"plugin\""
+                "key `source.kind`: unknown source {other:?}; expected \"generator\", \"nexmark\", \"files\", \"tcp\", \"amqp\", \"eventhubs\" or \"plugin\""
             )),
         }
     }
@@ -807,6 +835,40 @@ kind = "stdout"
             SourceConfig::Tcp(t) => assert_eq!(t.max_record_bytes, 16 << 20, "the default"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_nexmark_source_takes_its_keys_and_refuses_another_kinds_naming_it() {
+        let with = |keys: &str| {
+            let text = MINIMAL.replace(
+                "kind = \"generator\"",
+                &format!("kind = \"nexmark\"\n{keys}"),
+            );
+            PipelineFile::parse(&text, Path::new("p.toml")).map_err(|e| e.to_string())
+        };
+        match with("partitions = 3\nrate = 500\nevents = 1000\nseed = 7")
+            .unwrap()
+            .source
+        {
+            SourceConfig::Nexmark(n) => {
+                assert_eq!(
+                    (n.partitions, n.rate, n.events, n.seed),
+                    (3, 500, Some(1000), 7)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        match with("").unwrap().source {
+            SourceConfig::Nexmark(n) => assert_eq!((n.partitions, n.rate, n.events), (1, 0, None)),
+            other => panic!("{other:?}"),
+        }
+        let msg = with("limit = 5").unwrap_err();
+        assert!(
+            msg.contains("source.limit") && msg.contains("events"),
+            "{msg}"
+        );
+        let msg = with("partitions = 0").unwrap_err();
+        assert!(msg.contains("source.partitions"), "{msg}");
     }
 
     #[test]

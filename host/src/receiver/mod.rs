@@ -2,7 +2,7 @@
 //! manager (which slows it down when the memory budget is used).
 //!
 //! Unlike Spark's receivers, a receiver does not hold a core: sixteen partitions run on a
-//! two-thread pool. Built in: [`generator`], [`files`], [`tcp`], [`amqp`] (with its Event Hubs
+//! two-thread pool. Built in: [`generator`], [`nexmark`], [`files`], [`tcp`], [`amqp`] (with its Event Hubs
 //! dialect); receiver plugins run through
 //! [`plugin`]. The [`supervise`] loop restarts a failed receiver with backoff.
 //!
@@ -13,6 +13,7 @@ pub mod amqp;
 pub mod files;
 pub mod generator;
 pub mod lines;
+pub mod nexmark;
 pub mod oversize;
 pub mod plugin;
 pub mod source;
@@ -135,6 +136,8 @@ impl PartitionWriter {
 pub enum Receiver {
     /// `generator`.
     Generator(generator::GeneratorReceiver),
+    /// `nexmark`.
+    Nexmark(nexmark::NexmarkReceiver),
     /// `files`.
     Files(files::FilesReceiver),
     /// `tcp`.
@@ -165,6 +168,7 @@ impl Receiver {
     ) -> Result<Finished, ReceiverError> {
         match self {
             Receiver::Generator(r) => r.run(out, stop).await,
+            Receiver::Nexmark(r) => r.run(out, stop).await,
             Receiver::Files(r) => r.run(out, stop).await,
             Receiver::Tcp(r) => r.run(out, stop).await,
             Receiver::Amqp(r) => r.run(out, stop).await,
@@ -177,6 +181,7 @@ impl Receiver {
     pub fn kind(&self) -> &'static str {
         match self {
             Receiver::Generator(_) => "generator",
+            Receiver::Nexmark(_) => "nexmark",
             Receiver::Files(_) => "files",
             Receiver::Tcp(_) => "tcp",
             Receiver::Amqp(_) => "amqp",

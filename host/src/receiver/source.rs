@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::amqp::config::{AmqpConfig, EventHubsConfig};
 use super::files::FilesConfig;
 use super::generator::GeneratorConfig;
+use super::nexmark::NexmarkConfig;
 use super::plugin::PluginSourceConfig;
 use super::tcp::TcpConfig;
 use super::{Receiver, Resume};
@@ -20,7 +21,7 @@ pub trait Source: Send + Sync {
     /// How many partitions it has.
     fn partitions(&self) -> u32;
     /// Whether a restart can read the same records again from the positions the checkpoint
-    /// log records (or, for the generator, from their offsets).
+    /// log records (or, for the generator and nexmark, from their offsets).
     fn replayable(&self) -> bool;
     /// Whether a restart reads the records again from recorded source positions, so a
     /// write-ahead log of its blocks would only be a second copy (`wal = true` is turned off).
@@ -41,6 +42,8 @@ pub trait Source: Send + Sync {
 pub enum SourceConfig {
     /// `kind = "generator"`: deterministic text lines.
     Generator(GeneratorConfig),
+    /// `kind = "nexmark"`: the Nexmark benchmark's auction events.
+    Nexmark(NexmarkConfig),
     /// `kind = "files"`: new files in a directory or store prefix, each read once.
     Files(FilesConfig),
     /// `kind = "tcp"`: newline-delimited records from a socket.
@@ -58,6 +61,7 @@ impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             SourceConfig::Generator(c) => &c.name,
+            SourceConfig::Nexmark(c) => &c.name,
             SourceConfig::Files(c) => &c.name,
             SourceConfig::Tcp(c) => &c.name,
             SourceConfig::Amqp(c) => &c.name,
@@ -70,6 +74,7 @@ impl SourceConfig {
     pub fn partitions(&self) -> u32 {
         match self {
             SourceConfig::Generator(c) => c.partitions,
+            SourceConfig::Nexmark(c) => c.partitions,
             SourceConfig::Files(c) => c.partitions,
             SourceConfig::Tcp(c) => c.partitions,
             SourceConfig::Amqp(c) => c.partitions,
@@ -83,6 +88,7 @@ impl SourceConfig {
     pub fn build(&self, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn Source>, BuildError> {
         match self {
             SourceConfig::Generator(c) => c.build(ctx),
+            SourceConfig::Nexmark(c) => c.build(ctx),
             SourceConfig::Files(c) => c.build(ctx),
             SourceConfig::Tcp(c) => c.build(ctx),
             SourceConfig::Amqp(c) => c.build(ctx),

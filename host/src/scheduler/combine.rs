@@ -107,7 +107,8 @@ fn itoa_buf() -> [u8; 20] {
     [0; 20]
 }
 
-fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+/// `n` in decimal, written at the end of `buf`.
+pub(crate) fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
