@@ -38,6 +38,8 @@ pub enum StepPlan {
     RepartitionByKey(Option<u32>),
     /// Count records per key.
     CountByKey,
+    /// A lookup join: each record enriched with its row of a table held in memory.
+    Lookup(Arc<crate::lookup::Lookup>),
     /// A step in native Rust, for benchmarks that compare it with a plugin doing the same.
     Native(NativeStep),
 }
@@ -174,7 +176,7 @@ pub fn build_with(
             dead_letters: &dl,
         })
         .map_err(built)?;
-    let steps = build_steps(&file, &mut load).map_err(&bad)?;
+    let steps = build_steps(&file, &base, handle, &mut load).map_err(built)?;
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     for (i, sink) in file.sink.iter().enumerate() {
         let what = format!("`[[sink]]` number {}", i + 1);
@@ -342,11 +344,14 @@ fn load_plugin(
         .map_err(|e| format!("{what}: {e}"))
 }
 
-/// The steps of `[[transform]]`, their plugins loaded and stages made.
+/// The steps of `[[transform]]`, their plugins loaded and stages made, their lookup tables
+/// read (relative to `base`; a store reached through `handle`).
 fn build_steps(
     file: &PipelineFile,
+    base: &Path,
+    handle: &Handle,
     load: &mut dyn FnMut(&str, &str, PluginKind) -> Result<Plugin, String>,
-) -> Result<Vec<StepPlan>, String> {
+) -> Result<Vec<StepPlan>, BuildError> {
     let mut steps = Vec::new();
     for (i, step) in file.steps().into_iter().enumerate() {
         let what = format!("`[[transform]]` number {}", i + 1);
@@ -364,11 +369,22 @@ fn build_steps(
             }
             Step::RepartitionByKey { partitions } => {
                 if partitions == Some(0) {
-                    return Err(format!("{what}: key `partitions` must be at least 1"));
+                    return Err(format!("{what}: key `partitions` must be at least 1").into());
                 }
                 StepPlan::RepartitionByKey(partitions)
             }
             Step::CountByKey => StepPlan::CountByKey,
+            Step::Lookup(config) => {
+                let lookup = crate::lookup::Lookup::start(&config, base, handle).map_err(|e| {
+                    let message = format!("{what}: {e}");
+                    if e.retryable() {
+                        BuildError::Unreachable(message)
+                    } else {
+                        BuildError::Invalid(message)
+                    }
+                })?;
+                StepPlan::Lookup(Arc::new(lookup))
+            }
         });
     }
     Ok(steps)
@@ -480,6 +496,7 @@ impl std::fmt::Debug for StepPlan {
             StepPlan::Plugin(s, _) => write!(f, "Plugin({})", s.plugin().name()),
             StepPlan::RepartitionByKey(n) => write!(f, "RepartitionByKey({n:?})"),
             StepPlan::CountByKey => f.write_str("CountByKey"),
+            StepPlan::Lookup(l) => write!(f, "Lookup({})", l.shown()),
             StepPlan::Native(n) => write!(f, "Native({})", n.name),
         }
     }

@@ -121,6 +121,7 @@ fn step_names(plan: &Plan) -> Vec<String> {
             StepPlan::Plugin(stage, _) => stage.plugin().name().to_owned(),
             StepPlan::RepartitionByKey(_) => "repartition-by-key".into(),
             StepPlan::CountByKey => "count-by-key".into(),
+            StepPlan::Lookup(_) => "lookup".into(),
             StepPlan::Native(n) => n.name.into(),
         })
         .collect()

@@ -129,6 +129,7 @@ fn run_block(
                 records: (step.f)(input),
                 lineage,
             },
+            StepPlan::Lookup(lookup) => lookup_part(batch, i, lookup, (partition, input, lineage)),
             StepPlan::RepartitionByKey(_) | StepPlan::CountByKey => {
                 unreachable!("Shape::of puts barriers after the narrow steps")
             }
@@ -164,6 +165,30 @@ fn run_block(
                 Ok(())
             }
         }
+    }
+}
+
+/// Step `i`, a lookup, on one partition's records, with the table version `batch` pinned:
+/// output record `j` comes from input record `origins[j]`, so lineage follows.
+fn lookup_part(
+    batch: &OpenBatch,
+    i: usize,
+    lookup: &crate::lookup::Lookup,
+    (partition, input, lineage): (u32, &RecordBatch, Lineage),
+) -> Part {
+    let pinned;
+    let table = match batch.tables.get(i) {
+        Some(Some(table)) => table,
+        _ => {
+            pinned = lookup.table();
+            &pinned
+        }
+    };
+    let (records, origins) = lookup.join(table, input);
+    Part {
+        partition,
+        records,
+        lineage: lineage.follow(origins),
     }
 }
 
@@ -332,6 +357,9 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                     repartition(parts, n)
                 }
                 StepPlan::CountByKey => pool_map(&plan.pool, parts, |p| count_by_key(p, time_ms)),
+                StepPlan::Lookup(lookup) => pool_map(&plan.pool, parts, |p| {
+                    lookup_part(&batch, i, lookup, (p.partition, &p.records, p.lineage))
+                }),
                 StepPlan::Native(step) => pool_map(&plan.pool, parts, |p| Part {
                     partition: p.partition,
                     records: (step.f)(&p.records),
