@@ -191,3 +191,37 @@ fn a_table_changed_while_the_pipeline_runs_enriches_later_batches() {
         .collect();
     assert_eq!(tiers.len(), 2, "both versions of the table were used");
 }
+
+#[test]
+fn a_malformed_table_refuses_the_pipeline_with_exit_2_naming_the_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("in")).unwrap();
+    std::fs::create_dir_all(root.join("ref")).unwrap();
+    std::fs::write(
+        root.join("ref/customers.csv"),
+        "id,name\nc1,Ann\nc2,\"Bo\",x\n",
+    )
+    .unwrap();
+    let path = write_pipeline(root, &pipeline("inner", true, "10s"));
+    let ended = Running::start(sluice_run(root, &path, &plugins_dir())).wait(WAIT_TIMEOUT);
+    assert_eq!(
+        ended.status.code(),
+        Some(2),
+        "the user's fault: {}",
+        ended.stderr
+    );
+    assert!(
+        ended.stderr.contains("customers.csv")
+            && ended
+                .stderr
+                .contains("line 3: 3 fields, but the header line has 2")
+            && ended.stderr.contains("`[[transform]]` number 1"),
+        "{}",
+        ended.stderr
+    );
+    assert!(
+        !root.join("out").exists() || crate::engine::files_under(&root.join("out")).is_empty(),
+        "nothing was written"
+    );
+}
