@@ -236,3 +236,55 @@ fn a_reload_that_fails_keeps_the_previous_table() {
     assert_eq!(l.table().len(), 2, "the previous version stays");
     assert!(l.table().get(b"2").is_some());
 }
+
+/// `cargo test --release -p sluice --lib lookup::tests::measure -- --ignored --nocapture`:
+/// the join's speed on 10,000-record blocks of JSON events against a 10,000-row CSV table.
+#[test]
+#[ignore = "a measurement"]
+fn measure_join_throughput() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,name,tier,city\n");
+    for c in 0..10_000 {
+        csv.push_str(&format!("c{c},\"Name {c}, Esq.\",gold,City {}\n", c % 97));
+    }
+    std::fs::write(tmp.path().join("customers.csv"), csv).unwrap();
+    let rt = runtime();
+    for join in ["inner", "left"] {
+        let l = Lookup::start(
+            &config(
+                "customers.csv",
+                &[("key-field", "customer"), ("join", join)],
+            ),
+            tmp.path(),
+            rt.handle(),
+        )
+        .unwrap();
+        let table = l.table();
+        let blocks: Vec<RecordBatch> = (0..20)
+            .map(|b| {
+                let mut batch = RecordBatch::default();
+                for i in 0..10_000 {
+                    let v = format!(
+                        r#"{{"id":{i},"customer":"c{}","amount":{},"note":"block {b}"}}"#,
+                        (i * 7 + b) % 12_500,
+                        i % 1000
+                    );
+                    batch.push(None, v.as_bytes(), Some(0));
+                }
+                batch
+            })
+            .collect();
+        let start = Instant::now();
+        let mut out = 0;
+        for block in &blocks {
+            out += l.join(&table, block).0.len();
+        }
+        let took = start.elapsed();
+        let n = blocks.len() * 10_000;
+        println!(
+            "lookup {join}: {n} records in {took:?}: {:.2} M records/s, {:.0} ns a record, {out} out",
+            n as f64 / took.as_secs_f64() / 1e6,
+            took.as_nanos() as f64 / n as f64
+        );
+    }
+}
