@@ -165,7 +165,20 @@ impl Lookup {
             };
             return (out, Vec::new());
         }
-        let mut out = input.gather(&kept);
+        // The kept records' keys, timestamps and headers, with empty values (no second copy
+        // of the values), then the joined values in their place.
+        let mut out = RecordBatch::default();
+        for &i in &kept {
+            let i = i as usize;
+            if input.headers.is_some() {
+                out.push_with_headers(input.key(i), b"", input.timestamp(i), &[]);
+                for (name, value) in input.headers_of(i) {
+                    out.push_header(name, value);
+                }
+            } else {
+                out.push(input.key(i), b"", input.timestamp(i));
+            }
+        }
         out.values = values;
         (out, kept)
     }

@@ -56,14 +56,29 @@ fn keyed(records: &[(Option<&str>, &str)]) -> RecordBatch {
 fn an_inner_join_on_a_key_field_adds_the_row_and_drops_records_without_one() {
     let tmp = tempfile::tempdir().unwrap();
     let l = lookup(tmp.path(), &[("key-field", "customer")]);
-    let input = keyed(&[
+    let mut input = keyed(&[
         (Some("k0"), r#"{"customer":"1","amount":5}"#),
         (None, r#"{"customer":"9","amount":6}"#),
         (None, r#"{"amount":7}"#),
         (Some("k3"), r#" {"customer":2} "#),
         (None, "not json"),
     ]);
+    let h = |i: usize| vec![(b"h".to_vec(), format!("header {i}").into_bytes())];
+    let mut with_headers = RecordBatch::default();
+    for i in 0..input.len() {
+        let headers = h(i);
+        let pairs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        with_headers.push_with_headers(input.key(i), input.value(i), input.timestamp(i), &pairs);
+    }
+    input = with_headers;
     let (out, origins) = l.join(&l.table(), &input);
+    for (j, &i) in origins.iter().enumerate() {
+        let got: Vec<_> = out
+            .headers_of(j)
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect();
+        assert_eq!(got, h(i as usize), "headers go with their record");
+    }
     assert_eq!(
         origins,
         [0, 3],
