@@ -27,6 +27,8 @@
 //! - [`sink`]: the sink kinds (stdout, files, count, plugin), each with its config struct that
 //!   builds it, and the dead-letter sink;
 //! - [`build`]: what a source or sink kind builds itself with (context, error);
+//! - [`lookup`]: the lookup join (`builtin = "lookup"`): a table file in memory, reloaded
+//!   when it changes, enriching each record with the row of its key;
 //! - [`plan`]: the plan the engine runs, assembled by asking each kind to build itself;
 //! - [`swap`]: hot swap of transformation plugins under a running driver (the live steps
 //!   each new batch pins, the gate every new version passes, the plugin-directory watcher);
@@ -66,6 +68,7 @@ pub mod dead_letters;
 pub mod dedup;
 pub mod driver;
 pub mod error;
+pub mod lookup;
 pub mod ops;
 pub mod plan;
 pub mod plugin;

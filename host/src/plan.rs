@@ -43,6 +43,8 @@ pub enum StepPlan {
     Window(Arc<crate::ops::window::WindowOp>),
     /// A running state per key (`update-state-by-key`), shared like a window's.
     UpdateState(Arc<crate::ops::running::RunningOp>),
+    /// A lookup join: each record enriched with its row of a table held in memory.
+    Lookup(Arc<crate::lookup::Lookup>),
     /// A step in native Rust, for benchmarks that compare it with a plugin doing the same.
     Native(NativeStep),
 }
@@ -179,7 +181,7 @@ pub fn build_with(
             dead_letters: &dl,
         })
         .map_err(built)?;
-    let steps = build_steps(&file, &mut load).map_err(&bad)?;
+    let steps = build_steps(&file, &base, handle, &mut load).map_err(built)?;
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
     for (i, sink) in file.sink.iter().enumerate() {
         let what = format!("`[[sink]]` number {}", i + 1);
@@ -347,11 +349,14 @@ fn load_plugin(
         .map_err(|e| format!("{what}: {e}"))
 }
 
-/// The steps of `[[transform]]`, their plugins loaded and stages made.
+/// The steps of `[[transform]]`, their plugins loaded and stages made, their lookup tables
+/// read (relative to `base`; a store reached through `handle`).
 fn build_steps(
     file: &PipelineFile,
+    base: &Path,
+    handle: &Handle,
     load: &mut dyn FnMut(&str, &str, PluginKind) -> Result<Plugin, String>,
-) -> Result<Vec<StepPlan>, String> {
+) -> Result<Vec<StepPlan>, BuildError> {
     let mut steps = Vec::new();
     for (i, step) in file.steps().into_iter().enumerate() {
         let what = format!("`[[transform]]` number {}", i + 1);
@@ -369,7 +374,7 @@ fn build_steps(
             }
             Step::RepartitionByKey { partitions } => {
                 if partitions == Some(0) {
-                    return Err(format!("{what}: key `partitions` must be at least 1"));
+                    return Err(format!("{what}: key `partitions` must be at least 1").into());
                 }
                 StepPlan::RepartitionByKey(partitions)
             }
@@ -379,6 +384,17 @@ fn build_steps(
             }
             Step::Window { kind, spec } => {
                 StepPlan::Window(Arc::new(crate::ops::window::WindowOp::new(i, kind, spec)))
+            }
+            Step::Lookup(config) => {
+                let lookup = crate::lookup::Lookup::start(&config, base, handle).map_err(|e| {
+                    let message = format!("{what}: {e}");
+                    if e.retryable() {
+                        BuildError::Unreachable(message)
+                    } else {
+                        BuildError::Invalid(message)
+                    }
+                })?;
+                StepPlan::Lookup(Arc::new(lookup))
             }
         });
     }
@@ -493,6 +509,7 @@ impl std::fmt::Debug for StepPlan {
             StepPlan::CountByKey => f.write_str("CountByKey"),
             StepPlan::Window(w) => write!(f, "Window({})", w.kind.name()),
             StepPlan::UpdateState(_) => f.write_str("UpdateState"),
+            StepPlan::Lookup(l) => write!(f, "Lookup({})", l.shown()),
             StepPlan::Native(n) => write!(f, "Native({})", n.name),
         }
     }

@@ -12,6 +12,7 @@ mod driver;
 mod engine;
 mod eventhubs;
 mod kill;
+mod lookup;
 mod memory;
 mod nexmark;
 mod oversize;

@@ -12,7 +12,9 @@ use super::window::{self, Aggregate, RunningSpec, StateOutput, WindowKind, Windo
 /// `"repartition-by-key"` (records with the same key meet in one partition; `partitions`
 /// after, default as many as before), `"count-by-key"` (one record per key and partition:
 /// the key, and the count in decimal; after a repartition, the batch's global counts), or a
-/// window step (`length`, `slide`, `aggregate`, `inverse`; see [`super::window`]). A plugin
+/// window step (`length`, `slide`, `aggregate`, `inverse`; see [`super::window`]), or
+/// `"update-state-by-key"`, or `"lookup"` (a lookup join on a table file: `table`, `format`,
+/// `table-key`, `join`, `reload-interval`, `key-field`, `into`; see [`crate::lookup`]). A plugin
 /// step also takes `on-poison` and `max-poison-per-batch` (see [`poison::PoisonPolicy`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -60,6 +62,31 @@ pub struct StepConfig {
     /// (default 16), and only the changed keys in between.
     #[serde(default)]
     pub snapshot_every: Option<u32>,
+    /// `table`: `lookup` only: the table file, a path (relative to the pipeline file) or a
+    /// `file://`, `az://`, `s3://` URL. Required for a lookup.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// `format`: `lookup` only: `"csv"` or `"jsonl"`. Default: from the table's extension.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// `table-key`: `lookup` only: the column or field that keys the table. Required.
+    #[serde(default)]
+    pub table_key: Option<String>,
+    /// `join`: `lookup` only: `"inner"` (a record without a row is dropped) or `"left"` (it is
+    /// kept, with `null`). Default `"inner"`.
+    #[serde(default)]
+    pub join: Option<String>,
+    /// `reload-interval`: `lookup` only: how often the table is looked at for a change.
+    /// Default `"10s"`.
+    #[serde(default, with = "humantime_serde")]
+    pub reload_interval: Option<Duration>,
+    /// `key-field`: `lookup` only: the top-level field of the record's JSON value holding the
+    /// join key. Default: the record's key.
+    #[serde(default)]
+    pub key_field: Option<String>,
+    /// `into`: `lookup` only: the field the matched row goes under. Default: the table's stem.
+    #[serde(default)]
+    pub into: Option<String>,
 }
 
 /// A step, once checked.
@@ -81,6 +108,8 @@ pub enum Step {
     },
     /// One record per key: the key and its count.
     CountByKey,
+    /// Each record enriched with the row of a table that has its key (a lookup join).
+    Lookup(Box<crate::lookup::LookupConfig>),
     /// A running aggregate per key across batches (`update-state-by-key`).
     UpdateState(RunningSpec),
     /// A window over batch time (see [`super::window`]).
@@ -111,6 +140,14 @@ impl StepConfig {
     /// `interval` is the pipeline's batch interval, which window lengths are multiples of.
     pub fn step(&self, n: usize, interval: Duration) -> Result<Step, String> {
         let here = format!("`[[transform]]` number {n}");
+        let lookup_keys = crate::lookup::config::lookup_keys_set(self);
+        if let Some(key) = lookup_keys.first()
+            && self.builtin.as_deref() != Some("lookup")
+        {
+            return Err(format!(
+                "{here}: key `{key}` is only for `builtin = \"lookup\"`"
+            ));
+        }
         match (&self.plugin, self.builtin.as_deref()) {
             (Some(_), Some(_)) => Err(format!("{here}: has both `plugin` and `builtin`; give one")),
             (None, None) => Err(format!(
@@ -164,6 +201,14 @@ impl StepConfig {
                 };
             }
             "update-state-by-key" => return self.update_state(here),
+            "lookup" => {
+                self.only_for_windows(here, name)?;
+                self.no_state_keys(here, name)?;
+                no_partitions()?;
+                return Ok(Step::Lookup(Box::new(
+                    crate::lookup::LookupConfig::from_step(self, here)?,
+                )));
+            }
             "window" => WindowKind::Records,
             "count-by-window" => WindowKind::Count,
             "reduce-by-key-and-window" => {
@@ -186,7 +231,7 @@ impl StepConfig {
             }
             other => {
                 return Err(format!(
-                    "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\", \"count-by-key\", \"window\", \"count-by-window\", \"reduce-by-key-and-window\" or \"update-state-by-key\""
+                    "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\", \"count-by-key\", \"window\", \"count-by-window\", \"reduce-by-key-and-window\", \"update-state-by-key\" or \"lookup\""
                 ));
             }
         };

@@ -129,6 +129,7 @@ fn run_block(
                 records: (step.f)(input),
                 lineage,
             },
+            StepPlan::Lookup(lookup) => lookup_part(batch, i, lookup, (partition, input, lineage)),
             StepPlan::RepartitionByKey(_)
             | StepPlan::CountByKey
             | StepPlan::Window(_)
@@ -167,6 +168,30 @@ fn run_block(
                 Ok(())
             }
         }
+    }
+}
+
+/// Step `i`, a lookup, on one partition's records, with the table version `batch` pinned:
+/// output record `j` comes from input record `origins[j]`, so lineage follows.
+fn lookup_part(
+    batch: &OpenBatch,
+    i: usize,
+    lookup: &crate::lookup::Lookup,
+    (partition, input, lineage): (u32, &RecordBatch, Lineage),
+) -> Part {
+    let pinned;
+    let table = match batch.tables.get(i) {
+        Some(Some(table)) => table,
+        _ => {
+            pinned = lookup.table();
+            &pinned
+        }
+    };
+    let (records, origins) = lookup.join(table, input);
+    Part {
+        partition,
+        records,
+        lineage: lineage.follow(origins),
     }
 }
 
@@ -363,6 +388,9 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                     }
                     output_parts(applied.out)
                 }
+                StepPlan::Lookup(lookup) => pool_map(&plan.pool, parts, |p| {
+                    lookup_part(&batch, i, lookup, (p.partition, &p.records, p.lineage))
+                }),
                 StepPlan::Native(step) => pool_map(&plan.pool, parts, |p| Part {
                     partition: p.partition,
                     records: (step.f)(&p.records),

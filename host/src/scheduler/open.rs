@@ -119,6 +119,9 @@ pub struct OpenBatch {
     /// The steps it runs, pinned when it opened (a recomputed batch runs with the plugin
     /// versions it first ran with).
     pub steps: std::sync::Arc<Vec<StepPlan>>,
+    /// Per step, the version of a lookup step's table, pinned when it opened: every block of
+    /// the batch joins with the same version (`None` for other steps).
+    pub(super) tables: Vec<Option<std::sync::Arc<crate::lookup::Table>>>,
     /// The candidate running in the shadow of a step's plugin, pinned when it opened.
     pub shadow: Option<std::sync::Arc<Shadow>>,
     pub(super) shadow_calls: Calls,
@@ -153,6 +156,13 @@ impl OpenBatch {
             records_out: AtomicU64::new(0),
             markers: Mutex::default(),
             poisoned: steps.iter().map(|_| AtomicU32::new(0)).collect(),
+            tables: steps
+                .iter()
+                .map(|s| match s {
+                    StepPlan::Lookup(lookup) => Some(lookup.table()),
+                    _ => None,
+                })
+                .collect(),
             dead_before: plan.dead_letters.total(),
             busy: Duration::ZERO,
             steps,
