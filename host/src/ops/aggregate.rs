@@ -16,6 +16,48 @@ pub type Fast = foldhash::fast::FixedState;
 /// Accumulators by key.
 pub type Partial = HashMap<Box<[u8]>, Acc, Fast>;
 
+/// Adds `input`'s records to `partial`, by key (all under the empty key with `one_key`);
+/// returns the indices of the records whose value the aggregate cannot read. Allocates only
+/// for a key `partial` does not hold yet.
+pub fn add_records(
+    partial: &mut Partial,
+    aggregate: Aggregate,
+    input: &crate::batch::RecordBatch,
+    one_key: bool,
+) -> Vec<usize> {
+    let mut bad = Vec::new();
+    for i in 0..input.len() {
+        let key = if one_key {
+            &[][..]
+        } else {
+            input.key(i).unwrap_or_default()
+        };
+        let value = input.value(i);
+        let result = match partial.get_mut(key) {
+            Some(acc) => acc.add(aggregate, value),
+            None => Acc::of(aggregate, value).map(|acc| {
+                partial.insert(key.into(), acc);
+            }),
+        };
+        if result.is_err() {
+            bad.push(i);
+        }
+    }
+    bad
+}
+
+/// Merges `from` into `into`, key by key.
+pub fn merge(into: &mut Partial, from: &Partial, aggregate: Aggregate) {
+    for (key, acc) in from {
+        match into.get_mut(key) {
+            Some(a) => a.merge(aggregate, acc),
+            None => {
+                into.insert(key.clone(), acc.clone());
+            }
+        }
+    }
+}
+
 /// A number: an exact integer, or a float once a value had a fraction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Num {

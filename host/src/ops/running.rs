@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
-use super::aggregate::{Acc, Fast};
+use super::aggregate::{Acc, Fast, Partial};
 use crate::batch::RecordBatch;
 use crate::config::window::{RunningSpec, StateOutput};
 
@@ -86,12 +86,38 @@ impl RunningOp {
             .len()
     }
 
+    /// What a block's `input` adds to the batch's accumulators (`into`): the map-side
+    /// combine, run as blocks come. Returns the records whose value is not a number.
+    pub fn combine(&self, input: &RecordBatch, into: &mut Partial) -> Vec<usize> {
+        super::aggregate::add_records(into, self.spec.aggregate, input, false)
+    }
+
     /// Runs batch `id` (`inputs`, at batch time `time_ms`) through the state.
     pub fn apply(
         &self,
         id: u64,
         time_ms: i64,
         inputs: &[&RecordBatch],
+        partitions: u32,
+    ) -> Applied {
+        let mut batch = Partial::with_hasher(Fast::default());
+        let mut not_numbers = Vec::new();
+        for (n, input) in inputs.iter().enumerate() {
+            let bad = self.combine(input, &mut batch);
+            not_numbers.extend(bad.into_iter().map(|i| (n, i)));
+        }
+        let mut applied = self.apply_combined(id, time_ms, batch, partitions);
+        applied.not_numbers = not_numbers;
+        applied
+    }
+
+    /// Runs batch `id` through the state from its accumulators already combined
+    /// ([`RunningOp::combine`]).
+    pub fn apply_combined(
+        &self,
+        id: u64,
+        time_ms: i64,
+        batch: Partial,
         partitions: u32,
     ) -> Applied {
         let aggregate = self.spec.aggregate;
@@ -106,27 +132,11 @@ impl RunningOp {
                 };
             }
         }
-        let mut not_numbers = Vec::new();
-        let mut batch: HashMap<&[u8], Acc, Fast> = HashMap::with_hasher(Fast::default());
-        for (n, input) in inputs.iter().enumerate() {
-            for i in 0..input.len() {
-                let key = input.key(i).unwrap_or_default();
-                let value = input.value(i);
-                let result = match batch.get_mut(key) {
-                    Some(acc) => acc.add(aggregate, value),
-                    None => Acc::of(aggregate, value).map(|acc| {
-                        batch.insert(key, acc);
-                    }),
-                };
-                if result.is_err() {
-                    not_numbers.push((n, i));
-                }
-            }
-        }
+        let not_numbers = Vec::new();
         let mut undo: Undo = Vec::with_capacity(batch.len());
         let mut changed: Undo = Vec::with_capacity(batch.len());
         for (key, acc) in batch {
-            let before = state.keys.get(key).cloned();
+            let before = state.keys.get(&key).cloned();
             let kept = match &before {
                 Some(k) => {
                     let mut acc2 = k.acc.clone();
@@ -141,9 +151,9 @@ impl RunningOp {
                     touched_ms: time_ms,
                 },
             };
-            undo.push((Box::from(key), before));
-            state.keys.insert(key.into(), kept.clone());
-            changed.push((key.into(), Some(kept)));
+            undo.push((key.clone(), before));
+            state.keys.insert(key.clone(), kept.clone());
+            changed.push((key, Some(kept)));
         }
         if let Some(timeout) = self.spec.timeout {
             let oldest = time_ms - timeout.as_millis() as i64;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
-use super::aggregate::{Acc, Fast, Partial};
+use super::aggregate::{Acc, Fast, Partial, merge};
 use crate::batch::RecordBatch;
 use crate::config::window::{Aggregate, WindowKind, WindowSpec};
 
@@ -74,7 +74,8 @@ impl WindowOp {
         }
     }
 
-    fn aggregate(&self) -> Option<Aggregate> {
+    /// What it aggregates; `None` for `window`, which keeps records.
+    pub fn aggregate(&self) -> Option<Aggregate> {
         match self.kind {
             WindowKind::Records => None,
             WindowKind::Count => Some(Aggregate::Count),
@@ -111,6 +112,17 @@ impl WindowOp {
             }
             Some(aggregate) => Slot::Partial(self.partial(aggregate, inputs, &mut not_numbers)),
         };
+        self.apply_slot(id, time_ms, slot, partitions, not_numbers)
+    }
+
+    fn apply_slot(
+        &self,
+        id: u64,
+        time_ms: i64,
+        slot: Slot,
+        partitions: u32,
+        not_numbers: Vec<(usize, usize)>,
+    ) -> Applied {
         let contribution = slot_records(&slot).into_owned();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.put(&mut state, id, slot);
@@ -150,6 +162,32 @@ impl WindowOp {
             .sum()
     }
 
+    /// What a block's `input` adds to the batch's accumulators (`into`), for a step that
+    /// aggregates ([`WindowOp::aggregate`] is `Some`): the map-side combine, run as blocks
+    /// come. Returns the records whose value is not a number.
+    pub fn combine(&self, input: &RecordBatch, into: &mut Partial) -> Vec<usize> {
+        let aggregate = self.aggregate().unwrap_or(Aggregate::Count);
+        super::aggregate::add_records(into, aggregate, input, self.kind == WindowKind::Count)
+    }
+
+    /// Whether its batches combine block by block (every kind but `window`, which keeps
+    /// records).
+    pub fn combines(&self) -> bool {
+        self.aggregate().is_some()
+    }
+
+    /// Runs batch `id` through the window from its accumulators already combined
+    /// ([`WindowOp::combine`]).
+    pub fn apply_combined(
+        &self,
+        id: u64,
+        time_ms: i64,
+        partial: Partial,
+        partitions: u32,
+    ) -> Applied {
+        self.apply_slot(id, time_ms, Slot::Partial(partial), partitions, Vec::new())
+    }
+
     fn partial(
         &self,
         aggregate: Aggregate,
@@ -157,25 +195,10 @@ impl WindowOp {
         not_numbers: &mut Vec<(usize, usize)>,
     ) -> Partial {
         let mut partial = Partial::with_hasher(Fast::default());
-        let count = matches!(self.kind, WindowKind::Count);
+        let one_key = matches!(self.kind, WindowKind::Count);
         for (n, input) in inputs.iter().enumerate() {
-            for i in 0..input.len() {
-                let key = if count {
-                    &[][..]
-                } else {
-                    input.key(i).unwrap_or_default()
-                };
-                let value = input.value(i);
-                let result = match partial.get_mut(key) {
-                    Some(acc) => acc.add(aggregate, value),
-                    None => Acc::of(aggregate, value).map(|acc| {
-                        partial.insert(key.into(), acc);
-                    }),
-                };
-                if result.is_err() {
-                    not_numbers.push((n, i));
-                }
-            }
+            let bad = super::aggregate::add_records(&mut partial, aggregate, input, one_key);
+            not_numbers.extend(bad.into_iter().map(|i| (n, i)));
         }
         partial
     }
@@ -272,17 +295,6 @@ fn by_partition(window: &Partial, aggregate: Aggregate, time_ms: i64, n: u32) ->
         out[target].push(Some(key), &value, Some(time_ms));
     }
     out
-}
-
-fn merge(into: &mut Partial, from: &Partial, aggregate: Aggregate) {
-    for (key, acc) in from {
-        match into.get_mut(key) {
-            Some(a) => a.merge(aggregate, acc),
-            None => {
-                into.insert(key.clone(), acc.clone());
-            }
-        }
-    }
 }
 
 fn subtract(from: &mut Partial, what: &Partial) {

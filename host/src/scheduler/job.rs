@@ -159,6 +159,10 @@ fn run_block(
                 combine_counts(&part, partitions, &batch.counts);
                 Ok(())
             }
+            Combine::Aggregate { .. } => {
+                combine_block(plan, batch, shape.narrow, &part);
+                Ok(())
+            }
             Combine::Collect { .. } => {
                 batch
                     .kept
@@ -332,8 +336,19 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
             let kept = std::mem::take(&mut *batch.kept.lock().unwrap_or_else(|e| e.into_inner()));
             Some((merge_parts(kept, plan.partitions), from))
         }
+        Combine::Aggregate { .. } => None,
     };
     let mut state = Vec::new();
+    let parts_and_rest = match shape.combine {
+        Combine::Aggregate { rest } => {
+            let combined =
+                std::mem::take(&mut *batch.combined.lock().unwrap_or_else(|e| e.into_inner()));
+            let (out, writes) = apply_combined(plan, &batch, shape.narrow, combined);
+            state.extend(writes);
+            Some((out, rest))
+        }
+        _ => parts_and_rest,
+    };
     if let Some((mut parts, rest)) = parts_and_rest {
         for (i, step) in batch.steps.iter().enumerate().skip(rest) {
             parts = match step {
@@ -439,6 +454,62 @@ fn not_numbers(
             "the value is not a number, which the step's aggregate needs",
             (&part.records, i),
         );
+    }
+}
+
+/// [`Combine::Aggregate`]: combines a block's output into the batch's accumulators for the
+/// stateful step `step` (locally first, then merged under the lock, so partitions combine in
+/// parallel); a value its aggregate cannot read goes to the dead letters.
+fn combine_block(plan: &Plan, batch: &OpenBatch, step: usize, part: &Part) {
+    let mut local = crate::ops::aggregate::Partial::default();
+    let (bad, aggregate, name) = match &batch.steps[step] {
+        StepPlan::Window(op) => (
+            op.combine(&part.records, &mut local),
+            op.aggregate(),
+            op.kind.name(),
+        ),
+        StepPlan::UpdateState(op) => (
+            op.combine(&part.records, &mut local),
+            Some(op.spec.aggregate),
+            "update-state-by-key",
+        ),
+        _ => unreachable!("Shape::of combines only before a stateful step"),
+    };
+    let bad: Vec<(usize, usize)> = bad.into_iter().map(|i| (0, i)).collect();
+    not_numbers(plan, batch, (step, name), std::slice::from_ref(part), &bad);
+    let aggregate = aggregate.unwrap_or(crate::config::window::Aggregate::Count);
+    let mut combined = batch.combined.lock().unwrap_or_else(|e| e.into_inner());
+    if combined.is_empty() {
+        *combined = local;
+    } else {
+        crate::ops::aggregate::merge(&mut combined, &local, aggregate);
+    }
+}
+
+/// [`Combine::Aggregate`] at the close: runs the stateful step on the batch's accumulators;
+/// its output, and what to write with the batch's checkpoint entry.
+fn apply_combined(
+    plan: &Plan,
+    batch: &OpenBatch,
+    step: usize,
+    combined: crate::ops::aggregate::Partial,
+) -> (Vec<Part>, Vec<crate::state::Write>) {
+    let (id, time_ms) = (batch.id, batch.time_ms);
+    match &batch.steps[step] {
+        StepPlan::Window(op) => {
+            let applied = op.apply_combined(id, time_ms, combined, plan.partitions);
+            let writes = vec![crate::state::Write::changes(op.step, applied.contribution)];
+            (output_parts(applied.out), writes)
+        }
+        StepPlan::UpdateState(op) => {
+            let applied = op.apply_combined(id, time_ms, combined, plan.partitions);
+            let mut writes = vec![crate::state::Write::changes(op.step, applied.contribution)];
+            if let Some(whole) = applied.whole {
+                writes.push(crate::state::Write::whole(op.step, whole));
+            }
+            (output_parts(applied.out), writes)
+        }
+        _ => unreachable!("Shape::of combines only before a stateful step"),
     }
 }
 

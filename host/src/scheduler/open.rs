@@ -39,6 +39,13 @@ pub enum Combine {
         /// The first step after the count.
         rest: usize,
     },
+    /// `update-state-by-key`, or a window step that aggregates: the block's records are
+    /// combined into the batch's accumulators where they are (a map-side combine), the step
+    /// runs on them at the close, and steps from `rest` run on its output.
+    Aggregate {
+        /// The first step after the stateful one.
+        rest: usize,
+    },
     /// Anything else: the block's output is kept until the batch closes, then steps from
     /// `from` run on it.
     Collect {
@@ -68,6 +75,8 @@ impl Shape {
                 partitions: None,
                 rest: narrow + 1,
             },
+            [StepPlan::UpdateState(_), ..] => Combine::Aggregate { rest: narrow + 1 },
+            [StepPlan::Window(w), ..] if w.combines() => Combine::Aggregate { rest: narrow + 1 },
             [StepPlan::RepartitionByKey(n), StepPlan::CountByKey, ..] => Combine::Count {
                 partitions: Some(n.unwrap_or(partitions).max(1)),
                 rest: narrow + 2,
@@ -107,6 +116,8 @@ pub struct OpenBatch {
     pub(super) calls: Calls,
     pub(super) counts: Vec<Mutex<Counts>>,
     pub(super) kept: Mutex<Vec<Part>>,
+    /// [`Combine::Aggregate`]: the accumulators of the blocks so far.
+    pub(super) combined: Mutex<crate::ops::aggregate::Partial>,
     pub(super) kept_bytes: AtomicU64,
     pub(super) records_in: AtomicU64,
     pub(super) records_out: AtomicU64,
@@ -151,6 +162,7 @@ impl OpenBatch {
                 .map(|_| Mutex::new(Counts::with_hasher(Fast::default())))
                 .collect(),
             kept: Mutex::default(),
+            combined: Mutex::default(),
             kept_bytes: AtomicU64::new(0),
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
