@@ -423,13 +423,7 @@ fn parameters_given_in_a_swap_are_recorded_with_each_batch_and_a_recompute_uses_
     run.terminate();
     run.wait(Duration::from_secs(60)).assert_success();
 
-    let out = Command::new(sluice_bin())
-        .args(["checkpoint", "list", "--json"])
-        .arg(&pipeline)
-        .output()
-        .unwrap();
-    let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let entries = entries.as_array().unwrap();
+    let entries = crate::swap::checkpoint_entries(&pipeline);
     let with: Vec<&Value> = entries
         .iter()
         .filter(|e| e.get("params").is_some())

@@ -141,8 +141,8 @@ fn output(root: &Path) -> BTreeMap<u32, BTreeMap<u64, Vec<String>>> {
     parts
 }
 
-/// The plugin digest each recorded batch ran `tag` with, by batch id.
-pub(crate) fn recorded_versions(pipeline: &Path) -> BTreeMap<u64, String> {
+/// Every entry of the pipeline's checkpoint log, oldest first (`sluice checkpoint list --json`).
+pub(crate) fn checkpoint_entries(pipeline: &Path) -> Vec<serde_json::Value> {
     let out = std::process::Command::new(sluice_tests::sluice_bin())
         .args(["checkpoint", "list", "--json"])
         .arg(pipeline)
@@ -153,10 +153,15 @@ pub(crate) fn recorded_versions(pipeline: &Path) -> BTreeMap<u64, String> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    entries
-        .as_array()
-        .unwrap()
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        serde_json::Value::Array(entries) => entries,
+        other => panic!("not a list of entries: {other}"),
+    }
+}
+
+/// The plugin digest each recorded batch ran `tag` with, by batch id.
+pub(crate) fn recorded_versions(pipeline: &Path) -> BTreeMap<u64, String> {
+    checkpoint_entries(pipeline)
         .iter()
         .map(|e| {
             (

@@ -16,6 +16,7 @@ use sluice::receiver::generator::LineGenerator;
 use sluice_tests::plugins_dir;
 
 use crate::engine::{Running, WAIT_TIMEOUT, committed, generator_of, sluice_run, write_pipeline};
+use crate::swap::checkpoint_entries;
 
 /// Batches per window and per slide: 1200 ms and 400 ms of 200 ms batches.
 const LENGTH: u64 = 6;
@@ -55,20 +56,7 @@ format = "kv"
 
 /// Per batch, per partition, the source offsets `[start, end)` it held.
 fn batch_ranges(pipeline: &Path) -> BTreeMap<u64, Vec<(u64, u64)>> {
-    let out = std::process::Command::new(sluice_tests::sluice_bin())
-        .args(["checkpoint", "list", "--json"])
-        .arg(pipeline)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let entries: Value = serde_json::from_slice(&out.stdout).unwrap();
-    entries
-        .as_array()
-        .unwrap()
+    checkpoint_entries(pipeline)
         .iter()
         .map(|e| {
             let parts = e["partitions"]
