@@ -349,6 +349,36 @@ fn load_plugin(
         .map_err(|e| format!("{what}: {e}"))
 }
 
+/// `reduce-by-key-and-window` with `aggregate-plugin`: the plugin loaded, its stage made,
+/// and `inverse = true` refused when it cannot retract.
+fn plugin_window(
+    i: usize,
+    what: &str,
+    w: crate::config::step::PluginWindow,
+    load: &mut dyn FnMut(&str, &str, PluginKind) -> Result<Plugin, String>,
+) -> Result<StepPlan, BuildError> {
+    let what = format!("{what} (`aggregate-plugin`)");
+    let plugin = load(&what, &w.plugin, PluginKind::Aggregator)?;
+    let stage = plugin
+        .aggregator(&w.params)
+        .map_err(|e| format!("{what}: {e}"))?;
+    if w.inverse && !stage.can_retract() {
+        return Err(format!(
+            "{what}: `inverse = true` needs an aggregate that can take an expired batch out, and plugin `{}` says it cannot (its `can-retract` returned false); drop `inverse`",
+            w.plugin
+        )
+        .into());
+    }
+    let kind = crate::config::window::WindowKind::ReduceByKey {
+        aggregate: crate::config::window::Aggregate::Count,
+        inverse: w.inverse,
+        partitions: w.partitions,
+    };
+    Ok(StepPlan::Window(Arc::new(
+        crate::ops::window::WindowOp::with_plugin(i, kind, w.spec, Arc::new(stage)),
+    )))
+}
+
 /// The steps of `[[transform]]`, their plugins loaded and stages made, their lookup tables
 /// read (relative to `base`; a store reached through `handle`).
 fn build_steps(
@@ -385,6 +415,7 @@ fn build_steps(
             Step::Window { kind, spec } => {
                 StepPlan::Window(Arc::new(crate::ops::window::WindowOp::new(i, kind, spec)))
             }
+            Step::PluginWindow(w) => plugin_window(i, &what, *w, load)?,
             Step::Lookup(config) => {
                 let lookup = crate::lookup::Lookup::start(&config, base, handle).map_err(|e| {
                     let message = format!("{what}: {e}");

@@ -4,8 +4,8 @@
 use std::cell::RefCell;
 
 use crate::{
-    BadRecord, Batch, BatchBuilder, BatchParts, Column, Context, Error, HeaderColumns, KeyColumn,
-    Output, Params, Receiver, SelfTest, Sink, Transform,
+    Aggregator, BadRecord, Batch, BatchBuilder, BatchParts, Column, Context, Error, HeaderColumns,
+    KeyColumn, Output, Params, Receiver, SelfTest, Sink, Transform,
 };
 
 /// The `transformer` world; it also holds the `types` and `host` interfaces the other worlds
@@ -57,6 +57,21 @@ pub mod receiver {
     });
 }
 
+/// The `aggregator` world.
+pub mod aggregator {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "aggregator",
+        pub_export_macro: true,
+        with: {
+            "sluice:plugin/types@0.1.0": crate::__private::transformer::sluice::plugin::types,
+            "sluice:plugin/host@0.1.0": crate::__private::transformer::sluice::plugin::host,
+        },
+    });
+}
+
+pub use aggregator::exports::sluice::plugin::aggregate::Guest as AggregatorGuest;
+pub use aggregator::exports::sluice::plugin::aggregate::Partials;
 pub use receiver::exports::sluice::plugin::source::Guest as ReceiverGuest;
 pub use self_tested::exports::sluice::plugin::self_test::Guest as SelfTestGuest;
 pub use sink::exports::sluice::plugin::deliver::Guest as SinkGuest;
@@ -254,5 +269,145 @@ pub fn receiver_poll<T: Receiver>(
         records: batch_out(out.finish()),
         position: poll.position,
         end: poll.end,
+    })
+}
+
+/// The accumulators' frame: a tag byte before the plugin's encoding, so that an accumulator
+/// is never zero bytes long (zero bytes stand for "no records" in the contract).
+const ACC_TAG: u8 = 1;
+
+fn acc_out<T: Aggregator>(plugin: &T, acc: &T::Acc, out: &mut Column, buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.push(ACC_TAG);
+    plugin.encode(acc, buf);
+    out.push(buf);
+}
+
+fn acc_in<T: Aggregator>(plugin: &T, bytes: &[u8]) -> Result<T::Acc, wit::Error> {
+    match bytes.split_first() {
+        Some((&ACC_TAG, rest)) => plugin
+            .decode(rest)
+            .map_err(|e| wit::Error::Fatal(format!("an accumulator cannot be read: {e}"))),
+        _ => Err(wit::Error::Fatal(
+            "an accumulator the host sent was not written by this SDK".to_string(),
+        )),
+    }
+}
+
+fn with_plugin<T, R>(
+    state: &State<T>,
+    f: impl FnOnce(&T) -> Result<R, wit::Error>,
+) -> Result<R, wit::Error> {
+    let state = state.borrow();
+    f(state.as_ref().ok_or_else(not_initialised)?)
+}
+
+/// `aggregate.init`.
+pub fn aggregate_init<T: Aggregator>(state: &State<T>, params: wit::Params) -> Result<(), String> {
+    init(state, params, T::init)
+}
+
+/// `aggregate.can-retract`. An instance that was not initialised cannot.
+pub fn aggregate_can_retract<T: Aggregator>(state: &State<T>) -> bool {
+    state.borrow().as_ref().is_some_and(T::can_retract)
+}
+
+/// `aggregate.add`: groups the records by key (a map-side combine), one accumulator per key
+/// that kept at least one record.
+pub fn aggregate_add<T: Aggregator>(
+    state: &State<T>,
+    _ctx: wit::BatchContext,
+    input: wit::Batch,
+) -> Result<Partials, wit::Error> {
+    with_plugin(state, |plugin| {
+        let input = batch_in(input)?;
+        let mut index: std::collections::HashMap<&[u8], usize> = Default::default();
+        let mut accs: Vec<(&[u8], T::Acc, bool)> = Vec::new();
+        let mut rejected = Vec::new();
+        for record in input.records() {
+            let key = record.key().unwrap_or_default();
+            let i = *index.entry(key).or_insert_with(|| {
+                accs.push((key, T::Acc::default(), false));
+                accs.len() - 1
+            });
+            match plugin.add(&mut accs[i].1, &record) {
+                Ok(()) => accs[i].2 = true,
+                Err(reason) => rejected.push(wit::BadRecord {
+                    index: record.index(),
+                    reason,
+                }),
+            }
+        }
+        let (mut keys, mut out, mut buf) = (Column::new(), Column::new(), Vec::new());
+        for (key, acc, _) in accs.iter().filter(|a| a.2) {
+            keys.push(key);
+            acc_out(plugin, acc, &mut out, &mut buf);
+        }
+        Ok(Partials {
+            keys: column_out(keys),
+            accs: column_out(out),
+            rejected,
+        })
+    })
+}
+
+/// Row `i` of each column, checked to hold as many rows as `keys`.
+fn rows<'a>(keys: &'a Column, cols: [&'a Column; 2]) -> Result<usize, wit::Error> {
+    let n = keys.len();
+    if cols.iter().any(|c| c.len() != n) {
+        return Err(wit::Error::Fatal(format!(
+            "the host sent columns of {} and {} rows for {n} keys",
+            cols[0].len(),
+            cols[1].len()
+        )));
+    }
+    Ok(n)
+}
+
+/// `aggregate.merge` and (with `retract`) `aggregate.retract`: row by row.
+pub fn aggregate_pairwise<T: Aggregator>(
+    state: &State<T>,
+    retract: bool,
+    keys: wit::BytesColumn,
+    left: wit::BytesColumn,
+    right: wit::BytesColumn,
+) -> Result<wit::BytesColumn, wit::Error> {
+    with_plugin(state, |plugin| {
+        let (keys, left, right) = (column_in(keys), column_in(left), column_in(right));
+        let n = rows(&keys, [&left, &right])?;
+        let (mut out, mut buf) = (Column::new(), Vec::new());
+        for i in 0..n {
+            let mut acc = acc_in(plugin, left.get(i).unwrap_or_default())?;
+            let other = acc_in(plugin, right.get(i).unwrap_or_default())?;
+            if !retract {
+                plugin.merge(&mut acc, &other);
+            } else if !plugin.retract(&mut acc, &other).map_err(error_out)? {
+                out.push(&[]);
+                continue;
+            }
+            acc_out(plugin, &acc, &mut out, &mut buf);
+        }
+        Ok(column_out(out))
+    })
+}
+
+/// `aggregate.finish`.
+pub fn aggregate_finish<T: Aggregator>(
+    state: &State<T>,
+    keys: wit::BytesColumn,
+    accs: wit::BytesColumn,
+) -> Result<wit::BytesColumn, wit::Error> {
+    with_plugin(state, |plugin| {
+        let (keys, accs) = (column_in(keys), column_in(accs));
+        let n = rows(&keys, [&accs, &accs])?;
+        let mut out = Column::new();
+        for i in 0..n {
+            let acc = acc_in(plugin, accs.get(i).unwrap_or_default())?;
+            let value = plugin
+                .finish(keys.get(i).unwrap_or_default(), &acc)
+                .map_err(error_out)?;
+            out.push(&value);
+        }
+        Ok(column_out(out))
     })
 }

@@ -219,3 +219,77 @@ macro_rules! export_receiver {
         };
     };
 }
+
+/// Exports an [`Aggregator`](crate::Aggregator) type as this component's `aggregator` world.
+///
+/// Call it once in the plugin crate's `lib.rs`; see [`export_transform!`] for how the state is
+/// kept and why the macro expands to nothing natively, and [`Aggregator`](crate::Aggregator)
+/// for an example.
+#[macro_export]
+macro_rules! export_aggregator {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            ::std::thread_local! {
+                static __SLUICE_STATE: $crate::__private::State<$plugin> =
+                    const { $crate::__private::State::<$plugin>::new(::core::option::Option::None) };
+            }
+            struct __SluiceExport;
+            impl $crate::__private::AggregatorGuest for __SluiceExport {
+                fn init(
+                    params: $crate::__private::wit::Params,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    __SLUICE_STATE.with(|s| $crate::__private::aggregate_init::<$plugin>(s, params))
+                }
+                fn can_retract() -> bool {
+                    __SLUICE_STATE.with(|s| $crate::__private::aggregate_can_retract::<$plugin>(s))
+                }
+                fn add(
+                    ctx: $crate::__private::wit::BatchContext,
+                    input: $crate::__private::wit::Batch,
+                ) -> ::core::result::Result<
+                    $crate::__private::Partials,
+                    $crate::__private::wit::Error,
+                > {
+                    __SLUICE_STATE.with(|s| $crate::__private::aggregate_add::<$plugin>(s, ctx, input))
+                }
+                fn merge(
+                    keys: $crate::__private::wit::BytesColumn,
+                    left: $crate::__private::wit::BytesColumn,
+                    right: $crate::__private::wit::BytesColumn,
+                ) -> ::core::result::Result<
+                    $crate::__private::wit::BytesColumn,
+                    $crate::__private::wit::Error,
+                > {
+                    __SLUICE_STATE.with(|s| {
+                        $crate::__private::aggregate_pairwise::<$plugin>(s, false, keys, left, right)
+                    })
+                }
+                fn retract(
+                    keys: $crate::__private::wit::BytesColumn,
+                    acc: $crate::__private::wit::BytesColumn,
+                    expired: $crate::__private::wit::BytesColumn,
+                ) -> ::core::result::Result<
+                    $crate::__private::wit::BytesColumn,
+                    $crate::__private::wit::Error,
+                > {
+                    __SLUICE_STATE.with(|s| {
+                        $crate::__private::aggregate_pairwise::<$plugin>(s, true, keys, acc, expired)
+                    })
+                }
+                fn finish(
+                    keys: $crate::__private::wit::BytesColumn,
+                    accs: $crate::__private::wit::BytesColumn,
+                ) -> ::core::result::Result<
+                    $crate::__private::wit::BytesColumn,
+                    $crate::__private::wit::Error,
+                > {
+                    __SLUICE_STATE.with(|s| $crate::__private::aggregate_finish::<$plugin>(s, keys, accs))
+                }
+            }
+            $crate::__private::aggregator::export!(
+                __SluiceExport with_types_in $crate::__private::aggregator
+            );
+        };
+    };
+}

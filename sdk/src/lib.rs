@@ -7,7 +7,8 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`Transform`], [`Sink`], [`Receiver`] | the traits a plugin implements, one per WIT world |
-//! | [`export_transform!`], [`export_sink!`], [`export_receiver!`] | the macros that export them |
+//! | [`Aggregator`] | a user-defined aggregate for the window steps (world `aggregator`) |
+//! | [`export_transform!`], [`export_sink!`], [`export_receiver!`], [`export_aggregator!`] | the macros that export them |
 //! | [`Batch`], [`Record`] | the input: columnar records, read without copying |
 //! | [`Output`] | what a transformation appends its records, rejections and keys to |
 //! | [`BatchBuilder`] | what a receiver appends its records to |
@@ -59,6 +60,7 @@
 //! `cargo build --target wasm32-wasip2 --profile plugin -p <crate>`.
 #![deny(missing_docs)]
 
+mod aggregator;
 mod batch;
 mod builder;
 mod context;
@@ -74,6 +76,7 @@ mod plugin;
 #[path = "bindings.rs"]
 pub mod __private;
 
+pub use aggregator::Aggregator;
 pub use batch::{
     Batch, BatchParts, Column, HeaderColumns, Headers, InvalidBatch, KeyColumn, Record, Records,
 };

@@ -2,6 +2,7 @@
 //! components). Each module covers one part; test names read as sentences.
 
 mod admin;
+mod aggregator;
 mod amqp;
 mod amqp_bodies;
 mod batch_job;

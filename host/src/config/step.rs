@@ -52,6 +52,13 @@ pub struct StepConfig {
     /// function); default false.
     #[serde(default)]
     pub inverse: Option<bool>,
+    /// `aggregate-plugin`: `reduce-by-key-and-window` computes a user-defined aggregate, the
+    /// plugin of world `aggregator` with this name, instead of a built-in `aggregate`.
+    #[serde(default)]
+    pub aggregate_plugin: Option<String>,
+    /// `aggregate-params`: the aggregate plugin's parameters.
+    #[serde(default)]
+    pub aggregate_params: BTreeMap<String, String>,
     /// `timeout`: `update-state-by-key` drops a key not updated for this long (batch time).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
@@ -112,6 +119,8 @@ pub enum Step {
     Lookup(Box<crate::lookup::LookupConfig>),
     /// A running aggregate per key across batches (`update-state-by-key`).
     UpdateState(RunningSpec),
+    /// `reduce-by-key-and-window` with an aggregate plugin (`aggregate-plugin`).
+    PluginWindow(Box<PluginWindow>),
     /// A window over batch time (see [`super::window`]).
     Window {
         /// What it outputs.
@@ -119,6 +128,21 @@ pub enum Step {
         /// Its length and slide, in batches.
         spec: WindowSpec,
     },
+}
+
+/// `reduce-by-key-and-window` with `aggregate-plugin`, once checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginWindow {
+    /// The aggregate plugin's name (`aggregate-plugin`).
+    pub plugin: String,
+    /// Its parameters (`aggregate-params`).
+    pub params: BTreeMap<String, String>,
+    /// Its length and slide, in batches.
+    pub spec: WindowSpec,
+    /// `inverse`: the plugin's `retract` takes expired batches out.
+    pub inverse: bool,
+    /// `partitions`: output partitions; `None`: as many as the source has.
+    pub partitions: Option<u32>,
 }
 
 impl StepConfig {
@@ -161,6 +185,7 @@ impl StepConfig {
                 }
                 self.only_for_windows(&here, "plugins")?;
                 self.no_state_keys(&here, "plugins")?;
+                self.no_aggregate_plugin(&here, "plugins")?;
                 Ok(Step::Plugin {
                     name: name.clone(),
                     params: self.params.clone(),
@@ -189,6 +214,13 @@ impl StepConfig {
             )),
             None => Ok(()),
         };
+        if name != "reduce-by-key-and-window" {
+            self.no_aggregate_plugin(here, &format!("`{name}`"))?;
+        } else if self.aggregate_plugin.is_none() && !self.aggregate_params.is_empty() {
+            return Err(format!(
+                "{here}: key `aggregate-params` needs `aggregate-plugin = \"NAME\"`"
+            ));
+        }
         let kind = match name {
             "repartition-by-key" | "count-by-key" => {
                 self.only_for_windows(here, name)?;
@@ -211,6 +243,9 @@ impl StepConfig {
             }
             "window" => WindowKind::Records,
             "count-by-window" => WindowKind::Count,
+            "reduce-by-key-and-window" if self.aggregate_plugin.is_some() => {
+                return self.plugin_window(here, interval);
+            }
             "reduce-by-key-and-window" => {
                 let aggregate = self.aggregate.unwrap_or(Aggregate::Count);
                 let inverse = self.inverse.unwrap_or(false);
@@ -246,6 +281,37 @@ impl StepConfig {
         }
         let spec = window::spec(here, self.length, self.slide, interval)?;
         Ok(Step::Window { kind, spec })
+    }
+
+    /// `reduce-by-key-and-window` with `aggregate-plugin`.
+    fn plugin_window(&self, here: &str, interval: Duration) -> Result<Step, String> {
+        self.no_state_keys(here, "`reduce-by-key-and-window`")?;
+        if let Some(a) = self.aggregate {
+            return Err(format!(
+                "{here}: has both `aggregate = \"{}\"` and `aggregate-plugin`; give one",
+                a.name()
+            ));
+        }
+        if self.partitions == Some(0) {
+            return Err(format!("{here}: key `partitions` must be at least 1"));
+        }
+        Ok(Step::PluginWindow(Box::new(PluginWindow {
+            plugin: self.aggregate_plugin.clone().unwrap_or_default(),
+            params: self.aggregate_params.clone(),
+            spec: window::spec(here, self.length, self.slide, interval)?,
+            inverse: self.inverse.unwrap_or(false),
+            partitions: self.partitions,
+        })))
+    }
+
+    /// Refuses `aggregate-plugin` and `aggregate-params` where no aggregate plugin runs.
+    fn no_aggregate_plugin(&self, here: &str, what: &str) -> Result<(), String> {
+        if self.aggregate_plugin.is_some() || !self.aggregate_params.is_empty() {
+            return Err(format!(
+                "{here}: keys `aggregate-plugin` and `aggregate-params` are only for `reduce-by-key-and-window`, not for {what}"
+            ));
+        }
+        Ok(())
     }
 
     /// `update-state-by-key`.

@@ -32,6 +32,8 @@ pub struct WindowOp {
     /// Its length and slide in batches.
     pub spec: WindowSpec,
     state: Mutex<State>,
+    /// With `aggregate-plugin`: the plugin and its own state, which stands in for `state`.
+    plugin: Option<super::plugin_aggregate::PluginWindow>,
 }
 
 /// What one batch contributed to the window.
@@ -71,7 +73,42 @@ impl WindowOp {
             kind,
             spec,
             state: Mutex::default(),
+            plugin: None,
         }
+    }
+
+    /// A `reduce-by-key-and-window` step whose aggregate is the plugin `stage`
+    /// (`aggregate-plugin`); `kind` gives `inverse` and `partitions`.
+    pub fn with_plugin(
+        step: usize,
+        kind: WindowKind,
+        spec: WindowSpec,
+        stage: std::sync::Arc<crate::plugin::aggregator::AggregatorStage>,
+    ) -> WindowOp {
+        let inverse = matches!(kind, WindowKind::ReduceByKey { inverse: true, .. });
+        WindowOp {
+            plugin: Some(super::plugin_aggregate::PluginWindow::new(
+                stage, spec, inverse,
+            )),
+            ..WindowOp::new(step, kind, spec)
+        }
+    }
+
+    /// Its aggregate plugin's side, with `aggregate-plugin`.
+    pub fn plugin(&self) -> Option<&super::plugin_aggregate::PluginWindow> {
+        self.plugin.as_ref()
+    }
+
+    /// Its output partitions: `partitions`, else the source's `source`.
+    pub fn out_partitions(&self, source: u32) -> u32 {
+        match self.kind {
+            WindowKind::ReduceByKey {
+                partitions: Some(p),
+                ..
+            } => p,
+            _ => source,
+        }
+        .max(1)
     }
 
     /// What it aggregates; `None` for `window`, which keeps records.
@@ -140,6 +177,9 @@ impl WindowOp {
 
     /// Puts back what batch `id` contributed (read from its checkpoint), at a restart.
     pub fn restore(&self, id: u64, slot: Slot) {
+        if let (Some(p), Slot::Records(r)) = (&self.plugin, &slot) {
+            return p.restore(id, super::plugin_aggregate::accs_of(r));
+        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.put(&mut state, id, slot);
     }
@@ -151,6 +191,9 @@ impl WindowOp {
 
     /// How many keys (or records, for `window`) the window holds now.
     pub fn size(&self) -> usize {
+        if let Some(p) = &self.plugin {
+            return p.size();
+        }
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state
             .batches
@@ -171,9 +214,9 @@ impl WindowOp {
     }
 
     /// Whether its batches combine block by block (every kind but `window`, which keeps
-    /// records).
+    /// records, and an aggregate plugin's, which adds each partition's records at the close).
     pub fn combines(&self) -> bool {
-        self.aggregate().is_some()
+        self.aggregate().is_some() && self.plugin.is_none()
     }
 
     /// Runs batch `id` through the window from its accumulators already combined
@@ -329,9 +372,10 @@ pub fn slot_records(slot: &Slot) -> std::borrow::Cow<'_, RecordBatch> {
 }
 
 impl WindowOp {
-    /// The slot `records` (read back from a checkpoint) stand for, or what is wrong.
+    /// The slot `records` (read back from a checkpoint) stand for, or what is wrong (with an
+    /// aggregate plugin, the records as they are: [`WindowOp::restore`] reads them).
     pub fn slot_of(&self, records: RecordBatch) -> Result<Slot, String> {
-        if self.aggregate().is_none() {
+        if self.aggregate().is_none() || self.plugin.is_some() {
             return Ok(Slot::Records(Box::new(records)));
         }
         let mut p = Partial::with_hasher(Fast::default());

@@ -41,6 +41,20 @@ pub mod v0_1 {
         });
     }
 
+    /// The aggregator world (user-defined aggregates), sharing `types` and `host` as the
+    /// sink does.
+    pub mod aggregator {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "sluice:plugin/aggregator@0.1.0",
+            ownership: Borrowing { duplicate_if_necessary: true },
+            with: {
+                "sluice:plugin/types": super::transformer::sluice::plugin::types,
+                "sluice:plugin/host": super::transformer::sluice::plugin::host,
+            },
+        });
+    }
+
     pub use transformer::sluice::plugin::host;
     pub use transformer::sluice::plugin::types;
 }

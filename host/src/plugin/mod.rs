@@ -13,6 +13,7 @@
 //! [`PluginError`] naming the plugin, its digest, the partition and the batch; the trapped
 //! instance is dropped and the next call gets a fresh one.
 
+pub mod aggregator;
 pub mod bindings;
 pub mod cache;
 pub mod error;
@@ -51,13 +52,16 @@ pub enum PluginKind {
     Sink,
     /// World `receiver`.
     Receiver,
+    /// World `aggregator`.
+    Aggregator,
 }
 
 impl PluginKind {
-    const ALL: [PluginKind; 3] = [
+    const ALL: [PluginKind; 4] = [
         PluginKind::Transformer,
         PluginKind::Sink,
         PluginKind::Receiver,
+        PluginKind::Aggregator,
     ];
 
     /// The interface a component of this kind exports.
@@ -66,6 +70,7 @@ impl PluginKind {
             PluginKind::Transformer => "sluice:plugin/transform@0.1.0",
             PluginKind::Sink => "sluice:plugin/deliver@0.1.0",
             PluginKind::Receiver => "sluice:plugin/source@0.1.0",
+            PluginKind::Aggregator => "sluice:plugin/aggregate@0.1.0",
         }
     }
 
@@ -75,6 +80,7 @@ impl PluginKind {
             PluginKind::Transformer => "transformer",
             PluginKind::Sink => "sink",
             PluginKind::Receiver => "receiver",
+            PluginKind::Aggregator => "aggregator",
         }
     }
 
@@ -134,6 +140,7 @@ pub(crate) enum KindPre {
     Transformer(v0_1::transformer::TransformerPre<HostState>),
     Sink(v0_1::sink::SinkPre<HostState>),
     Receiver(v0_1::receiver::ReceiverPre<HostState>),
+    Aggregator(v0_1::aggregator::AggregatorPre<HostState>),
 }
 
 /// A loaded, checked plugin, ready to be instantiated. Cheap to clone.
@@ -303,6 +310,7 @@ enum Bound {
     Transformer(v0_1::transformer::Transformer, component::Instance),
     Sink(v0_1::sink::Sink),
     Receiver(v0_1::receiver::Receiver),
+    Aggregator(v0_1::aggregator::Aggregator),
 }
 
 struct Instance {
@@ -410,6 +418,7 @@ impl Stage {
             }
             KindPre::Sink(pre) => pre.instantiate(store).map(Bound::Sink),
             KindPre::Receiver(pre) => pre.instantiate(store).map(Bound::Receiver),
+            KindPre::Aggregator(pre) => pre.instantiate(store).map(Bound::Aggregator),
         }
     }
 
@@ -454,6 +463,7 @@ impl Stage {
             Bound::Transformer(t, _) => t.sluice_plugin_transform().call_init(store, &params),
             Bound::Sink(s) => s.sluice_plugin_deliver().call_init(store, &params),
             Bound::Receiver(r) => r.sluice_plugin_source().call_init(store, owned_params),
+            Bound::Aggregator(a) => a.sluice_plugin_aggregate().call_init(store, &params),
         });
         match result.map(|(r, _)| r) {
             Ok(Ok(())) => Ok(inst),

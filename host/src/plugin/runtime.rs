@@ -259,6 +259,9 @@ impl PluginRuntime {
             PluginKind::Receiver => {
                 KindPre::Receiver(v0_1::receiver::ReceiverPre::new(pre).map_err(mismatch)?)
             }
+            PluginKind::Aggregator => {
+                KindPre::Aggregator(v0_1::aggregator::AggregatorPre::new(pre).map_err(mismatch)?)
+            }
         };
         let info = PluginInfo {
             name: manifest.name.clone(),

@@ -379,6 +379,11 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                     repartition(parts, n)
                 }
                 StepPlan::CountByKey => pool_map(&plan.pool, parts, |p| count_by_key(p, time_ms)),
+                StepPlan::Window(op) if op.plugin().is_some() => {
+                    let (out, write) = plugin_window(plan, &batch, op, &parts)?;
+                    state.push(write);
+                    out
+                }
                 StepPlan::Window(op) => {
                     let inputs: Vec<&RecordBatch> = parts.iter().map(|p| &p.records).collect();
                     let applied = op.apply(batch.id, time_ms, &inputs, plan.partitions);
@@ -511,6 +516,50 @@ fn apply_combined(
         }
         _ => unreachable!("Shape::of combines only before a stateful step"),
     }
+}
+
+/// `reduce-by-key-and-window` with an aggregate plugin, at the close: its output parts and
+/// the batch's contribution; records the plugin rejected go to the dead letters.
+fn plugin_window(
+    plan: &Plan,
+    batch: &OpenBatch,
+    op: &crate::ops::window::WindowOp,
+    parts: &[Part],
+) -> Result<(Vec<Part>, crate::state::Write), JobError> {
+    let Some(p) = op.plugin() else {
+        unreachable!("called for a window with an aggregate plugin")
+    };
+    let ctx = crate::plugin::CallContext {
+        stream: plan.stream.clone(),
+        partition: 0,
+        batch_id: batch.id,
+        batch_time_ms: batch.time_ms,
+        part: 0,
+    };
+    let inputs: Vec<(u32, &RecordBatch)> =
+        parts.iter().map(|p| (p.partition, &p.records)).collect();
+    let applied = p
+        .apply(&ctx, &inputs, op.emits(batch.id))
+        .map_err(|source| JobError::Plugin {
+            batch: batch.id,
+            source,
+        })?;
+    for (n, i, reason) in &applied.rejected {
+        let part = &parts[*n];
+        let at = *i as usize;
+        plan.dead_letters.add_from_builtin(
+            &plan.stream,
+            batch.id,
+            (op.step, op.kind.name()),
+            part.lineage.at(at),
+            reason,
+            (&part.records, at),
+        );
+    }
+    let n = op.out_partitions(plan.partitions);
+    let out = crate::ops::plugin_aggregate::by_partition(&applied.out, batch.time_ms, n);
+    let write = crate::state::Write::changes(op.step, applied.contribution);
+    Ok((output_parts(out), write))
 }
 
 /// A stateful step's output, one part per output partition.
