@@ -374,3 +374,64 @@ impl StepConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod aggregate_plugin_tests {
+    use super::*;
+
+    fn step(text: &str) -> Result<Step, String> {
+        let config: StepConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.step(2, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_window_names_its_aggregate_plugin_and_its_params() {
+        let s = step(
+            r#"builtin = "reduce-by-key-and-window"
+length = "3s"
+aggregate-plugin = "stats-agg"
+aggregate-params = { measure = "bytes" }
+inverse = true"#,
+        )
+        .unwrap();
+        let Step::PluginWindow(w) = s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(w.plugin, "stats-agg");
+        assert_eq!(w.params.get("measure").map(String::as_str), Some("bytes"));
+        assert!(w.inverse);
+        assert_eq!(
+            w.spec,
+            WindowSpec {
+                length: 3,
+                slide: 1
+            }
+        );
+    }
+
+    #[test]
+    fn the_aggregate_plugin_keys_are_refused_where_they_do_not_belong() {
+        let cases = [
+            (
+                "builtin = \"reduce-by-key-and-window\"\nlength = \"3s\"\naggregate = \"sum\"\naggregate-plugin = \"p\"",
+                "has both `aggregate = \"sum\"` and `aggregate-plugin`",
+            ),
+            (
+                "builtin = \"window\"\nlength = \"3s\"\naggregate-plugin = \"p\"",
+                "only for `reduce-by-key-and-window`, not for `window`",
+            ),
+            (
+                "builtin = \"reduce-by-key-and-window\"\nlength = \"3s\"\naggregate-params = { a = \"1\" }",
+                "`aggregate-params` needs `aggregate-plugin",
+            ),
+            (
+                "plugin = \"grep\"\naggregate-plugin = \"p\"",
+                "not for plugins",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = step(text).unwrap_err();
+            assert!(e.contains(want) && e.contains("number 2"), "{text}: {e}");
+        }
+    }
+}

@@ -2,9 +2,11 @@
 //! [`super::window`], with accumulators the plugin defines (see
 //! [`crate::plugin::aggregator`]).
 //!
-//! At a batch's close the plugin's `add` runs on each partition's records (the map-side
-//! combine happens in the guest: one accumulator per key and partition comes back), the
-//! partitions' accumulators are merged (`merge`), and the result is the batch's contribution,
+//! As each block of a batch comes, the plugin's `add` runs on its records (a map-side combine
+//! in the guest: one accumulator per key comes back) and `merge` folds them into the batch's
+//! accumulators ([`PluginWindow::combine`]); after a `repartition-by-key` the same happens at
+//! the close, per partition ([`PluginWindow::apply`]). The batch's accumulators are its
+//! contribution,
 //! kept per batch and written with its checkpoint entry as one record per key (the key, and the
 //! accumulator's bytes). At each close that ends a slide the window's batches are merged (or,
 //! with `inverse`, the running accumulators updated: the new batch merged, the expired one
@@ -80,21 +82,47 @@ impl PluginWindow {
         inputs: &[(u32, &RecordBatch)],
         emits: bool,
     ) -> CallResult<PluginApplied> {
-        let id = ctx.batch_id;
-        let mut applied = PluginApplied::default();
-        let mut accs = Accs::new();
+        let mut rejected = Vec::new();
+        let accs = Mutex::new(Accs::new());
         for (n, (partition, input)) in inputs.iter().enumerate() {
             let ctx = CallContext {
                 partition: *partition,
                 ..ctx.clone()
             };
-            let added = self.stage.add(&ctx, input)?;
-            applied
-                .rejected
-                .extend(added.rejected.into_iter().map(|(i, r)| (n, i, r)));
-            self.stage.merge(&mut accs, added.accs, id)?;
+            let bad = self.combine(&ctx, input, &accs)?;
+            rejected.extend(bad.into_iter().map(|(i, r)| (n, i, r)));
         }
-        applied.contribution = contribution(&accs);
+        let accs = accs.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut applied = self.close(ctx.batch_id, accs, emits)?;
+        applied.rejected = rejected;
+        Ok(applied)
+    }
+
+    /// The map-side combine: adds one block's records (`input`, of partition and part
+    /// `ctx`) to the batch's accumulators `into` (the plugin's `add`, then its `merge` under
+    /// the lock). Returns the records the plugin rejected, by index, with its reason.
+    pub fn combine(
+        &self,
+        ctx: &CallContext,
+        input: &RecordBatch,
+        into: &Mutex<Accs>,
+    ) -> CallResult<Vec<(u32, String)>> {
+        if input.is_empty() {
+            return Ok(Vec::new());
+        }
+        let added = self.stage.add(ctx, input)?;
+        let mut into = into.lock().unwrap_or_else(|e| e.into_inner());
+        self.stage.merge(&mut into, added.accs, ctx.batch_id)?;
+        Ok(added.rejected)
+    }
+
+    /// Closes batch `id` with its accumulators `accs` (every block combined): they become its
+    /// contribution, and with `emits` (the batch ends a slide) the window is finished.
+    pub fn close(&self, id: u64, accs: Accs, emits: bool) -> CallResult<PluginApplied> {
+        let mut applied = PluginApplied {
+            contribution: contribution(&accs),
+            ..PluginApplied::default()
+        };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.put(&mut state, id, accs);
         if result.is_err() {

@@ -214,9 +214,10 @@ impl WindowOp {
     }
 
     /// Whether its batches combine block by block (every kind but `window`, which keeps
-    /// records, and an aggregate plugin's, which adds each partition's records at the close).
+    /// records; an aggregate plugin's combine with the plugin, see
+    /// [`super::plugin_aggregate`]).
     pub fn combines(&self) -> bool {
-        self.aggregate().is_some() && self.plugin.is_none()
+        self.aggregate().is_some()
     }
 
     /// Runs batch `id` through the window from its accumulators already combined

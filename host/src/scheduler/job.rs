@@ -159,6 +159,9 @@ fn run_block(
                 combine_counts(&part, partitions, &batch.counts);
                 Ok(())
             }
+            Combine::Aggregate { .. } if plugin_window_at(batch, shape.narrow).is_some() => {
+                plugin_combine_block(plan, batch, shape.narrow, &part)
+            }
             Combine::Aggregate { .. } => {
                 combine_block(plan, batch, shape.narrow, &part);
                 Ok(())
@@ -340,6 +343,11 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
     };
     let mut state = Vec::new();
     let parts_and_rest = match shape.combine {
+        Combine::Aggregate { rest } if plugin_window_at(&batch, shape.narrow).is_some() => {
+            let (out, write) = plugin_window_close(plan, &batch, shape.narrow)?;
+            state.push(write);
+            Some((out, rest))
+        }
         Combine::Aggregate { rest } => {
             let combined =
                 std::mem::take(&mut *batch.combined.lock().unwrap_or_else(|e| e.into_inner()));
@@ -556,6 +564,71 @@ fn plugin_window(
             (&part.records, at),
         );
     }
+    let n = op.out_partitions(plan.partitions);
+    let out = crate::ops::plugin_aggregate::by_partition(&applied.out, batch.time_ms, n);
+    let write = crate::state::Write::changes(op.step, applied.contribution);
+    Ok((output_parts(out), write))
+}
+
+/// Step `step` when it is a window with an aggregate plugin.
+fn plugin_window_at(batch: &OpenBatch, step: usize) -> Option<&crate::ops::window::WindowOp> {
+    match batch.steps.get(step) {
+        Some(StepPlan::Window(op)) if op.plugin().is_some() => Some(op),
+        _ => None,
+    }
+}
+
+/// [`Combine::Aggregate`] before a window with an aggregate plugin: the plugin adds a block's
+/// output to the batch's accumulators; records it rejects go to the dead letters.
+fn plugin_combine_block(
+    plan: &Plan,
+    batch: &OpenBatch,
+    step: usize,
+    part: &Part,
+) -> Result<(), JobError> {
+    let Some((op, p)) = plugin_window_at(batch, step).and_then(|op| Some((op, op.plugin()?)))
+    else {
+        unreachable!("called before a window with an aggregate plugin")
+    };
+    let ctx = batch.ctx(plan, part.partition, batch.calls.next(step, part.partition));
+    let rejected = p
+        .combine(&ctx, &part.records, &batch.plugin_accs)
+        .map_err(|source| JobError::Plugin {
+            batch: batch.id,
+            source,
+        })?;
+    for (i, reason) in &rejected {
+        let i = *i as usize;
+        plan.dead_letters.add_from_builtin(
+            &plan.stream,
+            batch.id,
+            (op.step, op.kind.name()),
+            part.lineage.at(i),
+            reason,
+            (&part.records, i),
+        );
+    }
+    Ok(())
+}
+
+/// [`Combine::Aggregate`] at the close of a batch before a window with an aggregate plugin:
+/// its output parts and the batch's contribution.
+fn plugin_window_close(
+    plan: &Plan,
+    batch: &OpenBatch,
+    step: usize,
+) -> Result<(Vec<Part>, crate::state::Write), JobError> {
+    let Some((op, p)) = plugin_window_at(batch, step).and_then(|op| Some((op, op.plugin()?)))
+    else {
+        unreachable!("called before a window with an aggregate plugin")
+    };
+    let accs = std::mem::take(&mut *batch.plugin_accs.lock().unwrap_or_else(|e| e.into_inner()));
+    let applied = p
+        .close(batch.id, accs, op.emits(batch.id))
+        .map_err(|source| JobError::Plugin {
+            batch: batch.id,
+            source,
+        })?;
     let n = op.out_partitions(plan.partitions);
     let out = crate::ops::plugin_aggregate::by_partition(&applied.out, batch.time_ms, n);
     let write = crate::state::Write::changes(op.step, applied.contribution);

@@ -118,6 +118,9 @@ pub struct OpenBatch {
     pub(super) kept: Mutex<Vec<Part>>,
     /// [`Combine::Aggregate`]: the accumulators of the blocks so far.
     pub(super) combined: Mutex<crate::ops::aggregate::Partial>,
+    /// [`Combine::Aggregate`] before a window with an aggregate plugin: the accumulators of
+    /// the blocks so far.
+    pub(super) plugin_accs: Mutex<crate::plugin::aggregator::Accs>,
     pub(super) kept_bytes: AtomicU64,
     pub(super) records_in: AtomicU64,
     pub(super) records_out: AtomicU64,
@@ -163,6 +166,7 @@ impl OpenBatch {
                 .collect(),
             kept: Mutex::default(),
             combined: Mutex::default(),
+            plugin_accs: Mutex::default(),
             kept_bytes: AtomicU64::new(0),
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
