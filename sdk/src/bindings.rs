@@ -71,8 +71,8 @@ pub mod receiver {
     });
 }
 
-pub use receiver::exports::sluice::plugin::source::Guest as ReceiverGuest;
 pub use migrating::exports::sluice::plugin::migrate::Guest as MigrateGuest;
+pub use receiver::exports::sluice::plugin::source::Guest as ReceiverGuest;
 pub use self_tested::exports::sluice::plugin::self_test::Guest as SelfTestGuest;
 pub use sink::exports::sluice::plugin::deliver::Guest as SinkGuest;
 pub use transformer::exports::sluice::plugin::transform::Guest as TransformGuest;

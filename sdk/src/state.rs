@@ -87,7 +87,10 @@ pub fn get_many<K: AsRef<[u8]>>(keys: &[K]) -> Vec<Option<Vec<u8>>> {
             .enumerate()
             .map(|(i, &end)| {
                 let end = end as usize;
-                let here = found.present.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0);
+                let here = found
+                    .present
+                    .get(i / 8)
+                    .is_some_and(|b| b & (1 << (i % 8)) != 0);
                 let v = found.column.data.get(start..end).map(<[u8]>::to_vec);
                 start = end;
                 v.filter(|_| here)

@@ -7,7 +7,9 @@
 
 use super::bindings::v0_1;
 use super::error::{CallResult, Failure, PluginError};
-use super::{Bound, Plugin, TransformOutput, TransformStage, from_wit_output, guest_failure, to_wit};
+use super::{
+    Bound, Plugin, TransformOutput, TransformStage, from_wit_output, guest_failure, to_wit,
+};
 use crate::batch::RecordBatch;
 
 /// The interface a plugin of world `migrating-transformer` exports beside `transform`.
@@ -51,7 +53,11 @@ impl TransformStage {
 impl Migration<'_> {
     /// Calls `migrate(from_version, chunk)`: `chunk` holds the keys and their old values. The
     /// output's values are the new values of the entries its origins point at.
-    pub fn chunk(&mut self, from_version: &str, chunk: &RecordBatch) -> CallResult<TransformOutput> {
+    pub fn chunk(
+        &mut self,
+        from_version: &str,
+        chunk: &RecordBatch,
+    ) -> CallResult<TransformOutput> {
         let stage = &self.stage.0;
         let limits = stage.plugin.inner.info.limits;
         let site = self.site.clone();

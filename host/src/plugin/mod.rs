@@ -667,11 +667,17 @@ impl TransformStage {
             return self.transform_within(ctx, input, limits);
         };
         let mut writes = None;
-        let out = self.transform_calling(ctx, input, limits, |store| {
-            store.data_mut().keyed = Some(state::KeyedCall::new(keyed.clone()));
-        }, |store| {
-            writes = store.data_mut().keyed.take().map(|k| k.writes);
-        })?;
+        let out = self.transform_calling(
+            ctx,
+            input,
+            limits,
+            |store| {
+                store.data_mut().keyed = Some(state::KeyedCall::new(keyed.clone()));
+            },
+            |store| {
+                writes = store.data_mut().keyed.take().map(|k| k.writes);
+            },
+        )?;
         if let Some(w) = writes {
             keyed.apply(w);
         }
@@ -716,9 +722,11 @@ impl TransformStage {
                 .call_within(site.clone(), limits, |bound, store| match bound {
                     Bound::Transformer(t, _) => {
                         before(&mut *store);
-                        let out = t
-                            .sluice_plugin_transform()
-                            .call_transform(&mut *store, wit_ctx, wit_batch);
+                        let out = t.sluice_plugin_transform().call_transform(
+                            &mut *store,
+                            wit_ctx,
+                            wit_batch,
+                        );
                         if matches!(out, Ok(Ok(_))) {
                             after(store);
                         } else {

@@ -15,8 +15,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::v0_1::{host, keyed_state, types};
-use crate::state::keyed::{KeyedBatch, Writes};
 use super::limits::MemoryLimiter;
+use crate::state::keyed::{KeyedBatch, Writes};
 
 /// The name and digest a plugin's log lines and metrics are tagged with.
 #[derive(Debug)]

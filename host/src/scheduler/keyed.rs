@@ -113,9 +113,7 @@ pub(super) fn close(plan: &Plan, batch: &OpenBatch) -> Vec<crate::state::Write> 
     for store in plan.keyed.all() {
         let kb = open.remove(&store.step).unwrap_or_else(|| {
             let layout = match batch.steps.get(store.step) {
-                Some(StepPlan::Plugin(stage, _)) if store.layout().is_none() => {
-                    layout_of(stage)
-                }
+                Some(StepPlan::Plugin(stage, _)) if store.layout().is_none() => layout_of(stage),
                 _ => store.layout().unwrap_or_default(),
             };
             Arc::new(store.open(batch.time_ms, layout))

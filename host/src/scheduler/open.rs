@@ -138,7 +138,8 @@ pub struct OpenBatch {
     pub(super) shadow_calls: Calls,
     /// Per plugin step with keyed state, the batch's view of it, opened at its first call
     /// ([`super::keyed`]); dropped with the batch when it fails or is recomputed.
-    pub(super) keyed: Mutex<std::collections::BTreeMap<usize, std::sync::Arc<crate::state::keyed::KeyedBatch>>>,
+    pub(super) keyed:
+        Mutex<std::collections::BTreeMap<usize, std::sync::Arc<crate::state::keyed::KeyedBatch>>>,
 }
 
 impl OpenBatch {

@@ -231,9 +231,7 @@ impl KeyedBatch {
                 None => self.store.base().map.get(key).cloned(),
             },
         };
-        entry
-            .filter(|e| e.live_at(self.time_ms))
-            .map(|e| e.value)
+        entry.filter(|e| e.live_at(self.time_ms)).map(|e| e.value)
     }
 
     /// The entry a put of `value` with `ttl_ms` in this batch makes.
@@ -293,7 +291,10 @@ impl KeyedBatch {
             }
         }
         for entry in writes.values_mut() {
-            if entry.as_ref().is_some_and(|e| e.expires_ms.is_some_and(|x| x <= time)) {
+            if entry
+                .as_ref()
+                .is_some_and(|e| e.expires_ms.is_some_and(|x| x <= time))
+            {
                 *entry = None;
             }
         }
@@ -371,7 +372,12 @@ fn apply(base: &mut Base, records: &RecordBatch) -> Result<(), String> {
             });
             continue;
         };
-        let bad = || format!("record {i} (key {:?}) has no valid tag", String::from_utf8_lossy(key));
+        let bad = || {
+            format!(
+                "record {i} (key {:?}) has no valid tag",
+                String::from_utf8_lossy(key)
+            )
+        };
         match value.split_first() {
             Some((&DELETED, [])) => {
                 base.map.remove(key);
@@ -429,19 +435,31 @@ mod tests {
         let store = Arc::new(KeyedStore::new(2, 4));
         let b0 = store.open(100, layout("a"));
         put(&b0, "x", "1", None);
-        assert_eq!(get(&b0, "x").as_deref(), Some("1"), "the batch sees its writes");
+        assert_eq!(
+            get(&b0, "x").as_deref(),
+            Some("1"),
+            "the batch sees its writes"
+        );
         b0.close(0);
         let dropped = store.open(200, layout("a"));
         put(&dropped, "x", "99", None);
         let mut w = Writes::default();
         w.insert(b"x"[..].into(), None);
         dropped.apply(w);
-        assert_eq!(get(&dropped, "x"), None, "a delete hides the committed value");
+        assert_eq!(
+            get(&dropped, "x"),
+            None,
+            "a delete hides the committed value"
+        );
         drop(dropped); // failed, or recomputed after a rollback
         let b1 = store.open(200, layout("a"));
         assert_eq!(get(&b1, "x").as_deref(), Some("1"), "nothing of it counts");
         put(&b1, "y", "", None);
-        assert_eq!(get(&b1, "y").as_deref(), Some(""), "an empty value is a value");
+        assert_eq!(
+            get(&b1, "y").as_deref(),
+            Some(""),
+            "an empty value is a value"
+        );
     }
 
     #[test]
@@ -451,7 +469,12 @@ mod tests {
         let mut wholes = 0;
         for (id, time) in [(0u64, 10i64), (1, 20), (2, 30), (3, 40)] {
             let b = store.open(time, layout(&format!("d{}", id / 2)));
-            put(&b, &format!("k{id}"), &format!("v{id}"), (id == 1).then_some(15));
+            put(
+                &b,
+                &format!("k{id}"),
+                &format!("v{id}"),
+                (id == 1).then_some(15),
+            );
             put(&b, "empty", "", None);
             if id == 3 {
                 let mut w = Writes::default();
@@ -491,7 +514,11 @@ mod tests {
         put(&b, "forever", "v", None);
         b.close(1);
         let b = store.open(1_500, layout("a"));
-        assert_eq!(get(&b, "t").as_deref(), Some("v"), "time T + ttl still sees it");
+        assert_eq!(
+            get(&b, "t").as_deref(),
+            Some("v"),
+            "time T + ttl still sees it"
+        );
         let writes = b.close(2);
         assert_eq!(writes.len(), 1);
         let deleted: Vec<_> = (0..writes[0].records.len())
@@ -517,12 +544,22 @@ mod tests {
             .into_iter()
             .map(|(k, e)| {
                 let value = format!("count:{}", String::from_utf8_lossy(&e.value));
-                (k, Entry { value: value.into_bytes().into(), ..e })
+                (
+                    k,
+                    Entry {
+                        value: value.into_bytes().into(),
+                        ..e
+                    },
+                )
             })
             .collect();
         b.migrated(converted, layout("v2"));
         assert_eq!(get(&b, "k").as_deref(), Some("count:7"));
-        assert_eq!(store.layout(), Some(layout("v1")), "committed only at the close");
+        assert_eq!(
+            store.layout(),
+            Some(layout("v1")),
+            "committed only at the close"
+        );
         let writes = b.close(2);
         assert_eq!(writes.len(), 2, "changes and the whole state");
         assert_eq!(store.layout(), Some(layout("v2")));

@@ -314,7 +314,7 @@ pub async fn restore(
 pub trait Restore {
     /// The step's index.
     fn step(&self) -> usize;
-    /// What the state is, for the log line (`update-state-by-key`).
+    /// What the state is, for the log line (`update-state-by-key's state`).
     fn what(&self) -> &'static str;
     /// Replaces the state with a whole state.
     fn restore_whole(&self, records: &RecordBatch) -> Result<(), String>;
@@ -329,7 +329,7 @@ impl Restore for crate::ops::running::RunningOp {
         self.step
     }
     fn what(&self) -> &'static str {
-        "update-state-by-key"
+        "update-state-by-key's state"
     }
     fn restore_whole(&self, records: &RecordBatch) -> Result<(), String> {
         crate::ops::running::RunningOp::restore_whole(self, records)
@@ -345,11 +345,7 @@ impl Restore for crate::ops::running::RunningOp {
 /// A [`Restore`] state as of batch `done`: its newest whole state at or before it, then the
 /// changes of every batch after that, in order; a missing one stops the start (see
 /// [`restore`]).
-async fn restore_incremental(
-    op: &dyn Restore,
-    at: &Location,
-    done: u64,
-) -> Result<(), StateError> {
+async fn restore_incremental(op: &dyn Restore, at: &Location, done: u64) -> Result<(), StateError> {
     let step = op.step();
     let objects = list(at, step).await?;
     let whole = objects
@@ -398,7 +394,7 @@ async fn restore_incremental(
         changes_applied = changes.len(),
         last_batch = done,
         keys = op.size(),
-        "Restored {}'s state from the checkpoint.",
+        "Restored {} from the checkpoint.",
         op.what()
     );
     Ok(())
