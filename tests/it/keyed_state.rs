@@ -254,3 +254,49 @@ fn a_version_whose_migrate_fails_is_rolled_back_and_the_old_version_keeps_its_st
     let digests: std::collections::BTreeSet<_> = versions.values().collect();
     assert_eq!(digests.len(), 1, "only the old version committed batches");
 }
+
+#[test]
+fn at_start_a_version_whose_migrate_fails_stops_with_exit_2_and_one_whose_migrate_works_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = plugins(root);
+    let path = write_pipeline(root, &pipeline(200, 1600, "layout = \"v1\""));
+    let mut run = Running::start(sluice_run(root, &path, &dir));
+    let t0 = std::time::Instant::now();
+    while first_done(&run) < 3 {
+        run.assert_alive("in the first run");
+        assert!(t0.elapsed() < WAIT_TIMEOUT, "no batches in time");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    run.terminate();
+    run.wait(WAIT_TIMEOUT).assert_success();
+
+    std::fs::copy(new_version(root, "v2"), dir.join("tag.wasm")).unwrap();
+    let failing = pipeline(200, 1600, "layout = \"v2\", bug = \"migrate-fails\"");
+    let path = write_pipeline(root, &failing);
+    let ended = Running::start(sluice_run(root, &path, &dir)).wait(WAIT_TIMEOUT);
+    assert_eq!(ended.status.code(), Some(2), "{}", ended.stderr);
+    assert!(
+        ended.stderr.contains("`tag`")
+            && ended
+                .stderr
+                .contains("could not migrate its keyed state: migrate-fails on purpose"),
+        "the plugin and its message are named: {}",
+        ended.stderr
+    );
+
+    let path = write_pipeline(root, &pipeline(200, 1600, "layout = \"v2\""));
+    let ended = Running::start(sluice_run(root, &path, &dir)).wait(WAIT_TIMEOUT);
+    ended.assert_success();
+    let layouts = check_exact(root, &path, 2 * 1600);
+    assert!(layouts.values().any(|v2| !v2) && layouts.values().any(|v2| *v2));
+    let last_v1 = layouts
+        .iter()
+        .filter(|(_, v2)| !**v2)
+        .map(|(b, _)| *b)
+        .max();
+    assert!(
+        layouts.range(last_v1.unwrap() + 1..).all(|(_, v2)| *v2),
+        "v1 then v2: {layouts:?}"
+    );
+}

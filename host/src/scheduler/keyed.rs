@@ -9,7 +9,7 @@ use super::part::JobError;
 use crate::batch::RecordBatch;
 use crate::plan::{Plan, StepPlan};
 use crate::plugin::{PluginError, TransformStage};
-use crate::state::keyed::{Entry, KeyedBatch, KeyedStore, Layout, MIGRATE_CHUNK};
+use crate::state::keyed::{Entries, Entry, KeyedBatch, KeyedStore, Layout, MIGRATE_CHUNK};
 
 /// The layout a version of a plugin writes: its digest and `plugin-version`.
 fn layout_of(stage: &TransformStage) -> Layout {
@@ -77,7 +77,7 @@ fn migrate(
     store: &KeyedStore,
     old: &Layout,
     batch: u64,
-) -> Result<Vec<(Box<[u8]>, Entry)>, PluginError> {
+) -> Result<Entries, PluginError> {
     let entries = store.entries();
     let mut out = Vec::with_capacity(entries.len());
     let mut migration = stage.start_migration(batch)?;

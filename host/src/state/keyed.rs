@@ -89,6 +89,9 @@ pub struct Layout {
     pub version: String,
 }
 
+/// A step's entries by key, in key order (what `migrate` converts).
+pub type Entries = Vec<(Box<[u8]>, Entry)>;
+
 /// A call's (or a batch's) writes: each key's new entry, or `None` for a deletion.
 pub type Writes = HashMap<Box<[u8]>, Option<Entry>, Fast>;
 
@@ -141,8 +144,8 @@ impl KeyedStore {
     }
 
     /// Every committed entry, in key order (for `migrate`, in chunks).
-    pub fn entries(&self) -> Vec<(Box<[u8]>, Entry)> {
-        let mut all: Vec<(Box<[u8]>, Entry)> = self
+    pub fn entries(&self) -> Entries {
+        let mut all: Entries = self
             .base()
             .map
             .iter()
@@ -265,7 +268,7 @@ impl KeyedBatch {
 
     /// The batch starts from `state` instead of the committed state: `migrate` converted it
     /// into the layout of `layout`. Entries keep their expiry.
-    pub fn migrated(&self, state: Vec<(Box<[u8]>, Entry)>, layout: Layout) {
+    pub fn migrated(&self, state: Entries, layout: Layout) {
         let mut overlay = self.overlay();
         overlay.replaced = Some(state.into_iter().collect());
         overlay.layout = layout;
