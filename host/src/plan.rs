@@ -99,6 +99,9 @@ pub struct Plan {
     pub grants: BTreeMap<String, Grants>,
     /// The plugin directory (`--plugins`, the file's `plugins`, or `$SLUICE_PLUGINS`).
     pub plugin_dir: Option<PathBuf>,
+    /// The keyed state of the plugin steps whose plugin imports `keyed-state`, by step
+    /// (shared by every batch, so it lives across hot swaps).
+    pub keyed: crate::state::keyed::Stores,
 }
 
 impl std::fmt::Debug for Plan {
@@ -222,7 +225,16 @@ pub fn build_with(
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    let keyed = crate::state::keyed::Stores::default();
+    for (i, step) in steps.iter().enumerate() {
+        if let StepPlan::Plugin(stage, _) = step
+            && stage.plugin().uses_keyed_state()
+        {
+            keyed.of(i);
+        }
+    }
     Ok(Plan {
+        keyed,
         name,
         path: path.to_owned(),
         runtime,

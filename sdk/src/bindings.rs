@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use crate::{
     Aggregator, BadRecord, Batch, BatchBuilder, BatchParts, Column, Context, Error, HeaderColumns,
-    KeyColumn, Output, Params, Receiver, SelfTest, Sink, Transform,
+    KeyColumn, Migrate, Output, Params, Receiver, SelfTest, Sink, Transform,
 };
 
 /// The `transformer` world; it also holds the `types` and `host` interfaces the other worlds
@@ -24,6 +24,20 @@ pub mod self_tested {
     wit_bindgen::generate!({
         path: "../wit",
         world: "self-tested",
+        pub_export_macro: true,
+        with: {
+            "sluice:plugin/types@0.1.0": crate::__private::transformer::sluice::plugin::types,
+        },
+    });
+}
+
+/// The `migrating` world: the `migrate` export alone, joined by `export_transform!(T,
+/// migrate)` with the `transformer` world into one component of world
+/// `migrating-transformer`.
+pub mod migrating {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "migrating",
         pub_export_macro: true,
         with: {
             "sluice:plugin/types@0.1.0": crate::__private::transformer::sluice::plugin::types,
@@ -72,11 +86,13 @@ pub mod aggregator {
 
 pub use aggregator::exports::sluice::plugin::aggregate::Guest as AggregatorGuest;
 pub use aggregator::exports::sluice::plugin::aggregate::Partials;
+pub use migrating::exports::sluice::plugin::migrate::Guest as MigrateGuest;
 pub use receiver::exports::sluice::plugin::source::Guest as ReceiverGuest;
 pub use self_tested::exports::sluice::plugin::self_test::Guest as SelfTestGuest;
 pub use sink::exports::sluice::plugin::deliver::Guest as SinkGuest;
 pub use transformer::exports::sluice::plugin::transform::Guest as TransformGuest;
 pub use transformer::sluice::plugin::host;
+pub use transformer::sluice::plugin::keyed_state;
 pub use transformer::sluice::plugin::types as wit;
 
 /// Where a macro-exported plugin keeps its instance's state (the guest is single-threaded).
@@ -192,6 +208,39 @@ pub fn transform<T: Transform>(
         keys: parts.keys.map(keys_out),
         rejected: parts.rejected.into_iter().map(bad_record_out).collect(),
     })
+}
+
+/// `migrate.migrate`, on the instance `init` made.
+pub fn migrate<T: Migrate>(
+    state: &State<T>,
+    from_version: String,
+    input: wit::Batch,
+) -> Result<wit::Output, wit::Error> {
+    let mut state = state.borrow_mut();
+    let plugin = state.as_mut().ok_or_else(not_initialised)?;
+    let input = batch_in(input)?;
+    let mut out = Output::for_input(&input);
+    plugin
+        .migrate(&from_version, &input, &mut out)
+        .map_err(error_out)?;
+    let parts = out.finish(input).map_err(error_out)?;
+    Ok(wit::Output {
+        values: column_out(parts.values),
+        origins: parts.origins,
+        keys: None,
+        rejected: parts.rejected.into_iter().map(bad_record_out).collect(),
+    })
+}
+
+/// A column of `values`, for the keyed-state imports.
+pub fn column_of<V: AsRef<[u8]>>(values: impl IntoIterator<Item = V>) -> wit::BytesColumn {
+    let mut data = Vec::new();
+    let mut ends = Vec::new();
+    for v in values {
+        data.extend_from_slice(v.as_ref());
+        ends.push(data.len() as u32);
+    }
+    wit::BytesColumn { data, ends }
 }
 
 /// `self-test.run`, on the instance `init` made.

@@ -29,6 +29,11 @@
 /// `export_transform!(T, self_test)` makes a component of world `tested-transformer` instead:
 /// the same, plus the `self-test` export, which calls [`SelfTest::self_test`](crate::SelfTest::self_test)
 /// on a freshly initialised instance before the host lets the version go live.
+///
+/// `export_transform!(T, migrate)` (or `export_transform!(T, self_test, migrate)`) adds the
+/// `migrate` export (world `migrating-transformer`), which calls
+/// [`Migrate::migrate`](crate::Migrate::migrate) to convert the step's keyed state
+/// ([`crate::state`]) when a new version changes its layout.
 #[macro_export]
 macro_rules! export_transform {
     ($plugin:ty) => {
@@ -47,17 +52,56 @@ macro_rules! export_transform {
             $crate::__private::transformer::export!(
                 __SluiceExport with_types_in $crate::__private::transformer
             );
-            impl $crate::__private::SelfTestGuest for __SluiceExport {
-                fn run(
-                    params: $crate::__private::wit::Params,
-                ) -> ::core::result::Result<(), ::std::string::String> {
-                    __SLUICE_STATE.with(|s| $crate::__private::self_test::<$plugin>(s, params))
-                }
-            }
-            $crate::__private::self_tested::export!(
-                __SluiceExport with_types_in $crate::__private::self_tested
-            );
+            $crate::export_transform!(@self_test $plugin);
         };
+    };
+    ($plugin:ty, migrate) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            $crate::export_transform!(@guest $plugin);
+            $crate::__private::transformer::export!(
+                __SluiceExport with_types_in $crate::__private::transformer
+            );
+            $crate::export_transform!(@migrate $plugin);
+        };
+    };
+    ($plugin:ty, self_test, migrate) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            $crate::export_transform!(@guest $plugin);
+            $crate::__private::transformer::export!(
+                __SluiceExport with_types_in $crate::__private::transformer
+            );
+            $crate::export_transform!(@self_test $plugin);
+            $crate::export_transform!(@migrate $plugin);
+        };
+    };
+    (@self_test $plugin:ty) => {
+        impl $crate::__private::SelfTestGuest for __SluiceExport {
+            fn run(
+                params: $crate::__private::wit::Params,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                __SLUICE_STATE.with(|s| $crate::__private::self_test::<$plugin>(s, params))
+            }
+        }
+        $crate::__private::self_tested::export!(
+            __SluiceExport with_types_in $crate::__private::self_tested
+        );
+    };
+    (@migrate $plugin:ty) => {
+        impl $crate::__private::MigrateGuest for __SluiceExport {
+            fn migrate(
+                from_version: ::std::string::String,
+                state: $crate::__private::wit::Batch,
+            ) -> ::core::result::Result<$crate::__private::wit::Output, $crate::__private::wit::Error>
+            {
+                __SLUICE_STATE
+                    .with(|s| $crate::__private::migrate::<$plugin>(s, from_version, state))
+            }
+        }
+        $crate::__private::migrating::export!(
+            __SluiceExport with_types_in $crate::__private::migrating
+        );
     };
     (@guest $plugin:ty) => {
         ::std::thread_local! {

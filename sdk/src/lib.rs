@@ -14,6 +14,7 @@
 //! | [`BatchBuilder`] | what a receiver appends its records to |
 //! | [`Params`], [`Context`], [`Error`] | parameters, where a call happens, why it failed |
 //! | [`log`], [`metrics`] | the host's log and metrics |
+//! | [`state`], [`Migrate`] | keyed state kept by the host across batches, and its converter |
 //!
 //! Everything but the exports also works natively, so a plugin's logic is tested (and
 //! benchmarked) as plain Rust:
@@ -71,6 +72,7 @@ pub mod metrics;
 mod output;
 mod params;
 mod plugin;
+pub mod state;
 
 #[doc(hidden)]
 #[path = "bindings.rs"]
@@ -85,4 +87,4 @@ pub use context::Context;
 pub use error::{BadRecord, Error};
 pub use output::{Origin, Output, OutputParts};
 pub use params::Params;
-pub use plugin::{Poll, Receiver, SelfTest, Sink, Transform};
+pub use plugin::{Migrate, Poll, Receiver, SelfTest, Sink, Transform};

@@ -31,6 +31,23 @@ pub trait SelfTest: Transform {
     fn self_test(&mut self, params: &Params) -> Result<(), String>;
 }
 
+/// A keyed-state transformation's converter, exported beside it with
+/// `export_transform!(T, migrate)` (world `migrating-transformer`).
+///
+/// When a batch opens on a new version of the plugin (another digest than the version that
+/// last wrote the step's [`crate::state`]), the host calls this on a fresh instance after
+/// [`Transform::init`], under the plugin's limits, with the whole state in chunks, before the
+/// batch's first [`Transform::transform`]. `state`'s keys are the state's keys and its values
+/// the values as version `from_version` (its manifest's `plugin-version`) wrote them; push
+/// each entry to keep with its new value ([`Output::push`] with the record keeps its key);
+/// an entry not pushed is dropped. An `Err` (or a panic) refuses the version: in a hot swap
+/// the old version and its state stay; at start the pipeline does not start.
+pub trait Migrate: Transform {
+    /// Converts one chunk of the state.
+    fn migrate(&mut self, from_version: &str, state: &Batch, out: &mut Output)
+    -> Result<(), Error>;
+}
+
 /// A sink: the last step of a pipeline, which writes batches somewhere outside. Export it with
 /// [`crate::export_sink!`].
 ///

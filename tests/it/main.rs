@@ -12,6 +12,7 @@ mod dead_letters;
 mod driver;
 mod engine;
 mod eventhubs;
+mod keyed_state;
 mod kill;
 mod lookup;
 mod memory;

@@ -55,6 +55,20 @@ pub mod v0_1 {
         });
     }
 
+    /// The `migrate` export alone (world `migrating`): bound on the instance of a transformer
+    /// that exports it (world `migrating-transformer`), sharing the transformer's types.
+    pub mod migrating {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "sluice:plugin/migrating@0.1.0",
+            ownership: Borrowing { duplicate_if_necessary: true },
+            with: {
+                "sluice:plugin/types": super::transformer::sluice::plugin::types,
+            },
+        });
+    }
+
     pub use transformer::sluice::plugin::host;
+    pub use transformer::sluice::plugin::keyed_state;
     pub use transformer::sluice::plugin::types;
 }

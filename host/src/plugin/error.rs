@@ -189,6 +189,8 @@ pub enum Failure {
     Init(String),
     /// The plugin's `self-test` export reported a failure.
     SelfTest(String),
+    /// The plugin's `migrate` export returned an error converting its keyed state.
+    Migrate(String),
     /// The guest returned `error::retryable`.
     Retryable(String),
     /// The guest returned `error::fatal`.
@@ -236,6 +238,7 @@ impl fmt::Display for Failure {
             Failure::Trapped(m) => write!(f, "trapped: {m}"),
             Failure::Init(m) => write!(f, "refused its parameters: {m}"),
             Failure::SelfTest(m) => write!(f, "failed its self-test: {m}"),
+            Failure::Migrate(m) => write!(f, "could not migrate its keyed state: {m}"),
             Failure::Retryable(m) => write!(f, "failed, retryable: {m}"),
             Failure::Fatal(m) => write!(f, "failed: {m}"),
             Failure::BadRecord { index, reason } => {

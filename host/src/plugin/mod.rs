@@ -19,6 +19,7 @@ pub mod cache;
 pub mod error;
 pub mod limits;
 pub mod manifest;
+pub mod migrate;
 pub mod runtime;
 pub mod scaffold;
 mod self_test;
@@ -662,6 +663,37 @@ impl TransformStage {
         self.transform_within(ctx, input, &limits)
     }
 
+    /// [`transform_within`](Self::transform_within) with the step's keyed state open for the
+    /// batch (`None`: the call sees none): the call reads it, and what it writes joins the
+    /// batch's writes only when it succeeds.
+    pub fn transform_keyed(
+        &self,
+        ctx: &CallContext,
+        input: &RecordBatch,
+        limits: &Limits,
+        keyed: Option<&Arc<crate::state::keyed::KeyedBatch>>,
+    ) -> CallResult<TransformOutput> {
+        let Some(keyed) = keyed else {
+            return self.transform_within(ctx, input, limits);
+        };
+        let mut writes = None;
+        let out = self.transform_calling(
+            ctx,
+            input,
+            limits,
+            |store| {
+                store.data_mut().keyed = Some(state::KeyedCall::new(keyed.clone()));
+            },
+            |store| {
+                writes = store.data_mut().keyed.take().map(|k| k.writes);
+            },
+        )?;
+        if let Some(w) = writes {
+            keyed.apply(w);
+        }
+        Ok(out)
+    }
+
     /// [`transform`](Self::transform) under `limits` instead of the plugin's (poison
     /// isolation's sub-calls run under shorter ones). A call that succeeds is counted in the
     /// stage's [`cost`](Self::cost).
@@ -670,6 +702,19 @@ impl TransformStage {
         ctx: &CallContext,
         input: &RecordBatch,
         limits: &Limits,
+    ) -> CallResult<TransformOutput> {
+        self.transform_calling(ctx, input, limits, |_| {}, |_| {})
+    }
+
+    /// `transform` with `before` run on the store before the call and `after` after a call
+    /// that did not trap and returned its output (not an error).
+    fn transform_calling(
+        &self,
+        ctx: &CallContext,
+        input: &RecordBatch,
+        limits: &Limits,
+        before: impl FnOnce(&mut Store<HostState>),
+        after: impl FnOnce(&mut Store<HostState>),
     ) -> CallResult<TransformOutput> {
         let site = self
             .0
@@ -685,9 +730,20 @@ impl TransformStage {
         let (out, elapsed, memory) =
             self.0
                 .call_within(site.clone(), limits, |bound, store| match bound {
-                    Bound::Transformer(t, _) => t
-                        .sluice_plugin_transform()
-                        .call_transform(store, wit_ctx, wit_batch),
+                    Bound::Transformer(t, _) => {
+                        before(&mut *store);
+                        let out = t.sluice_plugin_transform().call_transform(
+                            &mut *store,
+                            wit_ctx,
+                            wit_batch,
+                        );
+                        if matches!(out, Ok(Ok(_))) {
+                            after(store);
+                        } else {
+                            store.data_mut().keyed = None;
+                        }
+                        out
+                    }
                     _ => unreachable!("a transform stage holds a transformer"),
                 })?;
         if out.is_ok() {

@@ -68,6 +68,11 @@ impl PluginRuntime {
             wasmtime::component::HasSelf<HostState>,
         >(&mut linker, |s| s)
         .map_err(|e| RuntimeError(e.to_string()))?;
+        v0_1::keyed_state::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError(e.to_string()))?;
 
         let cache = ArtifactCache::new(config.resolved_cache_dir(), &engine);
         let ticker_stop = Arc::new(AtomicBool::new(false));

@@ -14,8 +14,9 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::v0_1::host;
+use super::bindings::v0_1::{host, keyed_state, types};
 use super::limits::MemoryLimiter;
+use crate::state::keyed::{KeyedBatch, Writes};
 
 /// The name and digest a plugin's log lines and metrics are tagged with.
 #[derive(Debug)]
@@ -59,6 +60,129 @@ pub struct HostState {
     pub metrics: Arc<PluginMetrics>,
     /// What the guest wrote to stderr during the call under way.
     pub stderr: LogPipe,
+    /// The keyed state of the call under way, set by the caller for a `transform` call of a
+    /// step with keyed state; `None` elsewhere (reads see nothing, writes are dropped).
+    pub keyed: Option<KeyedCall>,
+}
+
+/// A call's view of its step's keyed state: the open batch's, and the call's own writes,
+/// which join the batch's only when the call succeeds.
+#[derive(Debug)]
+pub struct KeyedCall {
+    /// The open batch's state.
+    pub batch: std::sync::Arc<KeyedBatch>,
+    /// What this call wrote so far.
+    pub writes: Writes,
+}
+
+impl KeyedCall {
+    /// A call on `batch`'s state that has written nothing yet.
+    pub fn new(batch: std::sync::Arc<KeyedBatch>) -> KeyedCall {
+        KeyedCall {
+            batch,
+            writes: Writes::default(),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.writes.get(key) {
+            Some(Some(e)) => Some(e.value.to_vec()),
+            Some(None) => None,
+            None => self.batch.get(key).map(Vec::from),
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8], ttl_ms: Option<u64>) {
+        let entry = self.batch.entry(value, ttl_ms);
+        self.writes.insert(key.into(), Some(entry));
+    }
+}
+
+/// The values of a WIT `bytes-column`; `None` when its offsets are out of range.
+fn column_values(c: &types::BytesColumnResult) -> Option<Vec<&[u8]>> {
+    let mut start = 0usize;
+    let mut out = Vec::with_capacity(c.ends.len());
+    for &end in &c.ends {
+        let end = end as usize;
+        out.push(c.data.get(start..end)?);
+        start = end;
+    }
+    Some(out)
+}
+
+impl HostState {
+    /// The values of `c`, or a log line naming the bad column (a broken contract: the call
+    /// reads nothing and writes nothing for it).
+    fn column<'a>(&self, c: &'a types::BytesColumnResult, call: &str) -> Vec<&'a [u8]> {
+        column_values(c).unwrap_or_else(|| {
+            tracing::warn!(plugin = %self.tag.name, digest = %self.tag.digest, call, "A keyed-state call sent a column whose offsets are out of range; it is ignored.");
+            Vec::new()
+        })
+    }
+}
+
+impl keyed_state::Host for HostState {
+    fn get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
+        self.keyed.as_ref()?.get(&key)
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>, ttl_ms: Option<u64>) {
+        if let Some(k) = &mut self.keyed {
+            k.put(&key, &value, ttl_ms);
+        }
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        if let Some(k) = &mut self.keyed {
+            k.writes.insert(key.into(), None);
+        }
+    }
+
+    fn get_many(&mut self, keys: types::BytesColumnResult) -> types::KeysResult {
+        let wanted = self.column(&keys, "get-many");
+        let mut data = Vec::new();
+        let mut ends = Vec::with_capacity(wanted.len());
+        let mut present = vec![0u8; wanted.len().div_ceil(8)];
+        for (i, key) in wanted.iter().enumerate() {
+            if let Some(v) = self.keyed.as_ref().and_then(|k| k.get(key)) {
+                data.extend_from_slice(&v);
+                present[i / 8] |= 1 << (i % 8);
+            }
+            ends.push(data.len() as u32);
+        }
+        types::KeysResult {
+            column: types::BytesColumnResult { data, ends },
+            present,
+        }
+    }
+
+    fn put_many(
+        &mut self,
+        keys: types::BytesColumnResult,
+        values: types::BytesColumnResult,
+        ttl_ms: Option<u64>,
+    ) {
+        let ks = self.column(&keys, "put-many");
+        let vs = self.column(&values, "put-many");
+        if ks.len() != vs.len() {
+            tracing::warn!(plugin = %self.tag.name, keys = ks.len(), values = vs.len(), "A put-many call sent a different number of keys and values; it is ignored.");
+            return;
+        }
+        if let Some(k) = &mut self.keyed {
+            for (key, value) in ks.iter().zip(vs) {
+                k.put(key, value, ttl_ms);
+            }
+        }
+    }
+
+    fn delete_many(&mut self, keys: types::BytesColumnResult) {
+        let ks = self.column(&keys, "delete-many");
+        if let Some(k) = &mut self.keyed {
+            for key in ks {
+                k.writes.insert(key.into(), None);
+            }
+        }
+    }
 }
 
 impl HostState {
@@ -78,6 +202,7 @@ impl HostState {
             current: (None, None),
             metrics,
             stderr,
+            keyed: None,
         }
     }
 }

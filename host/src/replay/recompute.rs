@@ -70,6 +70,12 @@ impl<'a> Source<'a> {
                 op.kind.name()
             )));
         }
+        if let Some(store) = plan.keyed.all().first() {
+            return Err(ReplayError::Refused(format!(
+                "`[[transform]]` number {}'s plugin keeps keyed state: a replay recomputes batches one by one and does not rebuild that state, so it would write output that differs from the recorded run's",
+                store.step + 1
+            )));
+        }
         let logged = match (&plan.checkpoint, plan.wal) {
             (Some(at), true) => Some(rt.block_on(Wal::read_only(at, "wal"))?),
             _ => None,

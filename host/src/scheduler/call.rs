@@ -57,6 +57,7 @@ pub(super) fn transform_part(
         batch,
         step,
         partition,
+        keyed: super::keyed::open(plan, batch, step, stage.0)?,
     };
     let ranges = call_ranges(records);
     if ranges.len() == 1 {
@@ -87,6 +88,8 @@ struct Caller<'a> {
     batch: &'a OpenBatch,
     step: usize,
     partition: u32,
+    /// The step's keyed state in the batch, when its plugin has some.
+    keyed: Option<std::sync::Arc<crate::state::keyed::KeyedBatch>>,
 }
 
 impl Caller<'_> {
@@ -156,7 +159,10 @@ impl Caller<'_> {
         let mut retries = 0;
         let mut bad_rounds = 0;
         loop {
-            match self.stage.transform_within(ctx, &input, limits) {
+            match self
+                .stage
+                .transform_keyed(ctx, &input, limits, self.keyed.as_ref())
+            {
                 Ok(out) => {
                     for (index, reason) in &out.rejected {
                         let at = lineage.at(*index as usize);

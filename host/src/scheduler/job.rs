@@ -438,6 +438,8 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
             batch: batch.id,
             source,
         })?;
+    // Last, once nothing can fail: the plugin steps' keyed state of the batch is committed.
+    state.extend(super::keyed::close(plan, &batch));
     let closed = Closed {
         records_in: batch.records_in.load(Ordering::Relaxed),
         records_out: batch.records_out.load(Ordering::Relaxed),

@@ -11,7 +11,8 @@
 //! - The pieces: [`job`] (the two parts above), `open` (the open batch and the shape of the
 //!   steps), `part` (a partition's records between steps, and `JobError`), `call` (a plugin
 //!   step's calls: retries, poison isolation in [`isolate`], the shadow's candidate),
-//!   [`combine`] (count and repartition), [`shadow`] (shadow runs' comparison).
+//!   [`combine`] (count and repartition), [`shadow`] (shadow runs' comparison), `keyed`
+//!   (plugin steps' keyed state in a batch: opened, migrated, closed).
 //! - A slow runner makes blocks and closes wait in the channel, while the budget stops the
 //!   receivers: the scheduling delay grows and is shown.
 
@@ -19,6 +20,7 @@ mod call;
 pub mod combine;
 pub mod isolate;
 pub mod job;
+mod keyed;
 mod open;
 mod part;
 pub mod shadow;

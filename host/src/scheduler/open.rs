@@ -139,6 +139,10 @@ pub struct OpenBatch {
     /// The candidate running in the shadow of a step's plugin, pinned when it opened.
     pub shadow: Option<std::sync::Arc<Shadow>>,
     pub(super) shadow_calls: Calls,
+    /// Per plugin step with keyed state, the batch's view of it, opened at its first call
+    /// ([`super::keyed`]); dropped with the batch when it fails or is recomputed.
+    pub(super) keyed:
+        Mutex<std::collections::BTreeMap<usize, std::sync::Arc<crate::state::keyed::KeyedBatch>>>,
 }
 
 impl OpenBatch {
@@ -184,6 +188,7 @@ impl OpenBatch {
             steps,
             shadow: None,
             shadow_calls: Calls::default(),
+            keyed: Mutex::default(),
         }
     }
 

@@ -11,6 +11,11 @@
 //! named, never read as state.
 //!
 //! Objects of batches that left every window are deleted after a later batch commits.
+//!
+//! [`keyed`] holds the keyed state of plugin steps (the WIT `keyed-state` import), restored
+//! and forgotten the way `update-state-by-key`'s is: whole states and the changes after them.
+
+pub mod keyed;
 
 use object_store::{PutPayload, path::Path as StorePath};
 
@@ -184,6 +189,14 @@ pub async fn forget(plan: &Plan, at: &Location, batch: u64) {
             tracing::warn!(error = %e, "A stateful step's old state could not be deleted.");
         }
     }
+    for store in plan.keyed.all() {
+        if store.writes_whole(batch) {
+            let keep_from = batch.saturating_sub(u64::from(store.snapshot_every));
+            if let Err(e) = forget_before(at, store.step, keep_from).await {
+                tracing::warn!(error = %e, "A plugin step's old keyed state could not be deleted.");
+            }
+        }
+    }
 }
 
 /// Deletes step `step`'s objects of batches before `keep_from`.
@@ -277,22 +290,64 @@ pub async fn restore(
                     Some(last)
                 };
                 if let Some(done) = done {
-                    restore_running(op, at, done).await?;
+                    restore_incremental(op.as_ref(), at, done).await?;
                 }
             }
             _ => {}
         }
     }
+    let done = if replaying {
+        last.checked_sub(1)
+    } else {
+        Some(last)
+    };
+    if let Some(done) = done {
+        for store in plan.keyed.all() {
+            restore_incremental(store.as_ref(), at, done).await?;
+        }
+    }
     Ok(())
 }
 
-/// `update-state-by-key`'s state as of batch `done` (see [`restore`]).
-async fn restore_running(
-    op: &crate::ops::running::RunningOp,
-    at: &Location,
-    done: u64,
-) -> Result<(), StateError> {
-    let objects = list(at, op.step).await?;
+/// State kept as whole states and the changes of each batch after them
+/// (`update-state-by-key`, a plugin step's keyed state): what [`restore`] reads back into.
+pub trait Restore {
+    /// The step's index.
+    fn step(&self) -> usize;
+    /// What the state is, for the log line (`update-state-by-key's state`).
+    fn what(&self) -> &'static str;
+    /// Replaces the state with a whole state.
+    fn restore_whole(&self, records: &RecordBatch) -> Result<(), String>;
+    /// Applies one batch's changes.
+    fn restore_changes(&self, records: &RecordBatch) -> Result<(), String>;
+    /// How many keys it holds.
+    fn size(&self) -> usize;
+}
+
+impl Restore for crate::ops::running::RunningOp {
+    fn step(&self) -> usize {
+        self.step
+    }
+    fn what(&self) -> &'static str {
+        "update-state-by-key's state"
+    }
+    fn restore_whole(&self, records: &RecordBatch) -> Result<(), String> {
+        crate::ops::running::RunningOp::restore_whole(self, records)
+    }
+    fn restore_changes(&self, records: &RecordBatch) -> Result<(), String> {
+        crate::ops::running::RunningOp::restore_changes(self, records)
+    }
+    fn size(&self) -> usize {
+        crate::ops::running::RunningOp::size(self)
+    }
+}
+
+/// A [`Restore`] state as of batch `done`: its newest whole state at or before it, then the
+/// changes of every batch after that, in order; a missing one stops the start (see
+/// [`restore`]).
+async fn restore_incremental(op: &dyn Restore, at: &Location, done: u64) -> Result<(), StateError> {
+    let step = op.step();
+    let objects = list(at, step).await?;
     let whole = objects
         .iter()
         .filter(|(b, w)| *w && *b <= done)
@@ -300,12 +355,12 @@ async fn restore_running(
         .max();
     if let Some(b) = whole {
         let named = |message| StateError {
-            location: format!("{at}/{}", whole_name(op.step, b)),
+            location: format!("{at}/{}", whole_name(step, b)),
             message,
         };
         let bytes = at
             .store
-            .get(&at.child(&whole_name(op.step, b)))
+            .get(&at.child(&whole_name(step, b)))
             .await
             .map_err(|e| named(format!("could not be read: {e}")))?
             .bytes()
@@ -323,23 +378,24 @@ async fn restore_running(
     for (expected, &b) in (from..=done).zip(changes.iter().chain(std::iter::repeat(&u64::MAX))) {
         if b != expected {
             return Err(StateError {
-                location: format!("{at}/{}", name(op.step, expected)),
+                location: format!("{at}/{}", name(step, expected)),
                 message: "is missing: the state after it cannot be rebuilt exactly".to_owned(),
             });
         }
-        let records = get(at, op.step, b).await?.unwrap_or_default();
+        let records = get(at, step, b).await?.unwrap_or_default();
         op.restore_changes(&records).map_err(|message| StateError {
-            location: format!("{at}/{}", name(op.step, b)),
+            location: format!("{at}/{}", name(step, b)),
             message,
         })?;
     }
     tracing::info!(
-        step = op.step,
+        step = step,
         whole_state_of_batch = whole,
         changes_applied = changes.len(),
         last_batch = done,
         keys = op.size(),
-        "Restored update-state-by-key's state from the checkpoint."
+        "Restored {} from the checkpoint.",
+        op.what()
     );
     Ok(())
 }
