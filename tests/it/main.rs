@@ -10,6 +10,7 @@ mod cli;
 mod dead_letters;
 mod driver;
 mod engine;
+mod event_window;
 mod eventhubs;
 mod kill;
 mod lookup;

@@ -2,5 +2,6 @@
 //! batches. Their state is written with the checkpoint log by [`crate::state`].
 
 pub mod aggregate;
+pub mod event_window;
 pub mod running;
 pub mod window;

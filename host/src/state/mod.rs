@@ -178,6 +178,10 @@ pub async fn forget(plan: &Plan, at: &Location, batch: u64) {
                 let keep_from = batch.saturating_sub(u64::from(op.spec.snapshot_every));
                 forget_before(at, op.step, keep_from).await
             }
+            StepPlan::EventWindow(op) if op.writes_whole(batch) => {
+                let keep_from = batch.saturating_sub(u64::from(op.spec.snapshot_every));
+                forget_before(at, op.step, keep_from).await
+            }
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -271,13 +275,13 @@ pub async fn restore(
                 );
             }
             StepPlan::UpdateState(op) => {
-                let done = if replaying {
-                    last.checked_sub(1)
-                } else {
-                    Some(last)
-                };
-                if let Some(done) = done {
-                    restore_running(op, at, done).await?;
+                if let Some(done) = done_before(last, replaying) {
+                    restore_snapshotted(&**op, at, done).await?;
+                }
+            }
+            StepPlan::EventWindow(op) => {
+                if let Some(done) = done_before(last, replaying) {
+                    restore_snapshotted(&**op, at, done).await?;
                 }
             }
             _ => {}
@@ -286,13 +290,75 @@ pub async fn restore(
     Ok(())
 }
 
-/// `update-state-by-key`'s state as of batch `done` (see [`restore`]).
-async fn restore_running(
-    op: &crate::ops::running::RunningOp,
+/// The last batch that committed, of a restart whose newest entry is `last`.
+fn done_before(last: u64, replaying: bool) -> Option<u64> {
+    if replaying {
+        last.checked_sub(1)
+    } else {
+        Some(last)
+    }
+}
+
+/// A step whose state is written as a whole every few batches and as each batch's changes in
+/// between (`update-state-by-key`, `event-window`): what [`restore`] needs of it.
+pub trait Snapshotted {
+    /// The step's index.
+    fn step(&self) -> usize;
+    /// Its `builtin` name, for the log.
+    fn builtin(&self) -> &'static str;
+    /// Replaces its state with a whole state read back.
+    fn restore_whole(&self, records: &RecordBatch) -> Result<(), String>;
+    /// Applies a batch's changes read back.
+    fn restore_changes(&self, records: &RecordBatch) -> Result<(), String>;
+    /// How many entries it holds, for the log.
+    fn size(&self) -> usize;
+}
+
+impl Snapshotted for crate::ops::running::RunningOp {
+    fn step(&self) -> usize {
+        self.step
+    }
+    fn builtin(&self) -> &'static str {
+        "update-state-by-key"
+    }
+    fn restore_whole(&self, records: &RecordBatch) -> Result<(), String> {
+        crate::ops::running::RunningOp::restore_whole(self, records)
+    }
+    fn restore_changes(&self, records: &RecordBatch) -> Result<(), String> {
+        crate::ops::running::RunningOp::restore_changes(self, records)
+    }
+    fn size(&self) -> usize {
+        crate::ops::running::RunningOp::size(self)
+    }
+}
+
+impl Snapshotted for crate::ops::event_window::EventWindowOp {
+    fn step(&self) -> usize {
+        self.step
+    }
+    fn builtin(&self) -> &'static str {
+        "event-window"
+    }
+    fn restore_whole(&self, records: &RecordBatch) -> Result<(), String> {
+        crate::ops::event_window::EventWindowOp::restore_whole(self, records)
+    }
+    fn restore_changes(&self, records: &RecordBatch) -> Result<(), String> {
+        crate::ops::event_window::EventWindowOp::restore_changes(self, records)
+    }
+    fn size(&self) -> usize {
+        crate::ops::event_window::EventWindowOp::size(self)
+    }
+}
+
+/// A [`Snapshotted`] step's state as of batch `done` (see [`restore`]): its newest whole state
+/// at or before `done`, then the changes of each batch after it, in order.
+async fn restore_snapshotted(
+    op: &dyn Snapshotted,
     at: &Location,
     done: u64,
 ) -> Result<(), StateError> {
-    let objects = list(at, op.step).await?;
+    let step = op.step();
+    let objects = list(at, step).await?;
     let whole = objects
         .iter()
         .filter(|(b, w)| *w && *b <= done)
@@ -300,12 +366,12 @@ async fn restore_running(
         .max();
     if let Some(b) = whole {
         let named = |message| StateError {
-            location: format!("{at}/{}", whole_name(op.step, b)),
+            location: format!("{at}/{}", whole_name(step, b)),
             message,
         };
         let bytes = at
             .store
-            .get(&at.child(&whole_name(op.step, b)))
+            .get(&at.child(&whole_name(step, b)))
             .await
             .map_err(|e| named(format!("could not be read: {e}")))?
             .bytes()
@@ -323,23 +389,24 @@ async fn restore_running(
     for (expected, &b) in (from..=done).zip(changes.iter().chain(std::iter::repeat(&u64::MAX))) {
         if b != expected {
             return Err(StateError {
-                location: format!("{at}/{}", name(op.step, expected)),
+                location: format!("{at}/{}", name(step, expected)),
                 message: "is missing: the state after it cannot be rebuilt exactly".to_owned(),
             });
         }
-        let records = get(at, op.step, b).await?.unwrap_or_default();
+        let records = get(at, step, b).await?.unwrap_or_default();
         op.restore_changes(&records).map_err(|message| StateError {
-            location: format!("{at}/{}", name(op.step, b)),
+            location: format!("{at}/{}", name(step, b)),
             message,
         })?;
     }
     tracing::info!(
-        step = op.step,
+        step = step,
         whole_state_of_batch = whole,
         changes_applied = changes.len(),
         last_batch = done,
-        keys = op.size(),
-        "Restored update-state-by-key's state from the checkpoint."
+        builtin = op.builtin(),
+        held = op.size(),
+        "Restored a stateful step's state from the checkpoint."
     );
     Ok(())
 }
