@@ -7,7 +7,10 @@
 //! dead-lettered with the reason.
 //!
 //! **Watermark.** At each batch close, after the batch's records are added, the watermark
-//! becomes `W = max(W, largest event time seen − allowed-lateness)`; it never goes back. The
+//! becomes `W = max(W, min over source partitions of their largest event time seen −
+//! allowed-lateness)`, as Flink takes the minimum of its sources' watermarks: partitions that
+//! run at different paces do not make each other's records late (a partition that never had a
+//! record does not count; one that stops holds the watermark back). It never goes back. The
 //! records of batch N are judged against the watermark of batch N−1's close (checkpointed),
 //! never one that depends on the order blocks arrive in, so a recomputed batch gives the same
 //! result.
@@ -49,8 +52,11 @@ use crate::batch::RecordBatch;
 use crate::config::event_window::{EventWindowSpec, Shape, TimeSource};
 use crate::config::window::Aggregate;
 
-/// The combined key under which a batch's largest event time travels.
-const MAX_KEY: &[u8] = b"";
+/// A combined key shorter than a window's (8 bytes and more) carries the largest event time
+/// of a source partition: its number, 4 bytes big-endian.
+fn clock_key(partition: u32) -> [u8; 4] {
+    partition.to_be_bytes()
+}
 
 /// A session of one key.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +71,8 @@ struct Session {
 struct Windows {
     /// The largest event time seen (`i64::MIN`: none yet).
     max_seen: i64,
+    /// The largest event time seen in each source partition that had a record.
+    max_by_partition: BTreeMap<u32, i64>,
     /// The watermark (`i64::MIN`: none yet).
     watermark: i64,
     /// Tumbling and sliding: accumulators by key, by window start.
@@ -77,6 +85,7 @@ impl Default for Windows {
     fn default() -> Self {
         Windows {
             max_seen: i64::MIN,
+            max_by_partition: BTreeMap::new(),
             watermark: i64::MIN,
             windows: BTreeMap::new(),
             sessions: HashMap::with_hasher(Fast::default()),
@@ -164,13 +173,15 @@ impl EventWindowOp {
         }
     }
 
-    /// Adds `input`'s records that are on time (by `clock`) to `into` (the batch's combined
+    /// Adds `input`'s records (of source partition `partition`) that are on time (by `clock`)
+    /// to `into` (the batch's combined
     /// accumulators); returns the others, by index, with why: late (and by how much), no event
     /// time, or a value the aggregate cannot read. Allocates only for a combined key `into`
     /// does not hold yet.
     pub fn combine(
         &self,
         clock: &Clock,
+        partition: u32,
         input: &RecordBatch,
         into: &mut Partial,
     ) -> Vec<(usize, String)> {
@@ -250,10 +261,11 @@ impl EventWindowOp {
         }
         if max > i64::MIN {
             let acc = Acc::Extreme(Num::Int(i128::from(max)));
-            match into.get_mut(MAX_KEY) {
+            let key = clock_key(partition);
+            match into.get_mut(&key[..]) {
                 Some(a) => a.merge(Aggregate::Max, &acc),
                 None => {
-                    into.insert(MAX_KEY.into(), acc);
+                    into.insert(key.into(), acc);
                 }
             }
         }
@@ -295,18 +307,21 @@ impl EventWindowOp {
     }
 
     /// Merges a block's combined accumulators (`from`) into the batch's (`into`).
-    pub fn merge(&self, into: &mut Partial, mut from: Partial) {
-        let max = from.remove(MAX_KEY);
+    pub fn merge(&self, into: &mut Partial, from: Partial) {
         if into.is_empty() {
             *into = from;
-        } else {
-            super::aggregate::merge(into, &from, self.spec.aggregate);
+            return;
         }
-        if let Some(m) = max {
-            match into.get_mut(MAX_KEY) {
-                Some(a) => a.merge(Aggregate::Max, &m),
+        for (key, acc) in from {
+            let aggregate = if key.len() < 8 {
+                Aggregate::Max
+            } else {
+                self.spec.aggregate
+            };
+            match into.get_mut(&key) {
+                Some(a) => a.merge(aggregate, &acc),
                 None => {
-                    into.insert(MAX_KEY.into(), m);
+                    into.insert(key, acc);
                 }
             }
         }
@@ -325,10 +340,16 @@ impl EventWindowOp {
         }
         state.before = Some((id, state.now.clone()));
         let now = &mut state.now;
-        let batch_max = batch.remove(MAX_KEY).and_then(|a| match a {
-            Acc::Extreme(Num::Int(m)) => i64::try_from(m).ok(),
-            _ => None,
-        });
+        let clocks: Vec<(u32, i64)> = batch
+            .extract_if(|k, _| k.len() < 8)
+            .filter_map(|(k, a)| {
+                let p = u32::from_be_bytes(k[..].try_into().ok()?);
+                match a {
+                    Acc::Extreme(Num::Int(m)) => Some((p, i64::try_from(m).ok()?)),
+                    _ => None,
+                }
+            })
+            .collect();
         let mut changed_windows: Vec<(i64, Box<[u8]>)> = Vec::new();
         let mut changed_keys: Vec<Box<[u8]>> = Vec::new();
         match self.spec.shape {
@@ -368,11 +389,15 @@ impl EventWindowOp {
                 }
             }
         }
-        if let Some(m) = batch_max {
+        for (p, m) in clocks {
+            let max = now.max_by_partition.entry(p).or_insert(i64::MIN);
+            *max = (*max).max(m);
             now.max_seen = now.max_seen.max(m);
+        }
+        if let Some(slowest) = now.max_by_partition.values().min() {
             now.watermark = now
                 .watermark
-                .max(now.max_seen.saturating_sub(self.spec.allowed_lateness));
+                .max(slowest.saturating_sub(self.spec.allowed_lateness));
         }
         let mut rows = self.close(now);
         if self.spec.early_updates {

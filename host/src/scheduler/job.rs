@@ -409,7 +409,8 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                     let mut partial = crate::ops::aggregate::Partial::default();
                     for part in &parts {
                         let mut local = crate::ops::aggregate::Partial::default();
-                        let rejected = op.combine(&clock, &part.records, &mut local);
+                        let rejected =
+                            op.combine(&clock, part.partition, &part.records, &mut local);
                         event_rejects(plan, &batch, op.step, part, rejected);
                         op.merge(&mut partial, local);
                     }
@@ -477,7 +478,8 @@ fn not_numbers(
 fn combine_block(plan: &Plan, batch: &OpenBatch, step: usize, part: &Part) {
     let mut local = crate::ops::aggregate::Partial::default();
     if let StepPlan::EventWindow(op) = &batch.steps[step] {
-        let rejected = op.combine(&op.clock(batch.id), &part.records, &mut local);
+        let clock = op.clock(batch.id);
+        let rejected = op.combine(&clock, part.partition, &part.records, &mut local);
         event_rejects(plan, batch, op.step, part, rejected);
         let mut combined = batch.combined.lock().unwrap_or_else(|e| e.into_inner());
         op.merge(&mut combined, local);

@@ -2,7 +2,8 @@
 //! state, and reading either back.
 //!
 //! Records: the clock (empty key; value: largest event time seen and watermark, 8 bytes each,
-//! little-endian); a window's key (`w`, the window start in 8 bytes big-endian, the key; value:
+//! little-endian, then per source partition its number in 4 bytes and its largest event time
+//! in 8); a window's key (`w`, the window start in 8 bytes big-endian, the key; value:
 //! the encoded accumulator); a key's sessions (`s`, the key; value: per session its start and
 //! last event time, 8 bytes each, the accumulator's length in 4 bytes and the accumulator;
 //! empty when the key has none left). After records are applied, the windows the watermark
@@ -81,12 +82,21 @@ impl EventWindowOp {
             let bad = |what: &str| format!("record {i}: {what}");
             match key.split_first() {
                 None => {
-                    let (a, b) = value
-                        .split_first_chunk::<8>()
-                        .ok_or_else(|| bad("a clock cut short"))?;
-                    let b: [u8; 8] = b.try_into().map_err(|_| bad("a clock of the wrong size"))?;
+                    let cut = || bad("a clock cut short");
+                    let (a, rest) = value.split_first_chunk::<8>().ok_or_else(cut)?;
+                    let (b, mut rest) = rest.split_first_chunk::<8>().ok_or_else(cut)?;
                     now.max_seen = now.max_seen.max(i64::from_le_bytes(*a));
-                    now.watermark = now.watermark.max(i64::from_le_bytes(b));
+                    now.watermark = now.watermark.max(i64::from_le_bytes(*b));
+                    while !rest.is_empty() {
+                        let (p, r) = rest.split_first_chunk::<4>().ok_or_else(cut)?;
+                        let (m, r) = r.split_first_chunk::<8>().ok_or_else(cut)?;
+                        let max = now
+                            .max_by_partition
+                            .entry(u32::from_le_bytes(*p))
+                            .or_insert(i64::MIN);
+                        *max = (*max).max(i64::from_le_bytes(*m));
+                        rest = r;
+                    }
                 }
                 Some((b'w', rest)) => {
                     let (start, k) = super::split(rest).ok_or_else(|| bad("a window cut short"))?;
@@ -123,9 +133,13 @@ impl EventWindowOp {
 }
 
 fn clock_record(now: &Windows, out: &mut RecordBatch) {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&now.max_seen.to_le_bytes());
-    v[8..].copy_from_slice(&now.watermark.to_le_bytes());
+    let mut v = Vec::with_capacity(16 + 12 * now.max_by_partition.len());
+    v.extend_from_slice(&now.max_seen.to_le_bytes());
+    v.extend_from_slice(&now.watermark.to_le_bytes());
+    for (p, m) in &now.max_by_partition {
+        v.extend_from_slice(&p.to_le_bytes());
+        v.extend_from_slice(&m.to_le_bytes());
+    }
     out.push(Some(b""), &v, None);
 }
 

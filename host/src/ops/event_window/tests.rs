@@ -38,7 +38,7 @@ fn batch(op: &EventWindowOp, id: u64, input: &RecordBatch) -> (Vec<String>, Vec<
     for (offset, block) in [(0, a), (half, b)] {
         let mut local = Partial::default();
         rejected.extend(
-            op.combine(&clock, &block, &mut local)
+            op.combine(&clock, 0, &block, &mut local)
                 .into_iter()
                 .map(|(i, r)| (i + offset, r)),
         );
@@ -204,7 +204,7 @@ fn whole_state_and_changes_read_back_give_the_same_windows() {
         for (id, input) in inputs.iter().enumerate() {
             let clock = op.clock(id as u64);
             let mut p = Partial::default();
-            op.combine(&clock, input, &mut p);
+            op.combine(&clock, (id % 2) as u32, input, &mut p);
             let a = op.apply_combined(id as u64, p, 1);
             outs.push(rows(&a.out));
             saved.push((a.whole, a.contribution));
@@ -215,7 +215,7 @@ fn whole_state_and_changes_read_back_give_the_same_windows() {
         back.restore_changes(&saved[4].1).unwrap();
         assert_eq!(back.clock(5), op.clock(5), "{shape:?}");
         let mut p = Partial::default();
-        back.combine(&back.clock(5), &inputs[5], &mut p);
+        back.combine(&back.clock(5), 1, &inputs[5], &mut p);
         assert_eq!(
             rows(&back.apply_combined(5, p, 1).out),
             outs[5],
@@ -241,7 +241,7 @@ fn an_event_time_field_is_read_as_ms_or_rfc_3339_and_its_absence_is_named() {
         b.push(None, v.as_bytes(), None);
     }
     let mut p = Partial::default();
-    let bad = op.combine(&op.clock(0), &b, &mut p);
+    let bad = op.combine(&op.clock(0), 0, &b, &mut p);
     let reasons: Vec<&str> = bad.iter().map(|(_, r)| r.as_str()).collect();
     assert_eq!(bad.iter().map(|b| b.0).collect::<Vec<_>>(), [2, 3, 4]);
     assert!(
@@ -251,4 +251,29 @@ fn an_event_time_field_is_read_as_ms_or_rfc_3339_and_its_absence_is_named() {
     assert!(reasons[1].contains("neither ms"), "{reasons:?}");
     assert!(reasons[2].contains("not a JSON object"), "{reasons:?}");
     assert_eq!(parse_time(b"1970-01-01T00:00:02.5Z"), Some(2500));
+}
+
+#[test]
+fn the_watermark_follows_the_slowest_source_partition() {
+    let op = EventWindowOp::new(0, spec(Shape::Tumbling { length: 10 }, Aggregate::Count, 0));
+    let mut p = Partial::default();
+    op.combine(&op.clock(0), 0, &records(&[("a", "", 95)]), &mut p);
+    let mut q = Partial::default();
+    op.combine(&op.clock(0), 1, &records(&[("a", "", 12)]), &mut q);
+    op.merge(&mut p, q);
+    assert!(
+        rows(&op.apply_combined(0, p, 1).out).is_empty(),
+        "watermark 12, not 95"
+    );
+    // Partition 1 is at 12: the watermark is 12, so 15 is on time and 3 late; partition 1
+    // reaching 25 closes [10, 20).
+    let mut p = Partial::default();
+    let bad = op.combine(
+        &op.clock(1),
+        1,
+        &records(&[("a", "", 15), ("a", "", 3), ("b", "", 25)]),
+        &mut p,
+    );
+    assert_eq!(bad.iter().map(|b| b.0).collect::<Vec<_>>(), [1]);
+    assert_eq!(rows(&op.apply_combined(1, p, 1).out), ["a 10 20 2"]);
 }
