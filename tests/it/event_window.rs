@@ -144,12 +144,6 @@ fn event_time_tumbling_windows_equal_an_independent_count_and_late_records_are_d
     second.terminate();
     let ended = second.wait(WAIT_TIMEOUT);
     ended.assert_success();
-    assert!(
-        ended
-            .stderr
-            .contains("Restored a stateful step's state from the checkpoint."),
-        "the restart read the windows back"
-    );
 
     // The independent computation: on-time records counted per 1 s window; a window is out
     // once the watermark (the largest event time − 2 s) reached its end.
@@ -226,4 +220,10 @@ fn event_time_tumbling_windows_equal_an_independent_count_and_late_records_are_d
             "{reason}"
         );
     }
+    assert!(
+        ended
+            .stderr
+            .contains("Restored a stateful step's state from the checkpoint."),
+        "the restart read the windows back"
+    );
 }
