@@ -323,7 +323,7 @@ pub enum BenchCommand {
         #[arg(long, env = "SLUICE_COMPONENTS")]
         components: PathBuf,
     },
-    /// The Nexmark queries (q0, q1, q2) on the nexmark source at full speed: events per CPU
+    /// The Nexmark queries (q0, q1, q2, q5, q7) on the nexmark source at full speed: events per CPU
     /// second and per wall-clock second, one line per query.
     Nexmark {
         /// Three batches a query (a few seconds each) instead of ten.

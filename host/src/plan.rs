@@ -43,6 +43,8 @@ pub enum StepPlan {
     Window(Arc<crate::ops::window::WindowOp>),
     /// A running state per key (`update-state-by-key`), shared like a window's.
     UpdateState(Arc<crate::ops::running::RunningOp>),
+    /// A window over event time with a watermark (`event-window`), shared like a window's.
+    EventWindow(Arc<crate::ops::event_window::EventWindowOp>),
     /// A lookup join: each record enriched with its row of a table held in memory.
     Lookup(Arc<crate::lookup::Lookup>),
     /// A step in native Rust, for benchmarks that compare it with a plugin doing the same.
@@ -424,6 +426,9 @@ fn build_steps(
             Step::UpdateState(spec) => {
                 StepPlan::UpdateState(Arc::new(crate::ops::running::RunningOp::new(i, spec)))
             }
+            Step::EventWindow(spec) => StepPlan::EventWindow(Arc::new(
+                crate::ops::event_window::EventWindowOp::new(i, *spec),
+            )),
             Step::Window { kind, spec } => {
                 StepPlan::Window(Arc::new(crate::ops::window::WindowOp::new(i, kind, spec)))
             }
@@ -552,6 +557,7 @@ impl std::fmt::Debug for StepPlan {
             StepPlan::CountByKey => f.write_str("CountByKey"),
             StepPlan::Window(w) => write!(f, "Window({})", w.kind.name()),
             StepPlan::UpdateState(_) => f.write_str("UpdateState"),
+            StepPlan::EventWindow(w) => write!(f, "EventWindow({})", w.spec.shape.name()),
             StepPlan::Lookup(l) => write!(f, "Lookup({})", l.shown()),
             StepPlan::Native(n) => write!(f, "Native({})", n.name),
         }

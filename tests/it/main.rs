@@ -11,6 +11,7 @@ mod cli;
 mod dead_letters;
 mod driver;
 mod engine;
+mod event_window;
 mod eventhubs;
 mod keyed_state;
 mod kill;

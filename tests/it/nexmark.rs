@@ -217,3 +217,139 @@ fn q0_killed_at_random_points_and_restarted_outputs_every_event_exactly_once() {
     }
     assert_exact(TAG, &report, &h.ledger, &expected);
 }
+
+/// Events in the q5/q7 runs: 30 s of event time (10,000 events a second).
+const WINDOW_EVENTS: u64 = 300_000;
+
+/// The bids of the events `pipeline` generates, each as (partition, offset, event time,
+/// auction, price), partition by partition.
+fn bids(pipeline: &Path) -> Vec<(u32, u64, i64, u64, u64)> {
+    let mut out = Vec::new();
+    for (p, events) in generated(pipeline).iter().enumerate() {
+        for (offset, e) in events.iter().enumerate() {
+            let v = json(e);
+            if v["kind"] == "bid" {
+                let t = v["dateTime"].as_i64().unwrap();
+                out.push((
+                    p as u32,
+                    offset as u64,
+                    t,
+                    num(&v, "auction"),
+                    num(&v, "price"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The (partition, offset) of every record the window step dead-lettered, with its reason.
+fn late_letters(dir: &Path) -> BTreeMap<(u32, u64), String> {
+    let mut out = BTreeMap::new();
+    for p in crate::engine::files_under(&dir.join("dead-letters").join("events")) {
+        for line in std::fs::read_to_string(&p).unwrap().lines() {
+            let l = json(line);
+            let reason = l["reason"].as_str().unwrap().to_owned();
+            assert!(reason.starts_with("late by "), "only late records: {l}");
+            let at = (l["partition"].as_u64().unwrap() as u32, num(&l, "offset"));
+            out.insert(at, reason);
+        }
+    }
+    out
+}
+
+/// What a q5 or q7 run wrote: per window (start, end), each kept auction and its value.
+fn windows_written(out: &Path) -> BTreeMap<(i64, i64), BTreeMap<u64, u64>> {
+    let mut got: BTreeMap<(i64, i64), BTreeMap<u64, u64>> = BTreeMap::new();
+    for lines in committed(out, "events", "tsv").into_values() {
+        for line in lines {
+            let (auction, value) = line.split_once('\t').unwrap();
+            let v = json(value);
+            let w = (v["start"].as_i64().unwrap(), v["end"].as_i64().unwrap());
+            let kept = got.entry(w).or_default();
+            assert!(
+                kept.insert(auction.parse().unwrap(), num(&v, "value"))
+                    .is_none(),
+                "auction {auction} twice in window {w:?}"
+            );
+        }
+    }
+    got
+}
+
+/// Per window of `windows(t)`, each auction's aggregate of the on-time bids (`fold` over the
+/// price), only the auction(s) with the largest, only the windows the final watermark (the
+/// largest event time − 4 s) closed.
+fn top_per_window(
+    bids: &[(u32, u64, i64, u64, u64)],
+    late: &BTreeMap<(u32, u64), String>,
+    windows: impl Fn(i64) -> Vec<(i64, i64)>,
+    fold: impl Fn(Option<u64>, u64) -> u64,
+) -> BTreeMap<(i64, i64), BTreeMap<u64, u64>> {
+    let mut all: BTreeMap<(i64, i64), BTreeMap<u64, u64>> = BTreeMap::new();
+    let mut max = i64::MIN;
+    for &(p, offset, t, auction, price) in bids {
+        if late.contains_key(&(p, offset)) {
+            continue;
+        }
+        max = max.max(t);
+        for w in windows(t) {
+            let per = all.entry(w).or_default();
+            let before = per.get(&auction).copied();
+            per.insert(auction, fold(before, price));
+        }
+    }
+    let watermark = max - 4_000;
+    all.into_iter()
+        .filter(|((_, end), _)| *end <= watermark)
+        .map(|(w, per)| {
+            let top = per.values().copied().max().unwrap_or(0);
+            (w, per.into_iter().filter(|(_, v)| *v == top).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn q5_and_q7_output_what_our_own_computation_over_the_generated_bids_gives() {
+    for query in ["q5", "q7"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let pipeline = example(query, tmp.path(), WINDOW_EVENTS, 0);
+        run_to_end(tmp.path(), &pipeline);
+        let late = late_letters(tmp.path());
+        let bids = bids(&pipeline);
+        // Late bids are a few at most (the partitions run at about the same pace).
+        assert!(
+            late.len() * 100 < bids.len(),
+            "{query}: {} late",
+            late.len()
+        );
+        let want = match query {
+            "q5" => top_per_window(
+                &bids,
+                &late,
+                |t| {
+                    let last = t.div_euclid(2_000) * 2_000;
+                    (0..5)
+                        .map(|k| (last - k * 2_000, last - k * 2_000 + 10_000))
+                        .collect()
+                },
+                |n, _| n.unwrap_or(0) + 1,
+            ),
+            _ => top_per_window(
+                &bids,
+                &late,
+                |t| {
+                    let s = t.div_euclid(10_000) * 10_000;
+                    vec![(s, s + 10_000)]
+                },
+                |m, price| m.unwrap_or(0).max(price),
+            ),
+        };
+        let got = windows_written(&tmp.path().join("out").join(query));
+        assert!(want.len() >= 2, "{query}: windows closed: {}", want.len());
+        assert!(
+            got == want,
+            "{query}: the output differs from our own computation:\n got {got:?}\nwant {want:?}"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! nothing: the plan is assembled in the `plan` module.
 
 pub mod admin;
+pub mod event_window;
 pub mod poison;
 pub mod step;
 pub mod swap;

@@ -94,6 +94,32 @@ pub struct StepConfig {
     /// `into`: `lookup` only: the field the matched row goes under. Default: the table's stem.
     #[serde(default)]
     pub into: Option<String>,
+    /// `window`: `event-window` only: `"tumbling"`, `"sliding"` or `"session"`. Required.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// `gap`: `event-window` session windows: records of a key closer than this share a
+    /// session. Required for sessions.
+    #[serde(default, with = "humantime_serde")]
+    pub gap: Option<Duration>,
+    /// `allowed-lateness`: `event-window` only: how far the watermark stays behind the largest
+    /// event time seen. Default 0.
+    #[serde(default, with = "humantime_serde")]
+    pub allowed_lateness: Option<Duration>,
+    /// `early-updates`: `event-window` only: each batch also outputs the open windows' current
+    /// values. Default false.
+    #[serde(default)]
+    pub early_updates: Option<bool>,
+    /// `time`: `event-window` only: `"timestamp"` (the record's timestamp; the default).
+    #[serde(default)]
+    pub time: Option<String>,
+    /// `time-field`: `event-window` only: the top-level JSON field holding the event time (ms
+    /// since the epoch, or an RFC 3339 string in UTC), instead of the timestamp.
+    #[serde(default)]
+    pub time_field: Option<String>,
+    /// `top`: `event-window` only: keep per window the keys with the `top` largest values
+    /// (ties kept). Default: every key.
+    #[serde(default)]
+    pub top: Option<u32>,
 }
 
 /// A step, once checked.
@@ -121,6 +147,8 @@ pub enum Step {
     UpdateState(RunningSpec),
     /// `reduce-by-key-and-window` with an aggregate plugin (`aggregate-plugin`).
     PluginWindow(Box<PluginWindow>),
+    /// A window over event time, with a watermark (see [`super::event_window`]).
+    EventWindow(Box<super::event_window::EventWindowSpec>),
     /// A window over batch time (see [`super::window`]).
     Window {
         /// What it outputs.
@@ -170,6 +198,19 @@ impl StepConfig {
         {
             return Err(format!(
                 "{here}: key `{key}` is only for `builtin = \"lookup\"`"
+            ));
+        }
+        if self.builtin.as_deref() == Some("event-window") {
+            if self.plugin.is_some() || !self.params.is_empty() {
+                return Err(format!(
+                    "{here}: `builtin = \"event-window\"` takes no `plugin` or `params`"
+                ));
+            }
+            return super::event_window::spec(self, &here).map(|s| Step::EventWindow(Box::new(s)));
+        }
+        if let Some(key) = super::event_window::own_keys_set(self).first() {
+            return Err(format!(
+                "{here}: key `{key}` is only for `builtin = \"event-window\"`"
             ));
         }
         match (&self.plugin, self.builtin.as_deref()) {
@@ -266,7 +307,7 @@ impl StepConfig {
             }
             other => {
                 return Err(format!(
-                    "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\", \"count-by-key\", \"window\", \"count-by-window\", \"reduce-by-key-and-window\", \"update-state-by-key\" or \"lookup\""
+                    "{here}: key `builtin`: unknown step {other:?}; expected \"repartition-by-key\", \"count-by-key\", \"window\", \"count-by-window\", \"reduce-by-key-and-window\", \"update-state-by-key\", \"event-window\" or \"lookup\""
                 ));
             }
         };

@@ -123,6 +123,7 @@ fn step_names(plan: &Plan) -> Vec<String> {
             StepPlan::CountByKey => "count-by-key".into(),
             StepPlan::Window(w) => w.kind.name().into(),
             StepPlan::UpdateState(_) => "update-state-by-key".into(),
+            StepPlan::EventWindow(_) => "event-window".into(),
             StepPlan::Lookup(_) => "lookup".into(),
             StepPlan::Native(n) => n.name.into(),
         })

@@ -3,5 +3,6 @@
 
 pub mod aggregate;
 pub mod plugin_aggregate;
+pub mod event_window;
 pub mod running;
 pub mod window;

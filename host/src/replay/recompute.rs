@@ -76,6 +76,16 @@ impl<'a> Source<'a> {
                 store.step + 1
             )));
         }
+        if let Some(StepPlan::EventWindow(op)) = plan
+            .steps
+            .iter()
+            .find(|s| matches!(s, StepPlan::EventWindow(_)))
+        {
+            return Err(ReplayError::Refused(format!(
+                "`[[transform]]` number {} is an `event-window`: a replay recomputes batches one by one and does not rebuild its windows and watermark, so it would write windows that differ from the recorded run's",
+                op.step + 1
+            )));
+        }
         let logged = match (&plan.checkpoint, plan.wal) {
             (Some(at), true) => Some(rt.block_on(Wal::read_only(at, "wal"))?),
             _ => None,

@@ -133,7 +133,8 @@ fn run_block(
             StepPlan::RepartitionByKey(_)
             | StepPlan::CountByKey
             | StepPlan::Window(_)
-            | StepPlan::UpdateState(_) => {
+            | StepPlan::UpdateState(_)
+            | StepPlan::EventWindow(_) => {
                 unreachable!("Shape::of puts barriers after the narrow steps")
             }
         };
@@ -416,6 +417,20 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                     }
                     output_parts(applied.out)
                 }
+                StepPlan::EventWindow(op) => {
+                    let clock = op.clock(batch.id);
+                    let mut partial = crate::ops::aggregate::Partial::default();
+                    for part in &parts {
+                        let mut local = crate::ops::aggregate::Partial::default();
+                        let rejected =
+                            op.combine(&clock, part.partition, &part.records, &mut local);
+                        event_rejects(plan, &batch, op.step, part, rejected);
+                        op.merge(&mut partial, local);
+                    }
+                    let (out, writes) = event_window_close(plan, &batch, op, partial);
+                    state.extend(writes);
+                    out
+                }
                 StepPlan::Lookup(lookup) => pool_map(&plan.pool, parts, |p| {
                     lookup_part(&batch, i, lookup, (p.partition, &p.records, p.lineage))
                 }),
@@ -477,6 +492,14 @@ fn not_numbers(
 /// parallel); a value its aggregate cannot read goes to the dead letters.
 fn combine_block(plan: &Plan, batch: &OpenBatch, step: usize, part: &Part) {
     let mut local = crate::ops::aggregate::Partial::default();
+    if let StepPlan::EventWindow(op) = &batch.steps[step] {
+        let clock = op.clock(batch.id);
+        let rejected = op.combine(&clock, part.partition, &part.records, &mut local);
+        event_rejects(plan, batch, op.step, part, rejected);
+        let mut combined = batch.combined.lock().unwrap_or_else(|e| e.into_inner());
+        op.merge(&mut combined, local);
+        return;
+    }
     let (bad, aggregate, name) = match &batch.steps[step] {
         StepPlan::Window(op) => (
             op.combine(&part.records, &mut local),
@@ -524,6 +547,7 @@ fn apply_combined(
             }
             (output_parts(applied.out), writes)
         }
+        StepPlan::EventWindow(op) => event_window_close(plan, batch, op, combined),
         _ => unreachable!("Shape::of combines only before a stateful step"),
     }
 }
@@ -635,6 +659,42 @@ fn plugin_window_close(
     let out = crate::ops::plugin_aggregate::by_partition(&applied.out, batch.time_ms, n);
     let write = crate::state::Write::changes(op.step, applied.contribution);
     Ok((output_parts(out), write))
+
+/// The records an `event-window` step rejected (late, no event time, not a number), to the
+/// dead letters with the reason and their source position.
+fn event_rejects(
+    plan: &Plan,
+    batch: &OpenBatch,
+    step: usize,
+    part: &Part,
+    rejected: Vec<(usize, String)>,
+) {
+    for (i, reason) in rejected {
+        plan.dead_letters.add_from_builtin(
+            &plan.stream,
+            batch.id,
+            (step, "event-window"),
+            part.lineage.at(i),
+            &reason,
+            (&part.records, i),
+        );
+    }
+}
+
+/// Closes an `event-window` step for `batch` with its combined accumulators: its output, and
+/// what to write with the batch's checkpoint entry.
+fn event_window_close(
+    plan: &Plan,
+    batch: &OpenBatch,
+    op: &crate::ops::event_window::EventWindowOp,
+    combined: crate::ops::aggregate::Partial,
+) -> (Vec<Part>, Vec<crate::state::Write>) {
+    let applied = op.apply_combined(batch.id, combined, plan.partitions);
+    let mut writes = vec![crate::state::Write::changes(op.step, applied.contribution)];
+    if let Some(whole) = applied.whole {
+        writes.push(crate::state::Write::whole(op.step, whole));
+    }
+    (output_parts(applied.out), writes)
 }
 
 /// A stateful step's output, one part per output partition.

@@ -66,6 +66,7 @@ impl Shape {
                         | StepPlan::CountByKey
                         | StepPlan::Window(_)
                         | StepPlan::UpdateState(_)
+                        | StepPlan::EventWindow(_)
                 )
             })
             .unwrap_or(steps.len());
@@ -76,6 +77,7 @@ impl Shape {
                 rest: narrow + 1,
             },
             [StepPlan::UpdateState(_), ..] => Combine::Aggregate { rest: narrow + 1 },
+            [StepPlan::EventWindow(_), ..] => Combine::Aggregate { rest: narrow + 1 },
             [StepPlan::Window(w), ..] if w.combines() => Combine::Aggregate { rest: narrow + 1 },
             [StepPlan::RepartitionByKey(n), StepPlan::CountByKey, ..] => Combine::Count {
                 partitions: Some(n.unwrap_or(partitions).max(1)),

@@ -183,6 +183,10 @@ pub async fn forget(plan: &Plan, at: &Location, batch: u64) {
                 let keep_from = batch.saturating_sub(u64::from(op.spec.snapshot_every));
                 forget_before(at, op.step, keep_from).await
             }
+            StepPlan::EventWindow(op) if op.writes_whole(batch) => {
+                let keep_from = batch.saturating_sub(u64::from(op.spec.snapshot_every));
+                forget_before(at, op.step, keep_from).await
+            }
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -284,29 +288,33 @@ pub async fn restore(
                 );
             }
             StepPlan::UpdateState(op) => {
-                let done = if replaying {
-                    last.checked_sub(1)
-                } else {
-                    Some(last)
-                };
-                if let Some(done) = done {
+                if let Some(done) = done_before(last, replaying) {
+                    restore_incremental(op.as_ref(), at, done).await?;
+                }
+            }
+            StepPlan::EventWindow(op) => {
+                if let Some(done) = done_before(last, replaying) {
                     restore_incremental(op.as_ref(), at, done).await?;
                 }
             }
             _ => {}
         }
     }
-    let done = if replaying {
-        last.checked_sub(1)
-    } else {
-        Some(last)
-    };
-    if let Some(done) = done {
+    if let Some(done) = done_before(last, replaying) {
         for store in plan.keyed.all() {
             restore_incremental(store.as_ref(), at, done).await?;
         }
     }
     Ok(())
+}
+
+/// The last batch that committed, of a restart whose newest entry is `last`.
+fn done_before(last: u64, replaying: bool) -> Option<u64> {
+    if replaying {
+        last.checked_sub(1)
+    } else {
+        Some(last)
+    }
 }
 
 /// State kept as whole states and the changes of each batch after them
@@ -339,6 +347,24 @@ impl Restore for crate::ops::running::RunningOp {
     }
     fn size(&self) -> usize {
         crate::ops::running::RunningOp::size(self)
+    }
+}
+
+impl Restore for crate::ops::event_window::EventWindowOp {
+    fn step(&self) -> usize {
+        self.step
+    }
+    fn what(&self) -> &'static str {
+        "an event-window's windows and watermark"
+    }
+    fn restore_whole(&self, records: &RecordBatch) -> Result<(), String> {
+        crate::ops::event_window::EventWindowOp::restore_whole(self, records)
+    }
+    fn restore_changes(&self, records: &RecordBatch) -> Result<(), String> {
+        crate::ops::event_window::EventWindowOp::restore_changes(self, records)
+    }
+    fn size(&self) -> usize {
+        crate::ops::event_window::EventWindowOp::size(self)
     }
 }
 

@@ -9,10 +9,17 @@
 //! - `"q2"`: selection, as Flink's q2 (`SELECT auction, price FROM bid WHERE MOD(auction, 123)
 //!   = 0`): `{"auction":…,"price":…}`.
 //!
-//! Persons and auctions are dropped by q1 and q2. A value that is not a JSON object, or a bid
+//! - `"q5"`: the per-record part of q5 (hot items): bids only, key the auction id (as the
+//!   source sets it), empty value; the host's `event-window` step counts them per auction in
+//!   sliding windows of event time and keeps the top auction(s) of each window;
+//! - `"q7"`: the per-record part of q7 (highest bid): bids only, key the auction id, value the
+//!   price in decimal; the host's `event-window` step takes the maximum per auction in tumbling
+//!   windows and keeps the top one(s) of each window.
+//!
+//! Persons and auctions are dropped by q1, q2, q5 and q7. A value that is not a JSON object, or a bid
 //! whose auction or price is not a whole number, is rejected with the reason. Values are read
 //! by a scan of the object's top-level keys that keeps the raw text of the fields a query needs:
-//! nothing is allocated per record. (q5 and q7 need windows and are not here.)
+//! nothing is allocated per record.
 
 mod scan;
 
@@ -27,6 +34,10 @@ pub enum Query {
     Q1,
     /// Bids of auctions whose id is a multiple of 123.
     Q2,
+    /// Bids, keyed by auction, empty value (q5's count per window is the host's).
+    Q5,
+    /// Bids, keyed by auction, the price (q7's maximum per window is the host's).
+    Q7,
 }
 
 /// Dollars to euros, in thousandths (Nexmark's 0.908).
@@ -72,7 +83,7 @@ impl NexmarkQuery {
             return;
         }
         let want = match self.query {
-            Query::Q2 => &FIELDS[..Q2_FIELDS],
+            Query::Q2 | Query::Q5 | Query::Q7 => &FIELDS[..Q2_FIELDS],
             _ => &FIELDS[..],
         };
         let mut found: [Option<&[u8]>; FIELDS.len()] = [None; FIELDS.len()];
@@ -106,6 +117,8 @@ impl NexmarkQuery {
                     buf.extend_from_slice(found[EXTRA].unwrap_or(b"\"\""));
                     buf.push(b'}');
                 }),
+                Query::Q5 => out.push_with(record, |_| {}),
+                Query::Q7 => out.push_with(record, |buf| push_u64(buf, price)),
                 Query::Q2 if auction.is_multiple_of(Q2_MODULUS) => out.push_with(record, |buf| {
                     buf.extend_from_slice(b"{\"auction\":");
                     push_u64(buf, auction);
@@ -153,9 +166,11 @@ impl Transform for NexmarkQuery {
             "q0" => Query::Q0,
             "q1" => Query::Q1,
             "q2" => Query::Q2,
+            "q5" => Query::Q5,
+            "q7" => Query::Q7,
             other => {
                 return Err(format!(
-                    "parameter `query`: unknown query {other:?}; expected \"q0\", \"q1\" or \"q2\" (q5 and q7 need windows, not here yet)"
+                    "parameter `query`: unknown query {other:?}; expected \"q0\", \"q1\", \"q2\", \"q5\" or \"q7\""
                 ));
             }
         };
@@ -223,6 +238,18 @@ mod tests {
     }
 
     #[test]
+    fn q5_and_q7_keep_bids_with_an_empty_value_or_the_price() {
+        assert_eq!(
+            run("q5", &[PERSON, BID, BID_123]).0,
+            [(1, String::new()), (2, String::new())]
+        );
+        assert_eq!(
+            run("q7", &[PERSON, BID, BID_123]).0,
+            [(1, "523".to_owned()), (2, "10".to_owned())]
+        );
+    }
+
+    #[test]
     fn a_value_that_is_not_an_object_or_a_bid_without_a_whole_price_is_rejected() {
         let bad_price = BID.replace("523", "5.5");
         let (kept, rejected) = run("q2", &["[1]", "{\"kind\":\"bid\"", &bad_price, "nope"]);
@@ -232,8 +259,8 @@ mod tests {
 
     #[test]
     fn an_unknown_query_or_parameter_is_refused_by_name() {
-        let err = NexmarkQuery::init(&Params::from_iter([("query", "q5")])).unwrap_err();
-        assert!(err.contains("query") && err.contains("q5"), "{err}");
+        let err = NexmarkQuery::init(&Params::from_iter([("query", "q6")])).unwrap_err();
+        assert!(err.contains("query") && err.contains("q6"), "{err}");
         assert!(NexmarkQuery::init(&Params::default()).is_err());
         assert!(NexmarkQuery::init(&Params::from_iter([("query", "q0"), ("x", "1")])).is_err());
     }
