@@ -22,6 +22,7 @@ mod recovery;
 mod replay;
 mod self_test;
 mod shadow;
+mod spill;
 mod supervise;
 mod swap;
 mod wal;

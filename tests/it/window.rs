@@ -71,7 +71,7 @@ fn batch_ranges(pipeline: &Path) -> BTreeMap<u64, Vec<(u64, u64)>> {
 }
 
 /// Per batch (ids from 0, every one recorded), each word's count in the batch's records.
-fn per_batch_counts(pipeline: &Path) -> Vec<BTreeMap<String, u64>> {
+pub(crate) fn per_batch_counts(pipeline: &Path) -> Vec<BTreeMap<String, u64>> {
     let g = generator_of(pipeline);
     let ranges = batch_ranges(pipeline);
     let ids: Vec<u64> = ranges.keys().copied().collect();
@@ -121,7 +121,7 @@ fn expected(pipeline: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
 }
 
 /// What the pipeline wrote: per batch, each word's count (every partition's file).
-fn written(dir: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
+pub(crate) fn written(dir: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
     let mut out: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
     for ((batch, _), lines) in committed(&dir.join("out"), "input", "tsv") {
         let window = out.entry(batch).or_default();
@@ -181,7 +181,7 @@ fn window_survives_a_kill(inverse: bool, kill_after: usize) {
     );
 }
 
-fn first_done(run: &Running) -> usize {
+pub(crate) fn first_done(run: &Running) -> usize {
     run.stderr_so_far().matches("Batch done.").count()
 }
 

@@ -12,6 +12,8 @@
 //!
 //! Objects of batches that left every window are deleted after a later batch commits.
 
+pub mod spill;
+
 use object_store::{PutPayload, path::Path as StorePath};
 
 use crate::batch::RecordBatch;
@@ -339,6 +341,7 @@ async fn restore_running(
         changes_applied = changes.len(),
         last_batch = done,
         keys = op.size(),
+        keys_on_disk = op.where_state_is().on_disk,
         "Restored update-state-by-key's state from the checkpoint."
     );
     Ok(())
