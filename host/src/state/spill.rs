@@ -553,10 +553,13 @@ impl Disk {
         let crc = crc32fast::hash(&self.pending[start + 4..]);
         self.pending[start..start + 4].copy_from_slice(&crc.to_le_bytes());
         self.live += (HEADER + key.len() + value.len()) as u64;
-        if self.index.contains_key(&h) {
-            self.collided.insert(key.into(), at);
-        } else {
-            self.index.insert(h, at);
+        match self.index.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(key.into(), at);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(at);
+            }
         }
         if self.pending.len() >= WRITE_CHUNK {
             self.flush()?;
