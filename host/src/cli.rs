@@ -359,7 +359,11 @@ fn parse_plugin(s: &str) -> std::result::Result<(String, PathBuf), String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    match dispatch(cli) {
+    let result = dispatch(cli);
+    // Keyed state's spill files are scratch: gone with the process (the plan, which owns
+    // them, may outlive `dispatch` in threads that are not joined).
+    crate::state::spill::remove_process_dirs();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");

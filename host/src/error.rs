@@ -322,13 +322,14 @@ impl Classify for JobError {
         match self {
             JobError::Plugin { source, .. } => source.fault(),
             JobError::Poisoned { .. } => Fault::User,
+            JobError::State { .. } => Fault::External,
             JobError::Sink { source, .. } => source.fault(),
         }
     }
     fn retryable(&self) -> bool {
         match self {
             JobError::Plugin { source, .. } => Classify::retryable(source),
-            JobError::Poisoned { .. } => false,
+            JobError::Poisoned { .. } | JobError::State { .. } => false,
             JobError::Sink { source, .. } => Classify::retryable(source),
         }
     }

@@ -423,8 +423,17 @@ fn build_steps(
                 StepPlan::RepartitionByKey(partitions)
             }
             Step::CountByKey => StepPlan::CountByKey,
-            Step::UpdateState(spec) => {
-                StepPlan::UpdateState(Arc::new(crate::ops::running::RunningOp::new(i, spec)))
+            Step::UpdateState(spec, memory) => {
+                use crate::state::spill;
+                let pipeline = file.name.clone().unwrap_or_else(|| {
+                    base.file_name()
+                        .map_or("pipeline".to_owned(), |n| n.to_string_lossy().into_owned())
+                });
+                let at = memory.spill_dir.as_ref().map(|d| base.join(d));
+                spill::clear_stale(at.as_deref(), &pipeline);
+                let dir = spill::step_dir(at.as_deref(), &pipeline, i);
+                let op = crate::ops::running::RunningOp::new(i, spec, memory.budget, dir);
+                StepPlan::UpdateState(Arc::new(op))
             }
             Step::EventWindow(spec) => StepPlan::EventWindow(Arc::new(
                 crate::ops::event_window::EventWindowOp::new(i, *spec),

@@ -25,6 +25,7 @@ mod recovery;
 mod replay;
 mod self_test;
 mod shadow;
+mod spill;
 mod supervise;
 mod swap;
 mod wal;

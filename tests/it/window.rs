@@ -120,7 +120,7 @@ fn expected(pipeline: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
 }
 
 /// What the pipeline wrote: per batch, each word's count (every partition's file).
-fn written(dir: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
+pub(crate) fn written(dir: &Path) -> BTreeMap<u64, BTreeMap<String, u64>> {
     let mut out: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
     for ((batch, _), lines) in committed(&dir.join("out"), "input", "tsv") {
         let window = out.entry(batch).or_default();

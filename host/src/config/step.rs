@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::poison;
-use super::window::{self, Aggregate, RunningSpec, StateOutput, WindowKind, WindowSpec};
+use super::window::{
+    self, Aggregate, RunningSpec, StateMemory, StateOutput, WindowKind, WindowSpec,
+};
 
 /// `[[transform]]`: one step, either `plugin = "NAME"` (with `params`) or `builtin = "…"`:
 /// `"repartition-by-key"` (records with the same key meet in one partition; `partitions`
@@ -69,6 +71,15 @@ pub struct StepConfig {
     /// (default 16), and only the changed keys in between.
     #[serde(default)]
     pub snapshot_every: Option<u32>,
+    /// `state-memory`: `update-state-by-key` keeps up to this many bytes of state in memory
+    /// and spills its coldest keys to local disk past it. Default `"256MiB"`; at least
+    /// `"64KiB"`.
+    #[serde(default, deserialize_with = "crate::plugin::manifest::de_opt_bytes")]
+    pub state_memory: Option<u64>,
+    /// `state-spill-dir`: where `update-state-by-key` puts its spill files (scratch, not
+    /// durable; removed at exit). Default: the system's temporary directory.
+    #[serde(default)]
+    pub state_spill_dir: Option<String>,
     /// `table`: `lookup` only: the table file, a path (relative to the pipeline file) or a
     /// `file://`, `az://`, `s3://` URL. Required for a lookup.
     #[serde(default)]
@@ -143,8 +154,9 @@ pub enum Step {
     CountByKey,
     /// Each record enriched with the row of a table that has its key (a lookup join).
     Lookup(Box<crate::lookup::LookupConfig>),
-    /// A running aggregate per key across batches (`update-state-by-key`).
-    UpdateState(RunningSpec),
+    /// A running aggregate per key across batches (`update-state-by-key`), and where its
+    /// state is kept.
+    UpdateState(RunningSpec, StateMemory),
     /// `reduce-by-key-and-window` with an aggregate plugin (`aggregate-plugin`).
     PluginWindow(Box<PluginWindow>),
     /// A window over event time, with a watermark (see [`super::event_window`]).
@@ -372,13 +384,29 @@ impl StepConfig {
         if snapshot_every == 0 {
             return Err(format!("{here}: key `snapshot-every` must be at least 1"));
         }
-        Ok(Step::UpdateState(RunningSpec {
-            aggregate: self.aggregate.unwrap_or(Aggregate::Count),
-            timeout: self.timeout,
-            output: self.output.unwrap_or(StateOutput::Updated),
-            snapshot_every,
-            partitions: self.partitions,
-        }))
+        let budget = self.state_memory.unwrap_or(window::DEFAULT_STATE_MEMORY);
+        if budget < 64 << 10 {
+            return Err(format!(
+                "{here}: key `state-memory` = {budget} bytes is too small: at least \"64KiB\" (e.g. state-memory = \"64MiB\")"
+            ));
+        }
+        if self.state_spill_dir.as_deref() == Some("") {
+            return Err(format!("{here}: key `state-spill-dir` is empty"));
+        }
+        let memory = StateMemory {
+            budget,
+            spill_dir: self.state_spill_dir.clone(),
+        };
+        Ok(Step::UpdateState(
+            RunningSpec {
+                aggregate: self.aggregate.unwrap_or(Aggregate::Count),
+                timeout: self.timeout,
+                output: self.output.unwrap_or(StateOutput::Updated),
+                snapshot_every,
+                partitions: self.partitions,
+            },
+            memory,
+        ))
     }
 
     /// Refuses the keys of `update-state-by-key` on another step.
@@ -387,6 +415,8 @@ impl StepConfig {
             ("timeout", self.timeout.is_some()),
             ("output", self.output.is_some()),
             ("snapshot-every", self.snapshot_every.is_some()),
+            ("state-memory", self.state_memory.is_some()),
+            ("state-spill-dir", self.state_spill_dir.is_some()),
         ];
         match set.iter().find(|(_, on)| *on) {
             None => Ok(()),

@@ -123,6 +123,21 @@ pub struct RunningSpec {
     pub partitions: Option<u32>,
 }
 
+/// Where `update-state-by-key` keeps its state: in memory up to `state-memory` bytes, the
+/// coldest keys on local disk past it (see [`crate::state::spill`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateMemory {
+    /// `state-memory`: bytes of state held in memory. Default [`DEFAULT_STATE_MEMORY`].
+    pub budget: u64,
+    /// `state-spill-dir`: where the spill files go (relative to the pipeline file's
+    /// directory); default the system's temporary directory (`$TMPDIR`).
+    pub spill_dir: Option<String>,
+}
+
+/// `state-memory`'s default: 256 MiB, about 2 M count keys (a state that fits is never
+/// slowed by the disk; past it, memory stays bounded).
+pub const DEFAULT_STATE_MEMORY: u64 = 256 << 20;
+
 /// The window of `length` and `slide` (default: the batch interval) in batches of
 /// `interval`, or what is wrong with them.
 pub fn spec(

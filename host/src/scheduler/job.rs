@@ -352,7 +352,7 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
         Combine::Aggregate { rest } => {
             let combined =
                 std::mem::take(&mut *batch.combined.lock().unwrap_or_else(|e| e.into_inner()));
-            let (out, writes) = apply_combined(plan, &batch, shape.narrow, combined);
+            let (out, writes) = apply_combined(plan, &batch, shape.narrow, combined)?;
             state.extend(writes);
             Some((out, rest))
         }
@@ -408,7 +408,13 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                 }
                 StepPlan::UpdateState(op) => {
                     let inputs: Vec<&RecordBatch> = parts.iter().map(|p| &p.records).collect();
-                    let applied = op.apply(batch.id, time_ms, &inputs, plan.partitions);
+                    let applied = op
+                        .apply(batch.id, time_ms, &inputs, plan.partitions)
+                        .map_err(|source| JobError::State {
+                            batch: batch.id,
+                            step: op.step,
+                            source,
+                        })?;
                     let name = (op.step, "update-state-by-key");
                     not_numbers(plan, &batch, name, &parts, &applied.not_numbers);
                     state.push(crate::state::Write::changes(op.step, applied.contribution));
@@ -531,21 +537,27 @@ fn apply_combined(
     batch: &OpenBatch,
     step: usize,
     combined: crate::ops::aggregate::Partial,
-) -> (Vec<Part>, Vec<crate::state::Write>) {
+) -> Result<(Vec<Part>, Vec<crate::state::Write>), JobError> {
     let (id, time_ms) = (batch.id, batch.time_ms);
     match &batch.steps[step] {
         StepPlan::Window(op) => {
             let applied = op.apply_combined(id, time_ms, combined, plan.partitions);
             let writes = vec![crate::state::Write::changes(op.step, applied.contribution)];
-            (output_parts(applied.out), writes)
+            Ok((output_parts(applied.out), writes))
         }
         StepPlan::UpdateState(op) => {
-            let applied = op.apply_combined(id, time_ms, combined, plan.partitions);
+            let applied = op
+                .apply_combined(id, time_ms, combined, plan.partitions)
+                .map_err(|source| JobError::State {
+                    batch: id,
+                    step: op.step,
+                    source,
+                })?;
             let mut writes = vec![crate::state::Write::changes(op.step, applied.contribution)];
             if let Some(whole) = applied.whole {
                 writes.push(crate::state::Write::whole(op.step, whole));
             }
-            (output_parts(applied.out), writes)
+            Ok((output_parts(applied.out), writes))
         }
         StepPlan::EventWindow(op) => event_window_close(plan, batch, op, combined),
         _ => unreachable!("Shape::of combines only before a stateful step"),

@@ -28,6 +28,18 @@ pub enum JobError {
         /// The failure of the record over the limit.
         source: PluginError,
     },
+    /// A stateful step's spill file could not be written or read back.
+    #[error(
+        "batch {batch}: step {step}: {source}; the state held there is not reachable, so the pipeline stops (a restart rebuilds the state from the checkpoint)"
+    )]
+    State {
+        /// The batch.
+        batch: u64,
+        /// The step.
+        step: usize,
+        /// The spill error (naming the file).
+        source: crate::state::spill::SpillError,
+    },
     /// A sink failed.
     #[error("batch {batch}: {source}")]
     Sink {

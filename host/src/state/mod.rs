@@ -17,6 +17,8 @@
 
 pub mod keyed;
 
+pub mod spill;
+
 use object_store::{PutPayload, path::Path as StorePath};
 
 use crate::batch::RecordBatch;
@@ -330,6 +332,10 @@ pub trait Restore {
     fn restore_changes(&self, records: &RecordBatch) -> Result<(), String>;
     /// How many keys it holds.
     fn size(&self) -> usize;
+    /// How many of them are spilled to local disk (see [`spill`]).
+    fn keys_on_disk(&self) -> usize {
+        0
+    }
 }
 
 impl Restore for crate::ops::running::RunningOp {
@@ -347,6 +353,9 @@ impl Restore for crate::ops::running::RunningOp {
     }
     fn size(&self) -> usize {
         crate::ops::running::RunningOp::size(self)
+    }
+    fn keys_on_disk(&self) -> usize {
+        self.where_state_is().on_disk
     }
 }
 
@@ -420,6 +429,7 @@ async fn restore_incremental(op: &dyn Restore, at: &Location, done: u64) -> Resu
         changes_applied = changes.len(),
         last_batch = done,
         keys = op.size(),
+        keys_on_disk = op.keys_on_disk(),
         "Restored {} from the checkpoint.",
         op.what()
     );

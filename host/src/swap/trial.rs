@@ -47,7 +47,7 @@ pub struct Blame {
 pub fn blame(error: &JobError) -> Option<Blame> {
     let source = match error {
         JobError::Plugin { source, .. } | JobError::Poisoned { source, .. } => source,
-        JobError::Sink { .. } => return None,
+        JobError::Sink { .. } | JobError::State { .. } => return None,
     };
     if matches!(
         source.failure,
