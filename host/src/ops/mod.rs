@@ -2,7 +2,7 @@
 //! batches. Their state is written with the checkpoint log by [`crate::state`].
 
 pub mod aggregate;
-pub mod plugin_aggregate;
 pub mod event_window;
+pub mod plugin_aggregate;
 pub mod running;
 pub mod window;

@@ -559,7 +559,7 @@ fn apply_combined(
             }
             Ok((output_parts(applied.out), writes))
         }
-        StepPlan::EventWindow(op) => event_window_close(plan, batch, op, combined),
+        StepPlan::EventWindow(op) => Ok(event_window_close(plan, batch, op, combined)),
         _ => unreachable!("Shape::of combines only before a stateful step"),
     }
 }
@@ -671,6 +671,7 @@ fn plugin_window_close(
     let out = crate::ops::plugin_aggregate::by_partition(&applied.out, batch.time_ms, n);
     let write = crate::state::Write::changes(op.step, applied.contribution);
     Ok((output_parts(out), write))
+}
 
 /// The records an `event-window` step rejected (late, no event time, not a number), to the
 /// dead letters with the reason and their source position.
