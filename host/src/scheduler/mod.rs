@@ -23,6 +23,7 @@ pub mod job;
 mod keyed;
 mod open;
 mod part;
+mod plugin_window;
 pub mod shadow;
 pub mod tracker;
 

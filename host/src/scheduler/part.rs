@@ -111,3 +111,18 @@ pub(crate) fn into_parts(gathered: Vec<(RecordBatch, Vec<(u32, u64)>)>) -> Vec<P
         })
         .collect()
 }
+
+/// A stateful step's output, one part per output partition.
+pub(super) fn output_parts(out: Vec<RecordBatch>) -> Vec<Part> {
+    out.into_iter()
+        .enumerate()
+        .map(|(p, records)| Part {
+            partition: p as u32,
+            lineage: Lineage::Range {
+                partition: p as u32,
+                start: 0,
+            },
+            records,
+        })
+        .collect()
+}
