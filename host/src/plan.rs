@@ -227,13 +227,27 @@ pub fn build_with(
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    let keyed = crate::state::keyed::Stores::default();
+    let keyed = crate::state::keyed::Stores::new(&name);
+    for (i, step) in file.steps().into_iter().enumerate() {
+        if let Step::Plugin {
+            state,
+            snapshot_every,
+            ..
+        } = step
+        {
+            let at = state.spill_dir.as_ref().map(|d| base.join(d));
+            keyed.configure(i, snapshot_every, state.budget, at);
+        }
+    }
     for (i, step) in steps.iter().enumerate() {
         if let StepPlan::Plugin(stage, _) = step
             && stage.plugin().uses_keyed_state()
         {
             keyed.of(i);
         }
+    }
+    if !keyed.all().is_empty() {
+        crate::state::spill::clear_stale(None, &name);
     }
     Ok(Plan {
         keyed,
@@ -409,6 +423,7 @@ fn build_steps(
                 name,
                 params,
                 poison,
+                ..
             } => {
                 let plugin = load(&what, &name, PluginKind::Transformer)?;
                 let stage = plugin
@@ -519,6 +534,7 @@ impl Plan {
                 name,
                 params: file_params,
                 poison,
+                ..
             } = step
             else {
                 continue;

@@ -170,6 +170,40 @@ fn running_counts_in_a_plugins_keyed_state_are_exact_after_three_sigkills() {
     assert!(layouts.len() >= 10, "enough batches: {}", layouts.len());
 }
 
+#[test]
+fn a_plugins_keyed_state_past_its_memory_budget_spills_to_disk_and_stays_exact_across_a_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = plugins(root);
+    // 20,000 words; 64 KiB holds about a thousand of them.
+    let text = pipeline(1_500, 6_000, "")
+        .replace("vocabulary = 30", "vocabulary = 20000")
+        .replace(
+            "plugin = \"tag\"\n",
+            "plugin = \"tag\"\nstate-memory = \"64KiB\"\nstate-spill-dir = \"spill\"\nsnapshot-every = 4\n",
+        );
+    let path = write_pipeline(root, &text);
+    let mut run = Running::start(sluice_run(root, &path, &dir));
+    let t0 = std::time::Instant::now();
+    while first_done(&run) < 6 {
+        run.assert_alive("before the kill");
+        assert!(t0.elapsed() < WAIT_TIMEOUT, "no batch in time");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let spilled = run.kill_hard();
+    assert!(
+        spilled.contains("A keyed state went past its memory budget"),
+        "the state spilled before the kill"
+    );
+    let last = Running::start(sluice_run(root, &path, &dir)).wait(WAIT_TIMEOUT);
+    last.assert_success();
+    check_exact(root, &path, 2 * 6_000);
+    let left: Vec<_> = std::fs::read_dir(root.join("spill"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "spill files removed at exit: {left:?}");
+}
+
 /// `sluice plugin swap <pipeline> tag <file> <args>`.
 fn swap(pipeline: &Path, file: &Path, args: &[&str]) -> std::process::Output {
     Command::new(sluice_bin())

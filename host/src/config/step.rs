@@ -144,6 +144,11 @@ pub enum Step {
         params: BTreeMap<String, String>,
         /// What it does with a poison record (`on-poison`, `max-poison-per-batch`).
         poison: poison::PoisonPolicy,
+        /// Where its keyed state is kept (`state-memory`, `state-spill-dir`), when its plugin
+        /// keeps some.
+        state: StateMemory,
+        /// `snapshot-every`: its whole keyed state is written every this many batches.
+        snapshot_every: u32,
     },
     /// Records with the same key meet in one partition.
     RepartitionByKey {
@@ -237,12 +242,23 @@ impl StepConfig {
                     ));
                 }
                 self.only_for_windows(&here, "plugins")?;
-                self.no_state_keys(&here, "plugins")?;
+                for (key, set) in [
+                    ("timeout", self.timeout.is_some()),
+                    ("output", self.output.is_some()),
+                ] {
+                    if set {
+                        return Err(format!(
+                            "{here}: key `{key}` is only for `update-state-by-key`, not for plugins"
+                        ));
+                    }
+                }
                 self.no_aggregate_plugin(&here, "plugins")?;
                 Ok(Step::Plugin {
                     name: name.clone(),
                     params: self.params.clone(),
                     poison: self.poison(&here)?,
+                    state: self.state_memory(&here)?,
+                    snapshot_every: self.snapshot_every(&here)?,
                 })
             }
             (None, Some(b)) => {
@@ -380,23 +396,8 @@ impl StepConfig {
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(format!("{here}: key `timeout` must be above zero"));
         }
-        let snapshot_every = self.snapshot_every.unwrap_or(16);
-        if snapshot_every == 0 {
-            return Err(format!("{here}: key `snapshot-every` must be at least 1"));
-        }
-        let budget = self.state_memory.unwrap_or(window::DEFAULT_STATE_MEMORY);
-        if budget < 64 << 10 {
-            return Err(format!(
-                "{here}: key `state-memory` = {budget} bytes is too small: at least \"64KiB\" (e.g. state-memory = \"64MiB\")"
-            ));
-        }
-        if self.state_spill_dir.as_deref() == Some("") {
-            return Err(format!("{here}: key `state-spill-dir` is empty"));
-        }
-        let memory = StateMemory {
-            budget,
-            spill_dir: self.state_spill_dir.clone(),
-        };
+        let snapshot_every = self.snapshot_every(here)?;
+        let memory = self.state_memory(here)?;
         Ok(Step::UpdateState(
             RunningSpec {
                 aggregate: self.aggregate.unwrap_or(Aggregate::Count),
@@ -407,6 +408,32 @@ impl StepConfig {
             },
             memory,
         ))
+    }
+
+    /// `snapshot-every` (default 16), checked.
+    fn snapshot_every(&self, here: &str) -> Result<u32, String> {
+        let snapshot_every = self.snapshot_every.unwrap_or(16);
+        if snapshot_every == 0 {
+            return Err(format!("{here}: key `snapshot-every` must be at least 1"));
+        }
+        Ok(snapshot_every)
+    }
+
+    /// `state-memory` and `state-spill-dir`, checked.
+    fn state_memory(&self, here: &str) -> Result<StateMemory, String> {
+        let budget = self.state_memory.unwrap_or(window::DEFAULT_STATE_MEMORY);
+        if budget < 64 << 10 {
+            return Err(format!(
+                "{here}: key `state-memory` = {budget} bytes is too small: at least \"64KiB\" (e.g. state-memory = \"64MiB\")"
+            ));
+        }
+        if self.state_spill_dir.as_deref() == Some("") {
+            return Err(format!("{here}: key `state-spill-dir` is empty"));
+        }
+        Ok(StateMemory {
+            budget,
+            spill_dir: self.state_spill_dir.clone(),
+        })
     }
 
     /// Refuses the keys of `update-state-by-key` on another step.

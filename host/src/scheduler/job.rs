@@ -462,8 +462,9 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
             batch: batch.id,
             source,
         })?;
-    // Last, once nothing can fail: the plugin steps' keyed state of the batch is committed.
-    state.extend(super::keyed::close(plan, &batch));
+    // Last, once nothing else can fail: the plugin steps' keyed state of the batch is
+    // committed (only a spill file that cannot be read or written fails it).
+    state.extend(super::keyed::close(plan, &batch)?);
     let closed = Closed {
         records_in: batch.records_in.load(Ordering::Relaxed),
         records_out: batch.records_out.load(Ordering::Relaxed),

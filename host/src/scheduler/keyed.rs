@@ -107,7 +107,9 @@ fn migrate(
 /// Closes the keyed state of every step that has some, at the close of `batch` (once it can
 /// no longer fail): a step with no call in the batch still records its (empty) changes, so
 /// that a restart finds every batch's, and has its expired entries removed.
-pub(super) fn close(plan: &Plan, batch: &OpenBatch) -> Vec<crate::state::Write> {
+///
+/// A spill file that could not be read or written fails the batch here, before it commits.
+pub(super) fn close(plan: &Plan, batch: &OpenBatch) -> Result<Vec<crate::state::Write>, JobError> {
     let mut open = std::mem::take(&mut *batch.keyed.lock().unwrap_or_else(|e| e.into_inner()));
     let mut writes = Vec::new();
     for store in plan.keyed.all() {
@@ -118,7 +120,12 @@ pub(super) fn close(plan: &Plan, batch: &OpenBatch) -> Vec<crate::state::Write> 
             };
             Arc::new(store.open(batch.time_ms, layout))
         });
-        writes.extend(kb.close(batch.id));
+        let closed = kb.close(batch.id).map_err(|source| JobError::State {
+            batch: batch.id,
+            step: store.step,
+            source,
+        })?;
+        writes.extend(closed);
     }
-    writes
+    Ok(writes)
 }
