@@ -15,7 +15,7 @@ use std::path::Path;
 use sluice_tests::{fixtures_dir, plugin_dir_with, plugins_dir};
 
 use crate::engine::{Running, WAIT_TIMEOUT, committed, sluice_run, write_pipeline};
-use crate::window::{first_done, per_batch_counts};
+use crate::window::{per_batch_counts, wait_for_batches};
 
 /// Batches per window and per slide: 1200 ms and 400 ms of 200 ms batches.
 const LENGTH: u64 = 6;
@@ -107,15 +107,7 @@ fn plugin_window_survives_a_kill(inverse: bool, kill_after: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let path = write_pipeline(tmp.path(), &pipeline("stats-agg", inverse));
     let mut first = Running::start(sluice_run(tmp.path(), &path, &plugins_dir()));
-    let t0 = std::time::Instant::now();
-    while first_done(&first) < kill_after {
-        first.assert_alive("before the kill");
-        assert!(
-            t0.elapsed() < WAIT_TIMEOUT,
-            "{kill_after} batches within {WAIT_TIMEOUT:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_batches(&mut first, kill_after, "before the kill");
     first.kill_hard();
     let second = Running::start(sluice_run(tmp.path(), &path, &plugins_dir())).wait(WAIT_TIMEOUT);
     second.assert_success();

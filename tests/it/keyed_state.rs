@@ -16,7 +16,7 @@ use sluice_tests::{fixtures_dir, plugins_dir, sluice_bin};
 
 use crate::engine::{Running, WAIT_TIMEOUT, committed, sluice_run, write_pipeline};
 use crate::swap::recorded_versions;
-use crate::window::{first_done, per_batch_counts};
+use crate::window::{first_done, per_batch_counts, wait_for_batches};
 
 /// Words from two partitions, split, repartitioned by word (each key then comes from one
 /// partition, as exact keyed state needs), counted by plugin `tag` (the `stateful` fixture).
@@ -150,12 +150,7 @@ fn running_counts_in_a_plugins_keyed_state_are_exact_after_three_sigkills() {
     let path = write_pipeline(root, &pipeline(300, 1800, ""));
     for (kill, batches) in [(0, 2), (1, 4), (2, 3)] {
         let mut run = Running::start(sluice_run(root, &path, &dir));
-        let t0 = std::time::Instant::now();
-        while first_done(&run) < batches {
-            run.assert_alive(&format!("before kill {kill}"));
-            assert!(t0.elapsed() < WAIT_TIMEOUT, "kill {kill}: no batch in time");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_for_batches(&mut run, batches, &format!("before kill {kill}"));
         std::thread::sleep(std::time::Duration::from_millis(37 * kill + 20));
         run.kill_hard();
     }
@@ -184,12 +179,7 @@ fn a_plugins_keyed_state_past_its_memory_budget_spills_to_disk_and_stays_exact_a
         );
     let path = write_pipeline(root, &text);
     let mut run = Running::start(sluice_run(root, &path, &dir));
-    let t0 = std::time::Instant::now();
-    while first_done(&run) < 6 {
-        run.assert_alive("before the kill");
-        assert!(t0.elapsed() < WAIT_TIMEOUT, "no batch in time");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_batches(&mut run, 6, "before the kill");
     let spilled = run.kill_hard();
     assert!(
         spilled.contains("A keyed state went past its memory budget"),
@@ -296,12 +286,7 @@ fn at_start_a_version_whose_migrate_fails_stops_with_exit_2_and_one_whose_migrat
     let dir = plugins(root);
     let path = write_pipeline(root, &pipeline(200, 1600, "layout = \"v1\""));
     let mut run = Running::start(sluice_run(root, &path, &dir));
-    let t0 = std::time::Instant::now();
-    while first_done(&run) < 3 {
-        run.assert_alive("in the first run");
-        assert!(t0.elapsed() < WAIT_TIMEOUT, "no batches in time");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_for_batches(&mut run, 3, "in the first run");
     run.terminate();
     run.wait(WAIT_TIMEOUT).assert_success();
 

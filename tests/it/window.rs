@@ -141,15 +141,7 @@ fn window_survives_a_kill(inverse: bool, kill_after: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let path = write_pipeline(tmp.path(), &pipeline(inverse));
     let mut first = Running::start(sluice_run(tmp.path(), &path, &plugins_dir()));
-    let t0 = std::time::Instant::now();
-    while first_done(&first) < kill_after {
-        first.assert_alive("before the kill");
-        assert!(
-            t0.elapsed() < WAIT_TIMEOUT,
-            "{kill_after} batches within {WAIT_TIMEOUT:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_batches(&mut first, kill_after, "before the kill");
     first.kill_hard();
     let second = Running::start(sluice_run(tmp.path(), &path, &plugins_dir())).wait(WAIT_TIMEOUT);
     second.assert_success();
@@ -182,6 +174,20 @@ fn window_survives_a_kill(inverse: bool, kill_after: usize) {
 
 pub(crate) fn first_done(run: &Running) -> usize {
     run.stderr_so_far().matches("Batch done.").count()
+}
+
+/// Waits until `run` has finished `batches` batches, failing (named `what`) when it stops or
+/// takes longer than [`WAIT_TIMEOUT`].
+pub(crate) fn wait_for_batches(run: &mut Running, batches: usize, what: &str) {
+    let t0 = std::time::Instant::now();
+    while first_done(run) < batches {
+        run.assert_alive(what);
+        assert!(
+            t0.elapsed() < WAIT_TIMEOUT,
+            "{what}: {batches} batches within {WAIT_TIMEOUT:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
