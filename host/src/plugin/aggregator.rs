@@ -7,6 +7,7 @@
 //! against the contract (columns of the right length, each key once) and turns a trap, a
 //! time-out or an error into a [`PluginError`] naming the plugin and the batch.
 
+use super::wit_context;
 use std::collections::BTreeMap;
 
 use super::{
@@ -104,13 +105,7 @@ impl AggregatorStage {
         let site = self
             .stage
             .site("add", Some(ctx.partition), Some(ctx.batch_id));
-        let wit_ctx = v0_1::types::BatchContext {
-            stream: &ctx.stream,
-            partition: ctx.partition,
-            batch_id: ctx.batch_id,
-            batch_time_ms: ctx.batch_time_ms,
-            part: ctx.part,
-        };
+        let wit_ctx = wit_context(ctx);
         let r = self.stage.call(site.clone(), |bound, store| match bound {
             Bound::Aggregator(a) => {
                 a.sluice_plugin_aggregate()

@@ -719,13 +719,7 @@ impl TransformStage {
         let site = self
             .0
             .site("transform", Some(ctx.partition), Some(ctx.batch_id));
-        let wit_ctx = v0_1::types::BatchContext {
-            stream: &ctx.stream,
-            partition: ctx.partition,
-            batch_id: ctx.batch_id,
-            batch_time_ms: ctx.batch_time_ms,
-            part: ctx.part,
-        };
+        let wit_ctx = wit_context(ctx);
         let wit_batch = to_wit(input);
         let (out, elapsed, memory) =
             self.0
@@ -773,13 +767,7 @@ impl SinkStage {
         let site = self
             .0
             .site("write", Some(ctx.partition), Some(ctx.batch_id));
-        let wit_ctx = v0_1::types::BatchContext {
-            stream: &ctx.stream,
-            partition: ctx.partition,
-            batch_id: ctx.batch_id,
-            batch_time_ms: ctx.batch_time_ms,
-            part: ctx.part,
-        };
+        let wit_ctx = wit_context(ctx);
         let wit_batch = to_wit(input);
         let r = self.0.call(site.clone(), |bound, store| match bound {
             Bound::Sink(s) => s
@@ -913,6 +901,17 @@ fn col(c: &BytesColumn) -> v0_1::types::BytesColumnParam<'_> {
 }
 
 /// The batch as the WIT sees it: borrowed, so lowering copies straight from our buffers.
+/// `ctx` as the WIT `batch-context` every per-partition call takes.
+pub(crate) fn wit_context(ctx: &CallContext) -> v0_1::types::BatchContext<'_> {
+    v0_1::types::BatchContext {
+        stream: &ctx.stream,
+        partition: ctx.partition,
+        batch_id: ctx.batch_id,
+        batch_time_ms: ctx.batch_time_ms,
+        part: ctx.part,
+    }
+}
+
 fn to_wit(b: &RecordBatch) -> v0_1::types::Batch<'_> {
     v0_1::types::Batch {
         values: col(&b.values),
