@@ -1,0 +1,180 @@
+//! Conversions between the host's [`RecordBatch`] and the WIT types of a call, shared by every
+//! stage: the input batch and its context lowered for the guest, and the guest's output and
+//! errors lifted back.
+
+use super::*;
+
+pub(crate) fn col(c: &BytesColumn) -> v0_1::types::BytesColumnParam<'_> {
+    v0_1::types::BytesColumnParam {
+        data: &c.data,
+        ends: &c.ends,
+    }
+}
+
+/// The batch as the WIT sees it: borrowed, so lowering copies straight from our buffers.
+/// `ctx` as the WIT `batch-context` every per-partition call takes.
+pub(crate) fn wit_context(ctx: &CallContext) -> v0_1::types::BatchContext<'_> {
+    v0_1::types::BatchContext {
+        stream: &ctx.stream,
+        partition: ctx.partition,
+        batch_id: ctx.batch_id,
+        batch_time_ms: ctx.batch_time_ms,
+        part: ctx.part,
+    }
+}
+
+pub(crate) fn to_wit(b: &RecordBatch) -> v0_1::types::Batch<'_> {
+    v0_1::types::Batch {
+        values: col(&b.values),
+        keys: b.keys.as_ref().map(|k| v0_1::types::KeysParam {
+            column: col(&k.column),
+            present: &k.present,
+        }),
+        timestamps: &b.timestamps,
+        headers: b.headers.as_ref().map(|h| v0_1::types::Headers {
+            record_ends: &h.record_ends,
+            names: col(&h.names),
+            values: col(&h.values),
+        }),
+    }
+}
+
+pub(crate) fn guest_failure(e: v0_1::types::Error) -> Failure {
+    match e {
+        v0_1::types::Error::Retryable(m) => Failure::Retryable(m),
+        v0_1::types::Error::Fatal(m) => Failure::Fatal(m),
+        v0_1::types::Error::BadRecord(b) => Failure::BadRecord {
+            index: b.index,
+            reason: b.reason,
+        },
+    }
+}
+
+pub(crate) fn receiver_failure(e: v0_1::receiver::sluice::plugin::types::Error) -> Failure {
+    use v0_1::receiver::sluice::plugin::types::Error as E;
+    match e {
+        E::Retryable(m) => Failure::Retryable(m),
+        E::Fatal(m) => Failure::Fatal(m),
+        E::BadRecord(b) => Failure::BadRecord {
+            index: b.index,
+            reason: b.reason,
+        },
+    }
+}
+
+/// Builds the host's view of a transformation's output, checking it against the contract and
+/// inheriting timestamps, headers and keys through `origins`.
+pub(crate) fn from_wit_output(
+    input: &RecordBatch,
+    out: v0_1::types::Output,
+) -> Result<TransformOutput, String> {
+    let values = BytesColumn {
+        data: out.values.data,
+        ends: out.values.ends,
+    };
+    values.validate("output values")?;
+    let n = values.len();
+    let origins = out.origins;
+    if origins.is_empty() {
+        // Empty origins mean a map, or (with no values at all) a filter that kept nothing.
+        if n != input.len() && n != 0 {
+            return Err(format!(
+                "returned {n} records for {} input records with no origins; origins may be empty only for a map",
+                input.len()
+            ));
+        }
+    } else {
+        if origins.len() != n {
+            return Err(format!("{} origins for {n} output records", origins.len()));
+        }
+        if let Some(bad) = origins.iter().find(|&&o| o as usize >= input.len()) {
+            return Err(format!(
+                "origin {bad} is out of range for {} input records",
+                input.len()
+            ));
+        }
+    }
+    for r in &out.rejected {
+        if r.index as usize >= input.len() {
+            return Err(format!(
+                "rejected record {} is out of range for {} input records",
+                r.index,
+                input.len()
+            ));
+        }
+    }
+    let origin = |i: usize| {
+        if origins.is_empty() {
+            i
+        } else {
+            origins[i] as usize
+        }
+    };
+    let timestamps = if input.timestamps.is_empty() {
+        Vec::new()
+    } else if origins.is_empty() {
+        input.timestamps.clone()
+    } else {
+        origins
+            .iter()
+            .map(|&o| input.timestamps[o as usize])
+            .collect()
+    };
+    let keys = match out.keys {
+        Some(k) => {
+            let keys = Keys {
+                column: BytesColumn {
+                    data: k.column.data,
+                    ends: k.column.ends,
+                },
+                present: k.present,
+            };
+            keys.column.validate("output keys")?;
+            if keys.column.len() != n || keys.present.len() < n.div_ceil(8) {
+                return Err(format!(
+                    "returned {} keys and a {}-byte presence bitmap for {n} records",
+                    keys.column.len(),
+                    keys.present.len()
+                ));
+            }
+            Some(keys)
+        }
+        None => input.keys.as_ref().map(|_| {
+            let mut keys = Keys::default();
+            for i in 0..n {
+                keys.push(input.key(origin(i)));
+            }
+            keys
+        }),
+    };
+    let headers = input.headers.as_ref().map(|h| {
+        let mut out = Headers::default();
+        for i in 0..n {
+            let o = origin(i);
+            let start = if o == 0 {
+                0
+            } else {
+                h.record_ends[o - 1] as usize
+            };
+            let end = h.record_ends[o] as usize;
+            out.names.extend_from(&h.names, start..end);
+            out.values.extend_from(&h.values, start..end);
+            out.record_ends.push(out.names.len() as u32);
+        }
+        out
+    });
+    Ok(TransformOutput {
+        batch: RecordBatch {
+            values,
+            keys,
+            timestamps,
+            headers,
+        },
+        origins,
+        rejected: out
+            .rejected
+            .into_iter()
+            .map(|r| (r.index, r.reason))
+            .collect(),
+    })
+}
