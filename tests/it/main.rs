@@ -5,6 +5,7 @@ mod admin;
 mod aggregator;
 mod amqp;
 mod amqp_bodies;
+mod amqps;
 mod batch_job;
 mod bytes;
 mod cli;

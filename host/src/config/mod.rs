@@ -195,6 +195,10 @@ pub struct RawSource {
     /// amqp `duplicate-ids`: at most this many message ids are kept. Default 100000.
     #[serde(default)]
     pub duplicate_ids: Option<u64>,
+    /// amqp `ca-file`: a PEM file of CA certificates trusted for `amqps://` besides the
+    /// system's roots (relative to the pipeline file). Default: none.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// `wal`, any kind: reliable mode. Each block is written to the write-ahead log (under
     /// `[checkpoint] path`) before its records are acknowledged to the source, and a restart
     /// replays what the last checkpoint does not cover. Default false.
@@ -286,6 +290,7 @@ impl RawSource {
             ("credit", self.credit.is_some()),
             ("duplicate-detection", self.duplicate_detection.is_some()),
             ("duplicate-ids", self.duplicate_ids.is_some()),
+            ("ca-file", self.ca_file.is_some()),
             ("connection-string", self.connection_string.is_some()),
             ("consumer-group", self.consumer_group.is_some()),
             ("start", self.start.is_some()),
@@ -423,6 +428,7 @@ impl RawSource {
                         "duplicate-detection",
                         "duplicate-ids",
                         "max-record-bytes",
+                        "ca-file",
                     ],
                 )?;
                 let mut amqp = resolve_amqp(
@@ -440,6 +446,7 @@ impl RawSource {
                     amqp.wal,
                 )?;
                 amqp.max_record_bytes = max_record_bytes;
+                amqp.ca_file = self.ca_file.clone();
                 Ok(SourceConfig::Amqp(amqp))
             }
             "eventhubs" => {

@@ -10,6 +10,7 @@
 //! #     with "{partition}" in it, made per partition
 //! credit = 2000                               # link credit window per partition
 //! wal = false                                 # reliable mode: accept only what is durable
+//! ca-file = "ca.pem"                          # amqps: also trust this CA (see `super::tls`)
 //!
 //! [source]
 //! kind = "eventhubs"
@@ -133,6 +134,11 @@ pub struct AmqpConfig {
     pub max_record_bytes: u64,
     /// Where bodies past the limit go; set when the source is built.
     pub limit: Option<crate::receiver::oversize::RecordLimit>,
+    /// `ca-file`: a PEM file of CA certificates to trust for `amqps`, as written (relative to
+    /// the pipeline file). Default: none (the system's roots only, see [`super::tls`]).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Its certificates, read when the source is built.
+    pub ca: super::tls::ExtraRoots,
 }
 
 /// Where an Event Hubs partition starts when it has no checkpoint.
@@ -609,6 +615,8 @@ pub fn resolve_amqp(
         duplicates: wal.unwrap_or(false).then(crate::dedup::Settings::default),
         max_record_bytes: crate::receiver::oversize::DEFAULT_MAX_RECORD_BYTES,
         limit: None,
+        ca_file: None,
+        ca: Default::default(),
     })
 }
 

@@ -27,6 +27,7 @@ pub mod config;
 pub mod dedup;
 pub mod eventhubs;
 mod oversize;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -102,9 +103,19 @@ impl Link {
     }
 }
 
-/// Connects to `endpoint` (TLS for `amqps`) and begins a session. Messages name the endpoint
-/// without its password.
+/// Connects to `endpoint` (TLS for `amqps`, trusting the system's roots) and begins a
+/// session. Messages name the endpoint without its password.
 pub async fn connect(endpoint: &AmqpEndpoint, container_id: &str) -> Result<Link, ReceiverError> {
+    connect_with(endpoint, container_id, &[]).await
+}
+
+/// [`connect`], trusting also the CA certificates `extra` (a source's or sink's `ca-file`)
+/// for `amqps`. An untrusted certificate is fatal, see [`tls`].
+pub async fn connect_with(
+    endpoint: &AmqpEndpoint,
+    container_id: &str,
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Link, ReceiverError> {
     let transient = |what: &str, e: &dyn std::fmt::Display| {
         ReceiverError::Transient(format!("amqp {endpoint}: {what}: {e}"))
     };
@@ -121,8 +132,8 @@ pub async fn connect(endpoint: &AmqpEndpoint, container_id: &str) -> Result<Link
         },
         None => SaslProfile::Anonymous,
     };
-    // TLS is set up here (rustls with the system's roots) and AMQP runs over it, so the
-    // connection builder is always told "amqp".
+    // TLS is set up here (see `tls`) and AMQP runs over it, so the connection builder is
+    // always told "amqp".
     let builder = Connection::builder()
         .container_id(container_id)
         .scheme("amqp")
@@ -131,25 +142,21 @@ pub async fn connect(endpoint: &AmqpEndpoint, container_id: &str) -> Result<Link
         .idle_time_out(60_000u32);
     let open = async {
         if endpoint.tls {
-            let stream = tls(tcp, &endpoint.host).await?;
-            builder.open_with_stream(stream).await
+            let stream = tls::handshake(tcp, endpoint, extra).await?;
+            builder
+                .open_with_stream(stream)
+                .await
+                .map_err(|e| open_error(endpoint, &e))
         } else {
-            builder.open_with_stream(tcp).await
+            builder
+                .open_with_stream(tcp)
+                .await
+                .map_err(|e| open_error(endpoint, &e))
         }
     };
     let mut connection = tokio::time::timeout(NET_TIMEOUT, open)
         .await
-        .map_err(|_| transient("opening the connection", &"timed out"))?
-        .map_err(|e| {
-            let text = endpoint.password.scrub(&e.to_string());
-            if text.contains("SASL") || text.contains("sasl") || text.contains("Auth") {
-                ReceiverError::Fatal(format!(
-                    "amqp {endpoint}: the broker refused the credentials: {text}"
-                ))
-            } else {
-                ReceiverError::Transient(format!("amqp {endpoint}: opening the connection: {text}"))
-            }
-        })?;
+        .map_err(|_| transient("opening the connection", &"timed out"))??;
     let session = tokio::time::timeout(NET_TIMEOUT, Session::begin(&mut connection))
         .await
         .map_err(|_| transient("beginning a session", &"timed out"))?
@@ -160,27 +167,16 @@ pub async fn connect(endpoint: &AmqpEndpoint, container_id: &str) -> Result<Link
     })
 }
 
-async fn tls(
-    tcp: TcpStream,
-    host: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, fe2o3_amqp::connection::OpenError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
+/// Refused credentials are fatal; any other failure to open the connection transient.
+fn open_error(endpoint: &AmqpEndpoint, e: &fe2o3_amqp::connection::OpenError) -> ReceiverError {
+    let text = endpoint.password.scrub(&e.to_string());
+    if text.contains("SASL") || text.contains("sasl") || text.contains("Auth") {
+        ReceiverError::Fatal(format!(
+            "amqp {endpoint}: the broker refused the credentials: {text}"
+        ))
+    } else {
+        ReceiverError::Transient(format!("amqp {endpoint}: opening the connection: {text}"))
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| std::io::Error::other(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| std::io::Error::other(format!("TLS server name {host:?}: {e}")))?;
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await?;
-    Ok(stream)
 }
 
 /// Says what an attach failure means; a refused address or authorization is fatal.
@@ -586,7 +582,7 @@ impl AmqpReceiver {
             self.partition,
             std::process::id()
         );
-        let (conn, mut link) = connect(ep, &container)
+        let (conn, mut link) = connect_with(ep, &container, &self.cfg.ca)
             .await?
             .attach_or_close(&self.address, &container, self.cfg.credit, None, false)
             .await?;
@@ -676,12 +672,22 @@ pub async fn attach(
 }
 
 /// `sluice validate` for an `amqp` source: connects, attaches every partition's address and
-/// detaches, within `NET_TIMEOUT` each. The message says which step failed.
-pub async fn probe(cfg: &AmqpConfig) -> Result<(), String> {
+/// detaches, within `NET_TIMEOUT` each. The message says which step failed; a broker that
+/// does not answer is [`BuildError::Unreachable`], one that will never be accepted (an
+/// untrusted certificate, refused credentials) [`BuildError::Invalid`].
+pub async fn probe(cfg: &AmqpConfig) -> Result<(), BuildError> {
     let container = format!("sluice-validate-{}", std::process::id());
-    let mut conn = connect(&cfg.endpoint, &container)
-        .await
-        .map_err(|e| format!("`[source]`: cannot reach the broker: {e}"))?;
+    let mut conn = match connect_with(&cfg.endpoint, &container, &cfg.ca).await {
+        Ok(conn) => conn,
+        Err(ReceiverError::Fatal(e)) => {
+            return Err(BuildError::Invalid(format!("`[source]`: {e}")));
+        }
+        Err(ReceiverError::Transient(e)) => {
+            return Err(BuildError::Unreachable(format!(
+                "`[source]`: cannot reach the broker: {e}"
+            )));
+        }
+    };
     let mut seen = std::collections::BTreeSet::new();
     for address in &cfg.addresses {
         if !seen.insert(address) {
@@ -696,7 +702,7 @@ pub async fn probe(cfg: &AmqpConfig) -> Result<(), String> {
             }
             Err(e) => {
                 conn.close().await;
-                return Err(e);
+                return Err(BuildError::Unreachable(e));
             }
         }
     }
@@ -706,11 +712,13 @@ pub async fn probe(cfg: &AmqpConfig) -> Result<(), String> {
 
 impl AmqpConfig {
     /// Reaches the broker now (connect, attach each address, detach), as stores are reached.
+    /// With `ca-file`, its certificates are read first (relative to the pipeline file).
     pub fn build(&self, ctx: &mut BuildContext<'_>) -> Result<Arc<dyn super::Source>, BuildError> {
-        ctx.handle
-            .block_on(probe(self))
-            .map_err(BuildError::Unreachable)?;
         let mut built = self.clone();
+        if let Some(path) = &self.ca_file {
+            built.ca = tls::load_ca_file(&ctx.base.join(path), "source.ca-file")?;
+        }
+        ctx.handle.block_on(probe(&built))?;
         built.limit = Some(crate::receiver::oversize::RecordLimit {
             max: self.max_record_bytes,
             dead_letters: ctx.dead_letters.clone(),
