@@ -14,6 +14,7 @@ mod driver;
 mod engine;
 mod event_window;
 mod eventhubs;
+mod eventhubs_checkpoints;
 mod keyed_state;
 mod kill;
 mod lookup;

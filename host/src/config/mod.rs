@@ -216,6 +216,11 @@ pub struct RawSource {
     /// eventhubs `checkpoint-dir`: where each partition's last durable offset is kept.
     #[serde(default)]
     pub checkpoint_dir: Option<String>,
+    /// eventhubs `checkpoint-store`: `az://<container>`, where each partition's committed
+    /// position and ownership are kept in the Azure SDK's checkpoint-store blob layout (read by
+    /// Microsoft's processors and tools). Instead of `checkpoint-dir`.
+    #[serde(default)]
+    pub checkpoint_store: Option<String>,
     /// eventhubs `checkpoint-interval`. Default `"10s"`.
     #[serde(default, with = "humantime_serde")]
     pub checkpoint_interval: Option<Duration>,
@@ -296,6 +301,7 @@ impl RawSource {
             ("start", self.start.is_some()),
             ("checkpoint-dir", self.checkpoint_dir.is_some()),
             ("checkpoint-interval", self.checkpoint_interval.is_some()),
+            ("checkpoint-store", self.checkpoint_store.is_some()),
             ("token-ttl", self.token_ttl.is_some()),
             ("eventhubs", self.eventhubs.is_some()),
             ("max-record-bytes", self.max_record_bytes.is_some()),
@@ -462,6 +468,7 @@ impl RawSource {
                         "start",
                         "checkpoint-dir",
                         "checkpoint-interval",
+                        "checkpoint-store",
                         "credit",
                         "token-ttl",
                         "eventhubs",
@@ -476,6 +483,7 @@ impl RawSource {
                     start: self.start.as_deref(),
                     checkpoint_dir: self.checkpoint_dir.as_deref(),
                     checkpoint_interval: self.checkpoint_interval,
+                    checkpoint_store: self.checkpoint_store.as_deref(),
                     credit: self.credit,
                     wal: self.wal,
                     token_ttl: self.token_ttl,

@@ -61,6 +61,13 @@ impl<'a> Source<'a> {
                 "the Event Hubs source has `checkpoint-dir = {dir:?}`: its receivers would write the replay's positions there, over the running pipeline's; replay with a copy of the pipeline file without `checkpoint-dir`"
             )));
         }
+        if let SourceConfig::EventHubs(c) = &plan.file.source
+            && let Some(store) = &c.checkpoint_store
+        {
+            return Err(ReplayError::Refused(format!(
+                "the Event Hubs source has `checkpoint-store = {store:?}`: its receivers would write the replay's positions and claim ownership there, over the running pipeline's; replay with a copy of the pipeline file without `checkpoint-store`"
+            )));
+        }
         if let Some(StepPlan::Window(op)) =
             plan.steps.iter().find(|s| matches!(s, StepPlan::Window(_)))
         {

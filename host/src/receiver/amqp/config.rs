@@ -214,6 +214,9 @@ pub struct EventHubsConfig {
     pub checkpoint_dir: Option<String>,
     /// How often it is written (when it moved).
     pub checkpoint_interval: Duration,
+    /// `checkpoint-store`: the Azure SDK's checkpoint store (`az://<container>`), in place of
+    /// `checkpoint-dir` (see `azure_checkpoints`).
+    pub checkpoint_store: Option<String>,
     /// Link credit window per partition.
     pub credit: u32,
     /// Reliable mode.
@@ -399,6 +402,8 @@ pub struct RawEventHubs<'a> {
     pub start: Option<&'a str>,
     /// `checkpoint-dir`.
     pub checkpoint_dir: Option<&'a str>,
+    /// `checkpoint-store`.
+    pub checkpoint_store: Option<&'a str>,
     /// `checkpoint-interval`.
     pub checkpoint_interval: Option<Duration>,
     /// `credit`.
@@ -506,6 +511,9 @@ impl RawEventHubs<'_> {
             ck.and_then(|c| c.dir.clone()),
             "eventhubs.checkpoint.dir",
         )?;
+        if let (Some(_), Some(_)) = (&checkpoint_dir, self.checkpoint_store) {
+            return Err("key `source.checkpoint-store`: also given as `checkpoint-dir`; give one of them (checkpoint-store keeps the checkpoints in the Azure SDK's blob layout)".to_owned());
+        }
         let seed_interval = match ck.and_then(|c| c.interval.as_ref()) {
             Some(i) => Some(i.duration("source.eventhubs.checkpoint.interval")?),
             None => None,
@@ -538,6 +546,7 @@ impl RawEventHubs<'_> {
             start: StartPosition::parse(self.start.unwrap_or("-1"))?,
             checkpoint_dir,
             checkpoint_interval,
+            checkpoint_store: self.checkpoint_store.map(str::to_owned),
             credit: check_credit(self.credit)?,
             wal: self.wal.unwrap_or(false),
             token_ttl,

@@ -80,6 +80,12 @@ pub use crate::batch::position::EventHubsPosition as Position;
 /// The selector that starts a link after `resume`, else at `start`.
 pub fn selector(resume: Option<&Position>, start: &StartPosition) -> String {
     match (resume, start) {
+        (Some(p), _) if p.offset.is_empty() => {
+            format!(
+                "amqp.annotation.x-opt-sequence-number > {}",
+                p.sequence_number
+            )
+        }
         (Some(p), _) => format!("amqp.annotation.x-opt-offset > '{}'", p.offset),
         (None, StartPosition::Earliest) => "amqp.annotation.x-opt-offset > '-1'".to_owned(),
         (None, StartPosition::Latest) => "amqp.annotation.x-opt-offset > '@latest'".to_owned(),
@@ -122,6 +128,8 @@ pub struct EventHubsSource {
     pub checkpoints: Option<Location>,
     /// Where event bodies past `max-record-bytes` go.
     pub limit: Option<crate::receiver::oversize::RecordLimit>,
+    /// The Azure SDK's checkpoint store, with `checkpoint-store` (see [`super::azure_checkpoints`]).
+    pub azure: Option<super::azure_checkpoints::AzureCheckpointStore>,
     positions: Vec<Mutex<Option<Position>>>,
 }
 
@@ -142,6 +150,7 @@ impl EventHubsSource {
             cfg,
             checkpoints,
             limit: None,
+            azure: None,
         }
     }
 
@@ -168,6 +177,9 @@ impl EventHubsSource {
 
     /// Reads `partition`'s checkpoint, if there is one.
     pub async fn load_checkpoint(&self, partition: u32) -> Result<Option<Position>, String> {
+        if let Some(az) = &self.azure {
+            return az.load_checkpoint(partition).await;
+        }
         let Some(loc) = &self.checkpoints else {
             return Ok(None);
         };
@@ -197,6 +209,9 @@ impl EventHubsSource {
         partition: u32,
         position: &Position,
     ) -> Result<(), String> {
+        if let Some(az) = &self.azure {
+            return az.store_checkpoint(partition, position).await;
+        }
         let Some(loc) = &self.checkpoints else {
             return Ok(());
         };
@@ -430,6 +445,7 @@ impl EventHubsConfig {
             None => None,
         };
         let mut src = EventHubsSource::new(self.clone(), checkpoints);
+        src.azure = super::azure_checkpoints::build(self, ctx)?;
         src.limit = Some(crate::receiver::oversize::RecordLimit {
             max: self.max_record_bytes,
             dead_letters: ctx.dead_letters.clone(),
@@ -490,13 +506,14 @@ impl EventHubsReceiver {
         EventHubsReceiver {
             src,
             partition,
+            started: resume.from_log && from_log.is_some(),
             written: from_log.clone(),
             resume: from_log,
-            started: resume.from_log,
         }
     }
 
     async fn checkpoint(&mut self, durable: &Option<Position>) {
+        self.src.renew_ownership(self.partition).await;
         let Some(p) = durable else { return };
         if self.written.as_ref() == Some(p) {
             return;
@@ -528,6 +545,7 @@ impl EventHubsReceiver {
                 tracing::info!(partition = self.partition, offset = %p.offset, sequence_number = p.sequence_number, "Resuming from the checkpoint.");
             }
         }
+        self.src.take_ownership(self.partition).await?;
         let container = format!(
             "sluice-{}-{}-{}",
             cfg.name,
@@ -619,6 +637,9 @@ impl EventHubsReceiver {
         }
         let d = dialect.durable.clone();
         self.checkpoint(&d).await;
+        if matches!(result, Ok(Finished::Stopped)) {
+            self.src.release_ownership(self.partition).await;
+        }
         self.resume = dialect.appended.clone();
         let _ = tokio::time::timeout(Duration::from_secs(2), link.close()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), cbs.close()).await;

@@ -21,6 +21,7 @@
 //!
 //! [`supervise`]: super::supervise
 
+pub mod azure_checkpoints;
 pub mod bench;
 pub mod body;
 pub mod config;
