@@ -13,6 +13,7 @@ mod driver;
 mod engine;
 mod event_window;
 mod eventhubs;
+mod ha;
 mod keyed_state;
 mod kill;
 mod lookup;
