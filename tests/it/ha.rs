@@ -167,7 +167,7 @@ fn wait_until(
 
 /// Asserts the output is exactly `want` (each line once); returns what differs when not yet.
 fn output_diff(out: &Path, want: &[String]) -> Option<String> {
-    let mut got = output_now(out);
+    let mut got = all_output(out);
     got.sort();
     if got == want {
         return None;
@@ -211,8 +211,19 @@ fn wait_exact(out: &Path, want: &[String], hosts: &mut [&mut Running]) {
     }
 }
 
+/// Every member's committed parts: `out/<stream>/<member>/batch-…-part-….txt`.
+fn all_output(out: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for stream in std::fs::read_dir(out).into_iter().flatten().flatten() {
+        if !stream.file_name().to_string_lossy().starts_with('_') {
+            lines.extend(output_now(&stream.path()));
+        }
+    }
+    lines
+}
+
 fn has_repeats(out: &Path) -> bool {
-    let got = output_now(out);
+    let got = all_output(out);
     let mut seen = std::collections::HashSet::new();
     got.iter().any(|g| !seen.insert(g))
 }
@@ -355,14 +366,16 @@ fn a_host_paused_past_its_lease_has_its_late_commits_refused_and_the_output_stay
     // Let the others commit the moved partitions before the paused host wakes up.
     std::thread::sleep(Duration::from_secs(1));
     signal(&c, libc::SIGCONT);
-    c.wait_for(
-        "the woken host to drop what it lost",
-        Duration::from_secs(20),
-        || {
-            let log = c.stderr_so_far();
-            log.contains("lost: ")
-        },
-    );
+    let woke = Instant::now();
+    while !c.stderr_so_far().contains("lost: ") {
+        c.assert_alive("while the test waited for the woken host to drop what it lost");
+        assert!(
+            woke.elapsed() < Duration::from_secs(20),
+            "the woken host did not drop its lost partitions within 20s; its log:\n{}",
+            c.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     feeder.finish();
     wait_exact(
         &dir.join("out"),
