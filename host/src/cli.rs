@@ -54,6 +54,10 @@ pub enum Command {
         /// 70 after 5 crashes in a row at start). SIGTERM and SIGINT are passed on to the child.
         #[arg(long)]
         supervise: bool,
+        /// Several hosts (`[ha]`): the name this process's member id starts with (overrides
+        /// `[ha] owner`; a random suffix is always added, so each start is a new member).
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// Read a pipeline's checkpoint log.
     #[command(subcommand)]
@@ -480,16 +484,19 @@ pub fn run(cli: Cli) -> Result<()> {
             report,
             from_scratch,
             supervise: _,
+            owner,
         } => {
             let rt = tokio_runtime()?;
             let stop = Shutdown::default();
             stop_on_signals(&rt, stop.clone())?;
-            let plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
+            let mut plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
+            let ha = crate::driver::ha::prepare(&mut plan, owner.as_deref())?;
             let opts = RunOptions {
                 max_batches,
                 progress: true,
                 report,
                 from_scratch,
+                ha,
             };
             let summary = crate::driver::run(&plan, &rt, &opts, &stop)?;
             tracing::info!(

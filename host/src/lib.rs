@@ -68,6 +68,7 @@ pub mod dead_letters;
 pub mod dedup;
 pub mod driver;
 pub mod error;
+pub mod ha;
 pub mod lookup;
 pub mod ops;
 pub mod plan;

@@ -15,6 +15,7 @@ mod engine;
 mod event_window;
 mod eventhubs;
 mod eventhubs_checkpoints;
+mod ha;
 mod keyed_state;
 mod kill;
 mod lookup;

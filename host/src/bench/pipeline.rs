@@ -155,6 +155,7 @@ pub fn measure(
             max_batches: Some(batches),
             progress: false,
             report: None,
+            ha: None,
         },
         &Shutdown::default(),
     )?;

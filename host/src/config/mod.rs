@@ -113,6 +113,10 @@ pub struct PipelineFile {
     /// [`admin::AdminConfig`].
     #[serde(default)]
     pub admin: admin::AdminConfig,
+    /// `[ha]`: several hosts share the partitions through ownership leases (see
+    /// [`crate::ha`]). Default: absent, one host owns every partition.
+    #[serde(default)]
+    pub ha: Option<crate::ha::HaConfig>,
     /// `[grants.NAME]`: what the operator grants each plugin, e.g.
     /// `[grants.jsonl-sink] dirs = { "/out" = "./out" }`. Default: nothing.
     #[serde(default)]
@@ -728,6 +732,9 @@ impl PipelineFile {
                 "key `swap.poll-interval`: {} is below the minimum of 10ms",
                 humantime::format_duration(self.swap.poll_interval)
             ));
+        }
+        if let Some(ha) = &self.ha {
+            ha.check()?;
         }
         if self.memory_budget < 1 << 20 {
             return Err("key `memory-budget`: must be at least 1MiB".to_owned());

@@ -58,6 +58,8 @@ pub(crate) struct Committer<'a> {
     recomputing: bool,
     /// The plugin versions of the last recorded batch (for the plugin history).
     before: Option<BTreeMap<String, String>>,
+    /// Several hosts: this member (commits go through the partitions' chains).
+    pub(crate) ha: Option<super::ha::Member>,
 }
 
 impl<'a> Committer<'a> {
@@ -87,6 +89,15 @@ impl<'a> Committer<'a> {
             dedup: start.dedup.clone(),
             recorder: start.recorder.take(),
             recomputing: start.replay.is_some(),
+            ha: None,
+        }
+    }
+
+    /// Several hosts: after batch `batch` committed, applies the ownership changes (see
+    /// [`super::ha::Member::boundary`]).
+    pub fn boundary(&mut self, blocks: &Arc<BlockManager>, shutdown: &Shutdown, batch: u64) {
+        if let Some(m) = &mut self.ha {
+            m.boundary(self.plan, self.rt, blocks, shutdown, &mut self.last, batch);
         }
     }
 
@@ -172,7 +183,10 @@ impl<'a> Committer<'a> {
             .as_ref()
             .map(|f| f.take_counts())
             .unwrap_or_default();
-        job::commit(plan, id)?;
+        match &mut self.ha {
+            Some(member) => member.commit(plan, self.rt, &entry)?,
+            None => job::commit(plan, id)?,
+        }
         self.after_commit(&entry, blocks);
         let done_ms = now_ms();
         let done_us = done_ms * 1000;

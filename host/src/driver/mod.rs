@@ -13,6 +13,7 @@
 
 pub mod attempt;
 pub mod commit;
+pub mod ha;
 pub mod recover;
 pub mod report;
 pub mod shutdown;
@@ -110,6 +111,12 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let file = &plan.file;
+    if file.ha.is_some() != opts.ha.is_some() {
+        return Err(RunError::Refused(
+            "[ha]: the member was not set up (driver::ha::prepare) for a pipeline with `[ha]`"
+                .to_owned(),
+        ));
+    }
     let (manager, cuts) = BlockManager::new(
         plan.partitions,
         file.memory_budget,
@@ -153,6 +160,10 @@ pub fn run(
     let (batch_clock, last_close) =
         start_tasks(plan, rt, &blocks, &mut start, wal.is_some(), shutdown);
     let mut committer = commit::Committer::new(plan, rt, &mut start, wal);
+    committer.ha = opts
+        .ha
+        .clone()
+        .map(|setup| ha::Member::start(plan, rt, setup));
     let shape = Shape::of(&plan.steps, plan.partitions);
     let mut batch = match &start.replay {
         Some(r) => Attempt::open(
@@ -214,6 +225,7 @@ pub fn run(
         let report =
             committer.close(done, (closing_start, closed_at), replaying.take(), &blocks)?;
         state.record(plan, opts, &report, started)?;
+        committer.boundary(&blocks, shutdown, id);
         if id == last_close.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
@@ -235,6 +247,9 @@ pub fn run(
     // Whatever the open batch's blocks wrote is dropped: it never commits.
     job::abort(plan, &batch.batch);
     shutdown.stop_receiving();
+    if let Some(member) = &mut committer.ha {
+        member.stop(rt, plan.partitions);
+    }
     for sink in &plan.sinks {
         sink.stop(&plan.stream);
     }
@@ -283,13 +298,16 @@ fn start_tasks(
     shutdown: &Shutdown,
 ) -> (BatchClock, Arc<std::sync::atomic::AtomicU64>) {
     let file = &plan.file;
-    spawn_receivers(
-        plan,
-        rt,
-        blocks,
-        std::mem::take(&mut start.resumes),
-        shutdown,
-    );
+    // Several hosts: receivers start as partitions are gained (driver::ha).
+    if file.ha.is_none() {
+        spawn_receivers(
+            plan,
+            rt,
+            blocks,
+            std::mem::take(&mut start.resumes),
+            shutdown,
+        );
+    }
     spawn_block_generator(rt, blocks, file.block_interval, shutdown);
     let clock = Arc::new(SystemClock);
     // In reliable mode the recomputed batch's close comes from the log.

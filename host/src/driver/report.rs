@@ -15,6 +15,8 @@ pub struct RunOptions {
     pub report: Option<std::path::PathBuf>,
     /// Start over: remove the checkpoint log, the write-ahead log and earlier output first.
     pub from_scratch: bool,
+    /// Several hosts (`[ha]`): this process's member, from [`super::ha::prepare`].
+    pub ha: Option<super::ha::Setup>,
 }
 
 /// What one batch did.

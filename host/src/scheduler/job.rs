@@ -635,7 +635,8 @@ fn merge_parts(kept: Vec<Part>, partitions: u32) -> Vec<Part> {
     into_parts(out)
 }
 
-fn with_retry(mut f: impl FnMut() -> Result<(), SinkError>) -> Result<(), SinkError> {
+/// Calls a sink until it succeeds, a failure that a retry cannot help, or the fourth failure.
+pub(crate) fn with_retry<T>(mut f: impl FnMut() -> Result<T, SinkError>) -> Result<T, SinkError> {
     let mut attempt = 0;
     loop {
         match f() {

@@ -131,10 +131,42 @@ pub trait Sink: Send + Sync {
     fn clear(&self, _stream: &str) -> Result<usize, SinkError> {
         Ok(0)
     }
+    /// Several hosts (`[ha]`): the store this sink's commits move staged objects in, so that a
+    /// host taking a partition over can finish a move its killed owner committed (`None`: the
+    /// sink stages nothing).
+    fn location(&self) -> Option<crate::store::Location> {
+        None
+    }
+    /// Several hosts: completes the staged writes of `batch_id` without making anything
+    /// visible, and returns, per partition, the staged object and where its commit moves it.
+    fn stage(&self, _batch_id: u64) -> Result<Vec<StagedPart>, SinkError> {
+        Ok(Vec::new())
+    }
+    /// Several hosts: commits `batch_id` for the partitions `keep` holds to, and drops what
+    /// was written for the others (partitions this host no longer owns).
+    fn commit_only(
+        &self,
+        stream: &str,
+        batch_id: u64,
+        _keep: &dyn Fn(u32) -> bool,
+    ) -> Result<(), SinkError> {
+        self.commit(stream, batch_id)
+    }
     /// A count sink's counters, so a benchmark can read them (`None`: not a count sink).
     fn counter(self: Arc<Self>) -> Option<Arc<CountSink>> {
         None
     }
+}
+
+/// A partition's staged output of a batch ([`Sink::stage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedPart {
+    /// The partition.
+    pub partition: u32,
+    /// The staged object, a path in the sink's store.
+    pub staged: String,
+    /// Where the commit moves it.
+    pub target: String,
 }
 
 /// A `[[sink]]`, checked: which kind, with that kind's settings.

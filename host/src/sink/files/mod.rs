@@ -105,6 +105,13 @@ impl FilesSink {
         let store = &self.location.store;
         match self.block_on(store.rename_if_not_exists(&s.staging, &s.target)) {
             Ok(()) => Ok(()),
+            // Several hosts: the next owner of the partition moved it (this host was paused
+            // after recording the commit).
+            Err(object_store::Error::NotFound { .. })
+                if self.block_on(store.head(&s.target)).is_ok() =>
+            {
+                Ok(())
+            }
             Err(object_store::Error::AlreadyExists { .. }) => {
                 tracing::info!(part = %s.target, "This part was committed by an earlier attempt of the batch; it is kept as it is.");
                 let _ = self.block_on(store.delete(&s.staging));
@@ -241,7 +248,55 @@ impl Sink for FilesSink {
     }
 
     fn commit(&self, stream: &str, batch_id: u64) -> Result<(), SinkError> {
+        self.commit_only(stream, batch_id, &|_| true)
+    }
+
+    fn location(&self) -> Option<Location> {
+        Some(self.location.clone())
+    }
+
+    fn stage(&self, batch_id: u64) -> Result<Vec<super::StagedPart>, SinkError> {
         let mut staged = self.take_batch(batch_id);
+        let mut result = Ok(());
+        for s in &mut staged {
+            if let (Some(upload), true) = (s.upload.take(), result.is_ok()) {
+                result = self
+                    .block_on(upload.finish())
+                    .map(|_| ())
+                    .map_err(|e| self.broken(format!("completing {}: {e}", s.staging)));
+            }
+        }
+        let parts = staged
+            .iter()
+            .map(|s| super::StagedPart {
+                partition: partition_of_name(&s.name),
+                staged: s.staging.to_string(),
+                target: s.target.to_string(),
+            })
+            .collect();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        for s in staged {
+            open.insert((batch_id, partition_of_name(&s.name)), s);
+        }
+        result.map(|()| parts)
+    }
+
+    fn commit_only(
+        &self,
+        stream: &str,
+        batch_id: u64,
+        keep: &dyn Fn(u32) -> bool,
+    ) -> Result<(), SinkError> {
+        let (mut staged, dropped): (Vec<Staged>, Vec<Staged>) = self
+            .take_batch(batch_id)
+            .into_iter()
+            .partition(|s| keep(partition_of_name(&s.name)));
+        for mut s in dropped {
+            match s.upload.take() {
+                Some(upload) => drop(self.block_on(upload.abort())),
+                None => drop(self.block_on(self.location.store.delete(&s.staging))),
+            }
+        }
         let mut parts: Vec<String> = Vec::new();
         let mut failed = None;
         let mut left = Vec::new();
