@@ -7,6 +7,7 @@ mod amqp;
 mod amqp_bodies;
 mod amqps;
 mod batch_job;
+mod broker_wordcount;
 mod bytes;
 mod cli;
 mod dead_letters;

@@ -512,7 +512,7 @@ fn default_stream() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSink {
-    /// `kind`: `"stdout"`, `"files"`, `"count"` or `"plugin"`. Required.
+    /// `kind`: `"stdout"`, `"files"`, `"count"`, `"plugin"` or `"amqp"`. Required.
     pub kind: String,
     /// stdout and files `format`: `"lines"` (values), `"kv"` (key TAB value) or `"jsonl"`.
     /// Default `"lines"`. See [`crate::sink::format`].
@@ -534,6 +534,25 @@ pub struct RawSink {
     /// plugin `params`.
     #[serde(default)]
     pub params: Option<BTreeMap<String, String>>,
+    /// amqp `url`: `amqp://[user:password@]host[:port]` or `amqps://…`. Required for amqp.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// amqp `queues`: the target addresses, in routing order (a record goes to
+    /// `queues[fnv1a64(key) % len]`).
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
+    /// amqp `address`: one address with `{partition}` in it, made for 0..`partitions`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// amqp `partitions`: how many queues `address` makes.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// amqp `ca-file`: a PEM file of CA certificates trusted for `amqps://`.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// amqp `id-prefix`: the first part of each message id. Default: the stream's name.
+    #[serde(default)]
+    pub id_prefix: Option<String>,
     /// `latency-marker`, any kind: a record whose value starts with this prefix followed by
     /// decimal epoch microseconds is a latency marker; each batch reports, for its markers,
     /// the time from that stamp to the batch's commit. Default: none.
@@ -551,8 +570,37 @@ impl RawSink {
             ("path", self.path.is_some()),
             ("plugin", self.plugin.is_some()),
             ("params", self.params.is_some()),
+            ("url", self.url.is_some()),
+            ("queues", self.queues.is_some()),
+            ("address", self.address.is_some()),
+            ("partitions", self.partitions.is_some()),
+            ("ca-file", self.ca_file.is_some()),
+            ("id-prefix", self.id_prefix.is_some()),
         ];
         match self.kind.as_str() {
+            "amqp" => {
+                only(
+                    "sink",
+                    "amqp",
+                    &set,
+                    &[
+                        "url",
+                        "queues",
+                        "address",
+                        "partitions",
+                        "ca-file",
+                        "id-prefix",
+                    ],
+                )?;
+                Ok(SinkConfig::Amqp(crate::sink::amqp::resolve(
+                    self.url.as_ref(),
+                    self.queues.as_ref(),
+                    self.address.as_deref(),
+                    self.partitions,
+                    self.ca_file.clone(),
+                    self.id_prefix.clone(),
+                )?))
+            }
             "stdout" => {
                 only("sink", "stdout", &set, &["format", "fields", "top"])?;
                 let format = self.format()?;
@@ -587,7 +635,7 @@ impl RawSink {
                 }))
             }
             other => Err(format!(
-                "key `sink.kind`: unknown sink {other:?}; expected \"stdout\", \"files\", \"count\" or \"plugin\""
+                "key `sink.kind`: unknown sink {other:?}; expected \"stdout\", \"files\", \"count\", \"plugin\" or \"amqp\""
             )),
         }
     }

@@ -6,10 +6,12 @@
 //! The kinds, one file or folder each, with the config struct that builds it:
 //! [`stdout`], [`files`] (one object per batch and partition, staged and then moved into place
 //! at commit, so a batch's output is there whole or not at all), [`count`] (counts, for
-//! benchmarks) and [`plugin`] (sink plugins); [`SinkConfig`] has one arm per kind. Dead letters
+//! benchmarks), [`plugin`] (sink plugins) and [`amqp`] (a repartition sink: records to N broker
+//! queues by key hash); [`SinkConfig`] has one arm per kind. Dead letters
 //! go through [`dead_letter::DeadLetters`]. How stdout and files write a record, and the JSON
 //! encoding of bytes shared by every JSON output, are in [`format`].
 
+pub mod amqp;
 pub mod count;
 pub mod dead_letter;
 pub mod files;
@@ -180,6 +182,9 @@ pub enum SinkConfig {
     Count(CountConfig),
     /// `kind = "plugin"`: a sink plugin.
     Plugin(PluginSinkConfig),
+    /// `kind = "amqp"`: records to N broker queues by key hash (a repartition through the
+    /// broker).
+    Amqp(amqp::AmqpSinkConfig),
 }
 
 impl SinkConfig {
@@ -190,6 +195,7 @@ impl SinkConfig {
             SinkConfig::Files(c) => c.build(ctx),
             SinkConfig::Count(c) => c.build(ctx),
             SinkConfig::Plugin(c) => c.build(ctx),
+            SinkConfig::Amqp(c) => c.build(ctx),
         }
     }
 }

@@ -55,6 +55,10 @@ use super::{Finished, PartitionWriter, ReceiverError};
 use crate::batch::RecordBatch;
 use crate::clock::now_ms;
 
+/// The application property that carries a record's key through the broker: the `amqp` sink
+/// sets it, and this source makes it the record's key again.
+pub const KEY_PROPERTY: &str = "sluice-key";
+
 /// The most deliveries appended in one chunk.
 const MAX_CHUNK: usize = 1024;
 /// How long connecting, attaching and closing may take.
@@ -212,16 +216,27 @@ pub fn describe(e: &definitions::Error) -> String {
     }
 }
 
-/// Appends a broker message as a record (see [`body`]): the body as the value, no key, the
-/// creation time (else now) as the timestamp, the properties and application properties as
-/// headers.
+/// Appends a broker message as a record (see [`body`]): the body as the value, the
+/// application property `sluice-key` (binary or string; set by the `amqp` sink) as the key,
+/// else no key, the creation time (else now) as the timestamp, the properties and application
+/// properties as headers.
 pub fn push_message(out: &mut RecordBatch, message: &Message<Body<Value>>, conv: &mut Converter) {
     let ts = message
         .properties
         .as_ref()
         .and_then(|p| p.creation_time.as_ref())
         .map_or_else(now_ms, |t| t.milliseconds());
-    conv.push(out, message, None, ts);
+    conv.push(out, message, sink_key(message), ts);
+}
+
+/// The key an `amqp` sink gave `message` (its `sluice-key` application property).
+fn sink_key(message: &Message<Body<Value>>) -> Option<&[u8]> {
+    use fe2o3_amqp::types::primitives::SimpleValue;
+    match message.application_properties.as_ref()?.get(KEY_PROPERTY)? {
+        SimpleValue::Binary(b) => Some(b.as_slice()),
+        SimpleValue::String(s) => Some(s.as_bytes()),
+        _ => None,
+    }
 }
 
 /// What the receive loop does with each delivery, per dialect.
