@@ -314,6 +314,20 @@ pub enum BenchCommand {
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: PathBuf,
     },
+    /// Several hosts (`[ha]`): the time from a SIGKILL to the dead host's partitions committing
+    /// on the survivor, the time for a new host to take its share, and CPU-seconds per million
+    /// records with 1, 2 and 3 hosts.
+    Failover {
+        /// One move trial and a 200,000-line backlog (under a minute).
+        #[arg(long)]
+        quick: bool,
+        /// Kill-and-join trials (default 3; 1 with --quick).
+        #[arg(long)]
+        trials: Option<u32>,
+        /// The directory holding uppercase.wasm.
+        #[arg(long, env = "SLUICE_PLUGINS")]
+        plugins: PathBuf,
+    },
     /// What isolating one poison record costs: a 10,000-record block with one marked record,
     /// with the panic, memory-hog and infinite-loop fixtures, against the same block without it.
     Isolation {
@@ -668,6 +682,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 rate,
             };
             print!("{}", crate::bench::recovery::run(&opts)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Failover {
+            quick,
+            trials,
+            plugins,
+        }) => {
+            let opts = crate::bench::failover::Options {
+                plugins,
+                cache_dir: cli.cache_dir,
+                trials: trials.unwrap_or(if quick { 1 } else { 3 }),
+                lines: if quick { 200_000 } else { 1_000_000 },
+            };
+            print!("{}", crate::bench::failover::run(&opts)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Swap {

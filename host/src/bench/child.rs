@@ -95,10 +95,26 @@ impl RunCommand {
 
     /// Starts `sluice run pipeline --report report`, its log in `log`.
     pub fn start(&self, pipeline: &Path, report: &Path, log: &Path) -> Result<Driver> {
+        self.spawn(self.command("run", pipeline), report, log)
+    }
+
+    /// [`RunCommand::start`] for one of several hosts (`[ha]`): `--owner owner`.
+    pub fn start_as(
+        &self,
+        pipeline: &Path,
+        report: &Path,
+        log: &Path,
+        owner: &str,
+    ) -> Result<Driver> {
+        let mut cmd = self.command("run", pipeline);
+        cmd.arg("--owner").arg(owner);
+        self.spawn(cmd, report, log)
+    }
+
+    fn spawn(&self, mut cmd: Command, report: &Path, log: &Path) -> Result<Driver> {
         let log_file = std::fs::File::create(log).map_err(Error::io("creating a run log"))?;
         let started_ms = epoch_ms();
-        let child = self
-            .command("run", pipeline)
+        let child = cmd
             .arg("--report")
             .arg(report)
             .stdin(Stdio::null())
@@ -184,6 +200,11 @@ impl Driver {
         let at = epoch_ms();
         self.child.wait().map_err(Error::io("reaping sluice run"))?;
         Ok(at)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The report's batches now.

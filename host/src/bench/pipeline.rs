@@ -90,8 +90,14 @@ fn pipeline_text(workload: &str, partitions: u32, budget: &str) -> String {
 
 /// The CPU seconds (user + system) this process has used so far.
 pub fn cpu_seconds() -> f64 {
-    // utime and stime, fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// The CPU seconds (user + system) process `pid` (a number, or `self`) has used so far; 0
+/// when it cannot be read.
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    // utime and stime, fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
