@@ -3,7 +3,8 @@
 //! pipeline (the 3 queues as its partitions, reliable mode with duplicate detection →
 //! count-by-key → files) run as two processes against RabbitMQ; the sum of the counts equals
 //! an independent count of the input, every word is counted in one partition only, and both
-//! hold after the count pipeline is SIGKILLed mid-way and restarted, and after the broker
+//! hold after the count pipeline, or the split pipeline, is SIGKILLed mid-way and restarted,
+//! and after the broker
 //! stops for 3 s mid-way (the split's commits wait it out and send again).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,6 +86,9 @@ enum Midway {
     Nothing,
     /// The count pipeline is SIGKILLed and started again.
     KillCount,
+    /// The split pipeline is SIGKILLed and started again: the batches it recomputes are sent
+    /// again with the same message ids.
+    KillSplit,
     /// The broker stops for 3 s (`rabbitmqctl stop_app`) and starts again.
     RestartBroker,
 }
@@ -111,7 +115,8 @@ fn run(midway: Midway) -> Outcome {
     let out = tmp.path().join("out");
     let sum_now = || counted(&out).0.values().sum::<u64>();
 
-    let mut splitter = Running::start(sluice_run(tmp.path(), &split, &plugins_dir()));
+    let start_split = || Running::start(sluice_run(tmp.path(), &split, &plugins_dir()));
+    let mut splitter = Some(start_split());
     let start_count = || {
         let mut c = sluice_run(tmp.path(), &count, &plugins_dir());
         // Accepts wait 150 ms after their blocks are logged, so a kill leaves logged messages
@@ -137,6 +142,10 @@ fn run(midway: Midway) -> Outcome {
                 || sum_now() >= total / 3,
             );
         }
+        if midway == Midway::KillSplit {
+            splitter.take().expect("running").kill_hard();
+            splitter = Some(start_split());
+        }
         if midway == Midway::KillCount {
             counter.take().expect("running").kill_hard();
             counter = Some(start_count());
@@ -152,6 +161,7 @@ fn run(midway: Midway) -> Outcome {
         feeder.join().unwrap();
     });
     let mut counter = counter.expect("running");
+    let mut splitter = splitter.expect("running");
     counter.wait_for("every word counted", Duration::from_secs(120), || {
         sum_now() >= total
     });
@@ -201,6 +211,16 @@ fn word_count_through_the_broker_stays_exact_when_the_count_pipeline_is_killed()
         return;
     };
     check(run(Midway::KillCount));
+}
+
+#[test]
+fn word_count_through_the_broker_stays_exact_when_the_split_pipeline_is_killed() {
+    let Some(_turn) =
+        broker("word_count_through_the_broker_stays_exact_when_the_split_pipeline_is_killed")
+    else {
+        return;
+    };
+    check(run(Midway::KillSplit));
 }
 
 #[test]

@@ -447,4 +447,31 @@ mod tests {
             .collect();
         assert_eq!(spread.len(), 3, "100 keys reach all 3 queues");
     }
+
+    #[test]
+    fn the_queues_come_from_queues_or_an_address_template_and_a_wrong_key_is_named() {
+        let url = crate::secret::Secret::new("amqp://guest:guest@127.0.0.1:5672");
+        let c = resolve(
+            Some(&url),
+            None,
+            Some("/queue/wc-{partition}"),
+            Some(3),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.queues, ["/queue/wc-0", "/queue/wc-1", "/queue/wc-2"]);
+        let q = vec!["/queue/a".to_owned()];
+        let e = resolve(Some(&url), Some(&q), Some("/queue/b"), None, None, None).unwrap_err();
+        assert!(e.contains("sink.queues"), "{e}");
+        let e = resolve(Some(&url), None, Some("/queue/b"), Some(2), None, None).unwrap_err();
+        assert!(
+            e.contains("sink.address") && e.contains("{partition}"),
+            "{e}"
+        );
+        let e = resolve(None, Some(&q), None, None, None, None).unwrap_err();
+        assert!(e.contains("sink.url"), "{e}");
+        let e = resolve(Some(&url), Some(&q), None, None, None, Some("a/b".into())).unwrap_err();
+        assert!(e.contains("sink.id-prefix"), "{e}");
+    }
 }
