@@ -625,6 +625,21 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_without_an_offset_resumes_after_its_sequence_number() {
+        use super::super::config::StartPosition;
+        use super::super::eventhubs::selector;
+        let p = Position {
+            offset: String::new(),
+            sequence_number: 41,
+            enqueued_time_ms: 0,
+        };
+        assert_eq!(
+            selector(Some(&p), &StartPosition::Earliest),
+            "amqp.annotation.x-opt-sequence-number > 41"
+        );
+    }
+
+    #[test]
     fn owner_ids_look_like_version_4_uuids_and_differ() {
         let (a, b) = (new_owner_id(), new_owner_id());
         assert_ne!(a, b);
