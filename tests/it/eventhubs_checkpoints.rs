@@ -108,6 +108,30 @@ impl Judge {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Lists (as [`Self::list`]) until `done` holds of the listing, while `run` is alive, for
+    /// at most 30 s; the last listing, or a panic that shows it.
+    fn list_until(
+        &self,
+        run: &mut Running,
+        namespace: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let listed = self.list(namespace);
+            if done(&listed) {
+                return listed;
+            }
+            run.assert_alive(&format!("while the test waited for {what}"));
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within 30 s; Microsoft's checkpoint store lists {listed:#}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// `list_checkpoints` and `list_ownership` of `HUB`/`GROUP` in `namespace`:
     /// `{"checkpoints": [...], "ownership": [...]}`, each sorted by partition.
     fn list(&self, namespace: &str) -> Value {
@@ -252,14 +276,11 @@ fn microsofts_checkpoint_store_lists_the_checkpoints_and_ownership_sluice_writes
         ("0".to_owned(), owner.clone()),
         ("1".to_owned(), owner.clone()),
     ];
-    let mut listed = Value::Null;
-    run.wait_for(
-        "Microsoft's checkpoint store to list sluice's checkpoints and ownership",
-        Duration::from_secs(30),
-        || {
-            listed = judge.list(&namespace);
-            listed["checkpoints"] == want_checkpoints && owners(&listed) == want_owners
-        },
+    let listed = judge.list_until(
+        &mut run,
+        &namespace,
+        "sluice's checkpoints and ownership",
+        |listed| listed["checkpoints"] == want_checkpoints && owners(listed) == want_owners,
     );
     for o in listed["ownership"].as_array().unwrap() {
         assert!(o["etag"].as_str().is_some_and(|e| !e.is_empty()), "{o}");
@@ -321,20 +342,19 @@ fn a_pipeline_resumes_after_the_checkpoints_of_microsofts_processor_and_takes_it
         || line_count(&committed(&out, "input", "jsonl")) >= want.len(),
     );
     let owner = owner_id(&run.stderr_so_far());
-    let mut listed = Value::Null;
-    run.wait_for(
-        "sluice's claims and checkpoints in Microsoft's checkpoint store",
-        Duration::from_secs(30),
-        || {
-            listed = judge.list(&namespace);
-            owners(&listed).iter().all(|(_, o)| *o == owner)
-                && owners(&listed).len() == 3
-                && listed["checkpoints"]
-                    == json!([
-                        checkpoint(&namespace, 0, N - 1),
-                        checkpoint(&namespace, 1, N - 1),
-                        checkpoint(&namespace, 2, N - 1)
-                    ])
+    let want_checkpoints = json!([
+        checkpoint(&namespace, 0, N - 1),
+        checkpoint(&namespace, 1, N - 1),
+        checkpoint(&namespace, 2, N - 1)
+    ]);
+    judge.list_until(
+        &mut run,
+        &namespace,
+        "sluice's claims and checkpoints",
+        |listed| {
+            owners(listed).len() == 3
+                && owners(listed).iter().all(|(_, o)| *o == owner)
+                && listed["checkpoints"] == want_checkpoints
         },
     );
     // A moment more: nothing else may arrive.

@@ -141,13 +141,15 @@ impl AzureCheckpointStore {
                 "key `{KEY}`: {spec:?} is not an Azure Blob container; give az://<container> (the Azure SDK's checkpoint store lives in Azure Blob; `checkpoint-dir` keeps checkpoints anywhere else)"
             ));
         }
-        let at = Location::resolve(spec, KEY, base, false)?;
-        if !at.prefix.as_ref().is_empty() {
+        let path = url::Url::parse(spec.trim())
+            .map(|u| u.path().trim_matches('/').to_owned())
+            .unwrap_or_default();
+        if !path.is_empty() {
             return Err(format!(
-                "key `{KEY}`: {spec:?} names a path inside the container ({}); the Azure SDK's checkpoint store keeps its blobs at the container's root: give az://<container>",
-                at.prefix
+                "key `{KEY}`: {spec:?} names a path inside the container ({path}); the Azure SDK's checkpoint store keeps its blobs at the container's root: give az://<container>"
             ));
         }
+        let at = Location::resolve(spec, KEY, base, false)?;
         Ok(Self::new(
             at,
             namespace_of(&cfg.endpoint),
@@ -587,6 +589,53 @@ mod tests {
         assert_eq!(
             s.blob_name("ownership", 0),
             "myns.servicebus.windows.net/hub1/$default/ownership/0"
+        );
+    }
+
+    #[test]
+    fn the_key_takes_a_container_root_only_and_not_beside_checkpoint_dir() {
+        let text = |extra: &str| {
+            format!(
+                "version = 1\n[source]\nkind = \"eventhubs\"\nconnection-string = \"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=a;SharedAccessKey=b;EntityPath=h\"\npartitions = 2\n{extra}\n[[sink]]\nkind = \"stdout\"\n"
+            )
+        };
+        let parse = |extra: &str| {
+            crate::config::PipelineFile::parse(&text(extra), Path::new("p.toml"))
+                .map_err(|e| e.to_string())
+        };
+        let f = parse("checkpoint-store = \"az://ckpt\"").unwrap();
+        let crate::receiver::SourceConfig::EventHubs(cfg) = &f.source else {
+            panic!("{:?}", f.source)
+        };
+        assert_eq!(cfg.checkpoint_store.as_deref(), Some("az://ckpt"));
+        let err = parse("checkpoint-store = \"az://ckpt\"\ncheckpoint-dir = \"d\"").unwrap_err();
+        assert!(
+            err.contains("source.checkpoint-store") && err.contains("give one of them"),
+            "{err}"
+        );
+        for (spec, says) in [
+            ("az://ckpt/some/prefix", "container's root"),
+            ("/tmp/ckpt", "not an Azure Blob container"),
+            ("s3://bucket", "not an Azure Blob container"),
+        ] {
+            let err =
+                AzureCheckpointStore::resolve(spec, cfg, Path::new("/"), "o".into()).unwrap_err();
+            assert!(err.contains(KEY) && err.contains(says), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_without_an_offset_resumes_after_its_sequence_number() {
+        use super::super::config::StartPosition;
+        use super::super::eventhubs::selector;
+        let p = Position {
+            offset: String::new(),
+            sequence_number: 41,
+            enqueued_time_ms: 0,
+        };
+        assert_eq!(
+            selector(Some(&p), &StartPosition::Earliest),
+            "amqp.annotation.x-opt-sequence-number > 41"
         );
     }
 
