@@ -177,6 +177,125 @@ fn run(midway: Midway) -> Outcome {
     (want, sums, parts)
 }
 
+/// Host `i` of three: its split pipeline (own input directory, own `id-prefix`, own checkpoint)
+/// and its count pipeline (queue `i` only, own checkpoint and output `out-<i>`).
+fn host_pipelines(dir: &Path, prefix: &str, i: usize) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir.join(format!("in-{i}"))).unwrap();
+    let split = example("split.toml", prefix)
+        .replace("path = \"in\"", &format!("path = \"in-{i}\""))
+        .replace(
+            "kind = \"amqp\"\n",
+            &format!("kind = \"amqp\"\nid-prefix = \"host-{i}\"\n"),
+        )
+        .replace(
+            "\"checkpoints-split\"",
+            &format!("\"checkpoints-split-{i}\""),
+        )
+        .replace(
+            "\"dead-letters-split\"",
+            &format!("\"dead-letters-split-{i}\""),
+        );
+    assert!(
+        split.contains(&format!("host-{i}")),
+        "the split example changed"
+    );
+    let all = format!("[\"{prefix}0\", \"{prefix}1\", \"{prefix}2\"]");
+    let count = example("count.toml", prefix)
+        .replace(&all, &format!("[\"{prefix}{i}\"]"))
+        .replace("path = \"out\"", &format!("path = \"out-{i}\""))
+        .replace(
+            "\"checkpoints-count\"",
+            &format!("\"checkpoints-count-{i}\""),
+        )
+        .replace(
+            "\"dead-letters-count\"",
+            &format!("\"dead-letters-count-{i}\""),
+        );
+    assert!(
+        count.contains(&format!("out-{i}")) && !count.contains(&all),
+        "the count example changed"
+    );
+    let (s, c) = (
+        dir.join(format!("split-{i}.toml")),
+        dir.join(format!("count-{i}.toml")),
+    );
+    std::fs::write(&s, split).unwrap();
+    std::fs::write(&c, count).unwrap();
+    (s, c)
+}
+
+/// Three hosts, each running a split (over its own share of the input) and a count (over one
+/// of the three queues); host 1 (both its processes) is SIGKILLed once a third of the words
+/// are counted, and started again. Returns what [`run`] returns, over every host's output.
+fn run_three_hosts() -> Outcome {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let prefix = format!("{}-", fresh_queue("wc3"));
+    let pipelines: Vec<(PathBuf, PathBuf)> =
+        (0..3).map(|i| host_pipelines(dir, &prefix, i)).collect();
+    let files = input(12, 400);
+    let want = expected(&files);
+    let total: u64 = want.values().sum();
+    let counted_all = || {
+        let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+        let mut parts: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        for i in 0..3u32 {
+            // Host i reads queue i only: a word it counted is in partition (queue) i.
+            for (w, n) in counted(&dir.join(format!("out-{i}"))).0 {
+                *sums.entry(w.clone()).or_default() += n;
+                parts.entry(w).or_default().insert(i);
+            }
+        }
+        (sums, parts)
+    };
+    let sum_now = || counted_all().0.values().sum::<u64>();
+    let start = |i: usize| {
+        let (split, count) = &pipelines[i];
+        let s = Running::start(sluice_run(dir, split, &plugins_dir()));
+        let mut c = sluice_run(dir, count, &plugins_dir());
+        c.env("SLUICE_FAULT_ACCEPT_DELAY_MS", "150");
+        (s, Running::start(c))
+    };
+    let mut hosts: Vec<Option<(Running, Running)>> = (0..3).map(|i| Some(start(i))).collect();
+    std::thread::scope(|scope| {
+        let feeder = scope.spawn(|| {
+            for (i, f) in files.iter().enumerate() {
+                drop_file(
+                    &dir.join(format!("in-{}", i % 3)),
+                    &format!("part-{i:02}.txt"),
+                    f,
+                );
+                std::thread::sleep(Duration::from_millis(400));
+            }
+        });
+        let (_, c) = hosts[0].as_mut().expect("running");
+        c.wait_for(
+            "a third of the words counted",
+            Duration::from_secs(90),
+            || sum_now() >= total / 3,
+        );
+        let (s, c) = hosts[1].take().expect("running");
+        s.kill_hard();
+        c.kill_hard();
+        hosts[1] = Some(start(1));
+        feeder.join().unwrap();
+    });
+    let (_, c) = hosts[0].as_mut().expect("running");
+    c.wait_for("every word counted", Duration::from_secs(120), || {
+        sum_now() >= total
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for (mut s, c) in hosts.into_iter().flatten() {
+        s.assert_alive("before the end");
+        s.interrupt();
+        c.interrupt();
+        s.wait(Duration::from_secs(30)).assert_success();
+        c.wait(Duration::from_secs(30)).assert_success();
+    }
+    let (sums, parts) = counted_all();
+    (want, sums, parts)
+}
+
 fn check((want, sums, parts): Outcome) {
     let total: u64 = want.values().sum();
     let got: u64 = sums.values().sum();
@@ -221,6 +340,16 @@ fn word_count_through_the_broker_stays_exact_when_the_split_pipeline_is_killed()
         return;
     };
     check(run(Midway::KillSplit));
+}
+
+#[test]
+fn word_count_over_three_hosts_through_the_broker_stays_exact_when_one_host_is_killed() {
+    let Some(_turn) = broker(
+        "word_count_over_three_hosts_through_the_broker_stays_exact_when_one_host_is_killed",
+    ) else {
+        return;
+    };
+    check(run_three_hosts());
 }
 
 #[test]
