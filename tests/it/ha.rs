@@ -352,6 +352,22 @@ fn a_host_paused_past_its_lease_has_its_late_commits_refused_and_the_output_stay
         .filter(|(_, o)| o.as_deref() == Some("hc"))
         .map(|(p, _)| p)
         .collect();
+    // Pause it while it has a batch in flight (a staged part being written), so that it wakes
+    // up with a commit to make for partitions that moved meanwhile.
+    let staging = dir.join("out/_staging");
+    let in_flight = || {
+        crate::engine::files_under(&staging)
+            .iter()
+            .any(|f| f.to_string_lossy().contains("/hc-"))
+    };
+    let t = Instant::now();
+    while !in_flight() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "host hc never had a batch in flight"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     signal(&c, libc::SIGSTOP);
     wait_until(
         "the paused host's partitions on the others",
