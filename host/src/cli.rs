@@ -337,6 +337,20 @@ pub enum BenchCommand {
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: PathBuf,
     },
+    /// Several hosts (`[ha]`): the time from a SIGKILL of one of 3 hosts to its partitions
+    /// committing a batch on their new owners, the time for a new host to take its share, and
+    /// CPU-seconds per million records for 1, 2 and 3 hosts.
+    Failover {
+        /// Smaller input.
+        #[arg(long)]
+        quick: bool,
+        /// A scratch directory (default: a new one under the temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The directory holding uppercase.wasm.
+        #[arg(long, env = "SLUICE_PLUGINS")]
+        plugins: PathBuf,
+    },
     /// The plugin call path against the same function called natively.
     Plugins {
         /// A run of a few seconds instead of a full one.
@@ -699,6 +713,25 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Nexmark { quick, plugins }) => {
             print!("{}", crate::bench::nexmark::run(&plugins, quick)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Failover {
+            quick,
+            dir,
+            plugins,
+        }) => {
+            let dir = dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("sluice-failover-{}", std::process::id()))
+            });
+            let opts = crate::bench::failover::Options {
+                exe: std::env::current_exe().map_err(Error::io("finding the sluice binary"))?,
+                plugins,
+                dir: dir.clone(),
+                quick,
+            };
+            let report = crate::bench::failover::run(&opts);
+            let _ = std::fs::remove_dir_all(&dir);
+            print!("{}", report?);
             Ok(())
         }
         Command::Bench(BenchCommand::Plugins { quick, plugins }) => {

@@ -3,6 +3,7 @@
 
 pub mod amqp;
 pub mod child;
+pub mod failover;
 pub mod isolation;
 pub mod nexmark;
 pub mod pipeline;
