@@ -406,3 +406,37 @@ fn a_host_paused_past_its_lease_has_its_late_commits_refused_and_the_output_stay
         "the woken host committed nothing late for its lost partitions (it had nothing in flight?); its log:\n{log}"
     );
 }
+
+#[test]
+fn a_pipeline_that_cannot_run_on_several_hosts_is_refused_with_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = pipeline(dir);
+    let text = std::fs::read_to_string(&p).unwrap();
+    // An expiry not longer than the claim interval: the message names both keys.
+    std::fs::write(
+        &p,
+        text.replace("lease-expiry = \"3s\"", "lease-expiry = \"1s\""),
+    )
+    .unwrap();
+    let ended = host(dir, &p, "x").wait(Duration::from_secs(30));
+    assert!(!ended.status.success());
+    assert!(
+        ended.stderr.contains("ha.lease-expiry") && ended.stderr.contains("ha.claim-interval"),
+        "{}",
+        ended.stderr
+    );
+    // A cross-partition step: refused, pointing at the broker split.
+    let windowed = text.replace(
+        "[[sink]]",
+        "[[transform]]\nbuiltin = \"count-by-key\"\n\n[[sink]]",
+    );
+    std::fs::write(&p, windowed).unwrap();
+    let ended = host(dir, &p, "x").wait(Duration::from_secs(30));
+    assert!(!ended.status.success());
+    assert!(
+        ended.stderr.contains("[ha]") && ended.stderr.contains("broker"),
+        "{}",
+        ended.stderr
+    );
+}
