@@ -352,6 +352,22 @@ fn a_host_paused_past_its_lease_has_its_late_commits_refused_and_the_output_stay
         .filter(|(_, o)| o.as_deref() == Some("hc"))
         .map(|(p, _)| p)
         .collect();
+    // Pause it while it has a batch in flight (a staged part being written), so that it wakes
+    // up with a commit to make for partitions that moved meanwhile.
+    let staging = dir.join("out/_staging");
+    let in_flight = || {
+        crate::engine::files_under(&staging)
+            .iter()
+            .any(|f| f.to_string_lossy().contains("/hc-"))
+    };
+    let t = Instant::now();
+    while !in_flight() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "host hc never had a batch in flight"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     signal(&c, libc::SIGSTOP);
     wait_until(
         "the paused host's partitions on the others",
@@ -388,5 +404,39 @@ fn a_host_paused_past_its_lease_has_its_late_commits_refused_and_the_output_stay
     assert!(
         log.contains("refused by the fence"),
         "the woken host committed nothing late for its lost partitions (it had nothing in flight?); its log:\n{log}"
+    );
+}
+
+#[test]
+fn a_pipeline_that_cannot_run_on_several_hosts_is_refused_with_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = pipeline(dir);
+    let text = std::fs::read_to_string(&p).unwrap();
+    // An expiry not longer than the claim interval: the message names both keys.
+    std::fs::write(
+        &p,
+        text.replace("lease-expiry = \"3s\"", "lease-expiry = \"1s\""),
+    )
+    .unwrap();
+    let ended = host(dir, &p, "x").wait(Duration::from_secs(30));
+    assert!(!ended.status.success());
+    assert!(
+        ended.stderr.contains("ha.lease-expiry") && ended.stderr.contains("ha.claim-interval"),
+        "{}",
+        ended.stderr
+    );
+    // A cross-partition step: refused, pointing at the broker split.
+    let windowed = text.replace(
+        "[[sink]]",
+        "[[transform]]\nbuiltin = \"count-by-key\"\n\n[[sink]]",
+    );
+    std::fs::write(&p, windowed).unwrap();
+    let ended = host(dir, &p, "x").wait(Duration::from_secs(30));
+    assert!(!ended.status.success());
+    assert!(
+        ended.stderr.contains("[ha]") && ended.stderr.contains("broker"),
+        "{}",
+        ended.stderr
     );
 }
