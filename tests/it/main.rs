@@ -13,6 +13,7 @@ mod driver;
 mod engine;
 mod event_window;
 mod eventhubs;
+mod eventhubs_dialect;
 mod keyed_state;
 mod kill;
 mod lookup;
