@@ -237,6 +237,11 @@ impl Drop for FakeEventHubs {
 }
 
 type Response = Message<AmqpValue<Value>>;
+/// A node's reply channel: its sender, and its receiver until the reply link takes it.
+type Node = (
+    mpsc::UnboundedSender<Response>,
+    Option<mpsc::UnboundedReceiver<Response>>,
+);
 
 /// One AMQP connection: its authorization and the reply channels of its nodes.
 struct Conn {
@@ -245,15 +250,7 @@ struct Conn {
     /// When its newest accepted token expires (seconds since the epoch).
     expires: AtomicU64,
     /// Reply channels per node (`$cbs`, `$management`): (sender, receiver until taken).
-    nodes: Mutex<
-        HashMap<
-            String,
-            (
-                mpsc::UnboundedSender<Response>,
-                Option<mpsc::UnboundedReceiver<Response>>,
-            ),
-        >,
-    >,
+    nodes: Mutex<HashMap<String, Node>>,
     /// Set when the connection ends.
     closed: AtomicBool,
 }

@@ -97,6 +97,9 @@ fn selector(s: &Sender) -> Option<String> {
     })
 }
 
+/// Set to the reason when a newer reader takes the link's partition.
+type Kick = Arc<Mutex<Option<String>>>;
+
 fn epoch(s: &Sender) -> Option<i64> {
     s.properties(|p| {
         let v = p.as_ref()?.get(&Symbol::from("com.microsoft:epoch"))?;
@@ -118,7 +121,7 @@ fn register(
     partition: usize,
     cg: &str,
     epoch: Option<i64>,
-) -> Result<(u64, Arc<Mutex<Option<String>>>), String> {
+) -> Result<(u64, Kick), String> {
     let mut readers = st.readers.lock().unwrap();
     let rivals = readers
         .iter()

@@ -108,7 +108,11 @@ def receive(partition, start, count, owner_level=None, seconds=30.0):
                 "body": event.body_as_str(),
                 "offset": event.offset,
                 "sequence_number": event.sequence_number,
-                "partition_key": event.partition_key,
+                "partition_key": (
+                    event.partition_key.decode()
+                    if isinstance(event.partition_key, bytes)
+                    else event.partition_key
+                ),
             }
         )
         if len(got) >= count:
