@@ -16,6 +16,7 @@ mod engine;
 mod event_window;
 mod eventhubs;
 mod eventhubs_checkpoints;
+mod eventhubs_dialect;
 mod ha;
 mod keyed_state;
 mod kill;

@@ -25,7 +25,7 @@ use crate::error::Fault;
 use crate::plugin::limits::{Grants, RuntimeConfig};
 use crate::plugin::manifest::{de_bytes, toml_message};
 use crate::receiver::SourceConfig;
-use crate::receiver::amqp::config::{RawEventHubs, SeedParams, resolve_amqp};
+use crate::receiver::amqp::config::{OwnerLevelSetting, RawEventHubs, SeedParams, resolve_amqp};
 use crate::receiver::files::FilesConfig;
 use crate::receiver::generator::GeneratorConfig;
 use crate::receiver::nexmark::NexmarkConfig;
@@ -231,6 +231,14 @@ pub struct RawSource {
     /// eventhubs `token-ttl`: each SAS token's lifetime, renewed at 80%. Default `"1h"`.
     #[serde(default, with = "humantime_serde")]
     pub token_ttl: Option<Duration>,
+    /// eventhubs `owner-level`: the epoch partition links open with (a reader with the same or
+    /// a higher one takes the partition), or `"off"`. Default 0.
+    #[serde(default)]
+    pub owner_level: Option<OwnerLevelSetting>,
+    /// eventhubs `on-expired-offset`: `"fail"` or `"earliest"` when a position is older than
+    /// the hub's retention. Default `"fail"`.
+    #[serde(default)]
+    pub on_expired_offset: Option<String>,
     /// eventhubs `eventhubs.*`: the seed's names (`eventhubs.policyname`, `…policykey`,
     /// `…namespace`, `…name`, `…partition.count`, `…consumergroup`, `…checkpoint.dir`,
     /// `…checkpoint.interval`).
@@ -307,6 +315,8 @@ impl RawSource {
             ("checkpoint-interval", self.checkpoint_interval.is_some()),
             ("checkpoint-store", self.checkpoint_store.is_some()),
             ("token-ttl", self.token_ttl.is_some()),
+            ("owner-level", self.owner_level.is_some()),
+            ("on-expired-offset", self.on_expired_offset.is_some()),
             ("eventhubs", self.eventhubs.is_some()),
             ("max-record-bytes", self.max_record_bytes.is_some()),
         ];
@@ -475,6 +485,8 @@ impl RawSource {
                         "checkpoint-store",
                         "credit",
                         "token-ttl",
+                        "owner-level",
+                        "on-expired-offset",
                         "eventhubs",
                         "max-record-bytes",
                     ],
@@ -491,6 +503,8 @@ impl RawSource {
                     credit: self.credit,
                     wal: self.wal,
                     token_ttl: self.token_ttl,
+                    owner_level: self.owner_level.as_ref(),
+                    on_expired_offset: self.on_expired_offset.as_deref(),
                     seed: self.eventhubs.as_ref(),
                 }
                 .resolve()?;

@@ -78,7 +78,7 @@ impl SourceConfig {
             SourceConfig::Files(c) => c.partitions,
             SourceConfig::Tcp(c) => c.partitions,
             SourceConfig::Amqp(c) => c.partitions,
-            SourceConfig::EventHubs(c) => c.partitions,
+            SourceConfig::EventHubs(c) => c.partitions.unwrap_or(1),
             SourceConfig::Plugin(c) => c.partitions.unwrap_or(1),
         }
     }

@@ -20,6 +20,9 @@
 //! start = "-1"            # "-1" (earliest), "@latest", "offset:N", "sequence:N", "enqueued:RFC3339"
 //! checkpoint-dir = "ckpt" # the last durable offset per partition; a restart resumes there
 //! checkpoint-interval = "10s"
+//! owner-level = 0         # the epoch receivers open with; "off": none
+//! on-expired-offset = "fail" # or "earliest": a position older than the retention
+//! # partitions left out: asked from the hub's $management node
 //! # or the seed's names, as TOML dotted keys:
 //! # eventhubs.policyname, eventhubs.policykey, eventhubs.namespace, eventhubs.name,
 //! # eventhubs.partition.count, eventhubs.consumergroup, eventhubs.checkpoint.dir,
@@ -191,13 +194,43 @@ impl StartPosition {
     }
 }
 
+/// What a partition does when the position it asks for is older than the hub's retention
+/// (`com.microsoft:argument-out-of-range`): `on-expired-offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredOffset {
+    /// `"fail"` (the default): stop the pipeline with a message; nothing is skipped silently.
+    Fail,
+    /// `"earliest"`: log what was lost and go on from the oldest retained event.
+    Earliest,
+}
+
+/// The `owner-level` key as written: an epoch (0 or more) or `"off"`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum OwnerLevelSetting {
+    /// An epoch.
+    Level(i64),
+    /// `"off"`.
+    Text(String),
+}
+
+/// The default owner level (epoch) receivers open with.
+pub const DEFAULT_OWNER_LEVEL: i64 = 0;
+
 /// `kind = "eventhubs"`, checked.
 #[derive(Debug, Clone)]
 pub struct EventHubsConfig {
     /// The stream's name.
     pub name: String,
-    /// Partitions, numbered 0..N as Event Hubs does.
-    pub partitions: u32,
+    /// Partitions, numbered 0..N as Event Hubs does; `None`: asked from the hub's
+    /// `$management` node when the source is built.
+    pub partitions: Option<u32>,
+    /// `owner-level`: the epoch (`com.microsoft:epoch`) each partition link opens with, so a
+    /// reader with the same or a higher one takes the partition from this one and a lower one
+    /// is refused; `None` (`"off"`): links open without one. Default 0.
+    pub owner_level: Option<i64>,
+    /// `on-expired-offset`: see [`ExpiredOffset`]. Default `"fail"`.
+    pub on_expired_offset: ExpiredOffset,
     /// The namespace's AMQP endpoint (SASL ANONYMOUS; authorization is by CBS token).
     pub endpoint: AmqpEndpoint,
     /// The event hub.
@@ -412,6 +445,10 @@ pub struct RawEventHubs<'a> {
     pub wal: Option<bool>,
     /// `token-ttl`.
     pub token_ttl: Option<Duration>,
+    /// `owner-level`.
+    pub owner_level: Option<&'a OwnerLevelSetting>,
+    /// `on-expired-offset`.
+    pub on_expired_offset: Option<&'a str>,
     /// `eventhubs.*`.
     pub seed: Option<&'a SeedParams>,
 }
@@ -490,8 +527,29 @@ impl RawEventHubs<'_> {
             "partitions",
             seed.partition.as_ref().map(|p| p.count),
             "eventhubs.partition.count",
-        )?
-        .ok_or("key `source.partitions`: required for an `eventhubs` source (or `eventhubs.partition.count`): the event hub's partition count")?;
+        )?;
+        if partitions == Some(0) {
+            return Err("key `source.partitions`: must be between 1 and 4096 (or left out: asked from the hub)".to_owned());
+        }
+        let owner_level = match self.owner_level {
+            None => Some(DEFAULT_OWNER_LEVEL),
+            Some(OwnerLevelSetting::Level(n)) if *n >= 0 => Some(*n),
+            Some(OwnerLevelSetting::Text(t)) if t == "off" => None,
+            Some(other) => {
+                return Err(format!(
+                    "key `source.owner-level`: {other:?} is not an owner level; give an integer of 0 or more (default {DEFAULT_OWNER_LEVEL}) or \"off\""
+                ));
+            }
+        };
+        let on_expired_offset = match self.on_expired_offset.unwrap_or("fail") {
+            "fail" => ExpiredOffset::Fail,
+            "earliest" => ExpiredOffset::Earliest,
+            other => {
+                return Err(format!(
+                    "key `source.on-expired-offset`: {other:?}; expected \"fail\" (default) or \"earliest\""
+                ));
+            }
+        };
         let consumer_group = one_of(
             self.consumer_group.map(str::to_owned),
             "consumer-group",
@@ -538,6 +596,8 @@ impl RawEventHubs<'_> {
         Ok(EventHubsConfig {
             name: self.stream.clone(),
             partitions,
+            owner_level,
+            on_expired_offset,
             endpoint,
             hub,
             key_name,

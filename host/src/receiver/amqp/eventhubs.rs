@@ -14,6 +14,15 @@
 //!   as the timestamp; the headers of every AMQP message ([`super::body`]: `amqp.body-type`,
 //!   the properties, `amqp.app.<name>`), then `x-opt-offset`, `x-opt-sequence-number`,
 //!   `x-opt-enqueued-time` (ms) and `x-opt-partition-key`.
+//! - **Owner level**: each partition link opens with `com.microsoft:epoch` = `owner-level`
+//!   (default 0). A reader with the same or a higher epoch takes the partition: the service
+//!   closes this link with `amqp:link:stolen`, and this receiver lets the partition go (it
+//!   stops, with a log line saying who took it; the host keeps its other partitions).
+//! - **Errors** ([`super::hub_errors`]): server-busy, a lost connection and timeouts reconnect
+//!   with backoff; an expired or refused token, a missing hub and argument errors stop the
+//!   pipeline with a message; a position older than the retention follows `on-expired-offset`.
+//! - **Partition count**: `partitions`, or else the `$management` node's answer
+//!   ([`super::management`]), asked when the source is built (this also proves the key).
 //! - **Checkpoints**: the last *durable* position of each partition ([`EventHubsSource::
 //!   durable_position`], for the checkpoint code) and, with `checkpoint-dir`, a small JSON per
 //!   partition written every `checkpoint-interval` when it moved. Neither ever holds a key or
@@ -25,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use fe2o3_amqp::types::messaging::{Body, Message};
-use fe2o3_amqp::types::primitives::{Timestamp, Value};
+use fe2o3_amqp::types::primitives::{Symbol, Timestamp, Value};
 use fe2o3_amqp_cbs::client::CbsClient;
 use fe2o3_amqp_cbs::token::CbsToken;
 use hmac::{Hmac, Mac};
@@ -34,7 +43,8 @@ use sha2::Sha256;
 use tokio::sync::watch;
 
 use super::body::Converter;
-use super::config::{EventHubsConfig, StartPosition};
+use super::config::{EventHubsConfig, ExpiredOffset, StartPosition};
+use super::hub_errors::{Verdict, classify};
 use super::{Dialect, Pump, Pumped, connect};
 use crate::batch::RecordBatch;
 use crate::clock::now_ms;
@@ -45,6 +55,8 @@ use crate::store::Location;
 
 /// The selector filter's name and descriptor.
 pub const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
+/// The link property that carries a receiver's owner level.
+pub const EPOCH: &str = "com.microsoft:epoch";
 /// The CBS token type of a shared access signature.
 pub const SAS_TOKEN_TYPE: &str = "servicebus.windows.net:sastoken";
 
@@ -130,6 +142,8 @@ pub struct EventHubsSource {
     pub limit: Option<crate::receiver::oversize::RecordLimit>,
     /// The Azure SDK's checkpoint store, with `checkpoint-store` (see [`super::azure_checkpoints`]).
     pub azure: Option<super::azure_checkpoints::AzureCheckpointStore>,
+    /// The partition count: `partitions`, or the hub's own.
+    pub partitions: u32,
     positions: Vec<Mutex<Option<Position>>>,
 }
 
@@ -143,10 +157,11 @@ impl std::fmt::Debug for EventHubsSource {
 }
 
 impl EventHubsSource {
-    /// The source of `cfg`, checkpointing under `checkpoints`.
-    pub fn new(cfg: EventHubsConfig, checkpoints: Option<Location>) -> Self {
+    /// The source of `cfg` with `partitions` partitions, checkpointing under `checkpoints`.
+    pub fn new(cfg: EventHubsConfig, checkpoints: Option<Location>, partitions: u32) -> Self {
         EventHubsSource {
-            positions: (0..cfg.partitions).map(|_| Mutex::new(None)).collect(),
+            positions: (0..partitions).map(|_| Mutex::new(None)).collect(),
+            partitions,
             cfg,
             checkpoints,
             limit: None,
@@ -236,11 +251,14 @@ impl EventHubsSource {
     /// Puts a fresh token for the hub through `cbs`; returns when it expires.
     async fn authorize(&self, cbs: &mut CbsClient) -> Result<SystemTime, ReceiverError> {
         let cfg = &self.cfg;
-        let expires = SystemTime::now() + cfg.token_ttl;
-        let expiry = expires
+        // The token says its expiry in whole seconds (`se`): renewal is timed from that, not
+        // from the unrounded instant, or a short `token-ttl` would renew after the service
+        // already closed the link.
+        let expiry = (SystemTime::now() + cfg.token_ttl)
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let expires = UNIX_EPOCH + Duration::from_secs(expiry);
         let resource = cfg.resource_uri();
         let token = sas_token(&resource, &cfg.key_name, &cfg.key, expiry);
         let cbs_token = CbsToken::new(
@@ -289,8 +307,10 @@ impl EventHubsSource {
     }
 }
 
-/// Connects, authorizes by CBS and attaches partition 0, then detaches: `sluice validate`.
-pub async fn probe(src: &EventHubsSource) -> Result<(), String> {
+/// Connects, authorizes by CBS and reads the hub from the `$management` node: `sluice
+/// validate`, and where a source without `partitions` learns the hub's partition count (which
+/// it returns). It attaches no partition link, so it never displaces a running reader.
+pub async fn probe(src: &EventHubsSource) -> Result<u32, String> {
     let container = format!("sluice-validate-{}", std::process::id());
     let cfg = &src.cfg;
     let mut conn = connect(&cfg.endpoint, &container)
@@ -303,24 +323,23 @@ pub async fn probe(src: &EventHubsSource) -> Result<(), String> {
         src.authorize(&mut cbs)
             .await
             .map_err(|e| format!("`[source]`: {e}"))?;
-        let link = super::attach(
-            &mut conn.session,
-            &cfg.partition_address(0),
-            &container,
-            1,
-            Some(selector(None, &StartPosition::Latest)),
-            true,
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "`[source]`: event hubs {}/{}: {e}",
-                cfg.endpoint.host, cfg.hub
-            )
-        })?;
-        let _ = tokio::time::timeout(Duration::from_secs(2), link.close()).await;
+        let expiry = (SystemTime::now() + cfg.token_ttl)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let token = sas_token(&cfg.resource_uri(), &cfg.key_name, &cfg.key, expiry);
+        let count = super::management::partition_count(&mut conn, &container, &cfg.hub, token)
+            .await
+            .map_err(|e| {
+                format!(
+                    "`[source]`: event hubs {}/{}: {}",
+                    cfg.endpoint.host,
+                    cfg.hub,
+                    cfg.key.scrub(&e)
+                )
+            })?;
         let _ = tokio::time::timeout(Duration::from_secs(2), cbs.close()).await;
-        Ok(())
+        Ok(count)
     }
     .await;
     conn.close().await;
@@ -444,16 +463,31 @@ impl EventHubsConfig {
             }
             None => None,
         };
-        let mut src = EventHubsSource::new(self.clone(), checkpoints);
+        let asked = EventHubsSource::new(self.clone(), None, 0);
+        let hub_partitions = ctx
+            .handle
+            .block_on(probe(&asked))
+            .map_err(BuildError::Unreachable)?;
+        let partitions = match self.partitions {
+            Some(n) => n,
+            None => {
+                tracing::info!(hub = %self.hub, partitions = hub_partitions, "The hub's $management node gives its partition count.");
+                if hub_partitions == 0 || hub_partitions > 4096 {
+                    return Err(BuildError::Invalid(format!(
+                        "`[source]`: event hub `{}` says it has {hub_partitions} partitions; give `partitions` (1 to 4096)",
+                        self.hub
+                    )));
+                }
+                hub_partitions
+            }
+        };
+        let mut src = EventHubsSource::new(self.clone(), checkpoints, partitions);
         src.azure = super::azure_checkpoints::build(self, ctx)?;
         src.limit = Some(crate::receiver::oversize::RecordLimit {
             max: self.max_record_bytes,
             dead_letters: ctx.dead_letters.clone(),
             stream: self.name.clone(),
         });
-        ctx.handle
-            .block_on(probe(&src))
-            .map_err(BuildError::Unreachable)?;
         Ok(Arc::new(src))
     }
 }
@@ -464,7 +498,7 @@ impl Source for EventHubsSource {
     }
 
     fn partitions(&self) -> u32 {
-        self.cfg.partitions
+        self.partitions
     }
 
     fn replayable(&self) -> bool {
@@ -488,6 +522,9 @@ pub struct EventHubsReceiver {
     resume: Option<Position>,
     started: bool,
     written: Option<Position>,
+    /// `on-expired-offset = "earliest"` applied: the next attach starts at the oldest
+    /// retained event.
+    from_earliest: bool,
 }
 
 impl EventHubsReceiver {
@@ -509,6 +546,7 @@ impl EventHubsReceiver {
             started: resume.from_log && from_log.is_some(),
             written: from_log.clone(),
             resume: from_log,
+            from_earliest: false,
         }
     }
 
@@ -526,8 +564,41 @@ impl EventHubsReceiver {
         }
     }
 
-    /// Connects, authorizes, attaches and receives until `stop` or a failure.
+    /// Connects, authorizes, attaches and receives until `stop` or a failure, which it
+    /// classifies ([`super::hub_errors`]): a stolen partition ends this receiver (`Stopped`,
+    /// with a log line), an expired position follows `on-expired-offset`, and the rest is a
+    /// transient or a fatal error.
     pub async fn run(
+        &mut self,
+        out: &PartitionWriter,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Finished, ReceiverError> {
+        let Err(e) = self.run_link(out, stop).await else {
+            return Ok(Finished::Stopped);
+        };
+        let cfg = &self.src.cfg;
+        match classify(cfg, self.partition, e) {
+            Verdict::Retry(m) => Err(ReceiverError::Transient(m)),
+            Verdict::Stop(m) => Err(ReceiverError::Fatal(m)),
+            Verdict::Lost(m) => {
+                tracing::error!(partition = self.partition, owner_level = ?cfg.owner_level, reason = %m, "Another reader with the same or a higher owner level took the partition; this host lets it go and stops its receiver (its other partitions go on).");
+                Ok(Finished::Stopped)
+            }
+            Verdict::Expired(m) => match cfg.on_expired_offset {
+                ExpiredOffset::Fail => Err(ReceiverError::Fatal(format!(
+                    "{m}. The events after this partition's last position are no longer retained by the hub; `on-expired-offset = \"earliest\"` goes on from the oldest retained event instead, skipping the lost ones"
+                ))),
+                ExpiredOffset::Earliest => {
+                    tracing::warn!(partition = self.partition, resume = ?self.resume.as_ref().map(|p| &p.offset), reason = %m, "The position is older than the hub's retention; as `on-expired-offset = \"earliest\"` says, the partition goes on from the oldest retained event and the events in between are lost.");
+                    self.from_earliest = true;
+                    self.resume = None;
+                    Err(ReceiverError::Transient(m))
+                }
+            },
+        }
+    }
+
+    async fn run_link(
         &mut self,
         out: &PartitionWriter,
         stop: &mut watch::Receiver<bool>,
@@ -571,11 +642,34 @@ impl EventHubsReceiver {
             }
         };
         let address = cfg.partition_address(self.partition);
-        let filter = selector(self.resume.as_ref(), &cfg.start);
-        let (conn, mut link) = conn
-            .attach_or_close(&address, &container, cfg.credit, Some(filter.clone()), true)
-            .await?;
-        tracing::info!(namespace = %cfg.endpoint.host, address = %address, partition = self.partition, filter = %filter, credit = cfg.credit, "Attached to the event hub partition.");
+        let filter = match self.from_earliest {
+            true => selector(None, &StartPosition::Earliest),
+            false => selector(self.resume.as_ref(), &cfg.start),
+        };
+        let properties = cfg.owner_level.map(|level| {
+            let mut f = fe2o3_amqp::types::definitions::Fields::new();
+            f.insert(Symbol::from(EPOCH), Value::Long(level));
+            f
+        });
+        let attached = super::attach_with(
+            &mut conn.session,
+            &address,
+            &container,
+            cfg.credit,
+            Some(filter.clone()),
+            true,
+            properties,
+        )
+        .await;
+        let mut link = match attached {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), cbs.close()).await;
+                conn.close().await;
+                return Err(e);
+            }
+        };
+        tracing::info!(namespace = %cfg.endpoint.host, address = %address, partition = self.partition, filter = %filter, credit = cfg.credit, owner_level = ?cfg.owner_level, "Attached to the event hub partition.");
         let mut dialect = EventHubsDialect {
             current: self.resume.clone(),
             appended: self.resume.clone(),

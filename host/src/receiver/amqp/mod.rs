@@ -27,6 +27,8 @@ pub mod body;
 pub mod config;
 pub mod dedup;
 pub mod eventhubs;
+pub mod hub_errors;
+pub mod management;
 mod oversize;
 pub mod tls;
 
@@ -204,15 +206,28 @@ pub fn attach_error(address: &str, e: &ReceiverAttachError) -> ReceiverError {
     }
 }
 
-/// An AMQP error as a sentence: its condition and description.
+/// An AMQP error as a sentence: its condition as it goes on the wire (`amqp:not-found`,
+/// `com.microsoft:server-busy`) and its description.
 pub fn describe(e: &definitions::Error) -> String {
-    let cond: String = match serde_json::to_value(format!("{:?}", e.condition)) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
-    };
+    let cond = condition_symbol(&e.condition);
     match &e.description {
         Some(d) => format!("{cond}: {d}"),
         None => cond,
+    }
+}
+
+/// An error condition's symbol, as the peer sent it.
+pub fn condition_symbol(c: &definitions::ErrorCondition) -> String {
+    use definitions::ErrorCondition as C;
+    use fe2o3_amqp::types::primitives::Symbol;
+    match c {
+        C::AmqpError(e) => Symbol::from(e).0,
+        C::ConnectionError(e) => Symbol::from(e).0,
+        C::SessionError(e) => Symbol::from(e).0,
+        C::LinkError(e) => Symbol::from(e).0,
+        C::Custom(s) => s.0.clone(),
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
     }
 }
 
@@ -655,6 +670,28 @@ pub async fn attach(
     filter: Option<String>,
     sender_settled: bool,
 ) -> Result<fe2o3_amqp::Receiver, ReceiverError> {
+    attach_with(
+        session,
+        address,
+        container,
+        credit,
+        filter,
+        sender_settled,
+        None,
+    )
+    .await
+}
+
+/// [`attach`] with link `properties` (Event Hubs: `com.microsoft:epoch`).
+pub async fn attach_with(
+    session: &mut SessionHandle<()>,
+    address: &str,
+    container: &str,
+    credit: u32,
+    filter: Option<String>,
+    sender_settled: bool,
+    properties: Option<definitions::Fields>,
+) -> Result<fe2o3_amqp::Receiver, ReceiverError> {
     let mut source = Source::builder().address(address.to_owned());
     if let Some(f) = filter {
         source = source.add_to_filter(
@@ -667,7 +704,7 @@ pub async fn attach(
             },
         );
     }
-    let builder = fe2o3_amqp::Receiver::builder()
+    let mut builder = fe2o3_amqp::Receiver::builder()
         .name(format!("{container}-{address}"))
         .source(source.build())
         .credit_mode(CreditMode::Manual)
@@ -677,6 +714,9 @@ pub async fn attach(
         } else {
             SenderSettleMode::Unsettled
         });
+    if let Some(p) = properties {
+        builder = builder.properties(p);
+    }
     let mut link = tokio::time::timeout(NET_TIMEOUT, builder.attach(session))
         .await
         .map_err(|_| ReceiverError::Transient(format!("attaching to {address:?}: timed out")))?
