@@ -478,25 +478,3 @@ fn a_position_older_than_the_retention_stops_with_a_message_or_starts_at_the_ear
         ended.stderr
     );
 }
-
-/// Not a test: serves a stand-in for `EH_DEBUG_SECONDS` seconds and prints its connection
-/// string, to try a client by hand (`cargo test … -- --ignored --nocapture stand_in_for_a_while`).
-#[test]
-#[ignore]
-fn stand_in_for_a_while() {
-    let hub = FakeEventHubs::start(HUB, "listen", KEY, vec![events(0, 0..50), events(1, 0..5)]);
-    println!("CONNECTION_STRING={}", hub.connection_string(KEY));
-    let secs: u64 = std::env::var("EH_DEBUG_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    let mut shown = 0;
-    for _ in 0..secs {
-        std::thread::sleep(Duration::from_secs(1));
-        let log = hub.log();
-        for l in &log[shown..] {
-            println!("{l}");
-        }
-        shown = log.len();
-    }
-}
