@@ -359,6 +359,24 @@ pub(crate) async fn log_blocks(
     }
 }
 
+/// The parameters of each plugin step of `ran` that differ from the plan's own.
+fn step_params(
+    plan: &[crate::plan::StepPlan],
+    ran: &[crate::plan::StepPlan],
+) -> crate::checkpoint::StepParams {
+    use crate::plan::StepPlan;
+    plan.iter()
+        .zip(ran)
+        .enumerate()
+        .filter_map(|(i, pair)| match pair {
+            (StepPlan::Plugin(p, _), StepPlan::Plugin(r, _)) if p.0.params() != r.0.params() => {
+                Some((i, r.0.params().iter().cloned().collect()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,22 +406,4 @@ mod tests {
             ]
         );
     }
-}
-
-/// The parameters of each plugin step of `ran` that differ from the plan's own.
-fn step_params(
-    plan: &[crate::plan::StepPlan],
-    ran: &[crate::plan::StepPlan],
-) -> crate::checkpoint::StepParams {
-    use crate::plan::StepPlan;
-    plan.iter()
-        .zip(ran)
-        .enumerate()
-        .filter_map(|(i, pair)| match pair {
-            (StepPlan::Plugin(p, _), StepPlan::Plugin(r, _)) if p.0.params() != r.0.params() => {
-                Some((i, r.0.params().iter().cloned().collect()))
-            }
-            _ => None,
-        })
-        .collect()
 }
