@@ -3,10 +3,9 @@
 //! (Python, from PyPI; `eventhubs_checkpoints.py` beside this file) rather than by our reading
 //! of it. Events come from the stand-in of `sluice_tests::eventhubs_server`.
 //!
-//! The resume test writes the "processor's" checkpoints and claims with the library's
-//! `update_checkpoint` and `claim_ownership`, as `EventHubConsumerClient` does per event; once
-//! the stand-in serves Microsoft's client, [`Judge::process`]'s callers can run a real
-//! processor there instead (see its doc).
+//! The resume test runs Microsoft's processor itself (`EventHubConsumerClient` with a
+//! `BlobCheckpointStore`) against the stand-in, which speaks its client's dialect, and starts
+//! sluice on the checkpoints and ownership it left.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -82,10 +81,17 @@ impl Judge {
 
     /// Runs the script with `args`, at most [`PY_TIMEOUT`]; its stdout.
     fn run(&self, args: &[&str]) -> String {
+        self.run_with(args, &[])
+    }
+
+    /// [`Judge::run`] with environment variables (a connection string, which never goes on a
+    /// command line).
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("it/eventhubs_checkpoints.py");
         let mut child = Command::new(&self.python)
             .arg(&script)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -145,30 +151,22 @@ impl Judge {
         v
     }
 
-    /// A processor's progress, as it leaves it: `update_checkpoint` of the event at `index` of
-    /// each `(partition, index)`, then its claim of those partitions as `owner`. This is what
-    /// `EventHubConsumerClient.receive` with a `BlobCheckpointStore` writes when its
-    /// `on_event` calls `partition_context.update_checkpoint(event)` on that event; a real
-    /// processor reading from the stand-in can replace these calls once the stand-in speaks
-    /// Microsoft's client's dialect.
-    fn process(&self, namespace: &str, owner: &str, upto: &[(u32, usize)]) {
-        for &(partition, index) in upto {
-            let p = partition.to_string();
-            let (offset, seq) = (offset_of(index), index.to_string());
-            let args = [
-                "update-checkpoint",
-                &self.container,
-                namespace,
-                HUB,
-                GROUP,
-                &p,
-                &offset,
-                &seq,
-            ];
-            self.run(&args);
-            let claimed = self.run(&["claim", &self.container, namespace, HUB, GROUP, &p, owner]);
-            assert_eq!(claimed.trim(), format!("[\"{owner}\"]"), "partition {p}");
-        }
+    /// Microsoft's processor itself (`EventHubConsumerClient` with this store, greedy load
+    /// balancing) reads `hub` from the start and checkpoints event `index` of each `partition`
+    /// in `upto` (`partition_context.update_checkpoint`), then stops; it claims every partition
+    /// of the hub on the way. Returns the partitions it checkpointed.
+    fn process(&self, hub: &FakeEventHubs, upto: &[(u32, usize)]) -> String {
+        let upto: serde_json::Map<String, serde_json::Value> = upto
+            .iter()
+            .map(|&(p, i)| (p.to_string(), json!(i)))
+            .collect();
+        let conn = hub.connection_string(KEY);
+        let namespace = format!("127.0.0.1:{}", hub.port);
+        let upto = serde_json::Value::Object(upto).to_string();
+        self.run_with(
+            &["process", &self.container, &namespace, HUB, GROUP, &upto],
+            &[("EVENTHUB_CONNECTION_STRING", &conn)],
+        )
     }
 }
 
@@ -323,7 +321,8 @@ fn a_pipeline_resumes_after_the_checkpoints_of_microsofts_processor_and_takes_it
     // The processor got to event 9 of partition 0 and event 14 of partition 1; partition 2
     // has no checkpoint (it starts at `start`, the earliest event).
     let upto = [(0, 9), (1, 14)];
-    judge.process(&namespace, "python-processor", &upto);
+    let done = judge.process(&hub, &upto);
+    assert_eq!(done.trim(), "[\"0\", \"1\"]", "the processor's checkpoints");
 
     let tmp = tempfile::tempdir().unwrap();
     let p = pipeline(tmp.path(), &hub, &judge.container, 3);
