@@ -18,6 +18,16 @@ pub struct Cli {
     /// How log lines are written (to stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The log level (`error`, `warn`, `info`, `debug`, `trace`) or a filter in `RUST_LOG`'s
+    /// syntax (e.g. `info,sluice::ha=debug`); wins over -q, -v and `RUST_LOG`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// Quieter: warnings and errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Louder: -v debug, -vv trace.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// Where compiled plugins are cached (default: $SLUICE_CACHE_DIR or ~/.cache/sluice/components).
     #[arg(long, global = true)]
     pub cache_dir: Option<PathBuf>,
@@ -376,7 +386,12 @@ fn parse_plugin(s: &str) -> std::result::Result<(String, PathBuf), String> {
 /// code ([`Error::exit_code`]: 2 the user's fault, 3 fenced, 70 internal, 75 external).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    telemetry::init(&telemetry::LogOptions {
+        format: cli.log_format,
+        level: cli.log_level.clone(),
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    });
     let result = dispatch(cli);
     // Keyed state's spill files are scratch: gone with the process (the plan, which owns
     // them, may outlive `dispatch` in threads that are not joined).

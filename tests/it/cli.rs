@@ -153,3 +153,73 @@ fn plugin_new_then_build_makes_a_working_transformation() {
         .unwrap();
     assert_eq!(out.batch.value(0), b"HI");
 }
+
+/// `sluice run` on a small generator pipeline, text logs, stderr into a file (not a terminal),
+/// with `args` before `run`; the log file's text.
+fn run_logged(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let pipeline = dir.join("p.toml");
+    std::fs::write(
+        &pipeline,
+        "version = 1\nbatch-interval = \"100ms\"\nblock-interval = \"50ms\"\n\n[source]\nkind = \"generator\"\npartitions = 1\nrate = 0\nlimit = 2000\n\n[[transform]]\nplugin = \"uppercase\"\n\n[[sink]]\nkind = \"count\"\n",
+    )
+    .unwrap();
+    let log = dir.join(format!("log-{}.txt", args.join("_")));
+    let out = sluice(&dir.join("cache"))
+        .args(["--log-format", "text"])
+        .args(args)
+        .arg("run")
+        .arg(&pipeline)
+        .arg("--plugins")
+        .arg(plugins_dir())
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .envs(env.iter().copied())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(out.success(), "sluice run {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn a_log_redirected_to_a_file_holds_no_escape_codes_and_its_level_follows_the_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    // RUST_LOG asks for debug; no flag: RUST_LOG holds, and the file is plain text.
+    let plain = run_logged(tmp.path(), &[], &[("RUST_LOG", "debug")]);
+    assert!(plain.contains("Batch done."), "{plain}");
+    assert!(
+        !plain.contains('\x1b'),
+        "escape codes in a redirected log:\n{plain}"
+    );
+    assert!(
+        plain.contains("DEBUG"),
+        "RUST_LOG=debug without a flag:\n{plain}"
+    );
+    // Durations are read by people: a tenth of a millisecond at most.
+    for line in plain.lines().filter(|l| l.contains("Batch done.")) {
+        let value = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("processing_ms="))
+            .unwrap_or_else(|| panic!("no processing_ms in {line}"));
+        let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 1, "processing_ms={value} in {line}");
+    }
+    // -q: warnings and errors only, over RUST_LOG.
+    let quiet = run_logged(tmp.path(), &["-q"], &[("RUST_LOG", "debug")]);
+    assert!(
+        !quiet.contains(" INFO ") && !quiet.contains("DEBUG") && !quiet.contains("Batch done."),
+        "-q:\n{quiet}"
+    );
+    // --log-level wins over RUST_LOG too.
+    let info = run_logged(
+        tmp.path(),
+        &["--log-level", "info"],
+        &[("RUST_LOG", "debug")],
+    );
+    assert!(
+        info.contains("Batch done.") && !info.contains("DEBUG"),
+        "--log-level info:\n{info}"
+    );
+}

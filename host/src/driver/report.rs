@@ -121,9 +121,9 @@ pub(crate) fn show(r: &BatchReport, progress: bool) {
             dead_letters = r.dead_letters,
             redeliveries = r.redeliveries,
             duplicates_dropped = r.duplicates_dropped,
-            processing_ms = r.processing.as_secs_f64() * 1e3,
-            scheduling_delay_ms = r.scheduling_delay.as_secs_f64() * 1e3,
-            total_delay_ms = r.total_delay.as_secs_f64() * 1e3,
+            processing_ms = crate::telemetry::ms(r.processing),
+            scheduling_delay_ms = crate::telemetry::ms(r.scheduling_delay),
+            total_delay_ms = crate::telemetry::ms(r.total_delay),
             "Batch done."
         );
     }

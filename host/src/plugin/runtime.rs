@@ -287,8 +287,8 @@ impl PluginRuntime {
             kind = %kind,
             digest = %&digest[..12],
             cache = if info.cached { "hit" } else { "miss" },
-            compile_ms = compile_time.as_secs_f64() * 1e3,
-            load_ms = started.elapsed().as_secs_f64() * 1e3,
+            compile_ms = crate::telemetry::ms(compile_time),
+            load_ms = crate::telemetry::ms(started.elapsed()),
             "Plugin loaded."
         );
         if grants.is_some() {
