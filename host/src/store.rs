@@ -132,6 +132,24 @@ impl Location {
         p
     }
 
+    /// The numbers `N` of the objects named `N.json` under `prefix` (a path below this
+    /// location), ascending; other names are skipped. How the checkpoint log and a partition's
+    /// chain list their entries.
+    pub async fn numbered(&self, prefix: &str) -> Result<Vec<u64>, object_store::Error> {
+        use futures::TryStreamExt;
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&self.child(prefix)))
+            .try_collect()
+            .await?;
+        let mut numbers: Vec<u64> = objects
+            .iter()
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .collect();
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
     /// Checks the store answers (a listing of the prefix).
     pub async fn reach(&self, key: &str) -> Result<(), String> {
         self.store

@@ -23,7 +23,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
 use object_store::{PutMode, PutOptions, PutPayload};
 
 pub mod history;
@@ -246,20 +245,10 @@ impl CheckpointLog {
 
     /// The batch numbers of every entry, oldest first.
     pub async fn list(&self) -> Result<Vec<u64>> {
-        let prefix = self.at.child("checkpoint");
-        let objects: Vec<_> = self
-            .at
-            .store
-            .list(Some(&prefix))
-            .try_collect()
+        self.at
+            .numbered("checkpoint")
             .await
-            .map_err(self.store_err(format!("{}/checkpoint", self.at)))?;
-        let mut batches: Vec<u64> = objects
-            .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
-            .collect();
-        batches.sort_unstable();
-        Ok(batches)
+            .map_err(self.store_err(format!("{}/checkpoint", self.at)))
     }
 
     /// Reads the entry of `batch`.

@@ -23,7 +23,6 @@
 
 use std::collections::HashSet;
 
-use futures::TryStreamExt;
 use object_store::{PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -133,20 +132,10 @@ impl Chains {
 
     /// The sequence numbers of `partition`'s links, oldest first.
     pub async fn list(&self, partition: u32) -> Result<Vec<u64>, ChainError> {
-        let prefix = self.at.child(&format!("partitions/{partition}"));
-        let objects: Vec<_> = self
-            .at
-            .store
-            .list(Some(&prefix))
-            .try_collect()
+        self.at
+            .numbered(&format!("partitions/{partition}"))
             .await
-            .map_err(self.err(format!("{}/partitions/{partition}", self.at)))?;
-        let mut seqs: Vec<u64> = objects
-            .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
-            .collect();
-        seqs.sort_unstable();
-        Ok(seqs)
+            .map_err(self.err(format!("{}/partitions/{partition}", self.at)))
     }
 
     /// Reads link `seq` of `partition`.
