@@ -1,5 +1,6 @@
 //! Command-line arguments and dispatch; the work is done by the library's modules.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,6 +69,22 @@ pub enum Command {
         /// `[ha] owner`; a random suffix is always added, so each start is a new member).
         #[arg(long)]
         owner: Option<String>,
+        /// Serve the web UI (and `/api/v1/`, `/metrics`, `/healthz`, `/readyz`) at ADDR
+        /// (host:port); `--ui` alone takes 127.0.0.1:4040 or the next free port up to 4049.
+        /// Without it the UI is served on 127.0.0.1:4040 when a terminal is attached, else on
+        /// `[admin] listen` (a free loopback port; the admin file says which).
+        #[arg(long, value_name = "ADDR", num_args = 0..=1)]
+        ui: Option<Option<std::net::SocketAddr>>,
+    },
+    /// A running pipeline's summary (what the web UI's first page shows), read from its
+    /// endpoint's `/api/v1/`.
+    Status {
+        /// The pipeline file (its admin file says where it listens), or host:port, or a URL
+        /// http://host:port/. Default: 127.0.0.1:4040.
+        target: Option<String>,
+        /// Print the overview as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Read a pipeline's checkpoint log.
     #[command(subcommand)]
@@ -514,6 +531,7 @@ pub fn run(cli: Cli) -> Result<()> {
             from_scratch,
             supervise: _,
             owner,
+            ui,
         } => {
             let rt = tokio_runtime()?;
             let stop = Shutdown::default();
@@ -526,6 +544,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 report,
                 from_scratch,
                 ha,
+                ui: crate::admin::UiOptions {
+                    requested: ui.is_some(),
+                    listen: ui.flatten(),
+                    default_port: ui == Some(None) || std::io::stderr().is_terminal(),
+                    announce: std::io::stderr().is_terminal(),
+                },
             };
             let summary = crate::driver::run(&plan, &rt, &opts, &stop)?;
             tracing::info!(
@@ -537,6 +561,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 "The pipeline stopped."
             );
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            Ok(())
+        }
+        Command::Status { target, json } => {
+            let overview = crate::admin::client::overview(target.as_deref())?;
+            match json {
+                true => println!("{overview:#}"),
+                false => print!("{}", crate::monitor::status::render(&overview)),
+            }
             Ok(())
         }
         Command::Checkpoint(CheckpointCommand::List { pipeline, json }) => {

@@ -70,6 +70,7 @@ pub mod driver;
 pub mod error;
 pub mod ha;
 pub mod lookup;
+pub mod monitor;
 pub mod ops;
 pub mod plan;
 pub mod plugin;

@@ -307,3 +307,34 @@ mod tests {
         ));
     }
 }
+
+/// `sluice status [TARGET]`: the overview (`/api/v1/overview`) of the pipeline TARGET names (a
+/// pipeline file, `host:port` or `http://host:port/`; default `127.0.0.1:4040`). The read-only
+/// API needs no token.
+pub fn overview(target: Option<&str>) -> Result<Value, AdminError> {
+    let target = target.unwrap_or("127.0.0.1:4040");
+    let address = if Path::new(target).is_file() {
+        AdminFile::read(&path_of_pipeline(Path::new(target))?)?
+            .address
+            .to_string()
+    } else {
+        let bare = target
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        if !bare.contains(':') {
+            return Err(AdminError::Usage(format!(
+                "{target:?} is neither a pipeline file nor an address as host:port"
+            )));
+        }
+        bare
+    };
+    let endpoint = Endpoint {
+        address,
+        token: Token::from_text(""),
+    };
+    match endpoint.request(Method::GET, "/api/v1/overview", None)? {
+        (StatusCode::OK, answer) => Ok(answer),
+        (status, answer) => Err(endpoint.rejected(status, &answer)),
+    }
+}

@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod file;
+mod public;
 mod routes;
 pub mod server;
 pub mod shadow;
@@ -112,33 +113,66 @@ impl Drop for Admin {
     }
 }
 
-/// Starts `plan`'s admin endpoint on `rt`, offering swaps to `gate`; `None` with `[admin]
-/// enabled = false`. Must be called outside `rt`.
+/// Where the endpoint listens, beside `[admin]`: `sluice run --ui [ADDR]`, and whether a
+/// person watches (a terminal), in which case it takes the documented port.
+#[derive(Debug, Clone, Default)]
+pub struct UiOptions {
+    /// `--ui` was given: serve even with `[admin] enabled = false`.
+    pub requested: bool,
+    /// `--ui ADDR`: listen there.
+    pub listen: Option<SocketAddr>,
+    /// `--ui` alone, or a terminal attached: with neither `--ui ADDR` nor a `[admin] listen`
+    /// port, try [`UI_PORT`] and the nine ports after it (as Spark's UI takes 4040, then 4041,
+    /// …), then any free port.
+    pub default_port: bool,
+    /// Print the UI's address on stderr (a person is watching).
+    pub announce: bool,
+}
+
+/// The port the UI takes by default when a terminal is attached (Spark's, as its users know).
+pub const UI_PORT: u16 = 4040;
+
+/// The addresses to try, in order.
+fn candidates(config: &crate::config::admin::AdminConfig, ui: &UiOptions) -> Vec<SocketAddr> {
+    if let Some(a) = ui.listen {
+        return vec![a];
+    }
+    if ui.default_port && config.listen.port() == 0 {
+        let ip = config.listen.ip();
+        let mut v: Vec<SocketAddr> = (0..10).map(|i| SocketAddr::new(ip, UI_PORT + i)).collect();
+        v.push(config.listen);
+        return v;
+    }
+    vec![config.listen]
+}
+
+/// Starts `plan`'s admin endpoint and web UI on `rt`, offering swaps to `gate` and showing
+/// `monitor`; `None` with `[admin] enabled = false` and no `--ui`. Must be called outside
+/// `rt`.
 pub fn start(
     plan: &Plan,
     rt: &tokio::runtime::Runtime,
     gate: Option<Arc<Gate>>,
+    monitor: Option<Arc<crate::monitor::Monitor>>,
+    ui: &UiOptions,
 ) -> Result<Option<Admin>, AdminError> {
     let config = &plan.file.admin;
-    if !config.enabled {
+    if !config.enabled && !ui.requested {
         return Ok(None);
     }
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(config.listen))
-        .and_then(|l| Ok((l.local_addr()?, l)));
-    let (address, listener) = listener.map_err(|source| AdminError::Bind {
-        address: config.listen,
-        source,
-    })?;
+    let (address, listener) = bind(rt, &candidates(config, ui))?;
     if !address.ip().is_loopback() {
-        tracing::warn!(address = %address, "The admin endpoint listens on an address other hosts may reach, as `[admin] listen` asks: anyone who has the token can swap this pipeline's plugins.");
+        tracing::warn!(address = %address, "The admin endpoint and web UI listen on an address other hosts may reach, as asked: anyone who reaches it can read the UI, /api/v1/ and /metrics; only a holder of the token can swap plugins.");
     }
     let local = plan.checkpoint.as_ref().and_then(|c| c.local.as_deref());
     let path = file::path_for(&plan.path, local);
-    let token = Token::generate().map_err(|source| AdminError::File {
-        path: "/dev/urandom".into(),
-        source,
-    })?;
+    let token = match &config.token_file {
+        Some(f) => token::from_file(&plan.path.parent().unwrap_or(".".as_ref()).join(f))?,
+        None => Token::generate().map_err(|source| AdminError::File {
+            path: "/dev/urandom".into(),
+            source,
+        })?,
+    };
     let written = AdminFile {
         address,
         pid: std::process::id(),
@@ -146,12 +180,38 @@ pub fn start(
     };
     written.write(&path)?;
     let (stop, stopped) = watch::channel(false);
-    let state = Arc::new(server::State { token, gate });
+    let state = Arc::new(server::State {
+        token,
+        gate,
+        monitor,
+    });
     rt.spawn(server::serve(listener, state, stopped));
     tracing::info!(address = %address, file = %path.display(), "The admin endpoint listens (`sluice plugin swap` reads its address and token from the admin file, readable by its owner only).");
+    if ui.announce {
+        eprintln!("Web UI: http://{address}/  (`sluice status {address}` in another terminal)");
+    }
+    tracing::info!(url = %format!("http://{address}/"), "The web UI, /api/v1/, /metrics, /healthz and /readyz are served here, read-only without the token.");
     Ok(Some(Admin {
         stop,
         file: path,
         address,
     }))
+}
+
+/// Binds the first of `addresses` that is free; the error names the last one tried.
+fn bind(
+    rt: &tokio::runtime::Runtime,
+    addresses: &[SocketAddr],
+) -> Result<(SocketAddr, tokio::net::TcpListener), AdminError> {
+    let mut last = None;
+    for &address in addresses {
+        let bound = rt
+            .block_on(tokio::net::TcpListener::bind(address))
+            .and_then(|l| Ok((l.local_addr()?, l)));
+        match bound {
+            Ok(b) => return Ok(b),
+            Err(source) => last = Some(AdminError::Bind { address, source }),
+        }
+    }
+    Err(last.unwrap_or_else(|| AdminError::Usage("no address to listen on".into())))
 }

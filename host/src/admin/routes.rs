@@ -72,6 +72,8 @@ fn decode(segment: &str) -> Result<String, Reply> {
 pub(super) struct Reply {
     pub(super) status: StatusCode,
     pub(super) body: Value,
+    /// A body that is not JSON (a UI file, `/metrics`): its content type and bytes.
+    pub(super) raw: Option<(&'static str, bytes::Bytes)>,
 }
 
 impl Reply {
@@ -79,6 +81,7 @@ impl Reply {
         Reply {
             status: StatusCode::OK,
             body,
+            raw: None,
         }
     }
 
@@ -86,6 +89,15 @@ impl Reply {
         Reply {
             status,
             body: json!({ "error": message }),
+            raw: None,
+        }
+    }
+
+    pub(super) fn raw(content_type: &'static str, body: bytes::Bytes) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            body: Value::Null,
+            raw: Some((content_type, body)),
         }
     }
 }
@@ -216,10 +228,12 @@ fn outcome_reply(name: &str, outcome: Outcome) -> Reply {
         Outcome::Shadowing { digest, live } => Reply {
             status: StatusCode::ACCEPTED,
             body: json!({ "outcome": "shadowing", "plugin": name, "digest": digest, "live": live }),
+            raw: None,
         },
         Outcome::Refused { digest, reason } => Reply {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             body: json!({ "outcome": "refused", "plugin": name, "digest": digest, "reason": reason }),
+            raw: None,
         },
     }
 }

@@ -1,5 +1,7 @@
-//! The admin endpoint's HTTP/1.1 server (hyper): every request must present the token, then
-//! goes to its route ([`super::routes`]).
+//! The endpoint's HTTP/1.1 server (hyper). A read-only route ([`super::public`]: the UI,
+//! `/api/v1/`, `/metrics`, `/healthz`, `/readyz`) is answered to anyone who can reach the
+//! address; every other request must present the token, then goes to its route
+//! ([`super::routes`]).
 //!
 //! The order is fixed, so nothing is read or done for a caller without the token: the token
 //! (401), then the route (404, 405), then the body, bounded by [`MAX_BODY`] (413) and by time,
@@ -19,6 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::public;
 use super::routes::{self, Reply, Route};
 use super::token::Token;
 use crate::swap::Gate;
@@ -34,6 +37,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 pub(super) struct State {
     pub(super) token: Token,
     pub(super) gate: Option<Arc<Gate>>,
+    pub(super) monitor: Option<Arc<crate::monitor::Monitor>>,
 }
 
 /// Accepts connections on `listener` until `stop` changes, each served on a task of its own.
@@ -75,6 +79,13 @@ async fn connection(stream: TcpStream, state: Arc<State>) {
 
 /// Answers one request: token, route, body, handler.
 async fn handle(state: &State, req: Request<Incoming>) -> Reply {
+    let path = req.uri().path();
+    if let Some(monitor) = &state.monitor
+        && public::is_public(path)
+    {
+        let query = req.uri().query().unwrap_or_default();
+        return public::answer(monitor, req.method(), path, query);
+    }
     let authorization = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     if !state.token.authorizes(authorization) {
         return Reply::error(
@@ -134,14 +145,26 @@ async fn body(req: Request<Incoming>) -> Result<Bytes, Reply> {
 }
 
 fn respond(reply: Reply) -> Response<Full<Bytes>> {
+    let (content_type, body) = match reply.raw {
+        Some((t, bytes)) => (t, bytes),
+        None => (
+            "application/json",
+            Bytes::from(serde_json::to_vec(&reply.body).unwrap_or_default()),
+        ),
+    };
     let mut builder = Response::builder()
         .status(reply.status)
-        .header(CONTENT_TYPE, "application/json");
+        .header(CONTENT_TYPE, content_type)
+        .header("x-content-type-options", "nosniff")
+        .header("cache-control", "no-store")
+        .header(
+            "content-security-policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
+        );
     if reply.status == StatusCode::UNAUTHORIZED {
         builder = builder.header(WWW_AUTHENTICATE, "Bearer");
     }
-    let body = serde_json::to_vec(&reply.body).unwrap_or_default();
     builder
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body))
         .expect("a status and fixed headers make a response")
 }

@@ -119,6 +119,7 @@ pub fn measure(
             progress: false,
             report: None,
             ha: None,
+            ui: Default::default(),
         },
         &Shutdown::default(),
     )?;

@@ -162,6 +162,7 @@ pub fn measure(
             progress: false,
             report: None,
             ha: None,
+            ui: Default::default(),
         },
         &Shutdown::default(),
     )?;

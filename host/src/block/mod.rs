@@ -39,6 +39,8 @@
 //! when every partition is there), so the recomputed batch has the same records as the first
 //! time, whatever the chunking of the source this time.
 
+pub mod intake;
+
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +51,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::batch::RecordBatch;
 use crate::batch::aside::SetAside;
 use crate::batch::position::Position;
+pub use intake::Intake;
 
 /// A block's identity: its partition and its number there, counted from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,6 +141,7 @@ pub struct BlockManager {
     spare: Mutex<Vec<RecordBatch>>,
     reliable: AtomicBool,
     fenced: AtomicBool,
+    intake: Vec<Intake>,
 }
 
 impl BlockManager {
@@ -164,6 +168,7 @@ impl BlockManager {
             spare: Mutex::default(),
             reliable: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            intake: (0..partitions).map(|_| Intake::default()).collect(),
         };
         (manager, rx)
     }
@@ -186,6 +191,11 @@ impl BlockManager {
     /// How many times a receiver had to wait for room.
     pub fn backpressure_waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
+    }
+
+    /// What partition `p`'s receiver has handed in (`None` for a partition out of range).
+    pub fn intake(&self, p: u32) -> Option<&Intake> {
+        self.intake.get(p as usize)
     }
 
     /// The budget.
@@ -217,7 +227,7 @@ impl BlockManager {
         position: Option<Position>,
         fill: impl FnOnce(&mut RecordBatch),
     ) -> Range<u64> {
-        let mut waited = false;
+        let mut waited = None;
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
@@ -231,14 +241,25 @@ impl BlockManager {
             if used + size <= self.budget || used == 0 {
                 break;
             }
-            if !waited {
-                waited = true;
+            if waited.is_none() {
+                waited = Some(Instant::now());
                 self.waits.fetch_add(1, Ordering::Relaxed);
+                if let Some(i) = self.intake(partition) {
+                    i.held();
+                }
             }
             // Also wake now and then, in case a release raced with this check.
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
-        self.insert(partition, size, position, fill)
+        let intake = self.intake(partition);
+        if let (Some(since), Some(i)) = (waited, intake) {
+            i.released(since.elapsed());
+        }
+        let range = self.insert(partition, size, position, fill);
+        if let Some(i) = intake {
+            i.appended(range.end - range.start, size);
+        }
+        range
     }
 
     /// Notes a record `partition`'s receiver set aside, with the source position after it;

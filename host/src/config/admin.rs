@@ -16,6 +16,11 @@ pub struct AdminConfig {
     /// here, and the log warns about it at every start.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// `token-file`: a file whose content (trimmed) is the token control requests must
+    /// present, for an endpoint others reach (`sluice run --ui 0.0.0.0:4040`); at least 16
+    /// characters. Default: a new random token at each start, in the admin file only.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -23,6 +28,7 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             listen: default_listen(),
+            token_file: None,
         }
     }
 }

@@ -34,6 +34,23 @@ pub struct Committed {
     pub time_ms: i64,
     /// Its latency markers' send-to-commit times, ms.
     pub latencies: Vec<f64>,
+    /// What its checkpoint entry says, for the monitor.
+    pub detail: BatchDetail,
+}
+
+/// What a committed batch's entry says, for the monitor's batch page.
+#[derive(Debug, Clone, Default)]
+pub struct BatchDetail {
+    /// The sha256 of every plugin it ran with, by name.
+    pub plugins: BTreeMap<String, String>,
+    /// Its rollbacks and verdicts.
+    pub events: Vec<crate::checkpoint::SwapEvent>,
+    /// Per partition, the offsets `[start, end)` it took.
+    pub ranges: Vec<(u64, u64)>,
+    /// It recomputed a batch a killed run had recorded.
+    pub recomputed: bool,
+    /// Its entry was written to a checkpoint log (`false` without `[checkpoint]`).
+    pub checkpointed: bool,
 }
 
 /// Records and commits batches, in order.
@@ -144,6 +161,7 @@ impl<'a> Committer<'a> {
         } = done;
         let plugins = crate::swap::digests(&plan.digests, &steps);
         let t = Instant::now();
+        let recomputed = replayed.is_some();
         let entry = match replayed {
             Some(e) => {
                 // Its ranges and ids are recorded already; the next batch's start afresh.
@@ -210,6 +228,13 @@ impl<'a> Committer<'a> {
                 .iter()
                 .map(|&us| (done_us - us) as f64 / 1e3)
                 .collect(),
+            detail: BatchDetail {
+                ranges: entry.partitions.iter().map(|p| (p.start, p.end)).collect(),
+                plugins: entry.plugins,
+                events: entry.events,
+                recomputed,
+                checkpointed: self.log.is_some(),
+            },
         })
     }
 

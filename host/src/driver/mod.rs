@@ -156,7 +156,8 @@ pub fn run(
         .clone()
         .and_then(|g| Watcher::from_plan(plan, g))
         .map(Watcher::spawn);
-    let _admin = crate::admin::start(plan, rt, gate)?;
+    let monitor = crate::monitor::Monitor::new(plan, blocks.clone(), live.clone());
+    let _admin = crate::admin::start(plan, rt, gate, Some(monitor.clone()), &opts.ui)?;
     let (batch_clock, last_close) =
         start_tasks(plan, rt, &blocks, &mut start, wal.is_some(), shutdown);
     let mut committer = commit::Committer::new(plan, rt, &mut start, wal);
@@ -186,6 +187,7 @@ pub fn run(
     let result: Result<(), RunError> = (|| loop {
         if shutdown.requested() && !state.stopping {
             state.stopping = true;
+            monitor.stopping();
             let closes = state
                 .pending
                 .iter()
@@ -225,6 +227,7 @@ pub fn run(
         let report =
             committer.close(done, (closing_start, closed_at), replaying.take(), &blocks)?;
         state.record(plan, opts, &report, started)?;
+        monitor.batch_done(&report);
         committer.boundary(&blocks, shutdown, id);
         if id == last_close.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());

@@ -17,6 +17,8 @@ pub struct RunOptions {
     pub from_scratch: bool,
     /// Several hosts (`[ha]`): this process's member, from [`super::ha::prepare`].
     pub ha: Option<super::ha::Setup>,
+    /// Where the web UI listens (`--ui`, a terminal's default port).
+    pub ui: crate::admin::UiOptions,
 }
 
 /// What one batch did.

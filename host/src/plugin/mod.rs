@@ -47,7 +47,8 @@ use limits::{CallCost, Limits, MemoryCapExceeded, MemoryLimiter};
 pub use manifest::Manifest;
 pub use runtime::{PluginRuntime, Registry, RuntimeError};
 pub use stages::{Polled, ReceiverStage, SinkStage, TransformOutput, TransformStage};
-use state::{HostState, LogPipe, PluginMetrics, PluginTag};
+pub use state::{CALL_BUCKETS, PluginMetrics};
+use state::{HostState, LogPipe, PluginTag};
 
 /// The kind of a plugin, learnt from the world its component implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -535,6 +536,8 @@ impl Stage {
         let started = Instant::now();
         let result = f(&inst.bound, &mut inst.store);
         let elapsed = started.elapsed();
+        let memory = inst.store.data().limiter.size;
+        shared.metrics.called(elapsed, memory, result.is_err());
         inst.stdout.drain_to_log(&shared.tag, "stdout");
         match result {
             Ok(r) => {

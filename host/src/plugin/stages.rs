@@ -119,6 +119,11 @@ impl TransformStage {
                 })?;
         if out.is_ok() {
             self.0.cost.record(input.len(), elapsed, memory);
+            self.0
+                .plugin
+                .metrics()
+                .records
+                .fetch_add(input.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let fail = |failure| PluginError {
             site: site.clone(),
@@ -152,6 +157,10 @@ impl SinkStage {
                 .call_write(store, wit_ctx, wit_batch),
             _ => unreachable!("a sink stage holds a sink"),
         })?;
+        if r.is_ok() {
+            let records = &self.0.plugin.metrics().records;
+            records.fetch_add(input.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         r.map_err(|e| PluginError {
             site,
             failure: guest_failure(e),

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -27,14 +28,54 @@ pub struct PluginTag {
     pub digest: String,
 }
 
-/// Counters and gauges a plugin reports through the `host` import.
+/// Counters and gauges a plugin reports through the `host` import, and what its calls cost
+/// (kept by the host, one atomic add per call, never per record).
 #[derive(Debug, Default)]
 pub struct PluginMetrics {
     counters: Mutex<BTreeMap<String, u64>>,
     gauges: Mutex<BTreeMap<String, f64>>,
+    /// Calls made (successful or not).
+    pub calls: AtomicU64,
+    /// Calls that trapped (panic, time or memory cap, contract breach).
+    pub traps: AtomicU64,
+    /// Records handed to calls that succeeded.
+    pub records: AtomicU64,
+    /// Time spent in calls, nanoseconds.
+    pub call_nanos: AtomicU64,
+    /// The most memory an instance held after a call, bytes.
+    pub memory_peak: AtomicU64,
+    /// Calls by duration: how many took at most each bound of [`CALL_BUCKETS`] and more than
+    /// the one before (not cumulative), then those above the last.
+    pub call_buckets: [AtomicU64; CALL_BUCKETS.len() + 1],
 }
 
+/// The bounds of a plugin call's duration histogram, seconds.
+pub const CALL_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+/// The most distinct counter or gauge names one plugin may report; later new names are
+/// dropped (a plugin naming a counter per record must not eat the host's memory).
+pub const MAX_METRIC_NAMES: usize = 256;
+
 impl PluginMetrics {
+    /// Called after every call: it took `elapsed`, and its instance held `memory` bytes.
+    pub fn called(&self, elapsed: std::time::Duration, memory: u64, trapped: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.call_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.memory_peak.fetch_max(memory, Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        let bucket = CALL_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(CALL_BUCKETS.len());
+        self.call_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        if trapped {
+            self.traps.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.counters.lock().map(|m| m.clone()).unwrap_or_default()
@@ -236,13 +277,27 @@ impl host::Host for HostState {
 
     fn counter_add(&mut self, name: String, delta: u64) {
         if let Ok(mut m) = self.metrics.counters.lock() {
-            *m.entry(name).or_default() += delta;
+            let len = m.len();
+            match m.get_mut(&name) {
+                Some(v) => *v = v.saturating_add(delta),
+                None if len < MAX_METRIC_NAMES => {
+                    m.insert(name, delta);
+                }
+                None => {}
+            }
         }
     }
 
     fn gauge_set(&mut self, name: String, value: f64) {
         if let Ok(mut m) = self.metrics.gauges.lock() {
-            m.insert(name, value);
+            let len = m.len();
+            match m.get_mut(&name) {
+                Some(v) => *v = value,
+                None if len < MAX_METRIC_NAMES => {
+                    m.insert(name, value);
+                }
+                None => {}
+            }
         }
     }
 }

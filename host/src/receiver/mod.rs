@@ -212,11 +212,17 @@ pub async fn supervise(
             }
             Ok(Finished::Stopped) => return Ok(()),
             Err(ReceiverError::Fatal(m)) => {
+                if let Some(i) = out.blocks.intake(out.partition) {
+                    i.failed(&m);
+                }
                 tracing::error!(partition = out.partition, kind = receiver.kind(), error = %m, "The receiver failed and cannot be restarted.");
                 out.blocks.end_partition(out.partition);
                 return Err(ReceiverError::Fatal(m));
             }
             Err(ReceiverError::Transient(m)) => {
+                if let Some(i) = out.blocks.intake(out.partition) {
+                    i.failed(&m);
+                }
                 tracing::warn!(partition = out.partition, kind = receiver.kind(), error = %m, backoff_ms = backoff.as_millis() as u64, "The receiver failed; restarting it after a pause.");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}

@@ -86,7 +86,13 @@ pub struct DeadLetters {
     handle: Handle,
     pending: Mutex<BTreeMap<u64, Vec<u8>>>,
     total: AtomicU64,
+    samples: Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
+
+/// How many of the newest dead letters [`DeadLetters::samples`] keeps.
+pub const KEEP_SAMPLES: usize = 20;
+/// The longest sample value kept, characters (the whole record is in the dead-letter store).
+const SAMPLE_CHARS: usize = 200;
 
 impl DeadLetters {
     /// Dead letters written under `location`.
@@ -96,6 +102,7 @@ impl DeadLetters {
             handle,
             pending: Mutex::default(),
             total: AtomicU64::new(0),
+            samples: Mutex::default(),
         }
     }
 
@@ -224,6 +231,29 @@ impl DeadLetters {
             .or_default()
             .extend_from_slice(&line);
         self.total.fetch_add(1, Ordering::Relaxed);
+        self.keep_sample(obj);
+    }
+
+    /// Keeps `obj` among the newest [`KEEP_SAMPLES`], its value cut to [`SAMPLE_CHARS`].
+    fn keep_sample(&self, obj: &serde_json::Value) {
+        let mut sample = obj.clone();
+        if let Some(serde_json::Value::String(v)) = sample.get_mut("value")
+            && let Some((cut, _)) = v.char_indices().nth(SAMPLE_CHARS)
+        {
+            v.truncate(cut);
+            v.push('…');
+        }
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if samples.len() == KEEP_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(sample);
+    }
+
+    /// The newest dead letters (at most [`KEEP_SAMPLES`]), newest first, for the monitor.
+    pub fn samples(&self) -> Vec<serde_json::Value> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.iter().rev().cloned().collect()
     }
 
     /// Drops what batch `batch_id` dead-lettered so far (it is being recomputed); returns how

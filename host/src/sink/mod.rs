@@ -108,6 +108,10 @@ pub trait Sink: Send + Sync {
     fn unwritable(&self, _batch: &RecordBatch) -> Vec<(usize, Unwritable)> {
         Vec::new()
     }
+    /// The plugin behind this sink, when it is one (the monitor shows its calls and metrics).
+    fn plugin(&self) -> Option<&crate::plugin::Plugin> {
+        None
+    }
     /// Writes one partition's records of a batch; nothing need be visible before `commit`.
     fn write(&self, ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError>;
     /// Makes the batch visible; must do no harm when called again for the same batch.

@@ -36,6 +36,10 @@ impl Sink for PluginSink {
         format!("plugin {}", self.0.plugin().name())
     }
 
+    fn plugin(&self) -> Option<&crate::plugin::Plugin> {
+        Some(self.0.plugin())
+    }
+
     fn write(&self, ctx: &CallContext, batch: &RecordBatch) -> Result<(), SinkError> {
         Ok(self.0.write(ctx, batch)?)
     }
