@@ -215,3 +215,33 @@ fn bind(
     }
     Err(last.unwrap_or_else(|| AdminError::Usage("no address to listen on".into())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::admin::AdminConfig;
+
+    #[test]
+    fn the_ui_takes_the_documented_port_only_when_asked_and_stays_on_loopback() {
+        let config = AdminConfig::default();
+        let any = |ui: &UiOptions| candidates(&config, ui);
+        assert_eq!(any(&UiOptions::default()), vec![config.listen]);
+        let terminal = UiOptions {
+            default_port: true,
+            ..UiOptions::default()
+        };
+        let tried = any(&terminal);
+        assert_eq!(tried[0], "127.0.0.1:4040".parse().unwrap());
+        assert_eq!(tried[9], "127.0.0.1:4049".parse().unwrap());
+        assert_eq!(tried[10], config.listen, "then any free port");
+        assert!(tried.iter().all(|a| a.ip().is_loopback()));
+        let given: SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        let explicit = UiOptions {
+            requested: true,
+            listen: Some(given),
+            default_port: true,
+            announce: false,
+        };
+        assert_eq!(any(&explicit), vec![given]);
+    }
+}

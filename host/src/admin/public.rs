@@ -85,3 +85,43 @@ fn limit(query: &str) -> usize {
         .unwrap_or(100)
         .min(MAX_LIMIT)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_read_only_routes_are_public_and_every_control_route_needs_the_token() {
+        for path in [
+            "/",
+            "/index.html",
+            "/ui/app.js",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+        ] {
+            assert!(is_public(path), "{path}");
+        }
+        assert!(is_public("/api/v1/overview"));
+        for path in [
+            "/v1/plugins",
+            "/v1/plugins/grep/swap",
+            "/v1/plugins/grep/shadow",
+            "/v1/plugins/grep/promote",
+            "/api/v1",
+            "/ui/../v1/plugins",
+            "/admin.json",
+        ] {
+            assert!(!is_public(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_batches_limit_is_read_from_the_query_and_capped() {
+        assert_eq!(limit(""), 100);
+        assert_eq!(limit("limit=5"), 5);
+        assert_eq!(limit("x=1&limit=7"), 7);
+        assert_eq!(limit("limit=99999999"), MAX_LIMIT);
+        assert_eq!(limit("limit=-1"), 100);
+    }
+}

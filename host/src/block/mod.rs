@@ -330,7 +330,8 @@ impl BlockManager {
             .collect()
     }
 
-    fn next_offset(&self, partition: u32) -> u64 {
+    /// The offset the next record of `partition` gets: how many it has received.
+    pub fn next_offset(&self, partition: u32) -> u64 {
         self.partitions.get(partition as usize).map_or(0, |slot| {
             slot.lock().unwrap_or_else(|e| e.into_inner()).next_offset()
         })
@@ -445,6 +446,14 @@ impl BlockManager {
         self.durable
             .get(partition as usize)
             .map_or_else(|| watch::Sender::new(0).subscribe(), |s| s.subscribe())
+    }
+
+    /// The offset up to which `partition`'s records are durable now (reliable mode: logged in
+    /// the write-ahead log; else: received).
+    pub fn durable_offset(&self, partition: u32) -> u64 {
+        self.durable
+            .get(partition as usize)
+            .map_or(0, |s| *s.borrow())
     }
 
     /// The block generator: cuts what each partition received since its last cut into a block.

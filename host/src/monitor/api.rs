@@ -85,7 +85,10 @@ impl Monitor {
                     "owner": owner,
                     "rate": took.map(|n| n as f64 / interval_s),
                     "lag": Value::Null,
-                    "wal": self.info.wal,
+                    "wal": self.info.wal.then(|| json!({
+                        "received": self.blocks.next_offset(p),
+                        "logged": self.blocks.durable_offset(p),
+                    })),
                     "intake": intake,
                 }))
             })
