@@ -38,20 +38,7 @@ pub struct Committed {
     pub detail: BatchDetail,
 }
 
-/// What a committed batch's entry says, for the monitor's batch page.
-#[derive(Debug, Clone, Default)]
-pub struct BatchDetail {
-    /// The sha256 of every plugin it ran with, by name.
-    pub plugins: BTreeMap<String, String>,
-    /// Its rollbacks and verdicts.
-    pub events: Vec<crate::checkpoint::SwapEvent>,
-    /// Per partition, the offsets `[start, end)` it took.
-    pub ranges: Vec<(u64, u64)>,
-    /// It recomputed a batch a killed run had recorded.
-    pub recomputed: bool,
-    /// Its entry was written to a checkpoint log (`false` without `[checkpoint]`).
-    pub checkpointed: bool,
-}
+pub use crate::monitor::batch::BatchDetail;
 
 /// Records and commits batches, in order.
 pub(crate) struct Committer<'a> {

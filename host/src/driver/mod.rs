@@ -227,7 +227,12 @@ pub fn run(
         let report =
             committer.close(done, (closing_start, closed_at), replaying.take(), &blocks)?;
         state.record(plan, opts, &report, started)?;
-        monitor.batch_done(&report);
+        monitor.batch_done(
+            &report.report,
+            &report.detail,
+            report.time_ms,
+            &report.latencies,
+        );
         committer.boundary(&blocks, shutdown, id);
         if id == last_close.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());

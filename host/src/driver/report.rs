@@ -21,34 +21,7 @@ pub struct RunOptions {
     pub ui: crate::admin::UiOptions,
 }
 
-/// What one batch did.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchReport {
-    /// The batch id.
-    pub id: u64,
-    /// Records in.
-    pub records_in: u64,
-    /// Records out (to the sinks).
-    pub records_out: u64,
-    /// Records dead-lettered.
-    pub dead_letters: u64,
-    /// From batch time to the job's start.
-    pub scheduling_delay: Duration,
-    /// The job's run time.
-    pub processing: Duration,
-    /// From batch time to the job's end.
-    pub total_delay: Duration,
-    /// When its commit finished, ms since the epoch.
-    pub done_ms: i64,
-    /// Time spent writing its checkpoint entry.
-    pub checkpoint: Duration,
-    /// Deliveries the broker marked as redelivered while the batch was open (AMQP:
-    /// `delivery-count > 0` or not the first acquirer), dropped or not.
-    pub redeliveries: u64,
-    /// Redelivered messages dropped while the batch was open because their message id was in
-    /// the duplicate-detection window.
-    pub duplicates_dropped: u64,
-}
+pub use crate::monitor::batch::BatchReport;
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]

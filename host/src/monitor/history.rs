@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
+use super::batch::{BatchDetail, BatchReport};
 use crate::checkpoint::SwapEvent;
-use crate::driver::commit::Committed;
 
 /// How many batches the history keeps (the UI's table and charts; the totals count all).
 pub const KEEP_BATCHES: usize = 1000;
@@ -132,9 +132,7 @@ pub struct History {
 
 impl History {
     /// Adds a committed batch.
-    pub fn add(&mut self, done: &Committed) {
-        let r = &done.report;
-        let d = &done.detail;
+    pub fn add(&mut self, r: &BatchReport, d: &BatchDetail, time_ms: i64, latencies: &[f64]) {
         let rolled_back = d
             .events
             .iter()
@@ -170,7 +168,7 @@ impl History {
         }
         let row = BatchRow {
             batch: r.id,
-            time_ms: done.time_ms,
+            time_ms,
             done_ms: r.done_ms,
             records_in: r.records_in,
             records_out: r.records_out,
@@ -187,7 +185,7 @@ impl History {
                 .collect(),
             partitions: d.ranges.clone(),
             events: d.events.clone(),
-            marker_latency_ms: done.latencies.clone(),
+            marker_latency_ms: latencies.to_vec(),
             redeliveries: r.redeliveries,
             duplicates_dropped: r.duplicates_dropped,
         };

@@ -5,6 +5,7 @@
 //!   reads the rest live when asked: the receivers' intake ([`crate::block::Intake`]), the
 //!   plugins' calls and metrics ([`crate::plugin::PluginMetrics`]), the live steps. Nothing
 //!   here is on the record path: the cost is one lock per batch, and whatever a reader asks.
+//! - [`batch`]: what one committed batch did (the driver's report of it);
 //! - [`history`]: the bounded history (batches, swaps, checkpoints) and the delay histograms;
 //! - [`api`]: the JSON documents of `/api/v1/`;
 //! - [`prometheus`]: the text exposition of `/metrics`;
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod batch;
 pub mod history;
 pub mod prometheus;
 pub mod status;
@@ -21,11 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::block::BlockManager;
-use crate::driver::commit::Committed;
 use crate::plan::{Plan, StepPlan};
 use crate::plugin::Plugin;
 use crate::sink::Sink;
 use crate::swap::Live;
+use batch::{BatchDetail, BatchReport};
 use history::History;
 
 /// What does not change while a pipeline runs.
@@ -126,9 +128,16 @@ impl Monitor {
         self.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Called by the driver once per committed batch.
-    pub fn batch_done(&self, done: &Committed) {
-        self.history().add(done);
+    /// Called by the driver once per committed batch: what it did, what its entry says, its
+    /// batch time and its latency markers' send-to-commit times (ms).
+    pub fn batch_done(
+        &self,
+        report: &BatchReport,
+        detail: &BatchDetail,
+        time_ms: i64,
+        latencies: &[f64],
+    ) {
+        self.history().add(report, detail, time_ms, latencies);
         self.ready.store(true, Ordering::Release);
     }
 
