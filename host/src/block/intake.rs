@@ -15,6 +15,8 @@ pub struct Intake {
     held_now_since_ms: AtomicU64,
     last_error: Mutex<Option<(i64, String)>>,
     failing: std::sync::atomic::AtomicBool,
+    /// What the source has waiting beyond what was handed in, plus one (0: it does not say).
+    lag: AtomicU64,
 }
 
 /// A copy of one partition's intake counters.
@@ -34,6 +36,9 @@ pub struct IntakeSnapshot {
     pub last_error_ms: Option<i64>,
     /// Whether no records came in since that error.
     pub failing: bool,
+    /// What the source says it has waiting that was not handed in yet, where it knows (the
+    /// files source: bytes of listed files not read yet); `None` where it does not.
+    pub lag: Option<u64>,
 }
 
 impl Intake {
@@ -44,6 +49,12 @@ impl Intake {
         if self.failing.load(Ordering::Relaxed) {
             self.failing.store(false, Ordering::Relaxed);
         }
+    }
+
+    /// Called by a source that knows how much it has waiting (its unit is the source's: bytes
+    /// for files).
+    pub fn set_lag(&self, waiting: u64) {
+        self.lag.store(waiting.saturating_add(1), Ordering::Relaxed);
     }
 
     /// Whether its last event was an error (no records came in since).
@@ -85,6 +96,7 @@ impl Intake {
             held_now: self.held_now_since_ms.load(Ordering::Relaxed) != 0,
             last_error_ms: error.as_ref().map(|e| e.0),
             failing: self.failing(),
+            lag: self.lag.load(Ordering::Relaxed).checked_sub(1),
             last_error: error.map(|e| e.1),
         }
     }

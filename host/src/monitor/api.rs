@@ -84,7 +84,7 @@ impl Monitor {
                     "partition": p,
                     "owner": owner,
                     "rate": took.map(|n| n as f64 / interval_s),
-                    "lag": Value::Null,
+                    "lag": intake.lag.map(|n| json!({ "value": n, "unit": lag_unit(&self.info.source) })),
                     "wal": self.info.wal.then(|| json!({
                         "received": self.blocks.next_offset(p),
                         "logged": self.blocks.durable_offset(p),
@@ -152,6 +152,14 @@ impl Monitor {
             "batches": per_batch,
             "samples": self.dead_letter_samples(),
         })
+    }
+}
+
+/// What a source's lag counts.
+fn lag_unit(source: &str) -> &'static str {
+    match source {
+        "files" => "bytes of listed files not read yet",
+        _ => "records",
     }
 }
 

@@ -258,6 +258,19 @@ impl FilesReceiver {
                     .map(str::to_owned)
                     .collect()
             });
+            let mut waiting: u64 = objects
+                .iter()
+                .filter(|m| {
+                    m.location.filename().is_some_and(|n| {
+                        !ignored(n)
+                            && !self.seen.contains(n)
+                            && partition_of(n, self.partitions) == self.partition
+                    })
+                })
+                .map(|m| m.size)
+                .sum();
+            let intake = out.blocks.intake(out.partition);
+            intake.inspect(|i| i.set_lag(waiting));
             for meta in objects {
                 let Some(name) = meta.location.filename().map(str::to_owned) else {
                     continue;
@@ -274,6 +287,8 @@ impl FilesReceiver {
                     continue;
                 }
                 self.read(&meta.location, &name, (0, None), out).await?;
+                waiting = waiting.saturating_sub(meta.size);
+                intake.inspect(|i| i.set_lag(waiting));
                 self.candidates.remove(&name);
                 self.seen.insert(name);
             }
