@@ -557,7 +557,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 records_in = summary.records_in,
                 records_out = summary.records_out,
                 dead_letters = summary.dead_letters,
-                peak_buffered_mib = summary.peak_buffered as f64 / (1 << 20) as f64,
+                peak_buffered_mib = (summary.peak_buffered as f64 / 104857.6).round() / 10.0,
                 "The pipeline stopped."
             );
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
