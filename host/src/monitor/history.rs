@@ -91,7 +91,26 @@ pub struct SwapRow {
     pub at_ms: i64,
     /// The event.
     #[serde(flatten)]
-    pub event: SwapEvent,
+    pub event: Swap,
+}
+
+/// What happened to a plugin version.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Swap {
+    /// A verdict the checkpoint entry records (`rolled-back`, `passed`).
+    Recorded(SwapEvent),
+    /// A new version ran for the first time in this batch (`event` = `live`).
+    Live {
+        /// Always `live`.
+        event: &'static str,
+        /// The plugin.
+        plugin: String,
+        /// The new version's sha256.
+        digest: String,
+        /// The sha256 of the version it replaced.
+        previous: String,
+    },
 }
 
 /// The run's totals since it started.
@@ -155,16 +174,29 @@ impl History {
         if d.checkpointed {
             self.checkpoint.observe(r.checkpoint.as_secs_f64());
         }
-        for event in &d.events {
-            push_bounded(
-                &mut self.swaps,
-                SwapRow {
-                    batch: r.id,
-                    at_ms: r.done_ms,
-                    event: event.clone(),
-                },
-                KEEP_SWAPS,
-            );
+        let before = self.batches.back().map(|b| &b.plugins);
+        let went_live: Vec<Swap> = d
+            .plugins
+            .iter()
+            .filter_map(|(name, digest)| {
+                let previous = before?.get(name)?;
+                let short = crate::swap::short(digest);
+                (previous != short).then(|| Swap::Live {
+                    event: "live",
+                    plugin: name.clone(),
+                    digest: short.to_owned(),
+                    previous: previous.clone(),
+                })
+            })
+            .collect();
+        let recorded = d.events.iter().cloned().map(Swap::Recorded);
+        for event in went_live.into_iter().chain(recorded) {
+            let row = SwapRow {
+                batch: r.id,
+                at_ms: r.done_ms,
+                event,
+            };
+            push_bounded(&mut self.swaps, row, KEEP_SWAPS);
         }
         let row = BatchRow {
             batch: r.id,
@@ -203,6 +235,60 @@ fn push_bounded<T>(q: &mut VecDeque<T>, item: T, keep: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn add(h: &mut History, id: u64, grep: &str, events: Vec<SwapEvent>, recomputed: bool) {
+        let report = BatchReport {
+            id,
+            records_in: 10,
+            records_out: 9,
+            dead_letters: 1,
+            scheduling_delay: std::time::Duration::from_millis(2),
+            processing: std::time::Duration::from_millis(30),
+            total_delay: std::time::Duration::from_millis(32),
+            done_ms: 1_000 + id as i64,
+            checkpoint: std::time::Duration::from_millis(1),
+            redeliveries: 0,
+            duplicates_dropped: 0,
+        };
+        let detail = BatchDetail {
+            plugins: [("grep".to_owned(), grep.to_owned())].into(),
+            events,
+            ranges: vec![(0, 10)],
+            recomputed,
+            checkpointed: true,
+        };
+        h.add(&report, &detail, 900, &[]);
+    }
+
+    #[test]
+    fn a_new_digest_is_a_live_swap_and_a_rollback_marks_its_batch() {
+        let mut h = History::default();
+        add(&mut h, 0, "aaaaaaaaaaaaaaaa", Vec::new(), false);
+        add(&mut h, 1, "aaaaaaaaaaaaaaaa", Vec::new(), true);
+        add(&mut h, 2, "bbbbbbbbbbbbbbbb", Vec::new(), false);
+        let rollback = SwapEvent::RolledBack {
+            plugin: "grep".into(),
+            digest: "cccccccccccccccc".into(),
+            restored: "bbbbbbbbbbbbbbbb".into(),
+            error: "panicked".into(),
+        };
+        add(&mut h, 3, "bbbbbbbbbbbbbbbb", vec![rollback], false);
+        let outcomes: Vec<&str> = h.batches.iter().map(|b| b.outcome).collect();
+        assert_eq!(
+            outcomes,
+            ["committed", "recomputed", "committed", "rolled back"]
+        );
+        let swaps = serde_json::to_value(&h.swaps).unwrap();
+        assert_eq!(swaps[0]["event"], "live");
+        assert_eq!(swaps[0]["batch"], 2);
+        assert_eq!(swaps[0]["digest"], "bbbbbbbbbbbb");
+        assert_eq!(swaps[0]["previous"], "aaaaaaaaaaaa");
+        assert_eq!(swaps[1]["event"], "rolled-back");
+        assert_eq!(swaps.as_array().unwrap().len(), 2);
+        assert_eq!(h.totals.batches, 4);
+        assert_eq!(h.totals.recomputed, 2);
+        assert_eq!(h.totals.dead_letters, 4);
+    }
 
     #[test]
     fn a_histogram_counts_each_observation_in_every_bucket_at_or_above_it() {

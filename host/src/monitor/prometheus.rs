@@ -245,6 +245,13 @@ impl Monitor {
                 t.sample(name, &format!("partition=\"{p}\""), value(s));
             }
         }
+        let name = "sluice_partition_lag";
+        t.family(name, "gauge", "What the partition's source has waiting, where it knows (files: bytes of listed files not read yet).");
+        for (p, s) in &snaps {
+            if let Some(lag) = s.lag {
+                t.sample(name, &format!("partition=\"{p}\""), lag as f64);
+            }
+        }
     }
 
     fn plugin_families(&self, t: &mut Text) {
