@@ -588,7 +588,7 @@ def main():
         systems = [s for s in ("sluice", "Spark") if any(r["system"] == s for r in saved["results"])]
         report_mod.check_tables(report_mod.write(out, meta, saved["results"], SCENARIOS, systems))
         log(f"report: {out}")
-        return
+        return 0
     cfg.spark_max_files = {"upper": cfg.spark_max_files_upper,
                            "wordcount": cfg.spark_max_files_wordcount}
     if cfg.smoke:
@@ -679,8 +679,8 @@ def main():
                                         "max_files": cfg.spark_max_files}
     if "sluice" in cfg.systems:
         meta["plugin_bench"] = plugin_bench(cfg)
-    out = cfg.out or os.path.join(HERE, "results",
-                                  datetime.date.today().isoformat() + ("-smoke" if cfg.smoke else "") + ".md")
+    out = cfg.out or unused_path(os.path.join(
+        HERE, "results", datetime.date.today().isoformat() + ("-smoke" if cfg.smoke else "") + ".md"))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(os.path.join(rundir_root, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
@@ -688,6 +688,46 @@ def main():
     print(md)
     log(f"report: {out} (raw runs in {rundir_root})")
     report_mod.check_tables(md)
+    failures = sluice_failures(meta, results)
+    for f in failures:
+        log(f"FAILED: {f}")
+    return 1 if failures else 0
+
+
+def unused_path(path):
+    """`path`, or `path` with -2, -3, ... before its extension when it (or its chart, the .png
+    beside it) exists: an earlier results file is never overwritten."""
+    base, ext = os.path.splitext(path)
+    stem, n = base, 2
+    while os.path.exists(stem + ext) or os.path.exists(stem + ".png"):
+        stem = f"{base}-{n}"
+        n += 1
+    return stem + ext
+
+
+def sluice_failures(meta, results):
+    """What of sluice's part failed: a run that exited non-zero or could not run, a probe that
+    found a capability missing, the plugin micro-benchmark's exit. Spark's failures are
+    reported in the table and do not fail the benchmark."""
+    out = []
+    for r in results:
+        if r["system"] != "sluice":
+            continue
+        if str(r.get("na", "")).startswith("failed"):
+            out.append(f"sluice {r['scenario']} {r['mode']}: {r['na']}")
+        elif r.get("exit") not in (0, None):
+            out.append(f"sluice {r['scenario']} {r['mode']}: exit {r['exit']} ({r.get('outcome')}); "
+                       f"log: {r.get('rundir')}/system.log")
+        elif "na" not in r and not r.get("records_in"):
+            out.append(f"sluice {r['scenario']} {r['mode']}: no record went through")
+    caps = meta.get("systems", {}).get("sluice", {}).get("caps", {})
+    for cap in ("latency-marker", "wal"):
+        if caps and not caps.get(cap):
+            out.append(f"sluice probe: `{cap}` refused: {caps.get(cap + '-why', '?')}")
+    pb = meta.get("plugin_bench")
+    if pb and pb.get("exit") not in (0, None):
+        out.append(f"`{pb['command']}` exited {pb['exit']}")
+    return out
 
 
 def plugin_bench(cfg):
@@ -733,4 +773,4 @@ def mtime(path):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

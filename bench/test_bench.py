@@ -3,6 +3,7 @@ measures and the report's tables. `python3 -m unittest discover bench` (no Spark
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -178,6 +179,39 @@ class Report(unittest.TestCase):
     def test_a_malformed_table_is_refused(self):
         with self.assertRaises(SystemExit):
             report.check_tables("| a | b |\n|---|---|\n| 1 | 2 | 3 |\n")
+
+
+class Honesty(unittest.TestCase):
+    def test_a_sluice_that_only_fails_fails_the_benchmark(self):
+        """A fake `sluice` that prints an error and exits 1: the smoke run still writes its
+        table, and exits non-zero naming what failed (it once exited 0 with a tidy table)."""
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, "release"))
+            os.makedirs(os.path.join(d, "plugins"))
+            fake = os.path.join(d, "release", "sluice")
+            with open(fake, "w") as f:
+                f.write("#!/bin/sh\necho 'fake sluice fails' >&2\nexit 1\n")
+            os.chmod(fake, 0o755)
+            env = dict(os.environ, CARGO_TARGET_DIR=d, SLUICE_PLUGINS=os.path.join(d, "plugins"))
+            out = os.path.join(d, "r.md")
+            r = subprocess.run([sys.executable, bench.__file__, "--smoke", "--scenarios", "a-tcp",
+                                "--modes", "throughput", "--work", os.path.join(d, "work"),
+                                "--lines", "20000", "--out", out],
+                               env=env, capture_output=True, text=True, timeout=240)
+            self.assertNotEqual(r.returncode, 0, r.stderr[-2000:])
+            self.assertIn("FAILED: sluice a-tcp throughput", r.stderr)
+            self.assertTrue(os.path.exists(out), "the table is still written")
+
+    def test_an_earlier_results_file_is_never_overwritten(self):
+        with tempfile.TemporaryDirectory() as d:
+            first = os.path.join(d, "2026-12-05.md")
+            self.assertEqual(bench.unused_path(first), first)
+            open(first, "w").close()
+            second = bench.unused_path(first)
+            self.assertEqual(second, os.path.join(d, "2026-12-05-2.md"))
+            open(second, "w").close()
+            open(os.path.join(d, "2026-12-05-3.png"), "w").close()
+            self.assertEqual(bench.unused_path(first), os.path.join(d, "2026-12-05-4.md"))
 
 
 if __name__ == "__main__":
