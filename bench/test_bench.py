@@ -130,6 +130,11 @@ class Measures(unittest.TestCase):
         self.assertAlmostEqual(m["cpu_s_per_m"], 3 / 12_000 * 1e6)
         self.assertAlmostEqual(m["first_batch_s"], 0.5)
 
+    def test_the_first_batch_is_the_first_with_records(self):
+        m = bench.summarize([batch(1, 0), batch(2, 0), batch(3, 10)], Monitor(), 0, 10,
+                            "throughput", 0)
+        self.assertEqual(m["first_batch_s"], 3.5)
+
     def test_latency_keeps_only_markers_sent_after_the_warmup(self):
         # first non-empty batch ends at 1.5 s; warm-up 1.5 s: markers sent from 3 s on count.
         # Sent = commit - latency: 1.4 s, 2.6 s (out); 3.4 s, 5.3 s (in)
