@@ -577,6 +577,9 @@ def main():
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/sluice/bench"))
     ap.add_argument("--out", default=None, help="the report file (default bench/results/DATE.md)")
     ap.add_argument("--run-timeout", type=float, default=300)
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="runs per cell, alternating the systems' order; the table shows the "
+                    "median and the range (default 3; --smoke: 1)")
     ap.add_argument("--sluice-log-report", action="store_true",
                     help="read sluice's batches from its JSON log even if it has --report "
                     "(the path for a sluice from before --report)")
@@ -605,6 +608,7 @@ def main():
         cfg.rate = cfg.rate or 100_000
     else:
         cfg.passes = None
+    cfg.repeat = max(1, cfg.repeat or (1 if cfg.smoke else 3))
     cfg.systems = (cfg.systems or "sluice,spark").split(",")
     scenarios = [s for s in SCENARIOS if cfg.scenarios is None or s.key in cfg.scenarios.split(",")]
     modes = cfg.modes.split(",")
@@ -633,24 +637,18 @@ def main():
     started = time.time()
     load_start = os.getloadavg()
     results = []
-    for mode in modes:
-        for sc in scenarios:
-            rate = 0
-            if mode == "latency":
-                rate = cfg.rate or latency_rate(results, sc)
-            for system in systems:  # alternately: sluice, then Spark, on the same input
-                why = system.supports(sc)
-                if why:
-                    results.append({"system": system.name, "scenario": sc.key, "mode": mode,
-                                    "na": why})
-                    continue
-                rundir = os.path.join(rundir_root, f"{sc.key}-{mode}-{system.name.lower()}")
-                try:
-                    results.append(run_one(cfg, system, sc, mode, rate, rundir))
-                except Exception as e:  # one failed run is reported, the others go on
-                    log(f"{system.name} {sc.key} {mode}: failed: {e}")
-                    results.append({"system": system.name, "scenario": sc.key, "mode": mode,
-                                    "na": f"failed: {e}"})
+    rates = {}  # per scenario, fixed by the first repeat's throughput runs
+    for rep in range(cfg.repeat):
+        # Alternately, on the same input: sluice then Spark, then Spark then sluice, ... so
+        # neither always runs on a machine the other just warmed (or loaded).
+        order = systems if rep % 2 == 0 else systems[::-1]
+        for mode in modes:
+            for sc in scenarios:
+                rate = 0
+                if mode == "latency":
+                    rate = rates.setdefault(sc.key, cfg.rate or latency_rate(results, sc))
+                for system in order:
+                    results.append(run_cell(cfg, system, sc, mode, rate, rundir_root, rep))
 
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -667,6 +665,7 @@ def main():
         "duration_s": cfg.duration,
         "warmup_s": cfg.warmup,
         "passes": cfg.passes,
+        "repeat": cfg.repeat,
         "backlog": cfg.backlog,
         "systems": {},
         "rundir": rundir_root,
@@ -695,6 +694,21 @@ def main():
     for f in failures:
         log(f"FAILED: {f}")
     return 1 if failures else 0
+
+
+def run_cell(cfg, system, sc, mode, rate, rundir_root, rep):
+    """One run of one cell (repeat `rep`), or why it could not run."""
+    why = system.supports(sc)
+    if why:
+        return {"system": system.name, "scenario": sc.key, "mode": mode, "na": why, "repeat": rep}
+    name = f"{sc.key}-{mode}-{system.name.lower()}" + (f"-{rep + 1}" if rep else "")
+    try:
+        r = run_one(cfg, system, sc, mode, rate, os.path.join(rundir_root, name))
+    except Exception as e:  # one failed run is reported, the others go on
+        log(f"{system.name} {sc.key} {mode}: failed: {e}")
+        r = {"system": system.name, "scenario": sc.key, "mode": mode, "na": f"failed: {e}"}
+    r["repeat"] = rep
+    return r
 
 
 def unused_path(path):

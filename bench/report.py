@@ -45,6 +45,47 @@ MEASURES = [
 ]
 
 
+# The fields whose spread over repeated runs the table shows beside the median.
+RANGED = ("throughput", "lat_p50_ms", "lat_p99_ms", "cpu_s_per_m", "first_batch_s")
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def aggregate(results):
+    """One cell per (system, scenario, mode) from its repeated runs: the median of every number
+    over the runs that ran, `<field>_range` = (min, max) for the fields in RANGED, `runs` = how
+    many; a cell none of whose runs ran keeps the first run's reason. Non-numeric fields (the
+    outcome) come from the run nearest the median throughput, or the first."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["system"], r["scenario"], r["mode"]), []).append(r)
+    cells = []
+    for runs in groups.values():
+        ran = [r for r in runs if "na" not in r]
+        if not ran:
+            cells.append(dict(runs[0], runs=len(runs)))
+            continue
+        cell = dict(ran[0])
+        bad = [r["outcome"] for r in ran if r.get("outcome", "ok") != "ok"]
+        if bad:
+            cell["outcome"] = bad[0]
+        keys = {k for r in ran for k, v in r.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for k in keys:
+            vals = [r[k] for r in ran if isinstance(r.get(k), (int, float))]
+            if vals:
+                cell[k] = median(vals)
+                if k in RANGED and len(vals) > 1:
+                    cell[k + "_range"] = (min(vals), max(vals))
+        cell["runs"] = len(ran)
+        cells.append(cell)
+    return cells
+
+
 def find(results, system, scenario, mode):
     for r in results:
         if r["system"] == system and r["scenario"] == scenario and r["mode"] == mode:
@@ -63,6 +104,9 @@ def cell(r, field, kind):
         return vals[0], " / ".join(fmt(v, kind) for v in vals)
     v = r.get(field)
     text = fmt(v, kind)
+    spread = r.get(f"{field}_range")
+    if v is not None and spread:
+        text += f" ({fmt(spread[0], kind)}–{fmt(spread[1], kind)})"
     if v is not None and r.get("outcome", "ok") != "ok":
         text += " (!)"
     if field == "throughput" and r.get("steady_short"):
@@ -75,7 +119,9 @@ def esc(s):
 
 
 def write(path, meta, results, scenarios, systems):
-    """Writes the Markdown report (and the chart beside it) and returns the Markdown."""
+    """Writes the Markdown report (and the chart beside it) and returns the Markdown. `results`
+    are the runs, repeated ones included; the table shows each cell's median and range."""
+    runs, results = results, aggregate(results)
     have_spark = "Spark" in systems
     cols = ["sluice", "Spark"]
     rows = []
@@ -132,6 +178,8 @@ def write(path, meta, results, scenarios, systems):
              "in the cell); (!): the run did not end cleanly (see the runs below); (short): fewer "
              "than four non-empty batches, so no batches were dropped.")
     L.append("")
+    if have_spark:
+        L.extend(lowest_first(results, scenarios))
     L.append("| workload | measure | sluice | Spark | sluice/Spark |")
     L.append("|---|---|---|---|---|")
     for r in rows:
@@ -158,6 +206,11 @@ def write(path, meta, results, scenarios, systems):
              + ". The machine is shared: a load above what the benchmark itself puts on it means "
                "other work ran at the same time.")
     L.append(f"- Elapsed: {meta['elapsed_s'] / 60:.1f} min. Checkout: {meta['git']}.")
+    rep = meta.get("repeat") or 1
+    if rep > 1:
+        L.append(f"- Each cell ran {rep} times, the systems' order alternating from one repeat "
+                 f"to the next; the tables show the median, with the range (min–max) beside "
+                 f"throughput, latency, CPU and start-up.")
     c = meta["corpus"]
     L.append(f"- Corpus: {c['lines']:,} lines of {c['words_per_line']} words from a "
              f"{c['vocabulary']:,}-word vocabulary (seed {c['seed']}); every {c['marker_every']:,}th "
@@ -207,7 +260,7 @@ def write(path, meta, results, scenarios, systems):
     L.append("| system | scenario | mode | rate, lines/s | fed, lines/s (feeder CPU-s) | "
              "batches (non-empty) | records in / fed | outcome | load 1 min before / after |")
     L.append("|---|---|---|---|---|---|---|---|---|")
-    for r in results:
+    for r in runs:
         if "na" in r:
             L.append(f"| {r['system']} | {r['scenario']} | {r['mode']} | {NA} | {NA} | {NA} | {NA} | "
                      f"{esc(r['na'])} | {NA} |")
@@ -235,6 +288,26 @@ def write(path, meta, results, scenarios, systems):
     with open(path, "w") as f:
         f.write(md)
     return md
+
+
+def lowest_first(cells, scenarios):
+    """The throughput ratio of every workload, lowest first: the row furthest from the goal
+    leads."""
+    rows = []
+    for sc in scenarios:
+        a = find(cells, "sluice", sc.key, "throughput")
+        b = find(cells, "Spark", sc.key, "throughput")
+        av = a.get("throughput") if a and "na" not in a else None
+        bv = b.get("throughput") if b and "na" not in b else None
+        if av is not None and bv:
+            rows.append((av / bv, sc, av, bv))
+    if not rows:
+        return []
+    out = ["Throughput, sluice/Spark, lowest first (medians of the repeated runs):", "",
+           "| workload | sluice/Spark | sluice | Spark |", "|---|---|---|---|"]
+    for r, sc, av, bv in sorted(rows, key=lambda x: x[0]):
+        out.append(f"| {esc(sc.title)} | {r:.2f} | {fmt(av, 'rate')} | {fmt(bv, 'rate')} |")
+    return out + [""]
 
 
 def chart_png(path, results, scenarios):

@@ -181,6 +181,32 @@ class Report(unittest.TestCase):
         self.assertIn("n/a (no WAL yet)", md)
         self.assertIn("| sluice/Spark |", md)
 
+    def test_repeated_runs_show_their_median_and_range_and_the_lowest_ratio_leads(self):
+        def run(system, sc, thr):
+            return {"system": system, "scenario": sc, "mode": "throughput", "throughput": thr,
+                    "outcome": "ok", "batches": 5, "nonempty_batches": 5, "records_in": 1,
+                    "fed_lines": 1, "load_before": [0, 0, 0], "load_after": [0, 0, 0]}
+        results = [run("sluice", "a-tcp", t) for t in (9e6, 10e6, 12e6)] + \
+                  [run("Spark", "a-tcp", t) for t in (1e6, 1e6, 1e6)] + \
+                  [run("sluice", "b-tcp", t) for t in (3e6, 4e6)] + [run("Spark", "b-tcp", 1e6)]
+        cells = report.aggregate(results)
+        a = report.find(cells, "sluice", "a-tcp", "throughput")
+        self.assertEqual((a["throughput"], a["throughput_range"], a["runs"]), (10e6, (9e6, 12e6), 3))
+        self.assertEqual(report.find(cells, "sluice", "b-tcp", "throughput")["throughput"], 3.5e6)
+        meta = {"date": "2026-12-05T00:00:00", "smoke": False, "load_start": [0, 0, 0],
+                "load_end": [0, 0, 0], "machine": "m", "cpu_model": "c", "mem_gib": 1,
+                "elapsed_s": 1, "git": "g", "repeat": 3, "duration_s": 1, "warmup_s": 0,
+                "backlog": 1, "rundir": "r", "systems": {},
+                "corpus": {"lines": 1, "words_per_line": 1, "vocabulary": 1, "seed": 1,
+                           "marker_every": 1}}
+        with tempfile.TemporaryDirectory() as d:
+            md = report.write(os.path.join(d, "r.md"), meta, results, bench.SCENARIOS,
+                              ["sluice", "Spark"])
+        report.check_tables(md)
+        self.assertIn("10.00 M (9.00 M–12.00 M)", md)
+        lead = md[md.index("lowest first"):]
+        self.assertLess(lead.index("(b) word count, tcp"), lead.index("(a) upper-case + count, tcp"))
+
     def test_a_malformed_table_is_refused(self):
         with self.assertRaises(SystemExit):
             report.check_tables("| a | b |\n|---|---|\n| 1 | 2 | 3 |\n")
