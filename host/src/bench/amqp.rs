@@ -69,17 +69,16 @@ fn through_sluice(
         .cloned()
         .ok_or_else(|| Error::Usage("the bench pipeline has no counting sink".to_owned()))?;
     let stop = Shutdown::default();
-    let (mut first, mut took) = (None, None);
-    std::thread::scope(|s| -> Result<()> {
+    // The clock runs from the first message a receiver took in, as the bare consumer's runs
+    // from its first delivery, to the commit that made the count reach `n`.
+    let mut done = None;
+    let summary = std::thread::scope(|s| -> Result<driver::RunSummary> {
         let runner = s.spawn(|| driver::run(&plan, rt, &RunOptions::default(), &stop));
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let got = counter.records.load(std::sync::atomic::Ordering::Relaxed);
-            if got > 0 && first.is_none() {
-                first = Some(Instant::now());
-            }
             if got >= n {
-                took = first.map(|f| f.elapsed());
+                done = Some(Instant::now());
                 break;
             }
             if runner.is_finished() || Instant::now() > deadline {
@@ -89,11 +88,11 @@ fn through_sluice(
         }
         stop.request();
         match runner.join() {
-            Ok(r) => r.map(|_| ())?,
-            Err(_) => return Err(Error::Usage("the bench pipeline panicked".to_owned())),
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::Usage("the bench pipeline panicked".to_owned())),
         }
-        Ok(())
     })?;
+    let took = done.zip(summary.first_record).map(|(d, f)| d - f);
     let took = took.ok_or_else(|| {
         Error::Usage(format!(
             "the pipeline took in {} of {n} messages",

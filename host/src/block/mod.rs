@@ -142,6 +142,7 @@ pub struct BlockManager {
     reliable: AtomicBool,
     fenced: AtomicBool,
     intake: Vec<Intake>,
+    first_record: std::sync::OnceLock<Instant>,
 }
 
 impl BlockManager {
@@ -169,6 +170,7 @@ impl BlockManager {
             reliable: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
             intake: (0..partitions).map(|_| Intake::default()).collect(),
+            first_record: std::sync::OnceLock::new(),
         };
         (manager, rx)
     }
@@ -191,6 +193,11 @@ impl BlockManager {
     /// How many times a receiver had to wait for room.
     pub fn backpressure_waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
+    }
+
+    /// When the first record of the run came in (`None` before one did).
+    pub fn first_record(&self) -> Option<Instant> {
+        self.first_record.get().copied()
     }
 
     /// What partition `p`'s receiver has handed in (`None` for a partition out of range).
@@ -258,6 +265,9 @@ impl BlockManager {
         let range = self.insert(partition, size, position, fill);
         if let Some(i) = intake {
             i.appended(range.end - range.start, size);
+        }
+        if self.first_record.get().is_none() && range.end > range.start {
+            let _ = self.first_record.set(Instant::now());
         }
         range
     }

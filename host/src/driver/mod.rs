@@ -268,6 +268,7 @@ pub fn run(
     let mut summary = state.summary;
     summary.peak_buffered = blocks.peak();
     summary.backpressure_waits = blocks.backpressure_waits();
+    summary.first_record = blocks.first_record();
     Ok(summary)
 }
 

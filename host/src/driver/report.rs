@@ -42,6 +42,8 @@ pub struct RunSummary {
     pub reports: Vec<BatchReport>,
     /// From the start to the first finished batch.
     pub first_batch: Option<Duration>,
+    /// When the first record came in from a receiver.
+    pub first_record: Option<std::time::Instant>,
     /// Every latency marker's time from its send stamp to its batch's commit, ms.
     pub marker_latencies_ms: Vec<f64>,
 }
