@@ -216,6 +216,9 @@ def main():
     args = p.parse_args()
     shot = os.path.abspath(args.screenshot)
     os.makedirs(os.path.dirname(shot), exist_ok=True)
+    stale = shot[:-4] + "-failed.png"
+    if os.path.exists(stale):
+        os.remove(stale)
     with tempfile.TemporaryDirectory(prefix="sluice-ui-profile-") as profile:
         d = browser(args, profile)
         try:
@@ -225,6 +228,7 @@ def main():
             d.save_screenshot(shot)
             print(f"screenshot: {shot}")
             check_controls(d, args)
+            d.execute_script("window.scrollTo(0, 0)")
             full = d.execute_cdp_cmd("Page.captureScreenshot", {"captureBeyondViewport": True, "format": "png"})
             full_path = shot[:-4] + "-full.png" if shot.endswith(".png") else shot + "-full.png"
             with open(full_path, "wb") as f:
