@@ -33,5 +33,6 @@ mod shadow;
 mod spill;
 mod supervise;
 mod swap;
+mod ui;
 mod wal;
 mod window;
