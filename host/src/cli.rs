@@ -572,6 +572,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 records_out = summary.records_out,
                 dead_letters = summary.dead_letters,
                 peak_buffered_mib = summary.peak_buffered as f64 / (1 << 20) as f64,
+                backpressure_waits = summary.backpressure_waits,
                 "The pipeline stopped."
             );
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
