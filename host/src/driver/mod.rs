@@ -167,7 +167,7 @@ pub fn run(
     committer.ha = opts
         .ha
         .clone()
-        .map(|setup| ha::Member::start(plan, rt, setup));
+        .map(|setup| ha::Member::start(plan, rt, setup, monitor.clone()));
     let shape = Shape::of(&plan.steps, plan.partitions);
     let mut batch = match &start.replay {
         Some(r) => Attempt::open(
