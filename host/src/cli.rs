@@ -378,6 +378,20 @@ pub enum BenchCommand {
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: PathBuf,
     },
+    /// What the web UI and `/metrics` cost: `bench pipeline`'s throughput with the server on
+    /// and a client polling the UI's documents and `/metrics` every 500 ms, against the
+    /// server off, alternating; prints the ratio on/off.
+    Ui {
+        /// One run each way of 5 batches (under a minute) instead of five of 12.
+        #[arg(long)]
+        quick: bool,
+        /// The workload of `bench pipeline`.
+        #[arg(long, value_parser = ["uppercase", "wordcount"], default_value = "uppercase")]
+        workload: String,
+        /// The plugin directory.
+        #[arg(long, env = "SLUICE_PLUGINS")]
+        plugins: PathBuf,
+    },
     /// The plugin call path against the same function called natively.
     Plugins {
         /// A run of a few seconds instead of a full one.
@@ -558,6 +572,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 records_out = summary.records_out,
                 dead_letters = summary.dead_letters,
                 peak_buffered_mib = (summary.peak_buffered as f64 / 104857.6).round() / 10.0,
+                backpressure_waits = summary.backpressure_waits,
                 "The pipeline stopped."
             );
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -774,6 +789,14 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Nexmark { quick, plugins }) => {
             print!("{}", crate::bench::nexmark::run(&plugins, quick)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Ui {
+            quick,
+            workload,
+            plugins,
+        }) => {
+            print!("{}", crate::bench::ui::run(&plugins, quick, &workload)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Plugins { quick, plugins }) => {

@@ -60,6 +60,45 @@ fn host(dir: &Path, pipeline: &Path, name: &str) -> Running {
     Running::start(cmd)
 }
 
+/// Starts host `name` with its web UI at `ui`.
+fn host_with_ui(dir: &Path, pipeline: &Path, name: &str, ui: &str) -> Running {
+    let mut cmd = sluice_run(dir, pipeline, &plugins_dir());
+    cmd.args(["--owner", name, "--ui", ui]);
+    Running::start(cmd)
+}
+
+/// A free loopback address now.
+fn free_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// `GET path` from the web UI at `address`, as JSON.
+fn get_json(address: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "GET {path}: {answer}");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// The partitions whose live lease host `name` holds.
+fn leased_by(dir: &Path, name: &str) -> Vec<u64> {
+    (0u64..)
+        .zip(owners(dir))
+        .filter(|(_, o)| o.as_deref() == Some(name))
+        .map(|(p, _)| p)
+        .collect()
+}
+
 /// Writes input file `i` the way the files source requires: as `.tmp`, renamed into place.
 fn drop_input(dir: &Path, i: usize) {
     let text: String = (0..LINES)
@@ -240,7 +279,8 @@ fn three_hosts_balance_eight_partitions_3_3_2_within_two_claim_intervals() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let p = pipeline(dir);
-    let mut a = host(dir, &p, "ha");
+    let ui = free_address();
+    let mut a = host_with_ui(dir, &p, "ha", &ui);
     let mut b = host(dir, &p, "hb");
     let mut c = host(dir, &p, "hc");
     // Each host claims once it is up; from the moment all three hold leases, the balance
@@ -261,6 +301,40 @@ fn three_hosts_balance_eight_partitions_3_3_2_within_two_claim_intervals() {
     // And it stays balanced.
     std::thread::sleep(2 * CLAIM);
     assert_eq!(counts(&owners(dir)).0, vec![3, 3, 2], "{:?}", owners(dir));
+
+    // Host a's web UI shows the partitions it holds (S9 in the monitor): the overview's
+    // `ownership`, and each receiver's `owner`. A lease taken shows at the next batch
+    // boundary (300 ms), hence a bounded wait for the two to agree.
+    let shown = |path: &str| get_json(&ui, path);
+    let owned = |o: &serde_json::Value| -> Vec<u64> {
+        o["ownership"]["owned"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+            .unwrap_or_default()
+    };
+    wait_until(
+        "host a's /api/v1/overview showing the partitions it leases",
+        Duration::from_secs(5),
+        &mut [&mut a, &mut b, &mut c],
+        || owned(&shown("/api/v1/overview")) == leased_by(dir, "ha"),
+    );
+    let overview = shown("/api/v1/overview");
+    let held = owned(&overview);
+    assert!(matches!(held.len(), 2 | 3), "{overview}");
+    let member = overview["ownership"]["member"].as_str().unwrap().to_owned();
+    assert!(member.starts_with("ha-"), "{overview}");
+    let receivers = shown("/api/v1/receivers");
+    let rows = receivers["receivers"].as_array().unwrap();
+    assert_eq!(rows.len(), PARTITIONS, "{receivers}");
+    for row in rows {
+        let p = row["partition"].as_u64().unwrap();
+        let want = if held.contains(&p) {
+            serde_json::json!(member)
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(row["owner"], want, "partition {p}: {receivers}");
+    }
 }
 
 #[test]

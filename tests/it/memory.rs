@@ -203,3 +203,57 @@ fn the_slope_of_a_flat_series_with_swings_is_zero_and_of_a_leak_is_the_leak() {
     let leak: Vec<(f64, f64)> = swings.iter().map(|&(t, y)| (t, y + t)).collect();
     assert!((slope(&leak) - 1.0).abs() < 0.05, "{}", slope(&leak));
 }
+
+#[test]
+fn backpressure_is_warned_once_in_thirty_seconds_naming_the_budget_and_the_slow_sink() {
+    let case = Case {
+        budget_mib: 16,
+        partitions: 2,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir_with(&plugins_dir(), &["identity"], &tmp.path().join("plugins"));
+    plugin_dir_with(&fixtures_dir(), &["slow-sink"], &plugins);
+    let file = write_pipeline(tmp.path(), &pipeline(case));
+    let mut sluice = Running::start(sluice_run(tmp.path(), &file, &plugins));
+    // 15 s of a source held back at every batch, then the drain: the whole run stays within
+    // 30 s of its first warning, so a second would be one too many.
+    while sluice.age() < Duration::from_secs(15) {
+        sluice.assert_alive("while the source is held back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sluice.interrupt();
+    let ended = sluice.wait(WAIT_TIMEOUT);
+    ended.assert_success();
+    let warnings = ended.events("Backpressure:");
+    let batches = ended.events("Batch done.");
+    assert!(
+        batches.len() >= 5,
+        "too few batches for a warning per batch to show: {}",
+        batches.len()
+    );
+    assert!(
+        u64_field(&ended.summary(), "backpressure_waits") > 0,
+        "the budget held the source back"
+    );
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning within 30 s over {} batches: {warnings:#?}",
+        batches.len()
+    );
+    let w = &warnings[0];
+    let message = w["message"].as_str().unwrap();
+    assert_eq!(u64_field(w, "memory_budget_mib"), 16, "{w}");
+    assert_eq!(w["slowest_step"], "sink `slow-sink`", "{w}");
+    assert!(w["held_s"].as_f64().unwrap() > 0.0, "{w}");
+    assert!(!w["partitions"].as_str().unwrap_or("[]").eq("[]"), "{w}");
+    for said in [
+        "`memory-budget` = 16 MiB",
+        "slowest step",
+        "sink `slow-sink`",
+        "add `workers`",
+        "at most once every 30 s",
+    ] {
+        assert!(message.contains(said), "{said:?} not in {message:?}");
+    }
+}

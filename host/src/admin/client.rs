@@ -285,29 +285,6 @@ pub fn parse_params(pairs: &[String]) -> Result<BTreeMap<String, String>, AdminE
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn params_are_key_equals_value() {
-        let p = parse_params(&["a=1".into(), "b=x=y".into(), "c=".into()]).unwrap();
-        assert_eq!(p["a"], "1");
-        assert_eq!(p["b"], "x=y");
-        assert_eq!(p["c"], "");
-        assert!(parse_params(&["novalue".into()]).is_err());
-        assert!(parse_params(&["=1".into()]).is_err());
-    }
-
-    #[test]
-    fn a_word_is_neither_a_pipeline_file_nor_an_address() {
-        assert!(matches!(
-            Endpoint::find("no-such-pipeline", None),
-            Err(AdminError::Usage(_))
-        ));
-    }
-}
-
 /// `sluice status [TARGET]`: the overview (`/api/v1/overview`) of the pipeline TARGET names (a
 /// pipeline file, `host:port` or `http://host:port/`; default `127.0.0.1:4040`). The read-only
 /// API needs no token.
@@ -336,5 +313,28 @@ pub fn overview(target: Option<&str>) -> Result<Value, AdminError> {
     match endpoint.request(Method::GET, "/api/v1/overview", None)? {
         (StatusCode::OK, answer) => Ok(answer),
         (status, answer) => Err(endpoint.rejected(status, &answer)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_key_equals_value() {
+        let p = parse_params(&["a=1".into(), "b=x=y".into(), "c=".into()]).unwrap();
+        assert_eq!(p["a"], "1");
+        assert_eq!(p["b"], "x=y");
+        assert_eq!(p["c"], "");
+        assert!(parse_params(&["novalue".into()]).is_err());
+        assert!(parse_params(&["=1".into()]).is_err());
+    }
+
+    #[test]
+    fn a_word_is_neither_a_pipeline_file_nor_an_address() {
+        assert!(matches!(
+            Endpoint::find("no-such-pipeline", None),
+            Err(AdminError::Usage(_))
+        ));
     }
 }

@@ -56,6 +56,26 @@ impl Token {
     }
 }
 
+/// The shortest token [`from_file`] takes.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The token in `path` (`[admin] token-file`), trimmed; refused when shorter than
+/// [`MIN_TOKEN_CHARS`].
+pub fn from_file(path: &std::path::Path) -> Result<Token, super::AdminError> {
+    let text = std::fs::read_to_string(path).map_err(|source| super::AdminError::File {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text = text.trim();
+    if text.chars().count() < MIN_TOKEN_CHARS {
+        return Err(super::AdminError::Usage(format!(
+            "`[admin] token-file` {}: the token is shorter than {MIN_TOKEN_CHARS} characters",
+            path.display()
+        )));
+    }
+    Ok(Token::from_text(text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,24 +114,4 @@ mod tests {
         let t = Token::generate().unwrap();
         assert!(!format!("{t:?}").contains(t.expose()));
     }
-}
-
-/// The shortest token [`from_file`] takes.
-pub const MIN_TOKEN_CHARS: usize = 16;
-
-/// The token in `path` (`[admin] token-file`), trimmed; refused when shorter than
-/// [`MIN_TOKEN_CHARS`].
-pub fn from_file(path: &std::path::Path) -> Result<Token, super::AdminError> {
-    let text = std::fs::read_to_string(path).map_err(|source| super::AdminError::File {
-        path: path.to_owned(),
-        source,
-    })?;
-    let text = text.trim();
-    if text.chars().count() < MIN_TOKEN_CHARS {
-        return Err(super::AdminError::Usage(format!(
-            "`[admin] token-file` {}: the token is shorter than {MIN_TOKEN_CHARS} characters",
-            path.display()
-        )));
-    }
-    Ok(Token::from_text(text))
 }

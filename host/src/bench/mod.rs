@@ -10,3 +10,4 @@ pub mod pipeline;
 pub mod plugins;
 pub mod recovery;
 pub mod swap;
+pub mod ui;

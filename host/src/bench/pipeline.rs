@@ -77,7 +77,8 @@ pub fn native_split_words(input: &RecordBatch) -> RecordBatch {
     out
 }
 
-fn pipeline_text(workload: &str, partitions: u32, budget: &str) -> String {
+/// The TOML of `workload`'s pipeline over `partitions` generator partitions under `budget`.
+pub fn pipeline_text(workload: &str, partitions: u32, budget: &str) -> String {
     let steps = match workload {
         "uppercase" => "[[transform]]\nplugin = \"uppercase\"\n".to_owned(),
         _ => "[[transform]]\nplugin = \"split-words\"\n\n[[transform]]\nbuiltin = \"repartition-by-key\"\n\n[[transform]]\nbuiltin = \"count-by-key\"\n".to_owned(),
@@ -140,6 +141,15 @@ pub fn measure(
         };
         std::sync::Arc::make_mut(&mut plan.steps)[0] = StepPlan::Native(step);
     }
+    measure_plan(&plan, batches, rt)
+}
+
+/// Runs `plan` (a generator at full speed) for `batches` batches and measures it.
+pub fn measure_plan(
+    plan: &plan::Plan,
+    batches: u64,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Measure> {
     let done = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(rss_bytes()));
     let sampler = {
@@ -154,7 +164,7 @@ pub fn measure(
     let cpu0 = cpu_seconds();
     let start_ms = crate::clock::now_ms();
     let summary = driver::run(
-        &plan,
+        plan,
         rt,
         &RunOptions {
             from_scratch: true,

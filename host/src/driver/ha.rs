@@ -127,11 +127,21 @@ pub(crate) struct Member {
     held: BTreeMap<u32, Held>,
     running: BTreeMap<u32, Running>,
     stop_claims: watch::Sender<bool>,
+    /// Shows the held partitions (`/api/v1/overview` → `ownership`).
+    monitor: Arc<crate::monitor::Monitor>,
+    /// The partitions last shown.
+    shown: Option<Vec<u32>>,
 }
 
 impl Member {
-    /// Starts the claim loop on `rt`.
-    pub fn start(plan: &Plan, rt: &tokio::runtime::Runtime, setup: Setup) -> Member {
+    /// Starts the claim loop on `rt`; `monitor` is told the partitions held whenever they
+    /// change (none at first).
+    pub fn start(
+        plan: &Plan,
+        rt: &tokio::runtime::Runtime,
+        setup: Setup,
+        monitor: Arc<crate::monitor::Monitor>,
+    ) -> Member {
         let (tx, rx) = mpsc::unbounded_channel();
         let owned = Arc::new(Mutex::new(BTreeMap::new()));
         let chains = Chains::new(setup.base.clone());
@@ -147,7 +157,7 @@ impl Member {
         };
         let (stop_claims, stop_rx) = watch::channel(false);
         rt.spawn(claims.run(stop_rx));
-        Member {
+        let mut member = Member {
             setup,
             chains,
             owned,
@@ -156,6 +166,22 @@ impl Member {
             held: BTreeMap::new(),
             running: BTreeMap::new(),
             stop_claims,
+            monitor,
+            shown: None,
+        };
+        member.show_ownership();
+        member
+    }
+
+    /// Tells the monitor the partitions held now, when they changed since it was last told.
+    fn show_ownership(&mut self) {
+        let owned: Vec<u32> = self.held.keys().copied().collect();
+        if self.shown.as_ref() != Some(&owned) {
+            self.monitor.set_ownership(crate::monitor::Ownership {
+                member: self.setup.member.clone(),
+                owned: owned.clone(),
+            });
+            self.shown = Some(owned);
         }
     }
 
@@ -238,6 +264,7 @@ impl Member {
                 }
             }
         }
+        self.show_ownership();
     }
 
     /// Stops `partition`'s receiver and forgets it (its records in later batches are dropped).
@@ -252,6 +279,7 @@ impl Member {
         if let Some(r) = self.running.get(&partition) {
             let _ = r.stop.send(true);
         }
+        self.show_ownership();
         tracing::warn!(member = %self.setup.member, partition, after_batch = batch, reason, "Partition {partition} lost: {reason}; its receiver stops at this batch boundary and what it read since is dropped (the new owner reads it).");
     }
 

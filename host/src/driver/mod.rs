@@ -5,13 +5,16 @@
 //! - what if a new plugin version fails its trial? [`attempt`] (roll back, recompute);
 //! - how does a run stop? [`shutdown`] (one [`Shutdown`] for signals, limits, ends, failures);
 //! - what does a run report? [`report`];
-//! - how is a crashed driver brought back? [`supervise`] (`sluice run --supervise`).
+//! - how is a crashed driver brought back? [`supervise`] (`sluice run --supervise`);
+//! - who hears that the memory budget holds the source back? `backpressure.rs` (one warning
+//!   every 30 s at most).
 //!
 //! [`run`] ties them together: recover, start the receivers, the block generator and the batch
 //! clock as async tasks, then the batch loop on this thread: blocks run as they are cut (on the
 //! worker pool), and each close finishes, records and commits its batch, in order.
 
 pub mod attempt;
+mod backpressure;
 pub mod commit;
 pub mod ha;
 pub mod recover;
@@ -164,7 +167,7 @@ pub fn run(
     committer.ha = opts
         .ha
         .clone()
-        .map(|setup| ha::Member::start(plan, rt, setup));
+        .map(|setup| ha::Member::start(plan, rt, setup, monitor.clone()));
     let shape = Shape::of(&plan.steps, plan.partitions);
     let mut batch = match &start.replay {
         Some(r) => Attempt::open(
@@ -184,6 +187,7 @@ pub fn run(
     };
     let mut replaying = start.replay.take().map(|r| r.entry);
     let mut state = LoopState::new(opts, cuts)?;
+    let mut backpressure = backpressure::Backpressure::new(Instant::now());
     let result: Result<(), RunError> = (|| loop {
         if shutdown.requested() && !state.stopping {
             state.stopping = true;
@@ -233,6 +237,7 @@ pub fn run(
             report.time_ms,
             &report.latencies,
         );
+        backpressure.batch_done(plan, &blocks, &monitor, report.report.processing);
         committer.boundary(&blocks, shutdown, id);
         if id == last_close.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
