@@ -43,6 +43,22 @@ impl fmt::Display for Location {
     }
 }
 
+/// `spec` as messages, the web UI and `/api/v1/` show it: a password or a query (a SAS
+/// token, a signature) in the URL is replaced by `***`.
+fn redacted(url: &url::Url, spec: &str) -> String {
+    if url.password().is_none() && url.query().is_none() {
+        return spec.to_owned();
+    }
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    if shown.query().is_some() {
+        shown.set_query(Some("***"));
+    }
+    shown.to_string()
+}
+
 impl Location {
     /// Resolves `spec` (the value of `key` in the pipeline file at `base`). A local directory
     /// is created when `create` is set, else it must exist.
@@ -118,7 +134,7 @@ impl Location {
         Location {
             store,
             prefix,
-            display: spec.to_owned(),
+            display: redacted(url, spec),
             local: None,
         }
     }
@@ -163,6 +179,17 @@ impl Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_locations_password_and_query_never_show() {
+        let shown = |spec: &str| redacted(&url::Url::parse(spec).unwrap(), spec);
+        assert_eq!(shown("az://container/out"), "az://container/out");
+        assert_eq!(
+            shown("s3://key:hunter2@bucket/out?sig=abc"),
+            "s3://key:***@bucket/out?***"
+        );
+        assert!(!shown("abfss://c@acct.dfs.core.windows.net/p?sv=1&sig=zz").contains("zz"));
+    }
 
     #[test]
     fn a_relative_path_resolves_against_the_pipeline_directory() {

@@ -31,6 +31,8 @@ struct Text {
 
 impl Text {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
+        // In HELP, backslash and line feed are escaped (the text format, 0.0.4).
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
     }
@@ -304,16 +306,20 @@ impl Monitor {
         for p in &plugins {
             let m = p.metrics();
             let l = label(p);
+            // One read of each bucket, and the count is their total (the overflow bucket
+            // included): a call landing while this runs cannot make the +Inf bucket or the
+            // count smaller than a finite bucket, which a parser would refuse.
+            let counts: Vec<u64> = m.call_buckets.iter().map(|c| c.load(Relaxed)).collect();
             let mut cumulative = 0u64;
-            for (bound, c) in CALL_BUCKETS.iter().zip(&m.call_buckets) {
-                cumulative += c.load(Relaxed);
+            for (bound, c) in CALL_BUCKETS.iter().zip(&counts) {
+                cumulative += c;
                 t.sample(
                     &format!("{name}_bucket"),
                     &format!("{l},le=\"{bound}\""),
                     cumulative as f64,
                 );
             }
-            let count = m.calls.load(Relaxed);
+            let count: u64 = counts.iter().sum();
             t.sample(
                 &format!("{name}_bucket"),
                 &format!("{l},le=\"+Inf\""),
@@ -331,24 +337,44 @@ impl Monitor {
 }
 
 /// The plugins' own counters and gauges, one family per name, a sample per plugin.
+///
+/// Names that read the same once sanitized (`a.b` and `a_b`, `x` and `x_total`) would make two
+/// samples with the same labels, and a gauge may read as a counter's family (`x_total`): the
+/// text format allows neither, so the first name in order is exported and the others are
+/// left out (the JSON API still shows them all).
 fn user_families(t: &mut Text, plugins: &[crate::plugin::Plugin]) {
+    let metrics = plugins.iter().map(|p| {
+        let m = p.metrics();
+        (p.name().to_owned(), m.counters(), m.gauges())
+    });
+    user_text(t, metrics);
+}
+
+/// A plugin's name, counters and gauges.
+type UserMetrics = (String, BTreeMap<String, u64>, BTreeMap<String, f64>);
+
+/// [`user_families`] on what the plugins reported.
+fn user_text(t: &mut Text, plugins: impl Iterator<Item = UserMetrics>) {
     let mut counters: BTreeMap<String, Samples> = BTreeMap::new();
     let mut gauges: BTreeMap<String, Samples> = BTreeMap::new();
-    for p in plugins {
-        let l = format!("plugin=\"{}\"", escape(p.name()));
-        for (k, v) in p.metrics().counters() {
+    let add = |family: &mut Samples, l: &String, v: f64| {
+        if !family.iter().any(|(other, _)| other == l) {
+            family.push((l.clone(), v));
+        }
+    };
+    for (plugin, counted, gauged) in plugins {
+        let l = format!("plugin=\"{}\"", escape(&plugin));
+        for (k, v) in counted {
             let base = sanitize(&k);
             let name = format!("sluice_user_{}_total", base.trim_end_matches("_total"));
-            counters
-                .entry(name)
-                .or_default()
-                .push((l.clone(), v as f64));
+            add(counters.entry(name).or_default(), &l, v as f64);
         }
-        for (k, v) in p.metrics().gauges() {
+        for (k, v) in gauged {
             let name = format!("sluice_user_{}", sanitize(&k));
-            gauges.entry(name).or_default().push((l.clone(), v));
+            add(gauges.entry(name).or_default(), &l, v);
         }
     }
+    gauges.retain(|name, _| !counters.contains_key(name));
     for (kind, families) in [("counter", counters), ("gauge", gauges)] {
         for (name, samples) in families {
             t.family(
@@ -373,5 +399,53 @@ mod tests {
         assert_eq!(sanitize("lines.matched-9"), "lines_matched_9");
         assert_eq!(number(f64::INFINITY), "+Inf");
         assert_eq!(number(3.0), "3");
+    }
+
+    #[test]
+    fn plugin_metric_names_that_read_the_same_make_one_family_and_one_sample_per_plugin() {
+        let mut t = Text {
+            out: String::new(),
+            pipeline: "p".into(),
+        };
+        let counters = BTreeMap::from([
+            ("a.b".to_owned(), 1),
+            ("a_b".to_owned(), 2),
+            ("x".to_owned(), 3),
+            ("x_total".to_owned(), 4),
+        ]);
+        let gauges = BTreeMap::from([("x_total".to_owned(), 5.0), ("g".to_owned(), 1.5)]);
+        user_text(&mut t, [("f\"1".to_owned(), counters, gauges)].into_iter());
+        let types: Vec<&str> = t.out.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        assert_eq!(
+            types,
+            [
+                "# TYPE sluice_user_a_b_total counter",
+                "# TYPE sluice_user_x_total counter",
+                "# TYPE sluice_user_g gauge",
+            ]
+        );
+        assert!(
+            t.out
+                .contains("sluice_user_a_b_total{pipeline=\"p\",plugin=\"f\\\"1\"} 1\n")
+        );
+        assert!(
+            t.out
+                .contains("sluice_user_x_total{pipeline=\"p\",plugin=\"f\\\"1\"} 3\n")
+        );
+        assert_eq!(t.out.lines().filter(|l| !l.starts_with('#')).count(), 3);
+    }
+
+    #[test]
+    fn help_text_escapes_backslash_and_line_feed() {
+        let mut t = Text {
+            out: String::new(),
+            pipeline: "p".into(),
+        };
+        t.family("m", "gauge", "a \\ b\nc");
+        assert!(
+            t.out.starts_with("# HELP m a \\\\ b\\nc\n# TYPE m gauge\n"),
+            "{}",
+            t.out
+        );
     }
 }
