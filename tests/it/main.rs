@@ -24,6 +24,7 @@ mod lookup;
 mod memory;
 mod nexmark;
 mod oversize;
+mod plugin_workflow;
 mod plugins;
 mod poison;
 mod recovery;
