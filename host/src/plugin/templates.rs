@@ -113,11 +113,12 @@ or copy `NAME.wasm` and `NAME.toml` into a plugin directory.
 
 const TRANSFORM_USAGE: &str = r#"Run the built component on a few records, as the pipeline would:
 
-    sluice plugin test NAME.wasm --text hello --text ""
-    # out   HELLO
-    # reject "" (record 1): empty value
+    sluice plugin test NAME.wasm --text hello --text "" --input more-records.txt
+    # stdout: HELLO                               (one output value a line)
+    # stderr: reject record 1 "": empty value     (then a summary line)
 
-`sluice plugin test` exits non-zero when the plugin traps, so it can run in CI after the build.
+`sluice plugin test` exits non-zero when the plugin traps or fails, naming the plugin and its
+digest, so it can run in CI after the build (compare its stdout with an expected file).
 "#;
 
 const SINK_USAGE: &str = r#"Write a few records to it and commit them, as the pipeline would:
