@@ -45,16 +45,26 @@ impl PluginPath {
     /// The search path of a pipeline: `cli` (the `--plugins` given) when not empty, else the
     /// file's `plugins` relative to `base` (the file's directory), else `$SLUICE_PLUGINS`.
     pub fn resolve(cli: &[PathBuf], file: Option<&PluginsSetting>, base: &Path) -> PluginPath {
+        Self::resolve_with(cli, file, base, &|name| std::env::var(name).ok())
+    }
+
+    /// [`PluginPath::resolve`] with the environment's variables read through `env`.
+    pub fn resolve_with(
+        cli: &[PathBuf],
+        file: Option<&PluginsSetting>,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> PluginPath {
         let mut path = PluginPath::default();
         if !cli.is_empty() {
             for dir in cli {
-                path.push(&dir.to_string_lossy(), None);
+                path.push(&dir.to_string_lossy(), None, env);
             }
         } else if let Some(setting) = file {
             for entry in setting.entries() {
-                path.push(entry, Some(base));
+                path.push(entry, Some(base), env);
             }
-        } else if let Some(dir) = std::env::var_os("SLUICE_PLUGINS") {
+        } else if let Some(dir) = env("SLUICE_PLUGINS") {
             path.dirs.push(PathBuf::from(dir));
         }
         path
@@ -64,13 +74,13 @@ impl PluginPath {
     pub fn of_entries<S: AsRef<str>>(entries: &[S]) -> PluginPath {
         let mut path = PluginPath::default();
         for e in entries {
-            path.push(e.as_ref(), None);
+            path.push(e.as_ref(), None, &|name| std::env::var(name).ok());
         }
         path
     }
 
-    fn push(&mut self, entry: &str, base: Option<&Path>) {
-        match expand(entry) {
+    fn push(&mut self, entry: &str, base: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) {
+        match expand(entry, env) {
             Ok(s) if s.is_empty() => self.unset.push(entry.to_owned()),
             Ok(s) => {
                 let p = PathBuf::from(s);
@@ -158,9 +168,9 @@ impl PluginPath {
     }
 }
 
-/// `entry` with `$VAR` and `${VAR}` replaced by the variables' values; `Err` names a variable
-/// that is not set.
-pub fn expand(entry: &str) -> Result<String, String> {
+/// `entry` with `$VAR` and `${VAR}` replaced by the variables' values (read through `env`);
+/// `Err` names a variable that is not set.
+pub fn expand(entry: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = entry;
     while let Some(i) = rest.find('$') {
@@ -180,9 +190,9 @@ pub fn expand(entry: &str) -> Result<String, String> {
         if name.is_empty() {
             out.push('$');
         } else {
-            match std::env::var(name) {
-                Ok(v) => out.push_str(&v),
-                Err(_) => return Err(name.to_owned()),
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => return Err(name.to_owned()),
             }
         }
         rest = tail;
@@ -197,16 +207,22 @@ mod tests {
 
     #[test]
     fn variables_are_expanded_and_unset_ones_left_out() {
-        // SAFETY: the test's own variable name, read only here.
-        unsafe { std::env::set_var("SLUICE_SEARCH_TEST_DIR", "/opt/p") };
-        assert_eq!(expand("$SLUICE_SEARCH_TEST_DIR/x").unwrap(), "/opt/p/x");
-        assert_eq!(expand("${SLUICE_SEARCH_TEST_DIR}y").unwrap(), "/opt/py");
+        let env = |name: &str| (name == "SLUICE_SEARCH_TEST_DIR").then(|| "/opt/p".to_owned());
+        assert_eq!(
+            expand("$SLUICE_SEARCH_TEST_DIR/x", &env).unwrap(),
+            "/opt/p/x"
+        );
+        assert_eq!(
+            expand("${SLUICE_SEARCH_TEST_DIR}y", &env).unwrap(),
+            "/opt/py"
+        );
+        assert_eq!(expand("a$", &env).unwrap(), "a$");
         let setting = PluginsSetting::Many(vec![
             "./mine".into(),
             "$SLUICE_SEARCH_TEST_UNSET".into(),
             "$SLUICE_SEARCH_TEST_DIR".into(),
         ]);
-        let path = PluginPath::resolve(&[], Some(&setting), Path::new("/base"));
+        let path = PluginPath::resolve_with(&[], Some(&setting), Path::new("/base"), &env);
         assert_eq!(
             path.dirs,
             [PathBuf::from("/base/./mine"), PathBuf::from("/opt/p")]
