@@ -44,9 +44,10 @@ pub enum Command {
     Run {
         /// The pipeline file.
         pipeline: PathBuf,
-        /// The plugin directory (overrides the file's `plugins`).
+        /// A plugin directory; repeat for a search path, first match wins (replaces the file's
+        /// `plugins`).
         #[arg(long)]
-        plugins: Option<PathBuf>,
+        plugins: Vec<PathBuf>,
         /// Stop after this many batches.
         #[arg(long)]
         max_batches: Option<u64>,
@@ -94,9 +95,10 @@ pub enum Command {
     Validate {
         /// The pipeline file.
         pipeline: PathBuf,
-        /// The plugin directory (overrides the file's `plugins`).
+        /// A plugin directory; repeat for a search path, first match wins (replaces the file's
+        /// `plugins`).
         #[arg(long)]
-        plugins: Option<PathBuf>,
+        plugins: Vec<PathBuf>,
     },
     /// Read a pipeline's dead letters, and send chosen ones through its current steps again.
     #[command(subcommand)]
@@ -159,13 +161,36 @@ pub enum CheckpointCommand {
 /// `sluice plugin …`.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Create a ready plugin project in ./NAME.
+    /// Create a ready plugin project in ./NAME: it builds with `plugin build` and passes its
+    /// own `cargo test`.
     New {
         /// The plugin's name.
         name: String,
+        /// What it is: transform, sink, receiver or aggregate.
+        #[arg(long, default_value = "transform")]
+        kind: crate::plugin::templates::TemplateKind,
+        /// Its language: rust (Python, JavaScript and C are not yet supported, issue #15).
+        #[arg(long, default_value = "rust")]
+        lang: String,
         /// The sluice SDK's directory (default: the one this host was built with).
         #[arg(long)]
         sdk: Option<PathBuf>,
+    },
+    /// Run a transformation (or a sink) on a few records, as a pipeline would: the output
+    /// records to stdout, one value a line; rejects (with reasons) and a summary to stderr. A
+    /// failed call is an error naming the plugin and its digest (exit non-zero).
+    Test {
+        /// The .wasm file (its NAME.toml manifest is read from beside it).
+        file: PathBuf,
+        /// A record's value; repeat for more records.
+        #[arg(long)]
+        text: Vec<String>,
+        /// A file of records, one per line (after the --text ones).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// A parameter, KEY=VALUE; repeat for each (over the manifest's defaults).
+        #[arg(long = "params", alias = "param", value_name = "KEY=VALUE", value_parser = crate::plugin::trial::parse_param)]
+        params: Vec<(String, String)>,
     },
     /// Build the plugin project in DIR (default: here) into NAME.wasm.
     Build {
@@ -178,10 +203,13 @@ pub enum PluginCommand {
         /// The .wasm file (its NAME.toml manifest is read from beside it).
         file: PathBuf,
     },
-    /// List the plugins of a directory.
+    /// List the plugins of a directory, or of several as a search path (first match wins;
+    /// the plugins a later directory has under the same name are shown as shadowed), with
+    /// their descriptions, parameter defaults, limits and capabilities.
     List {
-        /// The plugin directory.
-        dir: PathBuf,
+        /// The plugin directories, in search order (`$VAR` expanded).
+        #[arg(required = true)]
+        dirs: Vec<String>,
     },
     /// Offer a new version of a transformation plugin to a running pipeline, through its admin
     /// endpoint. It is checked as a file dropped in the plugin directory is, and goes live with
@@ -478,10 +506,10 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
 fn plan_for(
     rt: &tokio::runtime::Runtime,
     pipeline: &std::path::Path,
-    plugins: Option<&std::path::Path>,
+    plugins: &[PathBuf],
     cache_dir: Option<&std::path::Path>,
 ) -> Result<crate::plan::Plan> {
-    Ok(crate::plan::build_with(
+    Ok(crate::plan::build_searching(
         pipeline,
         plugins,
         cache_dir,
@@ -550,7 +578,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let rt = tokio_runtime()?;
             let stop = Shutdown::default();
             stop_on_signals(&rt, stop.clone())?;
-            let mut plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
+            let mut plan = plan_for(&rt, &pipeline, &plugins, cli.cache_dir.as_deref())?;
             let ha = crate::driver::ha::prepare(&mut plan, owner.as_deref())?;
             let opts = RunOptions {
                 max_batches,
@@ -621,7 +649,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Validate { pipeline, plugins } => {
             let rt = tokio_runtime()?;
-            let plan = plan_for(&rt, &pipeline, plugins.as_deref(), cli.cache_dir.as_deref())?;
+            let plan = plan_for(&rt, &pipeline, &plugins, cli.cache_dir.as_deref())?;
             println!(
                 "{}: ok. Stream `{}`, {} partitions, {} steps, {} sinks, {} workers.",
                 pipeline.display(),
@@ -636,11 +664,17 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Plugin(PluginCommand::New { name, sdk }) => {
+        Command::Plugin(PluginCommand::New {
+            name,
+            kind,
+            lang,
+            sdk,
+        }) => {
+            crate::plugin::templates::check_lang(&lang).map_err(Error::Usage)?;
             let sdk = sdk.unwrap_or_else(scaffold::default_sdk_path);
             let cwd =
                 std::env::current_dir().map_err(Error::io("reading the current directory"))?;
-            let dir = scaffold::new_project(&name, &cwd, &sdk)?;
+            let dir = scaffold::new_project(&name, &cwd, &sdk, kind)?;
             println!(
                 "Created {}. Next: cd {name} && sluice plugin build",
                 dir.display()
@@ -658,9 +692,27 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", scaffold::check(&rt, &file)?);
             Ok(())
         }
-        Command::Plugin(PluginCommand::List { dir }) => {
+        Command::Plugin(PluginCommand::List { dirs }) => {
             let rt = runtime(cli.cache_dir)?;
-            print!("{}", scaffold::list(&rt, &dir)?);
+            let path = crate::plugin::search::PluginPath::of_entries(&dirs);
+            print!("{}", scaffold::list(&rt, &path)?);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Test {
+            file,
+            text,
+            input,
+            params,
+        }) => {
+            use crate::plugin::trial;
+            let records = trial::records(&text, input.as_deref())?;
+            let rt = runtime(cli.cache_dir)?;
+            trial::print(&trial::run(
+                &rt,
+                &file,
+                &records,
+                &params.into_iter().collect(),
+            )?);
             Ok(())
         }
         Command::Plugin(PluginCommand::Swap {

@@ -99,8 +99,10 @@ pub struct Plan {
     pub checkpoint: Option<Location>,
     /// The grants, by plugin name (to load a pinned older version of a plugin).
     pub grants: BTreeMap<String, Grants>,
-    /// The plugin directory (`--plugins`, the file's `plugins`, or `$SLUICE_PLUGINS`).
+    /// The plugin directory the hot-swap watcher looks in: the search path's first.
     pub plugin_dir: Option<PathBuf>,
+    /// The plugin search path (`--plugins`, the file's `plugins`, or `$SLUICE_PLUGINS`).
+    pub plugin_path: crate::plugin::search::PluginPath,
     /// The keyed state of the plugin steps whose plugin imports `keyed-state`, by step
     /// (shared by every batch, so it lives across hot swaps).
     pub keyed: crate::state::keyed::Stores,
@@ -132,6 +134,18 @@ pub fn build_with(
     cache_dir: Option<&Path>,
     handle: &Handle,
 ) -> Result<Plan, ConfigError> {
+    let plugins: Vec<PathBuf> = plugins.map(Path::to_owned).into_iter().collect();
+    build_searching(path, &plugins, cache_dir, handle)
+}
+
+/// [`build_with`] with a plugin search path from the command line (`--plugins`, repeated;
+/// empty: the file's `plugins`, else `$SLUICE_PLUGINS`), first match wins.
+pub fn build_searching(
+    path: &Path,
+    plugins: &[PathBuf],
+    cache_dir: Option<&Path>,
+    handle: &Handle,
+) -> Result<Plan, ConfigError> {
     let file = PipelineFile::load(path)?;
     let bad = |message: String| ConfigError {
         path: path.to_owned(),
@@ -154,14 +168,13 @@ pub fn build_with(
             .unwrap_or_else(|| "pipeline".to_owned())
     });
     let runtime = plugin_runtime(&file, &base, cache_dir).map_err(&bad)?;
-    let plugin_dir: Option<PathBuf> = plugins
-        .map(Path::to_owned)
-        .or_else(|| file.plugins.as_ref().map(|p| base.join(p)))
-        .or_else(|| std::env::var_os("SLUICE_PLUGINS").map(PathBuf::from));
+    let plugin_path =
+        crate::plugin::search::PluginPath::resolve(plugins, file.plugins.as_ref(), &base);
+    let plugin_dir = plugin_path.dirs.first().cloned();
     let grants = resolve_grants(&file, &base);
     let mut digests = BTreeMap::new();
     let mut load = |what: &str, plugin: &str, kind: PluginKind| {
-        let p = load_plugin(&runtime, plugin_dir.as_deref(), &grants, what, plugin, kind)?;
+        let p = load_plugin(&runtime, &plugin_path, &grants, what, plugin, kind)?;
         digests.insert(plugin.to_owned(), p.info().digest.clone());
         Ok(p)
     };
@@ -280,6 +293,7 @@ pub fn build_with(
         checkpoint,
         grants,
         plugin_dir,
+        plugin_path,
         file,
     })
 }
@@ -329,48 +343,39 @@ fn resolve_grants(file: &PipelineFile, base: &Path) -> BTreeMap<String, Grants> 
         .collect()
 }
 
-/// Loads `plugin` from the plugin directory for `what` (a table of the file), with its grants.
-/// The message names the table, and what the directory has when the plugin is not there.
+/// Loads `plugin` from the plugin search path (first match wins) for `what` (a table of the
+/// file), with its grants. The message names the table, and what the path has when the plugin
+/// is not there.
 fn load_plugin(
     runtime: &PluginRuntime,
-    dir: Option<&Path>,
+    path: &crate::plugin::search::PluginPath,
     grants: &BTreeMap<String, Grants>,
     what: &str,
     plugin: &str,
     kind: PluginKind,
 ) -> Result<Plugin, String> {
-    let Some(dir) = dir else {
+    if path.is_empty() {
         return Err(format!(
-            "{what}: plugin `{plugin}` is needed but there is no plugin directory: give --plugins DIR, `plugins = \"DIR\"` in the file, or $SLUICE_PLUGINS"
+            "{what}: plugin `{plugin}` is needed but there is no plugin directory: give --plugins DIR, `plugins = \"DIR\"` (or a list) in the file, or $SLUICE_PLUGINS{}",
+            if path.unset.is_empty() {
+                String::new()
+            } else {
+                format!(" (left out, variable not set: {})", path.unset.join(", "))
+            }
         ));
-    };
-    let wasm = dir.join(format!("{plugin}.wasm"));
-    if !wasm.exists() {
-        let mut have: Vec<String> = std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .filter_map(|e| {
-                        let p = e.path();
-                        if p.extension()? == "wasm" {
-                            Some(p.file_stem()?.to_string_lossy().into_owned())
-                        } else {
-                            None
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        have.sort();
+    }
+    let Some(wasm) = path.find(plugin) else {
+        let have = path.names();
         return Err(format!(
             "{what}: plugin `{plugin}` is not in {} (it has: {})",
-            dir.display(),
+            path.describe(),
             if have.is_empty() {
                 "nothing".to_owned()
             } else {
                 have.join(", ")
             }
         ));
-    }
+    };
     let none = Grants::default();
     runtime
         .load_as(&wasm, grants.get(plugin).unwrap_or(&none), kind)

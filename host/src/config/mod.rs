@@ -69,9 +69,11 @@ pub struct PipelineFile {
     /// `name`: the pipeline's name, used in logs. Default: the file's directory name.
     #[serde(default)]
     pub name: Option<String>,
-    /// `plugins`: the plugin directory. Default: `--plugins`, else `$SLUICE_PLUGINS`.
+    /// `plugins`: the plugin directory, or a search path `["./mine", "$SLUICE_PLUGINS"]`
+    /// (first match wins; see [`crate::plugin::search`]). Default: `--plugins`, else
+    /// `$SLUICE_PLUGINS`.
     #[serde(default)]
-    pub plugins: Option<String>,
+    pub plugins: Option<crate::plugin::search::PluginsSetting>,
     /// `batch-interval`: how often a batch closes. Default `"1s"`; at least `"50ms"`.
     #[serde(default = "default_batch_interval", with = "humantime_serde")]
     pub batch_interval: Duration,

@@ -24,9 +24,12 @@ pub mod manifest;
 pub mod migrate;
 pub mod runtime;
 pub mod scaffold;
+pub mod search;
 mod self_test;
 pub mod stages;
 pub mod state;
+pub mod templates;
+pub mod trial;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -5,6 +5,8 @@ use std::process::Command;
 
 use crate::error::{Error, Result};
 
+use super::search::PluginPath;
+use super::templates::{self, TemplateKind};
 use super::{Plugin, PluginRuntime};
 
 /// Where the SDK was when this host was built; `plugin new` points new projects at it.
@@ -12,8 +14,9 @@ pub fn default_sdk_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sdk")
 }
 
-/// Creates a ready plugin project in `dir/NAME`: a transformation that upper-cases values.
-pub fn new_project(name: &str, parent: &Path, sdk: &Path) -> Result<PathBuf> {
+/// Creates a ready plugin project in `dir/NAME` from the template of `kind` (see
+/// [`super::templates`]): it builds with [`build_project`] and passes its own `cargo test`.
+pub fn new_project(name: &str, parent: &Path, sdk: &Path, kind: TemplateKind) -> Result<PathBuf> {
     if name.is_empty()
         || !name
             .bytes()
@@ -37,7 +40,8 @@ pub fn new_project(name: &str, parent: &Path, sdk: &Path) -> Result<PathBuf> {
             sdk.display()
         ))
     })?;
-    let files: [(&str, String); 5] = [
+    let (lib, description, readme) = templates::files(kind, name);
+    let files: [(&str, String); 6] = [
         (
             "Cargo.toml",
             format!(
@@ -66,23 +70,22 @@ strip = true
         ),
         (
             ".cargo/config.toml",
-            r#"[build]
-target = "wasm32-wasip2"
-
-# Byte loops run 7-8x faster with WebAssembly SIMD.
+            // No `[build] target` here: `cargo test` runs the plugin's tests natively (a wasm
+            // test binary cannot be executed), and `sluice plugin build` passes the target.
+            r#"# Byte loops run 7-8x faster with WebAssembly SIMD.
 [target.wasm32-wasip2]
 rustflags = ["-C", "target-feature=+simd128"]
 "#
             .to_owned(),
         ),
-        ("src/lib.rs", TEMPLATE_LIB.replace("NAME", name)),
+        ("src/lib.rs", lib),
         (
             &format!("{name}.toml"),
             format!(
                 r#"version = 1
 name = "{name}"
 plugin-version = "0.1.0"
-description = "Upper-cases every value."
+description = "{description}"
 
 [limits]
 memory = "64MiB"
@@ -90,7 +93,8 @@ time = "1s"
 "#
             ),
         ),
-        ("README.md", TEMPLATE_README.replace("NAME", name)),
+        ("README.md", readme),
+        (".gitignore", "/target\n*.wasm\n".to_owned()),
     ];
     for (path, text) in files {
         let path = dir.join(path);
@@ -102,44 +106,6 @@ time = "1s"
     }
     Ok(dir)
 }
-
-const TEMPLATE_LIB: &str = r#"//! NAME: a sluice transformation, called once per partition per batch.
-
-use sluice_sdk::{Batch, Context, Error, Output, Params, Transform, export_transform};
-
-/// The plugin's state, made once per instance by `init`.
-pub struct Plugin;
-
-impl Transform for Plugin {
-    fn init(params: &Params) -> Result<Self, String> {
-        // Refuse parameters this plugin does not know, naming them.
-        params.allow_only(&[])?;
-        Ok(Plugin)
-    }
-
-    fn transform(&mut self, _ctx: &Context, input: &Batch, out: &mut Output) -> Result<(), Error> {
-        for record in input.records() {
-            // Writes straight into the output buffer: no allocation per record.
-            out.push_with(&record, |buf| {
-                buf.extend(record.value().iter().map(u8::to_ascii_uppercase))
-            });
-        }
-        Ok(())
-    }
-}
-
-export_transform!(Plugin);
-"#;
-
-const TEMPLATE_README: &str = r#"# NAME
-
-A [sluice](https://example.invalid/sluice) transformation.
-
-    sluice plugin build          # builds NAME.wasm here (cargo build --target wasm32-wasip2 --release)
-    sluice plugin check NAME.wasm
-
-Copy `NAME.wasm` and `NAME.toml` into your pipeline's plugin directory.
-"#;
 
 /// Builds the plugin project in `dir` and copies `NAME.wasm` next to its manifest.
 pub fn build_project(dir: &Path) -> Result<PathBuf> {
@@ -208,25 +174,26 @@ pub fn ensure_wasm_target() -> Result<()> {
     Ok(())
 }
 
-/// What `sluice plugin check` prints for a plugin that loads.
+/// What `sluice plugin check` prints for a plugin that loads: what it is (description,
+/// version, world), what it takes (parameters with their defaults), its limits and what it
+/// asks for.
 pub fn describe(plugin: &Plugin) -> String {
     let i = plugin.info();
     let m = &i.manifest;
-    let limits = format!(
-        "memory {} MiB, time {}, fuel {}",
-        i.limits.memory >> 20,
-        humantime::format_duration(i.limits.time),
-        i.limits.fuel.map_or("off".to_owned(), |f| f.to_string())
-    );
     let asks = if m.capabilities.dirs.is_empty() {
         "nothing".to_owned()
     } else {
         format!("directories {}", m.capabilities.dirs.join(", "))
     };
     format!(
-        "plugin    {} {}\nfile      {} ({} bytes)\nsha256    {}\nworld     {} (exports {})\nimports   {}\nlimits    {limits}\nasks for  {asks}\ncompiled  in {:.1} ms ({})\n",
+        "plugin    {} {}\nabout     {}\nfile      {} ({} bytes)\nsha256    {}\nworld     {} (exports {})\nimports   {}\nparams    {}\nlimits    {}\nasks for  {asks}\ncompiled  in {:.1} ms ({})\n",
         i.name,
         m.plugin_version,
+        if m.description.is_empty() {
+            "(no description in its manifest)"
+        } else {
+            &m.description
+        },
         i.path.display(),
         i.size,
         i.digest,
@@ -237,6 +204,8 @@ pub fn describe(plugin: &Plugin) -> String {
         },
         i.exports.join(", "),
         i.imports.join(", "),
+        params_line(m),
+        limits_line(&i.limits),
         i.compile_time.as_secs_f64() * 1e3,
         if i.cached {
             "from the cache"
@@ -246,42 +215,109 @@ pub fn describe(plugin: &Plugin) -> String {
     )
 }
 
+/// The manifest's `[params]` (the defaults a pipeline's `params` override), as `k = "v", …`.
+fn params_line(m: &super::Manifest) -> String {
+    if m.params.is_empty() {
+        return "no defaults in its manifest".to_owned();
+    }
+    m.params
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn limits_line(l: &super::limits::Limits) -> String {
+    format!(
+        "memory {} MiB, time {}, fuel {}",
+        l.memory >> 20,
+        humantime::format_duration(l.time),
+        l.fuel.map_or("off".to_owned(), |f| f.to_string())
+    )
+}
+
 /// `sluice plugin check FILE`: the description, or the reason it is refused.
 pub fn check(runtime: &PluginRuntime, file: &Path) -> Result<String> {
     let plugin = runtime.inspect_file(file)?;
     Ok(describe(&plugin))
 }
 
-/// `sluice plugin list DIR`: one line per plugin, refused ones with their reason.
-pub fn list(runtime: &PluginRuntime, dir: &Path) -> Result<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(Error::io(format!("reading {}", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-        .collect();
-    files.sort();
-    let mut out = format!(
+/// `sluice plugin list DIR…`: the directories as a search path, first match wins. One block
+/// per plugin file: name, kind, version, size, digest and status (`ok`, `shadowed by` the
+/// earlier file of the same name, or `refused:` and why), then its description, parameter
+/// defaults, limits and capabilities.
+pub fn list(runtime: &PluginRuntime, path: &PluginPath) -> Result<String> {
+    if path.is_empty() {
+        return Err(Error::Usage(format!(
+            "no plugin directory to list{}",
+            if path.unset.is_empty() {
+                String::new()
+            } else {
+                format!(" (left out, variable not set: {})", path.unset.join(", "))
+            }
+        )));
+    }
+    for dir in &path.dirs {
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+    }
+    let mut out = format!("search path: {}\n", path.describe());
+    out.push_str(&format!(
         "{:<16} {:<12} {:<10} {:>9}  {:<12}  status\n",
         "name", "kind", "version", "bytes", "sha256"
-    );
-    for file in files {
+    ));
+    let files = path.files();
+    for (file, wins) in &files {
         let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
-        match runtime.inspect_file(&file) {
+        let status = match wins {
+            true => "ok".to_owned(),
+            false => {
+                let winner = files
+                    .iter()
+                    .find(|(f, w)| *w && f.file_stem() == file.file_stem())
+                    .map_or_else(String::new, |(f, _)| f.display().to_string());
+                format!("shadowed by {winner} (first match wins)")
+            }
+        };
+        match runtime.inspect_file(file) {
             Ok(p) => {
                 let i = p.info();
+                let m = &i.manifest;
                 out.push_str(&format!(
-                    "{:<16} {:<12} {:<10} {:>9}  {:<12}  ok\n",
+                    "{:<16} {:<12} {:<10} {:>9}  {:<12}  {status}\n",
                     i.name,
                     i.kind.to_string(),
-                    i.manifest.plugin_version,
+                    m.plugin_version,
                     i.size,
                     &i.digest[..12]
                 ));
+                out.push_str(&format!("    file      {}\n", file.display()));
+                if !m.description.is_empty() {
+                    out.push_str(&format!("    about     {}\n", m.description));
+                }
+                out.push_str(&format!("    params    {}\n", params_line(m)));
+                out.push_str(&format!("    limits    {}\n", limits_line(&i.limits)));
+                if !m.capabilities.dirs.is_empty() {
+                    out.push_str(&format!(
+                        "    asks for  directories {}\n",
+                        m.capabilities.dirs.join(", ")
+                    ));
+                }
             }
-            Err(e) => out.push_str(&format!(
-                "{stem:<16} {:<12} {:<10} {:>9}  {:<12}  refused: {e}\n",
-                "-", "-", "-", "-"
-            )),
+            Err(e) => {
+                out.push_str(&format!(
+                    "{stem:<16} {:<12} {:<10} {:>9}  {:<12}  refused: {e}\n",
+                    "-", "-", "-", "-"
+                ));
+                out.push_str(&format!("    file      {}\n", file.display()));
+                if !wins {
+                    out.push_str(&format!("    ({status})\n"));
+                }
+            }
         }
     }
     Ok(out)

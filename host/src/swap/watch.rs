@@ -28,6 +28,8 @@ pub struct Watcher {
 /// One plugin the steps use.
 struct Target {
     name: String,
+    /// The directory of the search path the plugin was found in at start.
+    dir: PathBuf,
     /// What the previous look saw.
     seen: Option<Look>,
     /// The last look acted on (a version checked, live or refused).
@@ -63,6 +65,10 @@ impl Watcher {
             .names()
             .into_iter()
             .map(|name| Target {
+                dir: plan
+                    .plugin_path
+                    .dir_of(&name)
+                    .unwrap_or_else(|| dir.clone()),
                 name,
                 seen: None,
                 handled: None,
@@ -107,14 +113,14 @@ impl Watcher {
     pub fn poll(&mut self) -> Vec<(String, Outcome)> {
         let mut done = Vec::new();
         for t in &mut self.targets {
-            let look = look(&self.dir, &t.name);
+            let look = look(&t.dir, &t.name);
             let steady = look.is_some() && look == t.seen;
             t.seen = look;
             if !steady || look == t.handled {
                 continue;
             }
             t.handled = look;
-            let wasm = self.dir.join(format!("{}.wasm", t.name));
+            let wasm = t.dir.join(format!("{}.wasm", t.name));
             let outcome = match self.gate.offer(
                 &t.name,
                 Candidate::File(wasm),
@@ -128,8 +134,7 @@ impl Watcher {
                     continue;
                 }
             };
-            if matches!(outcome, Outcome::Refused { .. }) && look != self::look(&self.dir, &t.name)
-            {
+            if matches!(outcome, Outcome::Refused { .. }) && look != self::look(&t.dir, &t.name) {
                 // It changed while being read: look again rather than refuse it.
                 t.handled = None;
                 continue;
