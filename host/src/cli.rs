@@ -271,6 +271,18 @@ pub enum PluginCommand {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Take plugin NAME back to the version that was live before the current one (swapped in
+    /// this run; it goes live with the next batch, on trial, through every check a new version
+    /// passes).
+    Rollback {
+        /// The running pipeline: its pipeline file, or the endpoint's address as host:port.
+        target: String,
+        /// The plugin's name.
+        name: String,
+        /// A file holding the token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Every change of plugin version the pipeline's checkpoint log records (the first batch
     /// on each new version: a hot swap, or a restart on another version, with both digests),
     /// and the verdicts on new versions: rolled back, passed their trial, shadowed.
@@ -747,6 +759,17 @@ pub fn run(cli: Cli) -> Result<()> {
             println!(
                 "{}",
                 crate::admin::shadow::promote_command(&target, &name, token_file.as_deref())?
+            );
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Rollback {
+            target,
+            name,
+            token_file,
+        }) => {
+            println!(
+                "{}",
+                crate::admin::shadow::rollback_command(&target, &name, token_file.as_deref())?
             );
             Ok(())
         }

@@ -167,6 +167,17 @@ def check_controls(d, args):
                  lambda: [t for t in texts(d, "#swaps-table tbody tr:not(.empty)")
                           if args.plugin in t and digest in t])
     print(f"swap history: {event[0]}")
+    # Roll back from the page: the version live before comes back; the new one is left.
+    d.execute_script("document.getElementById('control-result').removeAttribute('data-status')")
+    by_id(d, "rollback-button").click()
+    status = wait("the roll-back's answer", args.timeout,
+                  lambda: by_id(d, "control-result").get_attribute("data-status"))
+    text = by_id(d, "control-result").text
+    if status != "200" or '"live"' not in text or digest not in text:
+        raise Failed(f"the roll-back through the page answered {status}: {text!r}")
+    print(f"roll-back through the page: {text.splitlines()[0]}")
+    wait(f"the plugins table no longer shows {digest} once the roll-back is live", args.timeout,
+         lambda: [t for t in texts(d, "#plugins-table tbody tr") if args.plugin in t and digest not in t])
     if args.manifest_file:
         version = wait("the plugins table shows the manifest's version", args.timeout,
                        lambda: [t for t in texts(d, "#plugins-table tbody tr td:nth-child(3)") if t != "0.0.0"])

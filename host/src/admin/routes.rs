@@ -27,6 +27,8 @@ pub(super) enum Route {
     ShadowReport(String),
     /// `POST /v1/plugins/{name}/promote`: swap in the candidate of the latest shadow run.
     Promote(String),
+    /// `POST /v1/plugins/{name}/rollback`: go back to the version live before the current one.
+    RollBack(String),
 }
 
 impl Route {
@@ -42,6 +44,7 @@ impl Route {
             }
             ["v1", "plugins", name, "shadow"] => (Route::Shadow(decode(name)?), Method::POST),
             ["v1", "plugins", name, "promote"] => (Route::Promote(decode(name)?), Method::POST),
+            ["v1", "plugins", name, "rollback"] => (Route::RollBack(decode(name)?), Method::POST),
             _ => return Err(Reply::error(StatusCode::NOT_FOUND, "no such route")),
         };
         if *method != allowed {
@@ -153,6 +156,19 @@ pub(super) fn shadow_report(gate: Option<&Gate>, name: &str) -> Reply {
 }
 
 /// `POST /v1/plugins/{name}/promote`: the latest shadow run's candidate goes live.
+/// `POST /v1/plugins/{name}/rollback`.
+pub(super) async fn roll_back(gate: Option<Arc<Gate>>, name: String) -> Reply {
+    let Some(gate) = gate else {
+        return unknown(&name);
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        let outcome = gate.roll_back(&name);
+        (name, outcome)
+    })
+    .await;
+    answer(done)
+}
+
 pub(super) async fn promote(gate: Option<Arc<Gate>>, name: String) -> Reply {
     let Some(gate) = gate else {
         return unknown(&name);

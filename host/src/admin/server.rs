@@ -111,6 +111,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Reply {
         Route::Shadow(name) => routes::shadow(state.gate.clone(), name, &body).await,
         Route::ShadowReport(name) => routes::shadow_report(state.gate.as_deref(), &name),
         Route::Promote(name) => routes::promote(state.gate.clone(), name).await,
+        Route::RollBack(name) => routes::roll_back(state.gate.clone(), name).await,
     }
 }
 

@@ -172,3 +172,28 @@ pub fn promote_command(
         _ => Err(endpoint.rejected(status, &answer)),
     }
 }
+
+/// `sluice plugin rollback TARGET NAME`: plugin NAME goes back to the version live before the
+/// current one; the answer, as a line to print.
+pub fn rollback_command(
+    target: &str,
+    name: &str,
+    token_file: Option<&std::path::Path>,
+) -> Result<String, AdminError> {
+    let endpoint = Endpoint::find(target, token_file)?;
+    let (status, answer) = endpoint.request(Method::POST, &plugin_path(name, "rollback"), None)?;
+    let field = |k: &str| answer[k].as_str().unwrap_or_default().to_owned();
+    match status {
+        StatusCode::OK => Ok(format!(
+            "plugin {name}: back to sha256 {}, live with the next batch to open (it replaces {}).",
+            short(&field("digest")),
+            short(&field("previous"))
+        )),
+        StatusCode::UNPROCESSABLE_ENTITY => Err(AdminError::Refused {
+            plugin: name.to_owned(),
+            digest: field("digest"),
+            reason: field("reason"),
+        }),
+        _ => Err(endpoint.rejected(status, &answer)),
+    }
+}

@@ -134,6 +134,11 @@ impl PluginRuntime {
         self.load(&wasm, Some(grants), Some(kind))
     }
 
+    /// Where the kept copy of plugin `name`'s version `digest` is (it may not exist).
+    pub fn kept_wasm(&self, name: &str, digest: &str) -> std::path::PathBuf {
+        self.kept_source(digest).join(format!("{name}.wasm"))
+    }
+
     fn kept_source(&self, digest: &str) -> std::path::PathBuf {
         self.inner.cache.dir().join("sources").join(digest)
     }

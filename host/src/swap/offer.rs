@@ -147,7 +147,13 @@ struct Target {
     steps: Vec<(usize, Params)>,
     /// The steps' parameters of the candidate in the shadow, which a promote makes theirs.
     shadow_steps: Option<Vec<(usize, Params)>>,
+    /// The versions that were live before, newest last, with their steps' parameters: what a
+    /// manual [`Gate::roll_back`] goes back to.
+    before: Vec<(String, Vec<(usize, Params)>)>,
 }
+
+/// How many earlier versions a plugin's [`Gate::roll_back`] can go back through.
+const KEEP_BEFORE: usize = 16;
 
 /// A plugin the live steps use, as [`Gate::plugins`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -176,6 +182,7 @@ impl Gate {
                     grants,
                     steps: Vec::new(),
                     shadow_steps: None,
+                    before: Vec::new(),
                 })
                 .steps
                 .push((i, params));
@@ -298,7 +305,8 @@ impl Gate {
             }
             Ok(stages) => {
                 self.live.replace(stages);
-                target.steps = steps;
+                let replaced = std::mem::replace(&mut target.steps, steps);
+                target.remember(previous.clone(), replaced);
                 tracing::info!(plugin = %name, digest = %short(&digest), previous = %short(&previous), from = origin.as_str(), new_params = params.is_some(), "A new version of the plugin passed its checks and goes live with the next batch to open; batches already open finish on the version they opened with.");
                 Ok(Outcome::Live { digest, previous })
             }
@@ -307,6 +315,38 @@ impl Gate {
                 Ok(Outcome::Refused { digest, reason })
             }
         }
+    }
+
+    /// Goes back to the version of plugin `name` that was live before the current one (with
+    /// the parameters it ran with), through every check a new version passes; it goes live
+    /// with the next batch to open, on trial. Refused when no earlier version went live in
+    /// this run. The version left is not quarantined: it can be offered again.
+    pub fn roll_back(&self, name: &str) -> Result<Outcome, OfferError> {
+        let mut targets = self.lock();
+        let target = targets
+            .get_mut(name)
+            .ok_or_else(|| OfferError::UnknownPlugin(name.to_owned()))?;
+        let current = self.live.digest_of(name).unwrap_or_default();
+        let Some((digest, steps)) = target.before.pop() else {
+            return Ok(Outcome::Refused {
+                digest: current,
+                reason: "no earlier version of this plugin went live in this run".to_owned(),
+            });
+        };
+        let wasm = self.runtime.kept_wasm(name, &digest);
+        let now = std::mem::replace(&mut target.steps, steps);
+        let outcome = self.offer_locked(name, target, &wasm, None, (Origin::Admin, Then::GoLive));
+        match &outcome {
+            Ok(Outcome::Live { .. }) => {
+                // Going back is not a step forward: forget the version just left.
+                target.before.pop();
+            }
+            _ => {
+                let steps = std::mem::replace(&mut target.steps, now);
+                target.before.push((digest, steps));
+            }
+        }
+        outcome
     }
 
     /// Swaps in the candidate of the latest shadow run of plugin `name` (it goes live with the
@@ -318,9 +358,11 @@ impl Gate {
             .ok_or_else(|| OfferError::UnknownPlugin(name.to_owned()))?;
         match self.live.promote(name) {
             Ok((digest, previous)) => {
+                let replaced = target.steps.clone();
                 if let Some(steps) = target.shadow_steps.take() {
                     target.steps = steps;
                 }
+                target.remember(previous.clone(), replaced);
                 Ok(Outcome::Live { digest, previous })
             }
             Err(reason) => Ok(Outcome::Refused {
@@ -416,5 +458,15 @@ impl Drop for Staged {
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "Could not remove a staged plugin version.");
         }
+    }
+}
+
+impl Target {
+    /// Notes that `digest`, running `steps`, was live until now.
+    fn remember(&mut self, digest: String, steps: Vec<(usize, Params)>) {
+        if self.before.len() == KEEP_BEFORE {
+            self.before.remove(0);
+        }
+        self.before.push((digest, steps));
     }
 }

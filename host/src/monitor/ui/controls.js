@@ -1,4 +1,4 @@
-// The swap, shadow and promote controls (S7). They call the admin routes, which need the
+// The swap, shadow, promote and roll-back controls (S7). They call the admin routes, which need the
 // pipeline's token: the user types it, it is kept in this tab's sessionStorage only (never in
 // localStorage, a cookie or the URL) and sent as `Authorization: Bearer`. Without it the
 // controls are disabled and say why; whatever the server answers (401 included) is shown.
@@ -38,6 +38,8 @@ export function initControls(changed) {
   $("shadow-button").addEventListener("click", () => offer("shadow"));
   $("promote-button").addEventListener("click", () =>
     call("POST", "promote", null, `promote the shadowed candidate of ${plugin()}`));
+  $("rollback-button").addEventListener("click", () =>
+    call("POST", "rollback", null, `roll ${plugin()} back to the version live before`));
   $("shadow-report-button").addEventListener("click", () =>
     call("GET", "shadow", null, `the shadow report of ${plugin()}`));
   update();
@@ -62,13 +64,13 @@ function update() {
   const file = $("control-file").files.length > 0;
   const named = plugin() !== "";
   $("token-state").textContent = has ? "a token is set for this tab" : "no token";
-  for (const id of ["promote-button", "shadow-report-button"]) $(id).disabled = !has || !named;
+  for (const id of ["promote-button", "rollback-button", "shadow-report-button"]) $(id).disabled = !has || !named;
   for (const id of ["swap-button", "shadow-button"]) $(id).disabled = !has || !file || !named;
   let why = "";
   if (!has) why = "Disabled: these controls need the pipeline's admin token (the `token` of " +
     "<checkpoint dir>/admin.json, or the `[admin] token-file`). Type it above; it is kept in this tab only.";
   else if (!named) why = "Disabled: the run has no plugin to swap.";
-  else if (!file) why = "Choose a .wasm component to swap or shadow; promote and the shadow report need none.";
+  else if (!file) why = "Choose a .wasm component to swap or shadow; promote, roll back and the shadow report need none.";
   $("control-reason").textContent = why;
 }
 
