@@ -155,22 +155,10 @@ pub fn promote_command(
     name: &str,
     token_file: Option<&std::path::Path>,
 ) -> Result<String, AdminError> {
-    let endpoint = Endpoint::find(target, token_file)?;
-    let (status, answer) = endpoint.request(Method::POST, &plugin_path(name, "promote"), None)?;
-    let field = |k: &str| answer[k].as_str().unwrap_or_default().to_owned();
-    match status {
-        StatusCode::OK => Ok(format!(
-            "plugin {name}: the candidate sha256 {} is promoted and goes live with the next batch to open (it replaces {}).",
-            short(&field("digest")),
-            short(&field("previous"))
-        )),
-        StatusCode::UNPROCESSABLE_ENTITY => Err(AdminError::Refused {
-            plugin: name.to_owned(),
-            digest: field("digest"),
-            reason: field("reason"),
-        }),
-        _ => Err(endpoint.rejected(status, &answer)),
-    }
+    let (digest, previous) = post_version_change(target, name, token_file, "promote")?;
+    Ok(format!(
+        "plugin {name}: the candidate sha256 {digest} is promoted and goes live with the next batch to open (it replaces {previous})."
+    ))
 }
 
 /// `sluice plugin rollback TARGET NAME`: plugin NAME goes back to the version live before the
@@ -180,14 +168,27 @@ pub fn rollback_command(
     name: &str,
     token_file: Option<&std::path::Path>,
 ) -> Result<String, AdminError> {
+    let (digest, previous) = post_version_change(target, name, token_file, "rollback")?;
+    Ok(format!(
+        "plugin {name}: back to sha256 {digest}, live with the next batch to open (it replaces {previous})."
+    ))
+}
+
+/// `POST /v1/plugins/{name}/{action}` (promote, rollback): the short digests of the version
+/// that goes live and of the one it replaces, or the refusal.
+fn post_version_change(
+    target: &str,
+    name: &str,
+    token_file: Option<&std::path::Path>,
+    action: &str,
+) -> Result<(String, String), AdminError> {
     let endpoint = Endpoint::find(target, token_file)?;
-    let (status, answer) = endpoint.request(Method::POST, &plugin_path(name, "rollback"), None)?;
+    let (status, answer) = endpoint.request(Method::POST, &plugin_path(name, action), None)?;
     let field = |k: &str| answer[k].as_str().unwrap_or_default().to_owned();
     match status {
-        StatusCode::OK => Ok(format!(
-            "plugin {name}: back to sha256 {}, live with the next batch to open (it replaces {}).",
-            short(&field("digest")),
-            short(&field("previous"))
+        StatusCode::OK => Ok((
+            short(&field("digest")).to_owned(),
+            short(&field("previous")).to_owned(),
         )),
         StatusCode::UNPROCESSABLE_ENTITY => Err(AdminError::Refused {
             plugin: name.to_owned(),
