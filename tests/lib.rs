@@ -168,6 +168,27 @@ pub fn fresh_queue(what: &str) -> String {
     format!("/queue/sluice-{what}-{}-{ns}", std::process::id())
 }
 
+/// Waits for `child` to exit and returns its output; kills it and panics naming `what` when it
+/// takes longer than `limit`. `each` runs between polls (e.g. to check a server is alive).
+pub fn output_within(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+    mut each: impl FnMut(),
+) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} took longer than {limit:?}");
+        }
+        each();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// `rabbitmqctl` on the services' node (as `scripts/services` starts it), e.g. `stop_app`.
 pub fn rabbitmqctl(args: &[&str]) -> std::process::Output {
     let state = std::env::var_os("SLUICE_SERVICES_DIR")

@@ -88,7 +88,7 @@ impl Judge {
     /// command line).
     fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("it/eventhubs_checkpoints.py");
-        let mut child = Command::new(&self.python)
+        let child = Command::new(&self.python)
             .arg(&script)
             .args(args)
             .envs(env.iter().copied())
@@ -96,16 +96,8 @@ impl Judge {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + PY_TIMEOUT;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("eventhubs_checkpoints.py {args:?} took longer than {PY_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
+        let what = format!("eventhubs_checkpoints.py {args:?}");
+        let out = sluice_tests::output_within(child, PY_TIMEOUT, &what, || {});
         assert!(
             out.status.success(),
             "eventhubs_checkpoints.py {args:?}: {}",

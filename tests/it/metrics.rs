@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use sluice_tests::{plugins_dir, skip_or_fail};
@@ -128,16 +128,7 @@ fn parse(python: &Path, exposition: &str) -> Value {
         .unwrap()
         .write_all(exposition.as_bytes())
         .unwrap();
-    let deadline = Instant::now() + PY_TIMEOUT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("metrics.py took longer than {PY_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = sluice_tests::output_within(child, PY_TIMEOUT, "metrics.py", || {});
     assert!(
         out.status.success(),
         "the Prometheus parser refused /metrics: {}\nthe exposition:\n{exposition}",

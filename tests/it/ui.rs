@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use sluice_tests::{plugins_dir, skip_or_fail};
@@ -155,7 +155,7 @@ watch = false
     let shot = artifacts().join("ui.png");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("it/ui_browser.py");
     let swap_file = grep_v2(root);
-    let mut child = Command::new(&browser.python)
+    let child = Command::new(&browser.python)
         .arg(&script)
         .args(["--url", &format!("http://{address}/")])
         .arg("--screenshot")
@@ -176,17 +176,9 @@ watch = false
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{} cannot start: {e}", browser.python.display()));
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > BROWSER_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ui_browser.py took longer than {BROWSER_TIMEOUT:?}");
-        }
-        run.assert_alive("while the browser looked at the UI");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = sluice_tests::output_within(child, BROWSER_TIMEOUT, "ui_browser.py", || {
+        run.assert_alive("while the browser looked at the UI")
+    });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("ui_browser.py:\n{stdout}{stderr}");

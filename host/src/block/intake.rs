@@ -75,6 +75,11 @@ impl Intake {
             .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// Time the receiver waited for room in the memory budget so far, seconds.
+    pub fn held_seconds(&self) -> f64 {
+        self.held_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
     /// Called when the receiver failed with `message` (it may be restarted).
     pub fn failed(&self, message: &str) {
         let mut e = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,7 +97,7 @@ impl Intake {
         IntakeSnapshot {
             records: self.records.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
-            backpressure_seconds: self.held_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            backpressure_seconds: self.held_seconds(),
             held_now: self.held_now_since_ms.load(Ordering::Relaxed) != 0,
             last_error_ms: error.as_ref().map(|e| e.0),
             failing: self.failing(),

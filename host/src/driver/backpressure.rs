@@ -92,11 +92,7 @@ impl Backpressure {
         let look = Look {
             waits: blocks.backpressure_waits(),
             held_s: (0..plan.partitions)
-                .map(|p| {
-                    blocks
-                        .intake(p)
-                        .map_or(0.0, |i| i.snapshot().backpressure_seconds)
-                })
+                .map(|p| blocks.intake(p).map_or(0.0, |i| i.held_seconds()))
                 .collect(),
             calls: monitor
                 .plugins()
