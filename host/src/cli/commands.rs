@@ -9,16 +9,16 @@ use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Create a ready plugin project in ./NAME: it builds with `plugin build` and passes its
-    /// own `cargo test`.
+    /// own tests (`cargo test`, `python3 -m unittest`, `node --test`, `make test`).
     New {
         /// The plugin's name.
         name: String,
         /// What it is: transform, sink, receiver or aggregate.
         #[arg(long, default_value = "transform")]
-        kind: crate::plugin::templates::TemplateKind,
-        /// Its language: rust (Python, JavaScript and C are not yet supported, issue #15).
+        kind: crate::plugin::project::Kind,
+        /// Its language: rust, python, js or c.
         #[arg(long, default_value = "rust")]
-        lang: String,
+        lang: crate::plugin::project::Lang,
         /// The sluice SDK's directory (default: the one this host was built with).
         #[arg(long)]
         sdk: Option<PathBuf>,

@@ -400,11 +400,13 @@ pub fn run(cli: Cli) -> Result<()> {
             lang,
             sdk,
         }) => {
-            crate::plugin::templates::check_lang(&lang).map_err(Error::Usage)?;
-            let sdk = sdk.unwrap_or_else(scaffold::default_sdk_path);
+            use crate::plugin::project;
+            let options = project::NewOptions {
+                sdk: sdk.unwrap_or_else(project::default_sdk_path),
+            };
             let cwd =
                 std::env::current_dir().map_err(Error::io("reading the current directory"))?;
-            let dir = scaffold::new_project(&name, &cwd, &sdk, kind)?;
+            let dir = project::new_project(lang, kind, &name, &cwd, &options)?;
             println!(
                 "Created {}. Next: cd {name} && sluice plugin build",
                 dir.display()
@@ -412,7 +414,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::Build { dir }) => {
-            let wasm = scaffold::build_project(&dir)?;
+            let wasm = crate::plugin::project::build_project(&dir)?;
             let rt = runtime(cli.cache_dir)?;
             print!("{}", scaffold::check(&rt, &wasm)?);
             Ok(())

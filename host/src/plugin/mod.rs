@@ -22,13 +22,13 @@ pub mod error;
 pub mod limits;
 pub mod manifest;
 pub mod migrate;
+pub mod project;
 pub mod runtime;
 pub mod scaffold;
 pub mod search;
 mod self_test;
 pub mod stages;
 pub mod state;
-pub mod templates;
 pub mod trial;
 
 use std::collections::BTreeMap;

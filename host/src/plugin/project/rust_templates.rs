@@ -1,85 +1,30 @@
-//! The projects `sluice plugin new` writes: one template per plugin kind (`--kind`), each a
-//! Rust crate that builds with `sluice plugin build` and passes its own `cargo test` (run
-//! natively: the SDK's export macros expand to nothing off WebAssembly).
+//! The Rust projects `sluice plugin new --lang rust` writes: one template per plugin kind
+//! (`--kind`), each a crate that builds with `sluice plugin build` and passes its own `cargo
+//! test` (run natively: the SDK's export macros expand to nothing off WebAssembly).
 //!
 //! `NAME` in a template is replaced by the plugin's name.
 
-use std::fmt;
-use std::str::FromStr;
-
-/// What `plugin new --kind` makes: one per WIT world a Rust author exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TemplateKind {
-    /// A transformation (world `transformer`): upper-cases values, rejects empty ones.
-    Transform,
-    /// A sink (world `sink`): counts each batch's records and logs them at commit.
-    Sink,
-    /// A receiver (world `receiver`): counts from 0 to `count`, once.
-    Receiver,
-    /// An aggregate for `reduce-by-key-and-window` (world `aggregator`): the sum per key.
-    Aggregate,
-}
-
-impl FromStr for TemplateKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "transform" => Ok(Self::Transform),
-            "sink" => Ok(Self::Sink),
-            "receiver" => Ok(Self::Receiver),
-            "aggregate" => Ok(Self::Aggregate),
-            _ => Err(format!(
-                "{s:?}: choose transform, sink, receiver or aggregate"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for TemplateKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Transform => "transform",
-            Self::Sink => "sink",
-            Self::Receiver => "receiver",
-            Self::Aggregate => "aggregate",
-        })
-    }
-}
-
-/// The languages `plugin new --lang` knows. Only Rust is built today; the others are refused
-/// with a message naming issue #15.
-pub fn check_lang(lang: &str) -> Result<(), String> {
-    match lang {
-        "rust" => Ok(()),
-        "python" | "js" | "javascript" | "c" => Err(format!(
-            "--lang {lang}: not yet; plugins in Python, JavaScript and C are planned (issue #15, S11). Use --lang rust (the default) for now"
-        )),
-        other => Err(format!(
-            "--lang {other}: unknown language; only `rust` is supported (Python, JavaScript and C are planned, issue #15)"
-        )),
-    }
-}
+use super::Kind;
 
 /// The template's `src/lib.rs`, manifest description and README paragraph for `kind`.
-pub fn files(kind: TemplateKind, name: &str) -> (String, &'static str, String) {
+pub fn files(kind: Kind, name: &str) -> (String, &'static str, String) {
     let (lib, description, usage) = match kind {
-        TemplateKind::Transform => (
+        Kind::Transform => (
             TRANSFORM_LIB,
             "Upper-cases every value; rejects empty values.",
             TRANSFORM_USAGE,
         ),
-        TemplateKind::Sink => (
+        Kind::Sink => (
             SINK_LIB,
             "Counts each batch's records and logs the count when the batch commits.",
             SINK_USAGE,
         ),
-        TemplateKind::Receiver => (
+        Kind::Receiver => (
             RECEIVER_LIB,
             "Counts from 0 to `count` (default 10) on one partition, then ends.",
             RECEIVER_USAGE,
         ),
-        TemplateKind::Aggregate => (
+        Kind::Aggregate => (
             AGGREGATE_LIB,
             "Aggregate: the sum of the values, as decimal integers, per key.",
             AGGREGATE_USAGE,

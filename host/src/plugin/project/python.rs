@@ -1,0 +1,23 @@
+//! Python plugin projects: the template per kind and the build (componentize-py).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+use super::Kind;
+
+/// The files of a new Python project of `kind` named `name`, by path relative to its directory.
+pub fn files(kind: Kind, name: &str) -> Result<Vec<(String, String)>> {
+    let _ = (kind, name);
+    Err(Error::Usage(
+        "--lang python: not built yet (issue #15)".to_owned(),
+    ))
+}
+
+/// Builds the Python project in `dir` into `NAME.wasm` beside its manifest.
+pub fn build(dir: &Path) -> Result<PathBuf> {
+    let _ = dir;
+    Err(Error::Usage(
+        "Python plugins cannot be built yet (issue #15)".to_owned(),
+    ))
+}
