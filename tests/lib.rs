@@ -288,3 +288,109 @@ async fn send_all(
         settled.fetch_add(1, Relaxed);
     }
 }
+
+/// `examples/<example>/<lang>` built by `sluice plugin build`, once per test run: the project
+/// is copied to `$CARGO_TARGET_DIR/example-builds/<example>-<lang>` and built there (so tests
+/// running at once never build into the checkout), and the build is kept across runs while no
+/// source file changed (a digest of the project's files, `*.wasm` and build outputs aside).
+/// Returns the `.wasm`; panics with the build's output when it fails.
+pub fn example_plugin(example: &str, lang: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<BTreeMap<String, PathBuf>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let key = format!("{example}-{lang}");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(wasm) = built.get(&key) {
+        return wasm.clone();
+    }
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(example)
+        .join(lang);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("example-builds").join(&key);
+    let digest = tree_digest(&source);
+    let stamp = dir.join(".sluice-source-digest");
+    let wasm = dir.join(format!("{example}.wasm"));
+    let fresh = wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|d| d == digest);
+    if !fresh {
+        copy_tree(&source, &dir);
+        // A Rust example names the SDK by a path relative to the checkout.
+        let cargo_toml = dir.join("Cargo.toml");
+        if let Ok(text) = std::fs::read_to_string(&cargo_toml) {
+            let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+            let sdk = std::fs::canonicalize(sdk).unwrap();
+            let text = text.replace(
+                "\"../../../sdk\"",
+                &format!("{:?}", sdk.display().to_string()),
+            );
+            std::fs::write(&cargo_toml, text).unwrap();
+        }
+        let out = std::process::Command::new(sluice_bin())
+            .args(["plugin", "build"])
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", target.join("example-builds-cargo"))
+            .output()
+            .expect("running sluice plugin build");
+        assert!(
+            out.status.success() && wasm.is_file(),
+            "sluice plugin build in {} failed ({}):\n{}\n{}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&stamp, &digest).unwrap();
+    }
+    built.insert(key, wasm.clone());
+    wasm
+}
+
+/// Files a project's build makes, left out of its digest and not copied.
+fn is_build_output(name: &str) -> bool {
+    name.ends_with(".wasm")
+        || matches!(
+            name,
+            "target" | "node_modules" | "__pycache__" | "build" | ".sluice-source-digest"
+        )
+}
+
+/// A digest of every file under `dir` (paths and contents), build outputs aside.
+fn tree_digest(dir: &Path) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort();
+    for rel in files {
+        hash.update(rel.to_string_lossy().as_bytes());
+        hash.update(std::fs::read(dir.join(&rel)).unwrap());
+    }
+    format!("{:x}", hash.finalize())
+}
+
+fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_build_output(&name) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            walk(root, &path, files);
+        } else {
+            files.push(path.strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let mut files = Vec::new();
+    walk(from, from, &mut files);
+    for rel in files {
+        let dest = to.join(&rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from.join(&rel), &dest).unwrap();
+    }
+}
