@@ -315,18 +315,7 @@ pub fn example_plugin(example: &str, lang: &str) -> PathBuf {
     let wasm = dir.join(format!("{example}.wasm"));
     let fresh = wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|d| d == digest);
     if !fresh {
-        copy_tree(&source, &dir);
-        // A Rust example names the SDK by a path relative to the checkout.
-        let cargo_toml = dir.join("Cargo.toml");
-        if let Ok(text) = std::fs::read_to_string(&cargo_toml) {
-            let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-            let sdk = std::fs::canonicalize(sdk).unwrap();
-            let text = text.replace(
-                "\"../../../sdk\"",
-                &format!("{:?}", sdk.display().to_string()),
-            );
-            std::fs::write(&cargo_toml, text).unwrap();
-        }
+        sluice::plugin::project::copy_project(&source, &dir).unwrap();
         let out = std::process::Command::new(sluice_bin())
             .args(["plugin", "build"])
             .current_dir(&dir)
@@ -347,15 +336,6 @@ pub fn example_plugin(example: &str, lang: &str) -> PathBuf {
     wasm
 }
 
-/// Files a project's build makes, left out of its digest and not copied.
-fn is_build_output(name: &str) -> bool {
-    name.ends_with(".wasm")
-        || matches!(
-            name,
-            "target" | "node_modules" | "__pycache__" | "build" | ".sluice-source-digest"
-        )
-}
-
 /// A digest of every file under `dir` (paths and contents), build outputs aside.
 fn tree_digest(dir: &Path) -> String {
     use sha2::Digest;
@@ -373,7 +353,7 @@ fn tree_digest(dir: &Path) -> String {
 fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if is_build_output(&name) {
+        if sluice::plugin::project::is_build_output(&name) || name == ".sluice-source-digest" {
             continue;
         }
         let path = entry.path();
@@ -382,15 +362,5 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) {
         } else {
             files.push(path.strip_prefix(root).unwrap().to_path_buf());
         }
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let mut files = Vec::new();
-    walk(from, from, &mut files);
-    for rel in files {
-        let dest = to.join(&rel);
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(from.join(&rel), &dest).unwrap();
     }
 }

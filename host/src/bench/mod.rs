@@ -5,6 +5,7 @@ pub mod amqp;
 pub mod child;
 pub mod failover;
 pub mod isolation;
+pub mod languages;
 pub mod nexmark;
 pub mod pipeline;
 pub mod plugins;

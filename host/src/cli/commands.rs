@@ -279,13 +279,31 @@ pub enum BenchCommand {
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: PathBuf,
     },
-    /// The plugin call path against the same function called natively.
+    /// The plugin call path against the same function called natively; with `--lang`, the
+    /// same transformations in Rust, Python, JavaScript and C side by side.
     Plugins {
         /// A run of a few seconds instead of a full one.
         #[arg(long)]
         quick: bool,
-        /// The directory holding uppercase.wasm and identity.wasm.
+        /// The directory holding uppercase.wasm and identity.wasm (without `--lang`).
         #[arg(long, env = "SLUICE_PLUGINS")]
-        plugins: PathBuf,
+        plugins: Option<PathBuf>,
+        /// Compare languages: `all`, or a comma-separated list of rust, python, js, c. Builds
+        /// examples/identity and examples/json-upper in each with `plugin build`.
+        #[arg(long)]
+        lang: Option<String>,
+        /// The checkout's examples directory (default: the one this host was built from).
+        #[arg(long)]
+        examples: Option<PathBuf>,
+        /// Where the examples are copied and built (default: ~/.cache/sluice/bench-plugins).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// The venv with pyspark for the Spark Python UDF row (default: bench/spark/venv's,
+        /// ~/.cache/sluice/spark-venv, when it exists).
+        #[arg(long)]
+        spark_venv: Option<PathBuf>,
+        /// Leave Spark out.
+        #[arg(long)]
+        no_spark: bool,
     },
 }

@@ -594,7 +594,28 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::bench::ui::run(&plugins, quick, &workload)?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Plugins { quick, plugins }) => {
+        Command::Bench(BenchCommand::Plugins {
+            quick,
+            plugins,
+            lang: Some(langs),
+            examples,
+            work,
+            spark_venv,
+            no_spark,
+        }) => {
+            let _ = plugins;
+            let options = crate::bench::languages::options(
+                &langs, examples, work, spark_venv, no_spark, quick,
+            )?;
+            print!("{}", crate::bench::languages::run(&options)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Plugins { quick, plugins, .. }) => {
+            let plugins = plugins.ok_or_else(|| {
+                Error::Usage(
+                    "bench plugins: give --plugins DIR (or $SLUICE_PLUGINS), or --lang".into(),
+                )
+            })?;
             let rt = runtime(cli.cache_dir)?;
             let report = crate::bench::plugins::run(&rt, &plugins, quick)?;
             print!("{report}");

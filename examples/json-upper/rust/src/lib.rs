@@ -132,7 +132,10 @@ mod tests {
         let input = Batch::from_values(values.iter().map(|v| v.as_bytes()));
         let mut out = Output::new();
         upper(&input, &mut out);
-        let kept = out.values().map(|v| String::from_utf8(v.to_vec()).unwrap()).collect();
+        let kept = out
+            .values()
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+            .collect();
         let rejected = out.rejected().iter().map(|r| r.reason.clone()).collect();
         (kept, rejected)
     }

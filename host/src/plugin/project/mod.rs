@@ -251,6 +251,64 @@ pub fn run(command: &mut Command, what: &str) -> Result<()> {
     }
 }
 
+/// Copies the plugin project `from` over `to`, its sources only (no `*.wasm`, `target`,
+/// `node_modules`, `__pycache__` or `build`), keeping what `to` built before so that a second
+/// build is incremental. A Rust project's relative `path` dependencies are made absolute, so
+/// the copy builds where it lies. Used by `bench plugins --lang` and the tests, which build
+/// `examples/` outside the checkout.
+pub fn copy_project(from: &Path, to: &Path) -> Result<()> {
+    copy_sources(from, to)?;
+    let cargo_toml = to.join("Cargo.toml");
+    if cargo_toml.is_file() {
+        let text = std::fs::read_to_string(&cargo_toml)
+            .map_err(Error::io(format!("reading {}", cargo_toml.display())))?;
+        let mut doc: toml::Table = toml::from_str(&text)
+            .map_err(|e| Error::Usage(format!("{}: {e}", cargo_toml.display())))?;
+        if let Some(deps) = doc.get_mut("dependencies").and_then(|d| d.as_table_mut()) {
+            for (_, dep) in deps.iter_mut() {
+                let Some(path) = dep.get_mut("path") else {
+                    continue;
+                };
+                if let Some(rel) = path.as_str().filter(|p| Path::new(p).is_relative()) {
+                    let abs = std::fs::canonicalize(from.join(rel))
+                        .map_err(Error::io(format!("{}: path {rel}", from.display())))?;
+                    *path = toml::Value::String(abs.display().to_string());
+                }
+            }
+        }
+        let text = toml::to_string(&doc).map_err(|e| Error::Usage(e.to_string()))?;
+        std::fs::write(&cargo_toml, text)
+            .map_err(Error::io(format!("writing {}", cargo_toml.display())))?;
+    }
+    Ok(())
+}
+
+/// Whether `name` is something a build makes, not a source.
+pub fn is_build_output(name: &str) -> bool {
+    name.ends_with(".wasm") || matches!(name, "target" | "node_modules" | "__pycache__" | "build")
+}
+
+fn copy_sources(from: &Path, to: &Path) -> Result<()> {
+    let entries =
+        std::fs::read_dir(from).map_err(Error::io(format!("reading {}", from.display())))?;
+    std::fs::create_dir_all(to).map_err(Error::io(format!("creating {}", to.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if is_build_output(&name) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_sources(&path, &to.join(&*name))?;
+        } else {
+            std::fs::copy(&path, to.join(&*name))
+                .map_err(Error::io(format!("copying {}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name
