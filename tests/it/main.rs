@@ -27,6 +27,7 @@ mod metrics;
 mod nexmark;
 mod oversize;
 mod plugin_langs;
+mod plugin_python;
 mod plugin_workflow;
 mod plugins;
 mod poison;

@@ -9,6 +9,7 @@
 mod c;
 mod js;
 mod python;
+mod python_templates;
 mod rust;
 mod rust_templates;
 
