@@ -8,6 +8,7 @@
 
 mod c;
 mod js;
+mod js_templates;
 mod python;
 mod rust;
 mod rust_templates;
