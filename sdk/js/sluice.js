@@ -137,6 +137,9 @@ export class Params {
 function asBytes(value) {
   if (value instanceof Uint8Array) return value;
   if (typeof value === 'string') return encoder.encode(value);
+  // The component's bindings make the batch's arrays in another realm, where `instanceof`
+  // does not see them: any byte view will do.
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   throw new TypeError(`a value must be a string or a Uint8Array, not ${typeof value}`);
 }
 
