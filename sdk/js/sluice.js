@@ -185,13 +185,19 @@ export class Record {
   }
 }
 
+function own(array, Type) {
+  return array instanceof Type ? array : new Type(array);
+}
+
 /// A partition's records for one call: a view over the WIT `batch` the host sent.
 export class Batch {
   constructor(wit) {
     this.wit = wit;
-    this.data = wit.values.data;
-    this.ends = wit.values.ends;
-    this.length = wit.values.ends.length;
+    // The component's bindings make these arrays in another realm, where every access is
+    // slower: one copy per batch makes each record's access a plain one.
+    this.data = own(wit.values.data, Uint8Array);
+    this.ends = own(wit.values.ends, Uint32Array);
+    this.length = this.ends.length;
   }
 
   /// A batch of `values` (strings or Uint8Arrays), with `keys` (same length, `undefined` for
