@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
 use sluice::batch::RecordBatch;
 use sluice::plugin::limits::Grants;
 use sluice::plugin::{CallContext, Failure};
@@ -53,8 +54,9 @@ fn sluice(dir: &Path, args: &[&str]) -> std::process::Output {
     out
 }
 
-/// The fixture `tests/fixtures/js-probe` with `VERSION` set to `version`, built once per run
-/// (outside the checkout); returns the `.wasm`.
+/// The fixture `tests/fixtures/js-probe` with `VERSION` set to `version`, built outside the
+/// checkout once per run, and kept across runs while its sources are unchanged; returns the
+/// `.wasm`.
 fn probe(version: &str) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -63,25 +65,36 @@ fn probe(version: &str) -> PathBuf {
     }
     let source = checkout().join("tests/fixtures/js-probe");
     let dir = target_dir().join(format!("js-builds/probe-{version}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("wit")).unwrap();
-    for file in [
-        "sluice.js",
-        "package.json",
-        "js-probe.toml",
-        "wit/plugin.wit",
-    ] {
-        std::fs::copy(source.join(file), dir.join(file)).unwrap();
-    }
     let app = std::fs::read_to_string(source.join("app.js")).unwrap();
     let patched = app.replace("'v1:'", &format!("'{version}:'"));
     assert!(
         version == "v1" || patched != app,
         "the fixture names its version"
     );
-    std::fs::write(dir.join("app.js"), patched).unwrap();
-    sluice(&dir, &["plugin", "build"]);
+    let files = [
+        "sluice.js",
+        "package.json",
+        "js-probe.toml",
+        "wit/plugin.wit",
+    ];
+    let mut digest = sha2::Sha256::new();
+    digest.update(&patched);
+    for file in files {
+        digest.update(std::fs::read(source.join(file)).unwrap());
+    }
+    let digest = format!("{:x}", digest.finalize());
     let wasm = dir.join("js-probe.wasm");
+    let stamp = dir.join(".sluice-source-digest");
+    if !(wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|d| d == digest)) {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("wit")).unwrap();
+        for file in files {
+            std::fs::copy(source.join(file), dir.join(file)).unwrap();
+        }
+        std::fs::write(dir.join("app.js"), patched).unwrap();
+        sluice(&dir, &["plugin", "build"]);
+        std::fs::write(&stamp, digest).unwrap();
+    }
     built.insert(version.to_owned(), wasm.clone());
     wasm
 }
@@ -106,43 +119,52 @@ fn values(b: &RecordBatch) -> Vec<String> {
         .collect()
 }
 
+/// `plugin new` of `kind` in `root`, then `node --test` and `plugin build` in the project.
+fn made_built_and_tested(root: &Path, kind: &str) {
+    let name = format!("my-{kind}");
+    sluice(
+        root,
+        &["plugin", "new", &name, "--lang", "js", "--kind", kind],
+    );
+    let dir = root.join(&name);
+    let node = Command::new("node")
+        .arg("--test")
+        .current_dir(&dir)
+        .output()
+        .expect("node runs");
+    assert!(
+        node.status.success(),
+        "node --test in the new {kind} project:\n{}\n{}",
+        String::from_utf8_lossy(&node.stdout),
+        String::from_utf8_lossy(&node.stderr)
+    );
+    let built = sluice(&dir, &["plugin", "build"]);
+    let shown = String::from_utf8_lossy(&built.stdout);
+    let world = match kind {
+        "transform" => "transformer",
+        "aggregate" => "aggregator",
+        other => other,
+    };
+    assert!(
+        shown.contains(&format!("world     {world}")),
+        "plugin build checks the {kind} component: {shown}"
+    );
+    assert!(
+        !shown.contains("wasi:http"),
+        "a JS component imports no HTTP: {shown}"
+    );
+}
+
 #[test]
 fn every_kind_of_js_plugin_is_made_built_and_passes_its_own_tests() {
     let tmp = tempfile::tempdir().unwrap();
-    for kind in ["transform", "sink", "receiver", "aggregate"] {
-        let name = format!("my-{kind}");
-        sluice(
-            tmp.path(),
-            &["plugin", "new", &name, "--lang", "js", "--kind", kind],
-        );
-        let dir = tmp.path().join(&name);
-        let node = Command::new("node")
-            .arg("--test")
-            .current_dir(&dir)
-            .output()
-            .expect("node runs");
-        assert!(
-            node.status.success(),
-            "node --test in the new {kind} project:\n{}\n{}",
-            String::from_utf8_lossy(&node.stdout),
-            String::from_utf8_lossy(&node.stderr)
-        );
-        let built = sluice(&dir, &["plugin", "build"]);
-        let shown = String::from_utf8_lossy(&built.stdout);
-        let world = match kind {
-            "transform" => "transformer",
-            "aggregate" => "aggregator",
-            other => other,
-        };
-        assert!(
-            shown.contains(&format!("world     {world}")),
-            "plugin build checks the {kind} component: {shown}"
-        );
-        assert!(
-            !shown.contains("wasi:http"),
-            "a JS component imports no HTTP: {shown}"
-        );
-    }
+    // The four builds run at once: each is mostly componentize-js and one compile.
+    std::thread::scope(|s| {
+        for kind in ["transform", "sink", "receiver", "aggregate"] {
+            let root = tmp.path();
+            s.spawn(move || made_built_and_tested(root, kind));
+        }
+    });
     let dir = tmp.path().join("my-transform");
     let out = sluice(
         &dir,
