@@ -8,6 +8,7 @@
 
 mod c;
 mod js;
+mod js_templates;
 mod python;
 mod python_templates;
 mod rust;
