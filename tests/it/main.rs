@@ -26,6 +26,7 @@ mod memory;
 mod metrics;
 mod nexmark;
 mod oversize;
+mod plugin_c;
 mod plugin_workflow;
 mod plugins;
 mod poison;
