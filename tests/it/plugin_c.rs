@@ -167,8 +167,11 @@ fn plugin_new_makes_a_c_project_of_every_kind_that_passes_make_test_and_builds()
         let wasm = project.join(format!("{name}.wasm"));
         assert!(wasm.is_file());
 
+        // Not quiet (-q): the sink's log line at commit is an INFO line.
         let tried = bounded(
-            sluice(&cache)
+            Command::new(sluice_bin())
+                .arg("--cache-dir")
+                .arg(&cache)
                 .args(["plugin", "test"])
                 .arg(&wasm)
                 .args(["--text", "hello", "--text", "", "--text", "World"]),
@@ -187,8 +190,9 @@ fn plugin_new_makes_a_c_project_of_every_kind_that_passes_make_test_and_builds()
             }
             "sink" => {
                 assert!(tried.status.success(), "{}", text(&tried));
+                let err = String::from_utf8_lossy(&tried.stderr);
                 assert!(
-                    String::from_utf8_lossy(&tried.stderr).contains("3 records"),
+                    err.contains("batch 0 of stream test: 3 records") && err.contains("committed"),
                     "the sink logs its count at commit: {}",
                     text(&tried)
                 );
@@ -196,6 +200,48 @@ fn plugin_new_makes_a_c_project_of_every_kind_that_passes_make_test_and_builds()
             _ => {}
         }
     }
+
+    // The receiver and the aggregate in a pipeline: 0..99 summed over the window.
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in ["my-receiver", "my-aggregate"] {
+        for ext in ["wasm", "toml"] {
+            let file = format!("{name}.{ext}");
+            std::fs::copy(tmp.path().join(name).join(&file), plugins.join(&file)).unwrap();
+        }
+    }
+    let pipeline = write_pipeline(
+        tmp.path(),
+        r#"version = 1
+batch-interval = "200ms"
+
+[source]
+kind = "plugin"
+plugin = "my-receiver"
+params = { count = "100" }
+
+[[transform]]
+builtin = "reduce-by-key-and-window"
+length = "600ms"
+slide = "200ms"
+aggregate-plugin = "my-aggregate"
+inverse = true
+
+[[sink]]
+kind = "files"
+path = "out"
+"#,
+    );
+    let run = Running::start(sluice_run(tmp.path(), &pipeline, &plugins));
+    run.wait(Duration::from_secs(60)).assert_success();
+    let mut sums = Vec::new();
+    for e in std::fs::read_dir(tmp.path().join("out/input")).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_file() {
+            sums.push(std::fs::read_to_string(&path).unwrap().trim().to_owned());
+        }
+    }
+    assert!(sums.iter().any(|s| s == "4950"), "window sums: {sums:?}");
 }
 
 fn ctx(batch_id: u64) -> CallContext {
@@ -384,4 +430,65 @@ poll-interval = "50ms"
         }
     }
     assert!(upper_cased > 0, "v2 ran no batch");
+}
+
+/// `corpus.py`'s records, one a line.
+fn json_corpus(records: usize) -> Vec<Vec<u8>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/json-upper/corpus.py");
+    let out = bounded(
+        Command::new("python3").arg(script).arg(records.to_string()),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "corpus.py: {}", text(&out));
+    out.stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The output values and rejects of `wasm` on `input`, and records/s over `rounds` calls.
+fn json_upper_run(
+    rt: &sluice::plugin::PluginRuntime,
+    wasm: &Path,
+    input: &RecordBatch,
+    rounds: u32,
+) -> (Vec<Vec<u8>>, Vec<(u32, String)>, f64) {
+    let p = rt.load_file(wasm, &Grants::default()).unwrap();
+    let stage = p.transformer(&BTreeMap::new()).unwrap();
+    let out = stage.transform(&ctx(0), input).unwrap();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(stage.transform(&ctx(0), input).unwrap());
+    }
+    let rate = (input.len() as f64 * f64::from(rounds)) / started.elapsed().as_secs_f64();
+    let values = (0..out.batch.len())
+        .map(|i| out.batch.value(i).to_vec())
+        .collect();
+    (values, out.rejected, rate)
+}
+
+#[test]
+fn json_upper_in_c_gives_the_rust_versions_output_and_rejects_byte_for_byte() {
+    let records = json_corpus(10_000);
+    assert_eq!(records.len(), 10_000);
+    let input = RecordBatch::from_values(records.iter().map(Vec::as_slice));
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(tmp.path());
+    let (rust, rust_rejects, rust_rate) =
+        json_upper_run(&rt, &example_plugin("json-upper", "rust"), &input, 5);
+    let (c, c_rejects, c_rate) = json_upper_run(&rt, &example_plugin("json-upper", "c"), &input, 5);
+    assert!(rust_rejects.len() > 1_000, "the corpus has malformed lines");
+    assert_eq!(c.len(), rust.len(), "output records");
+    for (i, (a, b)) in c.iter().zip(&rust).enumerate() {
+        assert_eq!(
+            String::from_utf8_lossy(a),
+            String::from_utf8_lossy(b),
+            "output record {i}"
+        );
+    }
+    assert_eq!(c_rejects, rust_rejects, "rejects (index, reason)");
+    eprintln!(
+        "[plugin_c] json-upper on 10,000 records: C {c_rate:.0} records/s, Rust {rust_rate:.0} records/s"
+    );
 }

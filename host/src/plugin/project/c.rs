@@ -132,9 +132,12 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
             dir.display()
         )));
     }
-    ensure_clang()?;
-    let wit_bindgen = ensure_wit_bindgen()?;
-    let component_ld = find_component_ld()?;
+    let (wit_bindgen, component_ld) = {
+        // One install at a time, also across processes (builds started together).
+        let _installing = install_lock()?;
+        ensure_clang()?;
+        (ensure_wit_bindgen()?, find_component_ld()?)
+    };
     super::run(
         Command::new("make")
             .arg("-C")
@@ -147,6 +150,25 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
         &format!("building the C plugin in {}", dir.display()),
     )?;
     Ok(dir.join(format!("{name}.wasm")))
+}
+
+/// An exclusive lock on the toolchain directory's `c-install.lock`, held while the C toolchain
+/// is checked and installed; released when dropped.
+fn install_lock() -> Result<std::fs::File> {
+    let path = super::toolchain_dir("c-install.lock");
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(Error::io(format!("creating {}", parent.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(Error::io(format!("opening {}", path.display())))?;
+    file.lock()
+        .map_err(Error::io(format!("locking {}", path.display())))?;
+    Ok(file)
 }
 
 /// Whether clang can compile and link for `wasm32-wasi`: the compiler, wasm-ld, wasi-libc and
@@ -175,7 +197,7 @@ fn ensure_clang() -> Result<()> {
     let install = || {
         super::run(
             Command::new("apt-get")
-                .args(["install", "-y", "-q"])
+                .args(["install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300"])
                 .args(APT_PACKAGES)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
             "installing the C toolchain",
