@@ -82,6 +82,11 @@ uint8_t *sluice_push_begin(sluice_output *out, const sluice_record *from, size_t
     return out->data + out->data_len;
 }
 
+void sluice_output_reserve(sluice_output *out, size_t records, size_t bytes) {
+    out->ends = sluice_grow(out->ends, &out->cap, out->len + records, sizeof *out->ends);
+    out->data = sluice_grow(out->data, &out->data_cap, out->data_len + bytes, 1);
+}
+
 void sluice_push_end(sluice_output *out, size_t used) {
     out->data_len += used;
     out->ends[out->len++] = (uint32_t)out->data_len;

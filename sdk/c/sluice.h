@@ -116,6 +116,10 @@ void sluice_push(sluice_output *out, const sluice_record *from, const void *byte
 uint8_t *sluice_push_begin(sluice_output *out, const sluice_record *from, size_t max);
 void sluice_push_end(sluice_output *out, size_t used);
 
+/* Room for `records` more records of `bytes` more bytes in all, so that pushing them does not
+ * reallocate (a map may reserve the input's size first). */
+void sluice_output_reserve(sluice_output *out, size_t records, size_t bytes);
+
 /* Rejects `record` (it goes to the dead letters with `reason`, copied); the call goes on. */
 void sluice_reject_record(sluice_output *out, const sluice_record *record, const char *reason);
 

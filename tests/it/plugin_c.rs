@@ -265,7 +265,7 @@ fn a_c_plugin_is_held_to_its_memory_cap_and_time_budget_and_the_host_goes_on() {
     let wasm = c_fixture(
         "c-limits",
         include_str!("../fixtures/c-limits/plugin.c"),
-        "memory = \"16MiB\"\ntime = \"300ms\"",
+        "memory = \"16MiB\"\ntime = \"1s\"",
     );
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime_with_cache(tmp.path());
