@@ -26,6 +26,7 @@ mod memory;
 mod metrics;
 mod nexmark;
 mod oversize;
+mod plugin_c;
 mod plugin_js;
 mod plugin_langs;
 mod plugin_python;
