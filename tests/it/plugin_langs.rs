@@ -14,7 +14,7 @@ use sluice_tests::{example_plugin, sluice_bin};
 use crate::engine::{Running, drop_file, files_under, sluice_run, write_pipeline};
 
 /// The languages json-upper is written in.
-const LANGS: [&str; 1] = ["rust"];
+const LANGS: [&str; 4] = ["rust", "python", "js", "c"];
 
 /// The records of `examples/json-upper/corpus.py`.
 fn corpus() -> Vec<u8> {
