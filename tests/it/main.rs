@@ -37,6 +37,7 @@ mod recovery;
 mod replay;
 mod self_test;
 mod shadow;
+mod source_speed;
 mod spill;
 mod status;
 mod supervise;

@@ -49,6 +49,10 @@ pub struct RawSource {
     /// every partition's link (`{partition}` in it is replaced by the partition's number).
     #[serde(default)]
     pub address: Option<String>,
+    /// tcp `addresses`: one `host:port` per partition (partition `p` connects to entry `p`),
+    /// instead of `address`; `partitions` defaults to how many there are.
+    #[serde(default)]
+    pub addresses: Option<Vec<String>>,
     /// amqp `url`: `amqp://[user:password@]host[:port]` or `amqps://…`. Required for amqp.
     #[serde(default)]
     pub url: Option<Secret>,
@@ -110,6 +114,12 @@ pub struct RawSource {
     /// `…checkpoint.interval`).
     #[serde(default)]
     pub eventhubs: Option<SeedParams>,
+    /// files `file-writes`: `"atomic"` (the store shows a file only whole: an object store, or
+    /// writers that rename into place; a file is read as soon as it is listed) or `"in-place"`
+    /// (writers write where the source lists; a file is read once two listings show it
+    /// unchanged). Default `"atomic"`.
+    #[serde(default)]
+    pub file_writes: Option<String>,
     /// files `once`: read the files there at the start, then end (a batch job). Default false.
     #[serde(default)]
     pub once: Option<bool>,
@@ -134,6 +144,32 @@ pub struct RawSource {
     /// the time from that stamp to the batch's commit. Default: none.
     #[serde(default)]
     pub latency_marker: Option<String>,
+}
+
+/// tcp: `address` (every partition connects to it) or `addresses` (one per partition), and
+/// the partition count.
+fn tcp_addresses(raw: &RawSource) -> Result<(Vec<String>, u32), String> {
+    match (&raw.address, &raw.addresses) {
+        (Some(_), Some(_)) => Err(
+            "key `source.addresses`: set either `address` (every partition connects to it) or `addresses` (one per partition), not both"
+                .into(),
+        ),
+        (Some(a), None) => Ok((vec![a.clone()], raw.partitions.unwrap_or(1))),
+        (None, Some(list)) if list.is_empty() => {
+            Err("key `source.addresses`: needs at least one host:port".into())
+        }
+        (None, Some(list)) => match raw.partitions {
+            Some(p) if p as usize != list.len() => Err(format!(
+                "key `source.partitions`: {p}, but `source.addresses` names {} (one partition per address; leave `partitions` out)",
+                list.len()
+            )),
+            _ => Ok((list.clone(), list.len() as u32)),
+        },
+        (None, None) => Err(
+            "key `source.address`: required for a `tcp` source (or `addresses`, one per partition)"
+                .into(),
+        ),
+    }
 }
 
 /// Fails when a key that `kind` does not take is set.
@@ -169,7 +205,9 @@ impl RawSource {
             ("path", self.path.is_some()),
             ("poll-interval", self.poll_interval.is_some()),
             ("once", self.once.is_some()),
+            ("file-writes", self.file_writes.is_some()),
             ("address", self.address.is_some()),
+            ("addresses", self.addresses.is_some()),
             ("end-on-close", self.end_on_close.is_some()),
             ("plugin", self.plugin.is_some()),
             ("params", self.params.is_some()),
@@ -256,9 +294,19 @@ impl RawSource {
                         "path",
                         "poll-interval",
                         "once",
+                        "file-writes",
                         "max-record-bytes",
                     ],
                 )?;
+                let in_place = match self.file_writes.as_deref() {
+                    None | Some("atomic") => false,
+                    Some("in-place") => true,
+                    Some(other) => {
+                        return Err(format!(
+                            "key `source.file-writes`: {other:?}; expected \"atomic\" (files appear whole: an object store, or writers that rename into place) or \"in-place\" (writers write where the source lists)"
+                        ));
+                    }
+                };
                 Ok(SourceConfig::Files(FilesConfig {
                     name,
                     partitions,
@@ -266,6 +314,7 @@ impl RawSource {
                     poll_interval: self.poll_interval.unwrap_or(Duration::from_millis(200)),
                     once: self.once.unwrap_or(false),
                     max_record_bytes,
+                    in_place,
                 }))
             }
             "tcp" => {
@@ -277,14 +326,16 @@ impl RawSource {
                         "name",
                         "partitions",
                         "address",
+                        "addresses",
                         "end-on-close",
                         "max-record-bytes",
                     ],
                 )?;
+                let (addresses, partitions) = tcp_addresses(self)?;
                 Ok(SourceConfig::Tcp(TcpConfig {
                     name,
                     partitions,
-                    address: required("address", &self.address)?,
+                    addresses,
                     end_on_close: self.end_on_close.unwrap_or(false),
                     max_record_bytes,
                 }))

@@ -1,10 +1,15 @@
 //! The `files` source: new files in a directory or store prefix (Spark's `textFileStream`).
 //!
-//! Each file is read once, line by line. A file is read only when two listings in a row show
-//! it with the same size and modification time, and names starting with `.` or `_` or ending in
-//! `.tmp`, `.part` or `.partial` are never read, so a half-written file is not read: write
-//! files elsewhere and rename them in, or give them such a name until they are complete.
-//! Files are spread over the partitions by a hash of their name.
+//! Each file is read once, line by line, as soon as a listing shows it
+//! (`file-writes = "atomic"`, the default): the store must make a file visible only whole, as
+//! object stores do and as a local directory does when writers rename files into place (what
+//! Spark's `textFileStream` also requires). With `file-writes = "in-place"`, for writers that
+//! write where the source lists, a file is read only when two listings in a row show it with
+//! the same size and modification time (a poll interval later). Names starting with `.` or
+//! `_` or ending in `.tmp`, `.part` or `.partial` are never read, so a file still being
+//! written under such a name is left alone. Files are spread over the partitions by a hash of
+//! their name; each partition's receiver reads its own files, so the files of one batch are
+//! read in parallel across partitions.
 //!
 //! The source is replayable: each chunk is appended with its [`Position`] (the file and the
 //! byte range it came from), so the checkpoint log knows which byte ranges made up each batch.
@@ -23,8 +28,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use object_store::{GetOptions, GetRange};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{GetOptions, GetRange, ObjectMeta};
 
 use super::lines::LineReader;
 use super::oversize::RecordLimit;
@@ -34,6 +40,12 @@ use crate::batch::RecordBatch;
 use crate::batch::aside::Origin;
 use crate::clock::now_ms;
 use crate::store::Location;
+
+/// Files at most this big are fetched whole, ahead of their turn.
+const SMALL_FILE: u64 = 256 * 1024;
+
+/// How many small files a partition fetches at once.
+const PREFETCH: usize = 8;
 
 /// `kind = "files"`.
 #[derive(Debug, Clone)]
@@ -50,6 +62,9 @@ pub struct FilesConfig {
     pub once: bool,
     /// `max-record-bytes`: a longer line is set aside.
     pub max_record_bytes: u64,
+    /// `file-writes = "in-place"`: writers write where the source lists, so a file is read
+    /// only once two listings show it unchanged (else as soon as it is listed).
+    pub in_place: bool,
 }
 
 impl FilesConfig {
@@ -64,6 +79,7 @@ impl FilesConfig {
             poll: self.poll_interval,
             once: self.once,
             partitions: self.partitions,
+            in_place: self.in_place,
             limit: RecordLimit {
                 max: self.max_record_bytes,
                 dead_letters: ctx.dead_letters.clone(),
@@ -84,6 +100,8 @@ pub struct FilesSource {
     pub once: bool,
     /// Partitions: files are spread over them by name.
     pub partitions: u32,
+    /// Read a file only once two listings show it unchanged.
+    pub in_place: bool,
     /// Lines longer than this are set aside.
     pub limit: RecordLimit,
 }
@@ -114,7 +132,8 @@ impl Source for FilesSource {
                 self.limit.clone(),
                 resume,
             )
-            .once(self.once),
+            .once(self.once)
+            .in_place(self.in_place),
         )
     }
 }
@@ -128,7 +147,9 @@ pub struct FilesReceiver {
     poll: Duration,
     limit: RecordLimit,
     seen: HashSet<String>,
-    candidates: HashMap<String, (u64, i64)>,
+    /// `file-writes = "in-place"`: files listed once, with their size and modification time
+    /// (`None`: files are read when first listed).
+    candidates: Option<HashMap<String, (u64, i64)>>,
     /// What a restart must read first: byte ranges (`from..to`, or to the end when `to` is
     /// `None`) of named files, in order.
     first: Vec<(String, u64, Option<u64>)>,
@@ -193,7 +214,7 @@ impl FilesReceiver {
             poll,
             limit,
             seen,
-            candidates: HashMap::new(),
+            candidates: None,
             first,
             once: None,
         }
@@ -204,6 +225,13 @@ impl FilesReceiver {
     /// next run.
     pub fn once(mut self, once: bool) -> Self {
         self.once = once.then(|| Box::new(None));
+        self
+    }
+
+    /// With `in_place`, a file is read only when two listings in a row show it with the same
+    /// size and modification time (for writers that write where the source lists).
+    pub fn in_place(mut self, in_place: bool) -> Self {
+        self.candidates = in_place.then(HashMap::new);
         self
     }
 
@@ -229,7 +257,7 @@ impl FilesReceiver {
                 return Ok(Finished::Stopped);
             }
             let path = self.location.child(&name);
-            self.read(&path, &name, (from, to), out).await?;
+            self.read(&path, &name, (from, to), None, out).await?;
             self.first.remove(0);
         }
         loop {
@@ -271,27 +299,12 @@ impl FilesReceiver {
                 .sum();
             let intake = out.blocks.intake(out.partition);
             intake.inspect(|i| i.set_lag(waiting));
-            for meta in objects {
-                let Some(name) = meta.location.filename().map(str::to_owned) else {
-                    continue;
-                };
-                if ignored(&name)
-                    || self.seen.contains(&name)
-                    || partition_of(&name, self.partitions) != self.partition
-                {
-                    continue;
-                }
-                let stamp = (meta.size, meta.last_modified.timestamp_millis());
-                if self.candidates.get(&name) != Some(&stamp) {
-                    self.candidates.insert(name, stamp);
-                    continue;
-                }
-                self.read(&meta.location, &name, (0, None), out).await?;
-                waiting = waiting.saturating_sub(meta.size);
+            let todo = self.ready(objects);
+            self.read_listed(todo, out, |read| {
+                waiting = waiting.saturating_sub(read);
                 intake.inspect(|i| i.set_lag(waiting));
-                self.candidates.remove(&name);
-                self.seen.insert(name);
-            }
+            })
+            .await?;
             if listed.is_some_and(|l| self.once_done(&l)) {
                 return Ok(Finished::End);
             }
@@ -302,21 +315,117 @@ impl FilesReceiver {
         }
     }
 
+    /// The files of a listing this partition reads now, in the listing's order: its own, not
+    /// read before, and (with `in_place`) shown unchanged by the listing before.
+    fn ready(&mut self, objects: Vec<ObjectMeta>) -> Vec<(String, ObjectMeta)> {
+        let mut todo = Vec::new();
+        for meta in objects {
+            let Some(name) = meta.location.filename().map(str::to_owned) else {
+                continue;
+            };
+            if ignored(&name)
+                || self.seen.contains(&name)
+                || partition_of(&name, self.partitions) != self.partition
+            {
+                continue;
+            }
+            if let Some(candidates) = &mut self.candidates {
+                let stamp = (meta.size, meta.last_modified.timestamp_millis());
+                if candidates.get(&name) != Some(&stamp) {
+                    candidates.insert(name, stamp);
+                    continue;
+                }
+                candidates.remove(&name);
+            }
+            todo.push((name, meta));
+        }
+        todo
+    }
+
+    /// Reads listed files in order, each whole, calling `done` with each one's size. The
+    /// bodies of small files are fetched [`PREFETCH`] at a time ahead of the one being read,
+    /// so many small files do not cost a round trip each; a larger file is streamed. The
+    /// listing's size is the file's (a whole object), so no request asks it again.
+    async fn read_listed(
+        &mut self,
+        todo: Vec<(String, ObjectMeta)>,
+        out: &PartitionWriter,
+        mut done: impl FnMut(u64),
+    ) -> Result<(), ReceiverError> {
+        let store = self.location.store.clone();
+        let mut bodies = futures::stream::iter(todo)
+            .map(|(name, meta)| {
+                let store = store.clone();
+                async move {
+                    let body = if meta.size <= SMALL_FILE {
+                        let got = store.get(&meta.location).await;
+                        Some(async { got?.bytes().await }.await)
+                    } else {
+                        None
+                    };
+                    (name, meta, body)
+                }
+            })
+            .buffered(PREFETCH);
+        while let Some((name, meta, body)) = bodies.next().await {
+            let body = body
+                .transpose()
+                .map_err(|e| {
+                    ReceiverError::Transient(format!(
+                        "files {}: reading {name} (partition {}): {e}",
+                        self.location, self.partition
+                    ))
+                })?
+                .filter(|b| b.len() as u64 == meta.size);
+            match body {
+                Some(bytes) => self.take(&name, bytes, out).await?,
+                None => {
+                    let size = Some(meta.size);
+                    self.read(&meta.location, &name, (0, None), size, out)
+                        .await?
+                }
+            }
+            done(meta.size);
+            self.seen.insert(name);
+        }
+        Ok(())
+    }
+
+    /// Reads a whole file already fetched.
+    async fn take(
+        &self,
+        name: &str,
+        bytes: bytes::Bytes,
+        out: &PartitionWriter,
+    ) -> Result<(), ReceiverError> {
+        let size = bytes.len() as u64;
+        let body = futures::stream::once(async move { Ok(bytes) }).boxed();
+        self.consume(body, name, (0, size), size, false, out).await
+    }
+
     /// Reads bytes `from..to` (to the end without `to`: a `to` marks a range of a batch being
     /// recomputed) of a file as a stream, appending its lines in chunks of about 1 MiB, each
-    /// with the byte range it came from, and setting aside lines past the limit.
+    /// with the byte range it came from, and setting aside lines past the limit. `size`: the
+    /// file's size as just listed (else it is asked of the store).
     async fn read(
         &self,
         path: &object_store::path::Path,
         name: &str,
         (from, to): (u64, Option<u64>),
+        size: Option<u64>,
         out: &PartitionWriter,
     ) -> Result<(), ReceiverError> {
         let failed = |e: object_store::Error| {
-            ReceiverError::Transient(format!("files {}: reading {name}: {e}", self.location))
+            ReceiverError::Transient(format!(
+                "files {}: reading {name} (partition {}): {e}",
+                self.location, self.partition
+            ))
         };
         let store = &self.location.store;
-        let size = store.head(path).await.map_err(failed)?.size;
+        let size = match size {
+            Some(size) => size,
+            None => store.head(path).await.map_err(failed)?.size,
+        };
         let stop_at = to.map_or(size, |t| t.min(size));
         if to.is_some_and(|t| t > size) {
             tracing::error!(
@@ -334,11 +443,33 @@ impl FilesReceiver {
             range: Some(range),
             ..GetOptions::default()
         };
-        let mut stream = store
+        let stream = store
             .get_opts(path, opts)
             .await
             .map_err(failed)?
             .into_stream();
+        self.consume(stream, name, (from, stop_at), size, to.is_some(), out)
+            .await
+    }
+
+    /// Splits the bytes `from..stop_at` of file `name` (`size` bytes long), as `stream`
+    /// brings them, into records appended in chunks with their byte ranges; `replay`: they
+    /// are read again for the batch being recomputed.
+    async fn consume(
+        &self,
+        mut stream: BoxStream<'static, object_store::Result<bytes::Bytes>>,
+        name: &str,
+        (from, stop_at): (u64, u64),
+        size: u64,
+        replay: bool,
+        out: &PartitionWriter,
+    ) -> Result<(), ReceiverError> {
+        let failed = |e: object_store::Error| {
+            ReceiverError::Transient(format!(
+                "files {}: reading {name} (partition {}): {e}",
+                self.location, self.partition
+            ))
+        };
         let file = name.to_owned();
         let origin = move |offset| Origin::File {
             file: file.clone(),
@@ -350,7 +481,7 @@ impl FilesReceiver {
             from,
             file: name,
             size,
-            replay: to.is_some(),
+            replay,
         };
         let ts = now_ms();
         while let Some(piece) = stream.try_next().await.map_err(failed)? {

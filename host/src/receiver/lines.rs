@@ -72,6 +72,33 @@ impl LineReader {
         self.line_start
     }
 
+    /// Whether it holds nothing: no part of a line, no long line being written. Only then may
+    /// [`LineReader::split_complete`] be called.
+    pub fn idle(&self) -> bool {
+        self.partial.is_empty() && self.long.is_none()
+    }
+
+    /// The fast path of an [`idle`](LineReader::idle) reader, synchronous so that it can run
+    /// inside the block manager's fill (records go straight into the partition's buffer):
+    /// pushes the complete lines of `bytes` within the limit to `out` (stamped `ts`) and
+    /// returns how many bytes they took. It stops before a line past the limit and before a
+    /// last line without its newline: the caller feeds those to [`LineReader::feed`].
+    pub fn split_complete(&mut self, bytes: &[u8], out: &mut RecordBatch, ts: i64) -> usize {
+        debug_assert!(self.idle(), "split_complete on a reader holding a line");
+        let mut used = 0;
+        for i in memchr::memchr_iter(b'\n', bytes) {
+            let line = &bytes[used..i];
+            let record = line.strip_suffix(b"\r").unwrap_or(line);
+            if self.limit.over(record.len()) {
+                break;
+            }
+            out.push(None, record, Some(ts));
+            used = i + 1;
+        }
+        self.line_start += used as u64;
+        used
+    }
+
     /// Takes bytes that follow what it was fed before: complete lines within the limit are
     /// pushed to `out` (stamped `ts`), a line past it goes to its side object. Stops after a
     /// long line ends, so the caller can append what came before it first.
@@ -197,8 +224,9 @@ impl LineReader {
     }
 }
 
+/// The first newline in `hay` (a SIMD search).
 fn memchr(hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', hay)
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ pub fn split_lines(buf: &[u8], out: &mut RecordBatch, ts: i64) -> usize {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 #[cfg(test)]
