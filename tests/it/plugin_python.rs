@@ -304,7 +304,8 @@ fn a_python_exception_is_a_classified_error_with_the_tracebacks_last_line_and_it
     assert_eq!(values(&out.batch), ["FINE"]);
 
     // The helper's own exceptions are the WIT error cases.
-    let cases: [(&str, fn(&Failure) -> bool); 3] = [
+    type Case = (&'static str, fn(&Failure) -> bool);
+    let cases: [Case; 3] = [
         (
             "retry",
             |f| matches!(f, Failure::Retryable(m) if m == "busy downstream"),

@@ -135,6 +135,27 @@ fn a_memory_hog_is_stopped_at_its_cap() {
 }
 
 #[test]
+fn a_plugin_that_leaks_on_every_call_is_given_fresh_instances_before_its_cap_and_never_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(tmp.path());
+    let p = load_fixture(&rt, "memory-hog");
+    let cap = p.info().limits.memory;
+    let stage = p.transformer(&BTreeMap::new()).unwrap();
+    // 1 MiB kept per call: three times the cap's worth of calls on reused instances.
+    let calls = 3 * (cap >> 20);
+    for i in 0..calls {
+        let out = stage
+            .transform(&ctx(3, i), &batch(&["leak", "x"]))
+            .unwrap_or_else(|e| panic!("call {i} of a leaking plugin failed: {e}"));
+        assert_eq!(values(&out.batch), ["leak", "x"]);
+    }
+    assert_eq!(
+        p.metrics().traps.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+#[test]
 fn rejected_records_are_reported_and_the_rest_is_output() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime_with_cache(tmp.path());

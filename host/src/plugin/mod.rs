@@ -517,8 +517,14 @@ impl Stage {
         };
         let result = self.call_on(&mut inst, &site, limits, f);
         let memory = inst.store.data().limiter.size;
-        if result.is_ok() {
+        // An instance that holds more than half its cap after a call is retired rather than
+        // reused: a guest whose heap only grows (a leak, or a runtime such as SpiderMonkey's
+        // that keeps what each call's copies took) would otherwise reach its cap on a later,
+        // healthy call. The next call starts from a fresh instance, as after a trap.
+        if result.is_ok() && memory <= limits.memory / 2 {
             self.give_back(inst);
+        } else if result.is_ok() {
+            tracing::debug!(plugin = %self.plugin.inner.tag.name, memory_mib = memory >> 20, cap_mib = limits.memory >> 20, "A plugin instance holds more than half its memory cap after a call; it is retired and the next call gets a fresh one.");
         }
         result.map(|(r, elapsed)| (r, elapsed, memory))
     }
