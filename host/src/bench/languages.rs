@@ -18,6 +18,8 @@ use crate::plugin::project::{self, Lang};
 use crate::plugin::stages::TransformStage;
 use crate::plugin::{CallContext, PluginRuntime};
 
+use super::plugins::{median, sdk_batch};
+
 /// What `bench plugins --lang` runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -133,13 +135,7 @@ pub fn run(options: &Options) -> Result<String> {
             &cache_root.join(lang.to_string()),
         )?);
     }
-    let ctx = CallContext {
-        stream: "bench".into(),
-        partition: 0,
-        batch_id: 0,
-        batch_time_ms: 0,
-        part: 0,
-    };
+    let ctx = context();
     for b in &built {
         for (w, stage) in WORKLOADS.iter().zip(&b.stages) {
             check_same(w, stage, &ctx, input_of(w), b.lang)?;
@@ -231,17 +227,19 @@ fn start(wasm: &Path, cache: &Path) -> Result<Duration> {
     let runtime = runtime(cache)?;
     let plugin = runtime.load_file(wasm, &Grants::default())?;
     let stage = plugin.transformer(&BTreeMap::new()).map_err(Error::Usage)?;
-    stage.transform(
-        &CallContext {
-            stream: "bench".into(),
-            partition: 0,
-            batch_id: 0,
-            batch_time_ms: 0,
-            part: 0,
-        },
-        &RecordBatch::with_capacity(0, 0),
-    )?;
+    stage.transform(&context(), &RecordBatch::with_capacity(0, 0))?;
     Ok(t.elapsed())
+}
+
+/// Every timed call's context: stream `bench`, partition 0, batch 0.
+fn context() -> CallContext {
+    CallContext {
+        stream: "bench".into(),
+        partition: 0,
+        batch_id: 0,
+        batch_time_ms: 0,
+        part: 0,
+    }
 }
 
 fn runtime(cache: &Path) -> Result<PluginRuntime> {
@@ -321,19 +319,6 @@ fn corpus_bytes(examples: &Path, records: usize) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-fn sdk_batch(b: &RecordBatch) -> sluice_sdk::Batch {
-    sluice_sdk::Batch::from_parts(sluice_sdk::BatchParts {
-        values: sluice_sdk::Column {
-            data: b.values.data.clone(),
-            ends: b.values.ends.clone(),
-        },
-        keys: None,
-        timestamps: b.timestamps.clone(),
-        headers: None,
-    })
-    .expect("the corpus is a valid batch")
-}
-
 /// What Spark did with json-upper as a Python UDF.
 struct SparkResult {
     version: String,
@@ -393,11 +378,6 @@ fn spark_udf(venv: &Path, examples: &Path, work: &Path, quick: bool) -> Result<S
         records,
         seconds,
     })
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn report(

@@ -39,8 +39,8 @@ pub fn corpus(records: usize, value_bytes: usize) -> RecordBatch {
     b
 }
 
-/// The SDK's batch holding the same data.
-fn sdk_batch(b: &RecordBatch) -> sluice_sdk::Batch {
+/// The SDK's batch holding the same data (for the native side of a comparison).
+pub(crate) fn sdk_batch(b: &RecordBatch) -> sluice_sdk::Batch {
     sluice_sdk::Batch::from_parts(sluice_sdk::BatchParts {
         values: sluice_sdk::Column {
             data: b.values.data.clone(),
@@ -162,7 +162,8 @@ pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<Strin
     Ok(report)
 }
 
-fn median(v: &mut [Duration]) -> Duration {
+/// The median of `v` (sorted in place).
+pub(crate) fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
