@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,73 +24,35 @@ fn sluice(cache: &Path) -> Command {
     c
 }
 
-/// Runs `cmd` to the end, killing it past `limit`; its output.
-fn bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).ok();
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut v).ok();
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            child.kill().ok();
-            panic!("{cmd:?} ran past {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `sluice plugin new NAME --lang c --kind KIND` in `parent`; the project's directory.
 fn new_project(parent: &Path, name: &str, kind: &str) -> PathBuf {
-    let made = bounded(
+    let made = run_bounded(
         sluice(&parent.join("cache"))
             .args(["plugin", "new", name, "--kind", kind, "--lang", "c"])
             .current_dir(parent),
         Duration::from_secs(30),
     );
-    assert!(made.status.success(), "plugin new, {kind}: {}", text(&made));
+    assert!(
+        made.status.success(),
+        "plugin new, {kind}: {}",
+        output_text(&made)
+    );
     parent.join(name)
 }
 
 /// `sluice plugin build` in `project`; its output (stdout: `plugin check`'s).
 fn build(project: &Path) -> Output {
-    let built = bounded(
+    let built = run_bounded(
         sluice(&project.join("../cache"))
             .args(["plugin", "build"])
             .current_dir(project),
         BUILD_LIMIT,
     );
-    assert!(built.status.success(), "plugin build: {}", text(&built));
+    assert!(
+        built.status.success(),
+        "plugin build: {}",
+        output_text(&built)
+    );
     built
 }
 
@@ -142,19 +104,19 @@ fn plugin_new_makes_a_c_project_of_every_kind_that_passes_make_test_and_builds()
         let project = new_project(tmp.path(), &name, kind);
 
         // The plugin's logic runs natively, out of the box.
-        let tested = bounded(
+        let tested = run_bounded(
             Command::new("make").arg("test").current_dir(&project),
             Duration::from_secs(120),
         );
         assert!(
             tested.status.success(),
             "make test, {kind}: {}",
-            text(&tested)
+            output_text(&tested)
         );
         assert!(
             String::from_utf8_lossy(&tested.stdout).contains(&format!("{name}: ok")),
             "make test, {kind}: {}",
-            text(&tested)
+            output_text(&tested)
         );
 
         let built = build(&project);
@@ -168,7 +130,7 @@ fn plugin_new_makes_a_c_project_of_every_kind_that_passes_make_test_and_builds()
         assert!(wasm.is_file());
 
         // Not quiet (-q): the sink's log line at commit is an INFO line.
-        let tried = bounded(
+        let tried = run_bounded(
             Command::new(sluice_bin())
                 .arg("--cache-dir")
                 .arg(&cache)
@@ -179,22 +141,22 @@ fn plugin_new_makes_a_c_project_of_every_kind_that_passes_make_test_and_builds()
         );
         match kind {
             "transform" => {
-                assert!(tried.status.success(), "{}", text(&tried));
+                assert!(tried.status.success(), "{}", output_text(&tried));
                 assert_eq!(String::from_utf8_lossy(&tried.stdout), "HELLO\nWORLD\n");
                 assert!(
                     String::from_utf8_lossy(&tried.stderr)
                         .contains("reject record 1 \"\": empty value"),
                     "{}",
-                    text(&tried)
+                    output_text(&tried)
                 );
             }
             "sink" => {
-                assert!(tried.status.success(), "{}", text(&tried));
+                assert!(tried.status.success(), "{}", output_text(&tried));
                 let err = String::from_utf8_lossy(&tried.stderr);
                 assert!(
                     err.contains("batch 0 of stream test: 3 records") && err.contains("committed"),
                     "the sink logs its count at commit: {}",
-                    text(&tried)
+                    output_text(&tried)
                 );
             }
             _ => {}
@@ -435,11 +397,11 @@ poll-interval = "50ms"
 /// `corpus.py`'s records, one a line.
 fn json_corpus(records: usize) -> Vec<Vec<u8>> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/json-upper/corpus.py");
-    let out = bounded(
+    let out = run_bounded(
         Command::new("python3").arg(script).arg(records.to_string()),
         Duration::from_secs(120),
     );
-    assert!(out.status.success(), "corpus.py: {}", text(&out));
+    assert!(out.status.success(), "corpus.py: {}", output_text(&out));
     out.stdout
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())

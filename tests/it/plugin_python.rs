@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -47,38 +47,9 @@ fn sluice() -> Command {
     c
 }
 
-/// Runs `cmd` to the end (killed past [`LIMIT`]) and returns its output.
-fn bounded(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?} starts: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()).ok());
-    match rx.recv_timeout(LIMIT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            Command::new("kill").arg(pid.to_string()).status().ok();
-            panic!("{cmd:?} ran past {LIMIT:?}");
-        }
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn ok(cmd: &mut Command) -> Output {
-    let out = bounded(cmd);
-    assert!(out.status.success(), "{cmd:?}:\n{}", text(&out));
+    let out = run_bounded(cmd, LIMIT);
+    assert!(out.status.success(), "{cmd:?}:\n{}", output_text(&out));
     out
 }
 
@@ -195,7 +166,7 @@ fn python_projects_of_every_kind_pass_their_unittests_build_and_the_transform_ru
             .map(|kind| {
                 let dir = tmp.path().join(format!("py-{kind}"));
                 std::thread::spawn(move || {
-                    bounded(sluice().args(["plugin", "build"]).current_dir(&dir))
+                    run_bounded(sluice().args(["plugin", "build"]).current_dir(&dir), LIMIT)
                 })
             })
             .collect();
@@ -204,7 +175,7 @@ fn python_projects_of_every_kind_pass_their_unittests_build_and_the_transform_ru
             assert!(
                 out.status.success(),
                 "plugin build of {kind}:\n{}",
-                text(&out)
+                output_text(&out)
             );
             let world = match *kind {
                 "transform" => "transformer",
@@ -233,7 +204,7 @@ fn python_projects_of_every_kind_pass_their_unittests_build_and_the_transform_ru
     assert!(
         err.contains("reject record 1 \"\": empty value"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -328,20 +299,23 @@ fn a_python_exception_is_a_classified_error_with_the_tracebacks_last_line_and_it
     }
 
     // `sluice plugin test` fails with the same message, naming the plugin.
-    let out = bounded(sluice().args(["plugin", "test"]).arg(&wasm).args([
-        "--params",
-        "fault=raise",
-        "--text",
-        "boom",
-    ]));
+    let out = run_bounded(
+        sluice().args(["plugin", "test"]).arg(&wasm).args([
+            "--params",
+            "fault=raise",
+            "--text",
+            "boom",
+        ]),
+        LIMIT,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
     assert!(
         err.contains("plugin `python-faults`")
             && err.contains("ZeroDivisionError: division by zero")
             && err.contains(&format!("plugin.py:{line}")),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -391,12 +365,13 @@ fn the_python_examples_carry_the_sdks_helper_and_the_wit_unchanged() {
                 "examples/{example}/python/{copy} differs from {original}: copy it again"
             );
         }
-        let tests = bounded(
+        let tests = run_bounded(
             Command::new("python3")
                 .args(["-m", "unittest"])
                 .current_dir(&dir),
+            LIMIT,
         );
-        assert!(tests.status.success(), "{example}: {}", text(&tests));
+        assert!(tests.status.success(), "{example}: {}", output_text(&tests));
     }
 }
 

@@ -3,8 +3,8 @@
 //! `plugin list`/`check` tell.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use sluice_tests::*;
 
@@ -12,53 +12,6 @@ fn sluice(cache: &Path) -> Command {
     let mut c = Command::new(sluice_bin());
     c.arg("--cache-dir").arg(cache).arg("-q");
     c
-}
-
-/// Runs `cmd` to the end, killing it past `limit`; its output.
-fn bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read the pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).ok();
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut v).ok();
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            child.kill().ok();
-            panic!("{cmd:?} ran past {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// The checkout's SDK, which the scaffolded projects depend on by path.
@@ -91,7 +44,7 @@ fn plugin_new_makes_a_project_of_every_kind_that_passes_cargo_test_and_builds() 
         ("aggregate", "aggregator"),
     ] {
         let name = format!("my-{kind}");
-        let made = bounded(
+        let made = run_bounded(
             sluice(&cache)
                 .args(["plugin", "new", &name, "--kind", kind, "--lang", "rust"])
                 .arg("--sdk")
@@ -99,11 +52,11 @@ fn plugin_new_makes_a_project_of_every_kind_that_passes_cargo_test_and_builds() 
                 .current_dir(tmp.path()),
             Duration::from_secs(30),
         );
-        assert!(made.status.success(), "{kind}: {}", text(&made));
+        assert!(made.status.success(), "{kind}: {}", output_text(&made));
         let project = tmp.path().join(&name);
 
         // The project's own tests run natively, out of the box.
-        let tested = bounded(
+        let tested = run_bounded(
             Command::new("cargo")
                 .args(["test", "--quiet"])
                 .env("CARGO_TARGET_DIR", &target)
@@ -113,15 +66,15 @@ fn plugin_new_makes_a_project_of_every_kind_that_passes_cargo_test_and_builds() 
         assert!(
             tested.status.success(),
             "cargo test, {kind}: {}",
-            text(&tested)
+            output_text(&tested)
         );
         assert!(
             String::from_utf8_lossy(&tested.stdout).contains("test result: ok."),
             "cargo test, {kind}: {}",
-            text(&tested)
+            output_text(&tested)
         );
 
-        let built = bounded(
+        let built = run_bounded(
             sluice(&cache)
                 .args(["plugin", "build"])
                 .env("CARGO_TARGET_DIR", &target)
@@ -131,7 +84,7 @@ fn plugin_new_makes_a_project_of_every_kind_that_passes_cargo_test_and_builds() 
         assert!(
             built.status.success(),
             "plugin build, {kind}: {}",
-            text(&built)
+            output_text(&built)
         );
         let out = String::from_utf8_lossy(&built.stdout);
         assert!(
@@ -143,20 +96,20 @@ fn plugin_new_makes_a_project_of_every_kind_that_passes_cargo_test_and_builds() 
 
         if kind == "transform" {
             // The built component does what its README says.
-            let tried = bounded(
+            let tried = run_bounded(
                 sluice(&cache)
                     .args(["plugin", "test"])
                     .arg(project.join(format!("{name}.wasm")))
                     .args(["--text", "hello", "--text", ""]),
                 Duration::from_secs(60),
             );
-            assert!(tried.status.success(), "{}", text(&tried));
+            assert!(tried.status.success(), "{}", output_text(&tried));
             assert_eq!(String::from_utf8_lossy(&tried.stdout), "HELLO\n");
             assert!(
                 String::from_utf8_lossy(&tried.stderr)
                     .contains("reject record 1 \"\": empty value"),
                 "{}",
-                text(&tried)
+                output_text(&tried)
             );
         }
     }
@@ -166,13 +119,13 @@ fn plugin_new_makes_a_project_of_every_kind_that_passes_cargo_test_and_builds() 
 fn plugin_new_refuses_an_unknown_language_naming_the_ones_it_knows() {
     let tmp = tempfile::tempdir().unwrap();
     for lang in ["go", "cobol"] {
-        let out = bounded(
+        let out = run_bounded(
             sluice(&tmp.path().join("cache"))
                 .args(["plugin", "new", "p", "--lang", lang])
                 .current_dir(tmp.path()),
             Duration::from_secs(30),
         );
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("choose rust, python, js or c"),
@@ -183,7 +136,7 @@ fn plugin_new_refuses_an_unknown_language_naming_the_ones_it_knows() {
 }
 
 fn plugin_test(cache: &Path, file: &Path, args: &[&str]) -> Output {
-    bounded(
+    run_bounded(
         sluice(cache).args(["plugin", "test"]).arg(file).args(args),
         Duration::from_secs(60),
     )
@@ -200,7 +153,7 @@ fn plugin_test_prints_the_output_records_of_uppercase_and_grep_exactly() {
         &plugins_dir().join("uppercase.wasm"),
         &["--text", "a line", "--text", "ünï"],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "A LINE\nüNï\n");
 
     let out = plugin_test(
@@ -215,7 +168,7 @@ fn plugin_test_prints_the_output_records_of_uppercase_and_grep_exactly() {
             "pattern=error",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "an error\n");
 
     // `--input`: one record per line, after the `--text` ones; params over the defaults.
@@ -233,12 +186,12 @@ fn plugin_test_prints_the_output_records_of_uppercase_and_grep_exactly() {
             "invert=true",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from a file\n");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("3 records in, 1 out, 0 rejected"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
 
@@ -250,7 +203,7 @@ fn plugin_test_shows_a_rejecting_plugins_rejects_with_their_reasons() {
         &fixtures_dir().join("bad-record.wasm"),
         &["--text", "ok", "--text", "bad", "--text", "fine"],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\nfine\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -269,7 +222,7 @@ fn plugin_test_exits_non_zero_with_a_classified_error_naming_the_plugin_on_a_tra
         &fixtures_dir().join("trap-always.wasm"),
         &["--text", "x"],
     );
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.lines()
@@ -277,7 +230,7 @@ fn plugin_test_exits_non_zero_with_a_classified_error_naming_the_plugin_on_a_tra
                 && l.contains("in `transform`: panicked: fixture trap-always")),
         "{err}"
     );
-    assert!(out.stdout.is_empty(), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", output_text(&out));
 }
 
 /// A directory holding `identity.wasm` under the name `uppercase` (no manifest): a plugin of
@@ -317,7 +270,7 @@ fn the_plugin_search_path_takes_the_first_match_and_expands_variables() {
         file
     };
     let validate = |file: &Path, extra: &[&str]| {
-        let out = bounded(
+        let out = run_bounded(
             sluice(&cache)
                 .arg("validate")
                 .arg(file)
@@ -326,11 +279,11 @@ fn the_plugin_search_path_takes_the_first_match_and_expands_variables() {
                 .env_remove("SLUICE_WORKFLOW_UNSET"),
             Duration::from_secs(60),
         );
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .find_map(|l| l.strip_prefix("plugin uppercase sha256 "))
-            .unwrap_or_else(|| panic!("{}", text(&out)))
+            .unwrap_or_else(|| panic!("{}", output_text(&out)))
             .to_owned()
     };
     let impostor = sha256(&tmp.path().join("mine/uppercase.wasm"));
@@ -365,11 +318,11 @@ fn the_plugin_search_path_takes_the_first_match_and_expands_variables() {
         "version = 1\nplugins = [\"./mine\", \"./nothing\"]\n\n[source]\nkind = \"generator\"\npartitions = 1\nlimit = 1\n\n[[transform]]\nplugin = \"grep\"\n\n[[sink]]\nkind = \"count\"\n",
     )
     .unwrap();
-    let out = bounded(
+    let out = run_bounded(
         sluice(&cache).arg("validate").arg(&missing),
         Duration::from_secs(60),
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("plugin `grep` is not in") && err.contains("mine") && err.contains("nothing"),
@@ -386,7 +339,7 @@ fn plugin_list_names_the_shadowed_duplicate_and_shows_descriptions_params_and_li
         &["uppercase", "grep"],
         &tmp.path().join("p"),
     );
-    let out = bounded(
+    let out = run_bounded(
         sluice(&tmp.path().join("cache"))
             .args(["plugin", "list"])
             .arg(&mine)
@@ -394,7 +347,7 @@ fn plugin_list_names_the_shadowed_duplicate_and_shows_descriptions_params_and_li
             .env("SLUICE_WORKFLOW_LIST", &firsts),
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let list = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = list
         .lines()
@@ -428,13 +381,13 @@ fn plugin_list_names_the_shadowed_duplicate_and_shows_descriptions_params_and_li
 #[test]
 fn plugin_check_shows_the_description_parameter_defaults_limits_and_capabilities() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = bounded(
+    let out = run_bounded(
         sluice(&tmp.path().join("cache"))
             .args(["plugin", "check"])
             .arg(plugins_dir().join("grep.wasm")),
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let check = String::from_utf8_lossy(&out.stdout);
     for line in [
         "plugin    grep 0.1.0",
@@ -445,7 +398,7 @@ fn plugin_check_shows_the_description_parameter_defaults_limits_and_capabilities
     ] {
         assert!(check.lines().any(|l| l == line), "{line:?} in:\n{check}");
     }
-    let out = bounded(
+    let out = run_bounded(
         sluice(&tmp.path().join("cache"))
             .args(["plugin", "check"])
             .arg(fixtures_dir().join("wants-dir.wasm")),
@@ -457,6 +410,6 @@ fn plugin_check_shows_the_description_parameter_defaults_limits_and_capabilities
             .lines()
             .any(|l| l.starts_with("asks for  directories /")),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 }
