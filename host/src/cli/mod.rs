@@ -596,14 +596,13 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Plugins {
             quick,
-            plugins,
             lang: Some(langs),
             examples,
             work,
             spark_venv,
             no_spark,
+            ..
         }) => {
-            let _ = plugins;
             let options = crate::bench::languages::options(
                 &langs, examples, work, spark_venv, no_spark, quick,
             )?;
