@@ -143,6 +143,8 @@ pub struct BlockManager {
     fenced: AtomicBool,
     intake: Vec<Intake>,
     first_record: std::sync::OnceLock<Instant>,
+    /// One more than the id of the newest batch whose close has begun (0: none yet).
+    closing: AtomicU64,
 }
 
 impl BlockManager {
@@ -171,6 +173,7 @@ impl BlockManager {
             fenced: AtomicBool::new(false),
             intake: (0..partitions).map(|_| Intake::default()).collect(),
             first_record: std::sync::OnceLock::new(),
+            closing: AtomicU64::new(0),
         };
         (manager, rx)
     }
@@ -487,9 +490,33 @@ impl BlockManager {
         }
     }
 
+    /// Cuts what `partition` received since its last cut into a block now, and returns the id
+    /// of a batch that every record it received so far belongs to or precedes: the batch after
+    /// the newest one whose close had begun. Called once a receiver has stopped for good (a
+    /// partition that changed hands), so that its records are known to be done with once that
+    /// batch has committed, however far the batch loop lags behind the clock.
+    pub fn cut_partition(&self, partition: u32) -> u64 {
+        if let Some(slot) = self.partitions.get(partition as usize) {
+            let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+            match p.fence {
+                Some(fence) if self.fenced.load(Ordering::Acquire) => {
+                    if p.first_offset < fence {
+                        self.cut_at(&mut p, partition, fence);
+                    }
+                }
+                _ => self.cut(&mut p, partition, crate::clock::now_ms()),
+            }
+        }
+        // Read after the block was sent: a close begun before it counts (conservatively, even
+        // when its own Close is sent after the block), and any close begun later comes after.
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// The tracker: cuts a last block per partition and closes batch `id`. A replay fence is
     /// lifted: the records past it go to the next batch.
     pub fn close_batch(&self, id: u64, now_ms: i64) {
+        // Before anything of this close is sent: see [`Self::cut_partition`].
+        self.closing.fetch_max(id + 1, Ordering::AcqRel);
         if self.fenced.swap(false, Ordering::AcqRel) {
             for (i, slot) in self.partitions.iter().enumerate() {
                 let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());

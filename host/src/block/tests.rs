@@ -202,3 +202,51 @@ async fn a_block_interval_cut_during_a_replay_stops_at_the_fence_and_the_rest_go
     let rest = block(&cuts[2]);
     assert_eq!((rest.first_offset, rest.records.len()), (13, 2));
 }
+
+/// The batch each block of `cuts` lands in: the id of the first close after it.
+fn batches_of_blocks(cuts: &[Cut], partition: u32) -> Vec<u64> {
+    let mut landed = Vec::new();
+    let mut waiting = 0;
+    for c in cuts {
+        match c {
+            Cut::Block(b) if b.id.partition == partition => waiting += 1,
+            Cut::Block(_) => {}
+            Cut::Close { id, .. } => {
+                landed.extend(std::iter::repeat_n(*id, waiting));
+                waiting = 0;
+            }
+        }
+    }
+    assert_eq!(waiting, 0, "every block is followed by a close");
+    landed
+}
+
+#[tokio::test]
+async fn a_partition_cut_on_its_own_names_a_batch_its_records_cannot_come_after() {
+    let (m, mut rx) = BlockManager::new(2, 1 << 20, 1 << 20);
+    m.append(0, &chunk(&["a"])).await;
+    m.close_batch(7, 1);
+    // The batch loop lags: closes 8 and 9 are out before the receiver of 0 is seen stopped.
+    m.append(0, &chunk(&["b"])).await;
+    m.close_batch(8, 2);
+    m.append(0, &chunk(&["c"])).await;
+    m.close_batch(9, 3);
+    m.append(0, &chunk(&["d", "e"])).await;
+    let bound = m.cut_partition(0);
+    assert_eq!(
+        bound, 10,
+        "the records after close 9 go to batch 10 at the latest"
+    );
+    m.append(1, &chunk(&["x"])).await;
+    m.close_batch(10, 4);
+    m.close_batch(11, 5);
+    let landed = batches_of_blocks(&drain(&mut rx), 0);
+    assert_eq!(landed, vec![7, 8, 9, 10]);
+    assert!(landed.iter().all(|&b| b <= bound));
+    // Nothing was left in the buffer for a later batch.
+    assert_eq!(m.cut_partition(0), 12);
+    assert!(
+        drain(&mut rx).is_empty(),
+        "an empty partition cuts no block"
+    );
+}

@@ -111,9 +111,10 @@ struct Held {
 struct Running {
     stop: watch::Sender<bool>,
     done: Arc<AtomicBool>,
-    /// The batch boundary at which it was first seen stopped: records it appended may still
-    /// be in the batch after it, so its partition is not taken again before the next one.
-    done_seen: Option<u64>,
+    /// Once it is seen stopped: the batch its last records belong to at the latest (see
+    /// [`BlockManager::cut_partition`]). Its partition is not taken again here before that
+    /// batch has committed, so no record it read is committed as the new owner's.
+    drained_by: Option<u64>,
 }
 
 /// The batch loop's side of a member.
@@ -186,8 +187,8 @@ impl Member {
     }
 
     /// After batch `batch` committed: applies the claim loop's changes. A gained partition
-    /// waits until its previous receiver here (if any) has stopped and a batch has committed
-    /// since, so that no record it read is mistaken for the new owner's.
+    /// waits until its previous receiver here (if any) has stopped and the batch holding its
+    /// last records has committed, so that no record it read is mistaken for the new owner's.
     pub fn boundary(
         &mut self,
         plan: &Plan,
@@ -201,9 +202,9 @@ impl Member {
         while let Ok(c) = self.changes.try_recv() {
             todo.push(c);
         }
-        for r in self.running.values_mut() {
-            if r.done_seen.is_none() && r.done.load(Ordering::SeqCst) {
-                r.done_seen = Some(batch);
+        for (&p, r) in self.running.iter_mut() {
+            if r.drained_by.is_none() && r.done.load(Ordering::SeqCst) {
+                r.drained_by = Some(blocks.cut_partition(p));
             }
         }
         let mut blocked = BTreeSet::new();
@@ -214,7 +215,7 @@ impl Member {
             let busy = self
                 .running
                 .get(&p)
-                .is_some_and(|r| r.done_seen.is_none_or(|b| b >= batch));
+                .is_some_and(|r| r.drained_by.is_none_or(|b| b > batch));
             match change {
                 Change::Lost { partition, reason } => {
                     if blocked.contains(&p) {
@@ -328,7 +329,7 @@ impl Member {
             Running {
                 stop,
                 done,
-                done_seen: None,
+                drained_by: None,
             },
         );
     }

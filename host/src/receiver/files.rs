@@ -300,11 +300,15 @@ impl FilesReceiver {
             let intake = out.blocks.intake(out.partition);
             intake.inspect(|i| i.set_lag(waiting));
             let todo = self.ready(objects);
-            self.read_listed(todo, out, |read| {
-                waiting = waiting.saturating_sub(read);
-                intake.inspect(|i| i.set_lag(waiting));
-            })
-            .await?;
+            let stopped = self
+                .read_listed(todo, out, stop, |read| {
+                    waiting = waiting.saturating_sub(read);
+                    intake.inspect(|i| i.set_lag(waiting));
+                })
+                .await?;
+            if stopped {
+                return Ok(Finished::Stopped);
+            }
             if listed.is_some_and(|l| self.once_done(&l)) {
                 return Ok(Finished::End);
             }
@@ -342,7 +346,9 @@ impl FilesReceiver {
         todo
     }
 
-    /// Reads listed files in order, each whole, calling `done` with each one's size. The
+    /// Reads listed files in order, each whole, calling `done` with each one's size, until
+    /// `stop` is set (checked between files; returns whether it was: a partition that changed
+    /// hands stops within a file, not after a whole listing). The
     /// bodies of small files are fetched [`PREFETCH`] at a time ahead of the one being read,
     /// so many small files do not cost a round trip each; a larger file is streamed. The
     /// listing's size is the file's (a whole object), so no request asks it again.
@@ -350,8 +356,9 @@ impl FilesReceiver {
         &mut self,
         todo: Vec<(String, ObjectMeta)>,
         out: &PartitionWriter,
+        stop: &tokio::sync::watch::Receiver<bool>,
         mut done: impl FnMut(u64),
-    ) -> Result<(), ReceiverError> {
+    ) -> Result<bool, ReceiverError> {
         let store = self.location.store.clone();
         let mut bodies = futures::stream::iter(todo)
             .map(|(name, meta)| {
@@ -368,6 +375,9 @@ impl FilesReceiver {
             })
             .buffered(PREFETCH);
         while let Some((name, meta, body)) = bodies.next().await {
+            if *stop.borrow() {
+                return Ok(true);
+            }
             let body = body
                 .transpose()
                 .map_err(|e| {
@@ -388,7 +398,7 @@ impl FilesReceiver {
             done(meta.size);
             self.seen.insert(name);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Reads a whole file already fetched.
