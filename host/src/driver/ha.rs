@@ -345,6 +345,9 @@ impl Member {
         entry: &Entry,
     ) -> Result<(), RunError> {
         let id = entry.batch;
+        if let Some(delay) = commit_delay() {
+            std::thread::sleep(delay);
+        }
         let sink_err = |source| RunError::Job(JobError::Sink { batch: id, source });
         let mut parts: BTreeMap<u32, Vec<Part>> = BTreeMap::new();
         for (i, sink) in plan.sinks.iter().enumerate() {
@@ -440,6 +443,21 @@ impl Member {
             tracing::info!(member = %self.setup.member, partitions = owned.len(), "Let the leases go: the other hosts take these partitions at their next claim.");
         }
     }
+}
+
+/// Fault injection for the tests: `SLUICE_FAULT_COMMIT_DELAY_MS` delays every batch's commit
+/// of its partitions, so the batch loop lags behind the clock and closes queue up (what a slow
+/// store or a host woken from a pause does). Never set in production.
+fn commit_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms: u64 = std::env::var("SLUICE_FAULT_COMMIT_DELAY_MS")
+            .ok()?
+            .parse()
+            .ok()?;
+        tracing::warn!(delay_ms = ms, "SLUICE_FAULT_COMMIT_DELAY_MS is set: every batch's commit is delayed (fault injection for tests).");
+        Some(std::time::Duration::from_millis(ms))
+    })
 }
 
 fn entry_files_done(pe: &crate::checkpoint::PartitionEntry) -> Vec<String> {
