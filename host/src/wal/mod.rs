@@ -31,7 +31,7 @@
 //!
 //! - [`Wal::append`] returns once the segment holding the block is written; on a local
 //!   directory ([`WalOptions::local_root`]) with [`WalOptions::fsync`] (the default) the
-//!   file's data and its directory are also synced first ([`local`]). The blocks of every
+//!   file's data and its directory are also synced first (`wal/local.rs`). The blocks of every
 //!   append handed in while the previous group was being written and synced go into the next
 //!   group: one segment, one data sync and one directory sync for all of them, whatever their
 //!   partitions and block intervals (group commit, as Kafka and Postgres do it).
@@ -88,7 +88,7 @@ pub struct WalOptions {
     /// block is written alone.
     pub max_group_bytes: usize,
     /// When the store is a local directory: that directory (the store's root). Segments are
-    /// then written there directly ([`local`]: with `fsync`, by `O_DIRECT` and synced, with
+    /// then written there directly (`wal/local.rs`: with `fsync`, by `O_DIRECT` and synced, with
     /// their directory), not through `object_store`. `None` for remote stores.
     pub local_root: Option<PathBuf>,
     /// On a local directory: whether each segment (and the epoch object) is synced to the
