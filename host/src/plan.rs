@@ -94,6 +94,8 @@ pub struct Plan {
     pub latency_marker: Option<Vec<u8>>,
     /// Reliable mode: the source's `wal`.
     pub wal: bool,
+    /// Reliable mode: the source's `wal-fsync` (default true).
+    pub wal_fsync: bool,
     /// Where the checkpoint log (and, in reliable mode, the write-ahead log) go
     /// (`[checkpoint] path`); `None` with `[checkpoint] enabled = false`.
     pub checkpoint: Option<Location>,
@@ -215,6 +217,12 @@ pub fn build_searching(
     let counters = sinks.iter().filter_map(|s| s.clone().counter()).collect();
 
     let mut wal = file.raw_source.wal.unwrap_or(false);
+    if file.raw_source.wal_fsync.is_some() && !wal {
+        return Err(bad(
+            "key `source.wal-fsync`: needs `wal = true` on the source (it says how the write-ahead log syncs)"
+                .to_owned(),
+        ));
+    }
     if wal && source.replays_by_position() {
         // The checkpoint log records where these sources stood, and a restart reads the same
         // records again from there; a log of their blocks would only be a second copy (whose
@@ -290,6 +298,7 @@ pub fn build_searching(
             .filter(|m| !m.is_empty())
             .map(|m| m.as_bytes().to_vec()),
         wal,
+        wal_fsync: file.raw_source.wal_fsync.unwrap_or(true),
         checkpoint,
         grants,
         plugin_dir,

@@ -190,20 +190,36 @@ async fn measure_wal_append_throughput() {
         ("1 partition, 1000 x 100 B blocks", 1, 200, 1000),
         ("8 partitions, 1000 x 100 B blocks", 8, 50, 1000),
         ("8 partitions, 10000 x 100 B blocks", 8, 10, 10_000),
+        (
+            "2 partitions, 20000 x 100 B blocks (2 MB, a full-speed block)",
+            2,
+            40,
+            20_000,
+        ),
     ];
     let tmp = tempfile::tempdir().unwrap();
     let local: Arc<dyn ObjectStore> =
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(tmp.path()).unwrap());
-    let mut stores = vec![(
-        "local disk (fsync)",
-        local.clone(),
-        Some(tmp.path().to_owned()),
-    )];
-    stores.push(("local disk (no fsync)", local, None));
+    let root = Some(tmp.path().to_owned());
+    let mut stores = vec![
+        (
+            "local disk (fsync, direct)",
+            local.clone(),
+            root.clone(),
+            true,
+        ),
+        ("local disk (no fsync)", local.clone(), root, false),
+        (
+            "local disk through object_store (no fsync)",
+            local,
+            None,
+            false,
+        ),
+    ];
     if let Some(az) = azurite("measure_wal_append_throughput") {
-        stores.push(("azurite", az, None));
+        stores.push(("azurite", az, None, true));
     }
-    for (store_name, store, fsync_root) in stores {
+    for (store_name, store, local_root, fsync) in stores {
         for (name, partitions, blocks, records) in configs {
             let cfg = bench::BenchConfig {
                 partitions,
@@ -211,7 +227,8 @@ async fn measure_wal_append_throughput() {
                 records_per_block: records,
                 record_bytes: 100,
                 opts: WalOptions {
-                    fsync_root: fsync_root.clone(),
+                    local_root: local_root.clone(),
+                    fsync,
                     ..WalOptions::default()
                 },
             };

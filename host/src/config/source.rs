@@ -78,6 +78,12 @@ pub struct RawSource {
     /// replays what the last checkpoint does not cover. Default false.
     #[serde(default)]
     pub wal: Option<bool>,
+    /// `wal-fsync`, with `wal = true` on a local checkpoint directory: whether each log
+    /// segment is synced to the disk before its records are acknowledged. Off, a logged
+    /// block survives a crash or kill of sluice but not a power cut or a crash of the
+    /// machine (what Spark's receiver log gives on a local checkpoint directory). Default true.
+    #[serde(default)]
+    pub wal_fsync: Option<bool>,
     /// eventhubs `connection-string`: `Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…;EntityPath=…`.
     #[serde(default)]
     pub connection_string: Option<Secret>,

@@ -349,7 +349,11 @@ fn open_wal(
                 .to_owned(),
         )
     })?;
-    let (wal, log) = rt.block_on(Wal::open_at(at, "wal", WalOptions::default()))?;
+    let opts = WalOptions {
+        fsync: plan.wal_fsync,
+        ..WalOptions::default()
+    };
+    let (wal, log) = rt.block_on(Wal::open_at(at, "wal", opts))?;
     for problem in &log.problems {
         tracing::error!(problem = %problem, "The write-ahead log is damaged here: what is readable before it is replayed, the rest cannot be. The damaged segment is kept for inspection.");
     }

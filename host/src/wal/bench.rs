@@ -48,6 +48,8 @@ pub struct BenchReport {
     pub bytes: u64,
     /// Segments (PUTs) the blocks took.
     pub segments: u64,
+    /// Syncs to the disk the segments took (local directory with fsync; else 0).
+    pub syncs: u64,
     /// Wall time of the whole run.
     pub elapsed: Duration,
     /// Median latency of one append.
@@ -73,13 +75,14 @@ impl std::fmt::Display for BenchReport {
         write!(
             f,
             "{} blocks ({} records, {:.1} MB) in {:.2} s over {} segments ({:.1} blocks/segment): \
-             {:.0} records/s, {:.1} MB/s; append latency p50 {:.2} ms, p99 {:.2} ms",
+             {} syncs; {:.0} records/s, {:.1} MB/s; append latency p50 {:.2} ms, p99 {:.2} ms",
             self.blocks,
             self.records,
             self.bytes as f64 / 1e6,
             self.elapsed.as_secs_f64(),
             self.segments,
             self.blocks as f64 / self.segments.max(1) as f64,
+            self.syncs,
             self.records_per_s(),
             self.mb_per_s(),
             self.p50.as_secs_f64() * 1e3,
@@ -142,6 +145,7 @@ pub async fn append_throughput(
         records: stats.blocks_written * cfg.records_per_block as u64,
         bytes: stats.bytes_written,
         segments: stats.segments_written,
+        syncs: stats.syncs,
         elapsed,
         p50: pct(0.5),
         p99: pct(0.99),

@@ -30,8 +30,11 @@
 //! # Guarantees
 //!
 //! - [`Wal::append`] returns once the segment holding the block is written; on a local
-//!   directory ([`WalOptions::fsync_root`]) the file and its directory are also fsynced, since
-//!   `object_store`'s local store does not.
+//!   directory ([`WalOptions::local_root`]) with [`WalOptions::fsync`] (the default) the
+//!   file's data and its directory are also synced first (`wal/local.rs`). The blocks of every
+//!   append handed in while the previous group was being written and synced go into the next
+//!   group: one segment, one data sync and one directory sync for all of them, whatever their
+//!   partitions and block intervals (group commit, as Kafka and Postgres do it).
 //! - A writer superseded by a newer [`Wal::open`] fails its next append ([`WalError::Fenced`]),
 //!   and every one after: before each segment it checks that no newer epoch is claimed. A
 //!   segment it wrote anyway (it checked, then stalled across the new open) is never replayed:
@@ -52,6 +55,7 @@
 pub mod bench;
 pub mod epoch;
 pub mod format;
+mod local;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -83,11 +87,21 @@ pub struct WalOptions {
     /// A group is written as soon as it holds this many bytes (default 8 MiB). A single larger
     /// block is written alone.
     pub max_group_bytes: usize,
-    /// When the store is a local directory: that directory (the store's root), so that each
-    /// segment and its directory are fsynced after the write. `None` for remote stores.
-    pub fsync_root: Option<PathBuf>,
+    /// When the store is a local directory: that directory (the store's root). Segments are
+    /// then written there directly (`wal/local.rs`: with `fsync`, by `O_DIRECT` and synced, with
+    /// their directory), not through `object_store`. `None` for remote stores.
+    pub local_root: Option<PathBuf>,
+    /// On a local directory: whether each segment (and the epoch object) is synced to the
+    /// disk before its appends are answered (default true). Off, a segment is in the page
+    /// cache when its appends are answered: it survives a crash of sluice, not of the
+    /// machine (what Spark's receiver log promises on a local checkpoint directory).
+    /// Remote stores answer when the store has the object, whatever this says.
+    pub fsync: bool,
     /// Appends queued for the writer before `append` waits (default 1024).
     pub queue: usize,
+    /// Test only: slept before each data sync, to see that no append is answered before it.
+    #[cfg(test)]
+    pub(crate) sync_delay: Duration,
 }
 
 impl Default for WalOptions {
@@ -95,8 +109,11 @@ impl Default for WalOptions {
         WalOptions {
             group_window: Duration::from_millis(5),
             max_group_bytes: 8 << 20,
-            fsync_root: None,
+            local_root: None,
+            fsync: true,
             queue: 1024,
+            #[cfg(test)]
+            sync_delay: Duration::ZERO,
         }
     }
 }
@@ -297,6 +314,10 @@ pub struct WalStats {
     pub segments_deleted: u64,
     /// Segments on the store that this log knows of (written or recovered, not deleted).
     pub segments_live: u64,
+    /// Syncs to the disk made for segments (on a local directory with fsync: one for a
+    /// segment's data, one for its directory): a commit group of any number of blocks takes
+    /// two.
+    pub syncs: u64,
 }
 
 /// What the log knows of a segment on the store.
@@ -346,6 +367,7 @@ struct Shared {
     blocks_written: AtomicU64,
     bytes_written: AtomicU64,
     segments_deleted: AtomicU64,
+    syncs: AtomicU64,
 }
 
 /// A block on its way to the writer.
@@ -570,7 +592,7 @@ impl Wal {
         let (mut recovery, segments) = recover(&store, &listing.segments, newest.as_ref()).await?;
         let mine = newest.as_ref().map_or(1, |r| r.epoch + 1);
         let path = epoch::claim(&store, &prefix, &record_of(mine, &segments)).await?;
-        if let Some(root) = &opts.fsync_root {
+        if let Some(root) = opts.local_root.as_ref().filter(|_| opts.fsync) {
             writer::fsync(root, &path, 3)
                 .await
                 .map_err(|e| WalError::Write {
@@ -606,6 +628,7 @@ impl Wal {
             blocks_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             segments_deleted: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
         });
         tokio::spawn(writer::writer(shared.clone(), rx, next_seq));
         Ok((Wal { shared, tx }, recovery))
@@ -628,15 +651,15 @@ impl Wal {
         Ok(recovery)
     }
 
-    /// Opens the log `name` (e.g. `wal`) under a resolved location, fsyncing segments when the
-    /// location is a local directory.
+    /// Opens the log `name` (e.g. `wal`) under a resolved location, writing segments directly
+    /// (and syncing them, with [`WalOptions::fsync`]) when the location is a local directory.
     pub async fn open_at(
         location: &Location,
         name: &str,
         mut opts: WalOptions,
     ) -> Result<(Wal, Recovery)> {
-        if opts.fsync_root.is_none() {
-            opts.fsync_root.clone_from(&location.local);
+        if opts.local_root.is_none() {
+            opts.local_root.clone_from(&location.local);
         }
         Wal::open(location.store.clone(), location.child(name), opts).await
     }
@@ -742,6 +765,7 @@ impl Wal {
             bytes_written: s.bytes_written.load(Ordering::Relaxed),
             segments_deleted: s.segments_deleted.load(Ordering::Relaxed),
             segments_live: s.segments.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+            syncs: s.syncs.load(Ordering::Relaxed),
         }
     }
 

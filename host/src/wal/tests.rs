@@ -43,7 +43,7 @@ fn block(seed: u64, n: usize, headers: bool) -> RecordBatch {
 fn local(dir: &std::path::Path) -> (Arc<dyn ObjectStore>, WalOptions) {
     let store = Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap());
     let opts = WalOptions {
-        fsync_root: Some(dir.to_owned()),
+        local_root: Some(dir.to_owned()),
         ..WalOptions::default()
     };
     (store, opts)
@@ -648,4 +648,135 @@ async fn a_read_only_open_sees_the_logged_blocks_and_leaves_the_writer_unfenced(
     wal.append(0, 5, &block(3, 2, false)).await.unwrap();
     let again = Wal::read_only(&at, "wal").await.unwrap();
     assert_eq!(again.blocks.len(), 3);
+}
+
+/// A local log with fsync and a window wide enough that concurrent appends form one group.
+fn local_grouping(dir: &std::path::Path) -> (Arc<dyn ObjectStore>, WalOptions) {
+    let (store, opts) = local(dir);
+    let opts = WalOptions {
+        group_window: Duration::from_millis(200),
+        ..opts
+    };
+    (store, opts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_many_partitions_in_one_interval_share_their_syncs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, opts) = local_grouping(tmp.path());
+    let (wal, _) = Wal::open(store.clone(), prefix(), opts.clone())
+        .await
+        .unwrap();
+    // One block interval: every partition cuts a block at the same instant, twice.
+    let mut appends = 0;
+    for round in 0..2u64 {
+        let blocks: Vec<_> = (0..8u32)
+            .map(|p| (p, round * 30, block(p as u64 + round, 30, false)))
+            .collect();
+        append_group(&wal, &blocks).await;
+        appends += blocks.len() as u64;
+    }
+    let stats = wal.stats();
+    assert_eq!(stats.blocks_written, appends);
+    // Each segment costs two syncs (its data, its directory), whatever it holds.
+    assert_eq!(stats.syncs, 2 * stats.segments_written, "{stats:?}");
+    assert!(
+        stats.syncs < appends / 2,
+        "{appends} appends took {} syncs ({} segments)",
+        stats.syncs,
+        stats.segments_written
+    );
+    let (_, rec) = Wal::open(store, prefix(), opts).await.unwrap();
+    assert!(rec.problems.is_empty(), "{:?}", rec.problems);
+    assert_eq!(rec.blocks.len() as u64, appends);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_append_is_answered_before_its_segment_is_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, opts) = local(tmp.path());
+    let delay = Duration::from_millis(400);
+    let opts = WalOptions {
+        sync_delay: delay,
+        ..opts
+    };
+    let (wal, _) = Wal::open(store, prefix(), opts).await.unwrap();
+    let started = Instant::now();
+    let appending = {
+        let wal = wal.clone();
+        tokio::spawn(async move {
+            let r = wal.append(0, 0, &block(1, 10, false)).await;
+            (r, wal.stats().syncs, Instant::now())
+        })
+    };
+    tokio::time::sleep(delay / 2).await;
+    assert!(
+        !appending.is_finished(),
+        "an append was answered before its segment was synced"
+    );
+    let (r, syncs_at_answer, answered) = appending.await.unwrap();
+    r.unwrap();
+    assert!(answered - started >= delay, "{:?}", answered - started);
+    assert_eq!(
+        syncs_at_answer, 2,
+        "the data and the directory, before the answer"
+    );
+}
+
+#[test]
+fn a_crash_mid_group_loses_no_answered_append() {
+    let tmp = tempfile::tempdir().unwrap();
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (store, opts) = local(tmp.path());
+        let (wal, _) = Wal::open(store, prefix(), opts).await.unwrap();
+        for p in 0..6u32 {
+            let (wal, acked) = (wal.clone(), acked.clone());
+            tokio::spawn(async move {
+                for i in 0u64.. {
+                    if wal.append(p, i * 40, &block(i, 40, false)).await.is_err() {
+                        return;
+                    }
+                    acked.lock().unwrap().push((p, i * 40));
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acked.lock().unwrap().len() < 150 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    // The crash: every task stops where it is, groups half gathered or half written.
+    rt.shutdown_background();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 150, "only {} appends answered", acked.len());
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rec, stats) = rt.block_on(async {
+        let (store, opts) = local(tmp.path());
+        let (wal, rec) = Wal::open(store, prefix(), opts).await.unwrap();
+        (rec, wal.stats())
+    });
+    assert!(rec.problems.is_empty(), "{:?}", rec.problems);
+    // Concurrent appenders were grouped: fewer segments than blocks.
+    assert!(
+        rec.segments < rec.blocks.len(),
+        "{} segments, {} blocks",
+        rec.segments,
+        rec.blocks.len()
+    );
+    let _ = stats;
+    for (p, off) in acked {
+        let b = rec
+            .blocks
+            .iter()
+            .find(|b| b.partition == p && b.first_offset == off)
+            .unwrap_or_else(|| panic!("answered block {p}/{off} was lost"));
+        assert_eq!(b.records, block(off / 40, 40, false));
+    }
 }

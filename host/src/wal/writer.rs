@@ -9,6 +9,7 @@ use object_store::path::Path;
 use object_store::{PutMode, PutOptions, PutPayload};
 use tokio::sync::mpsc;
 
+use super::local::{LocalWriter, Outcome};
 use super::{Pending, Result, SegmentInfo, Shared, WalError, epoch, format, segment_name};
 
 /// Skips the fence check, so that the ignored measurement in the tests can compare appends
@@ -42,7 +43,10 @@ impl Drop for Coming<'_> {
 }
 
 /// The writer task: takes a group of pending blocks, writes it as one segment, answers each.
+/// Every append handed in while a group is written and synced waits in the queue and goes
+/// into the next group (up to [`super::WalOptions::max_group_bytes`]): the group commit.
 pub(super) async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, mut seq: u64) {
+    let mut local = None;
     let take = |p: Pending, group: &mut Vec<Pending>, bytes: &mut usize| {
         shared.coming.fetch_sub(1, Ordering::AcqRel);
         *bytes += p.frame.len();
@@ -78,7 +82,7 @@ pub(super) async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>,
                 Ok(None) | Err(_) => break,
             }
         }
-        let result = write_group(&shared, seq, &group).await;
+        let result = write_group(&shared, seq, &group, &mut local).await;
         seq += 1;
         for p in group {
             let _ = p.done.send(result.clone());
@@ -86,7 +90,12 @@ pub(super) async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>,
     }
 }
 
-async fn write_group(shared: &Shared, seq: u64, group: &[Pending]) -> Result<()> {
+async fn write_group(
+    shared: &Shared,
+    seq: u64,
+    group: &[Pending],
+    local: &mut Option<LocalWriter>,
+) -> Result<()> {
     let path = shared.prefix.child(segment_name(shared.epoch, seq));
     if let Some(e) = shared
         .fenced
@@ -106,45 +115,17 @@ async fn write_group(shared: &Shared, seq: u64, group: &[Pending]) -> Result<()>
     }
     let body_len: u64 = group.iter().map(|p| p.frame.len() as u64).sum();
     let header = format::encode_header(group.len() as u32, body_len);
-    let payload: PutPayload = std::iter::once(Bytes::copy_from_slice(&header))
+    let parts: Vec<Bytes> = std::iter::once(Bytes::copy_from_slice(&header))
         .chain(group.iter().map(|p| p.frame.clone()))
         .collect();
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    match shared.store.put_opts(&path, payload.clone(), opts).await {
-        Ok(_) => {}
-        // A client retry of a PUT that went through but whose answer was lost also finds the
-        // object there: it is ours when it holds exactly what was written.
-        Err(object_store::Error::AlreadyExists { .. })
-            if is_ours(shared, &path, &payload).await =>
-        {
-            tracing::debug!(segment = %path, "A retried WAL write found its own segment already written.");
+    match &shared.opts.local_root {
+        Some(root) => {
+            let w = local.take().unwrap_or_else(|| new_local(shared, root));
+            let (w, written) = write_local(shared, &path, parts, w).await;
+            *local = w;
+            written?;
         }
-        // Someone else writes under this epoch's names: two writers claimed it.
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            return Err(fence(
-                shared,
-                WalError::Fenced {
-                    prefix: shared.prefix.to_string(),
-                    epoch: shared.epoch,
-                    newer: shared.epoch,
-                },
-            ));
-        }
-        Err(e) => {
-            return Err(WalError::Write {
-                path: path.to_string(),
-                message: e.to_string(),
-            });
-        }
-    }
-    if let Some(root) = &shared.opts.fsync_root {
-        fsync(root, &path, 1).await.map_err(|e| WalError::Write {
-            path: path.to_string(),
-            message: format!("written but not fsynced: {e}"),
-        })?;
+        None => put_segment(shared, &path, parts).await?,
     }
     let mut info = SegmentInfo::new(path, false, false);
     for p in group {
@@ -163,6 +144,92 @@ async fn write_group(shared: &Shared, seq: u64, group: &[Pending]) -> Result<()>
         .bytes_written
         .fetch_add(header.len() as u64 + body_len, Ordering::Relaxed);
     Ok(())
+}
+
+fn new_local(shared: &Shared, root: &std::path::Path) -> LocalWriter {
+    #[allow(unused_mut)]
+    let mut w = LocalWriter::new(root.to_owned(), shared.opts.fsync);
+    #[cfg(test)]
+    {
+        w.sync_delay = shared.opts.sync_delay;
+    }
+    w
+}
+
+/// Writes a segment to the local directory ([`LocalWriter`], off the runtime) and gives the
+/// writer back (none when the write panicked: the next write makes a new one).
+async fn write_local(
+    shared: &Shared,
+    path: &Path,
+    parts: Vec<Bytes>,
+    mut w: LocalWriter,
+) -> (Option<LocalWriter>, Result<()>) {
+    let before = w.syncs;
+    let file = path.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let r = w.write(&file, &parts);
+        (w, r)
+    })
+    .await;
+    let (w, outcome) = match joined {
+        Ok(done) => done,
+        Err(e) => {
+            let e = WalError::Write {
+                path: path.to_string(),
+                message: format!("the write stopped: {e}"),
+            };
+            return (None, Err(e));
+        }
+    };
+    shared.syncs.fetch_add(w.syncs - before, Ordering::Relaxed);
+    let result = match outcome {
+        Ok(Outcome::Written) => Ok(()),
+        // Someone else writes under this epoch's names: two writers claimed it.
+        Ok(Outcome::Taken) => Err(fence(
+            shared,
+            WalError::Fenced {
+                prefix: shared.prefix.to_string(),
+                epoch: shared.epoch,
+                newer: shared.epoch,
+            },
+        )),
+        Err(e) => Err(WalError::Write {
+            path: path.to_string(),
+            message: e.to_string(),
+        }),
+    };
+    (Some(w), result)
+}
+
+/// Writes a segment to a remote store with one create-if-absent PUT.
+async fn put_segment(shared: &Shared, path: &Path, parts: Vec<Bytes>) -> Result<()> {
+    let payload: PutPayload = parts.into_iter().collect();
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match shared.store.put_opts(path, payload.clone(), opts).await {
+        Ok(_) => Ok(()),
+        // A client retry of a PUT that went through but whose answer was lost also finds the
+        // object there: it is ours when it holds exactly what was written.
+        Err(object_store::Error::AlreadyExists { .. }) if is_ours(shared, path, &payload).await => {
+            tracing::debug!(segment = %path, "A retried WAL write found its own segment already written.");
+            Ok(())
+        }
+        // Someone else writes under this epoch's names: two writers claimed it.
+        Err(object_store::Error::AlreadyExists { .. }) => Err(fence(
+            shared,
+            WalError::Fenced {
+                prefix: shared.prefix.to_string(),
+                epoch: shared.epoch,
+                newer: shared.epoch,
+            },
+        )),
+        Err(e) => Err(WalError::Write {
+            path: path.to_string(),
+            message: e.to_string(),
+        }),
+    }
 }
 
 /// Remembers a fence, so that every later append fails the same way; other errors pass.
