@@ -607,7 +607,7 @@ fn plugin_logs_and_metrics_reach_the_host() {
 /// A batch of every byte value in values of many lengths, with keys, headers and timestamps,
 /// as `uppercase`'s in-place path and its `transform` path must both see it.
 fn every_byte_batch() -> RecordBatch {
-    let text: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 256) as u8).collect();
+    let text: Vec<u8> = (0..12_000u32).map(|i| (i * 31 % 256) as u8).collect();
     let mut b = RecordBatch::default();
     let mut at = 0;
     for i in 0..200usize {
