@@ -196,10 +196,25 @@ pub fn transform<T: Transform>(
 ) -> Result<wit::Output, wit::Error> {
     let mut state = state.borrow_mut();
     let plugin = state.as_mut().ok_or_else(not_initialised)?;
+    let ctx = context_in(ctx);
+    let mut input = input;
+    if plugin
+        .map_in_place(&ctx, &mut input.values.data)
+        .map_err(error_out)?
+    {
+        // The host's batch is valid, so its offsets describe the rewritten buffer too; the
+        // lowered buffers go back without a copy, and the host sees its own offsets again.
+        return Ok(wit::Output {
+            values: input.values,
+            origins: Vec::new(),
+            keys: None,
+            rejected: Vec::new(),
+        });
+    }
     let input = batch_in(input)?;
     let mut out = Output::for_input(&input);
     plugin
-        .transform(&context_in(ctx), &input, &mut out)
+        .transform(&ctx, &input, &mut out)
         .map_err(error_out)?;
     let parts = out.finish(input).map_err(error_out)?;
     Ok(wit::Output {

@@ -15,6 +15,44 @@ pub trait Transform: Sized + 'static {
     /// `out`. The same instance may be reused for later blocks, batches and partitions: it
     /// must not assume the calls it sees are consecutive.
     fn transform(&mut self, ctx: &Context, input: &Batch, out: &mut Output) -> Result<(), Error>;
+
+    /// The fast path of a map that keeps every value's length (an upper-case, a byte mask, a
+    /// fixed-width re-encoding): called before [`Transform::transform`] with the whole values
+    /// buffer of the block, to rewrite in place. Return `Ok(true)` when `values` now holds the
+    /// output (record `i` keeps input record `i`'s offsets, key, timestamp and headers);
+    /// `transform` is then not called, and nothing is copied in the component: the buffer the
+    /// host lowered goes back as it is. Return `Ok(false)` without touching `values` to have
+    /// `transform` called as usual (the default). Both paths must give the same output:
+    /// `transform` is what native tests and benchmarks call.
+    ///
+    /// ```
+    /// use sluice_sdk::{Batch, Context, Error, Output, Params, Transform};
+    ///
+    /// struct Upper;
+    ///
+    /// impl Transform for Upper {
+    ///     fn init(_: &Params) -> Result<Self, String> {
+    ///         Ok(Upper)
+    ///     }
+    ///     fn transform(&mut self, _: &Context, input: &Batch, out: &mut Output) -> Result<(), Error> {
+    ///         out.map_same_shape(input).make_ascii_uppercase();
+    ///         Ok(())
+    ///     }
+    ///     fn map_in_place(&mut self, _: &Context, values: &mut [u8]) -> Result<bool, Error> {
+    ///         values.make_ascii_uppercase();
+    ///         Ok(true)
+    ///     }
+    /// }
+    ///
+    /// let mut values = b"ab".to_vec();
+    /// assert!(Upper.map_in_place(&Context::default(), &mut values)?);
+    /// assert_eq!(values, b"AB");
+    /// # Ok::<(), Error>(())
+    /// ```
+    fn map_in_place(&mut self, ctx: &Context, values: &mut [u8]) -> Result<bool, Error> {
+        let _ = (ctx, values);
+        Ok(false)
+    }
 }
 
 /// A transformation's own check, exported beside it with

@@ -603,3 +603,68 @@ fn plugin_logs_and_metrics_reach_the_host() {
         "grep reports a counter through the host import: {counters:?}"
     );
 }
+
+/// A batch of every byte value in values of many lengths, with keys, headers and timestamps,
+/// as `uppercase`'s in-place path and its `transform` path must both see it.
+fn every_byte_batch() -> RecordBatch {
+    let text: Vec<u8> = (0..12_000u32).map(|i| (i * 31 % 256) as u8).collect();
+    let mut b = RecordBatch::default();
+    let mut at = 0;
+    for i in 0..200usize {
+        let len = i % 57;
+        let key = format!("k{i}");
+        b.push(
+            (i % 3 != 0).then_some(key.as_bytes()),
+            &text[at..at + len],
+            Some(1_000 + i as i64),
+        );
+        at += len;
+    }
+    b
+}
+
+#[test]
+fn uppercase_in_place_gives_byte_for_byte_what_its_transform_gives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(tmp.path());
+    let p = rt
+        .load_file(&plugins_dir().join("uppercase.wasm"), &Grants::default())
+        .unwrap();
+    let stage = p.transformer(&BTreeMap::new()).unwrap();
+    let input = every_byte_batch();
+    let out = stage.transform(&ctx(3, 7), &input).unwrap();
+    // The slow path's answer (`transform` through `Output::map_same_shape`, which the
+    // plugin's own unit tests hold equal to the standard library's): ASCII upper-case.
+    assert_eq!(
+        out.batch.values.data,
+        input.values.data.to_ascii_uppercase()
+    );
+    assert_eq!(out.batch.values.ends, input.values.ends);
+    assert_eq!(out.batch.timestamps, input.timestamps);
+    assert_eq!(out.batch.keys, input.keys);
+    assert!(out.origins.is_empty());
+}
+
+#[test]
+fn a_guest_that_lies_about_its_output_shape_gets_an_error_naming_it_never_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(tmp.path());
+    let p = load_fixture(&rt, "liar");
+    let input = batch(&["alpha", "beta", "gamma"]);
+    for (mode, says) in [
+        (
+            "short-data",
+            "the last end offset is 14 but the data is 13 bytes",
+        ),
+        ("overrun", "the last end offset is 1014"),
+        ("out-of-bounds", "out of bounds"),
+    ] {
+        let params = BTreeMap::from([("mode".to_owned(), mode.to_owned())]);
+        let stage = p.transformer(&params).unwrap();
+        let err = stage.transform(&ctx(3, 7), &input).unwrap_err();
+        assert_names_its_context(&err, &p);
+        assert!(err.to_string().contains(says), "{mode}: {err}");
+        // The stage goes on: the next call gets an answer too (the same error), not a crash.
+        assert!(stage.transform(&ctx(3, 7), &input).is_err(), "{mode}");
+    }
+}

@@ -62,17 +62,80 @@ pub(crate) fn receiver_failure(e: v0_1::receiver::sluice::plugin::types::Error) 
     }
 }
 
+/// A transformation's output as the guest returned it, whichever way it was lifted (the fast
+/// lift of `transform` in [`super::lift`], or the generated types of `migrate`).
+#[derive(Debug)]
+pub(crate) struct GuestOutput {
+    pub values: BytesColumn,
+    pub origins: Vec<u32>,
+    pub keys: Option<Keys>,
+    pub rejected: Vec<(u32, String)>,
+}
+
+fn keys_in(k: v0_1::types::KeysResult) -> Keys {
+    Keys {
+        column: BytesColumn {
+            data: k.column.data,
+            ends: k.column.ends,
+        },
+        present: k.present,
+    }
+}
+
+impl From<v0_1::types::Output> for GuestOutput {
+    fn from(out: v0_1::types::Output) -> Self {
+        GuestOutput {
+            values: BytesColumn {
+                data: out.values.data,
+                ends: out.values.ends,
+            },
+            origins: out.origins,
+            keys: out.keys.map(keys_in),
+            rejected: out
+                .rejected
+                .into_iter()
+                .map(|r| (r.index, r.reason))
+                .collect(),
+        }
+    }
+}
+
+impl From<super::lift::Output> for GuestOutput {
+    fn from(out: super::lift::Output) -> Self {
+        GuestOutput {
+            values: BytesColumn {
+                data: out.values.data.0,
+                ends: out.values.ends.0,
+            },
+            origins: out.origins.0,
+            keys: out.keys.map(keys_in),
+            rejected: out
+                .rejected
+                .into_iter()
+                .map(|r| (r.index, r.reason))
+                .collect(),
+        }
+    }
+}
+
+/// Whether `values` has exactly `input`'s shape: the same end offsets and as many bytes. The
+/// input batch is valid, so such a column is too and needs no check of its own (the common
+/// case of a map that keeps every value's length, such as `uppercase` or `identity`).
+pub(crate) fn same_shape(values: &BytesColumn, input: &BytesColumn) -> bool {
+    values.data.len() == input.data.len() && values.ends == input.ends
+}
+
 /// Builds the host's view of a transformation's output, checking it against the contract and
 /// inheriting timestamps, headers and keys through `origins`.
 pub(crate) fn from_wit_output(
     input: &RecordBatch,
-    out: v0_1::types::Output,
+    out: impl Into<GuestOutput>,
 ) -> Result<TransformOutput, String> {
-    let values = BytesColumn {
-        data: out.values.data,
-        ends: out.values.ends,
-    };
-    values.validate("output values")?;
+    let out = out.into();
+    let values = out.values;
+    if !same_shape(&values, &input.values) {
+        values.validate("output values")?;
+    }
     let n = values.len();
     let origins = out.origins;
     if origins.is_empty() {
@@ -94,11 +157,11 @@ pub(crate) fn from_wit_output(
             ));
         }
     }
-    for r in &out.rejected {
-        if r.index as usize >= input.len() {
+    for (index, _) in &out.rejected {
+        if *index as usize >= input.len() {
             return Err(format!(
                 "rejected record {} is out of range for {} input records",
-                r.index,
+                index,
                 input.len()
             ));
         }
@@ -121,14 +184,7 @@ pub(crate) fn from_wit_output(
             .collect()
     };
     let keys = match out.keys {
-        Some(k) => {
-            let keys = Keys {
-                column: BytesColumn {
-                    data: k.column.data,
-                    ends: k.column.ends,
-                },
-                present: k.present,
-            };
+        Some(keys) => {
             keys.column.validate("output keys")?;
             if keys.column.len() != n || keys.present.len() < n.div_ceil(8) {
                 return Err(format!(
@@ -171,10 +227,57 @@ pub(crate) fn from_wit_output(
             headers,
         },
         origins,
-        rejected: out
-            .rejected
-            .into_iter()
-            .map(|r| (r.index, r.reason))
-            .collect(),
+        rejected: out.rejected,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> RecordBatch {
+        let mut b = RecordBatch::default();
+        for (i, v) in ["ab", "", "cde"].iter().enumerate() {
+            b.push(None, v.as_bytes(), Some(10 + i as i64));
+        }
+        b
+    }
+
+    fn map(data: &[u8], ends: &[u32]) -> GuestOutput {
+        GuestOutput {
+            values: BytesColumn {
+                data: data.to_vec(),
+                ends: ends.to_vec(),
+            },
+            origins: Vec::new(),
+            keys: None,
+            rejected: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_map_with_the_input_shape_is_taken_as_it_is_with_timestamps_inherited() {
+        let input = input();
+        let out = from_wit_output(&input, map(b"ABCDE", &[2, 2, 5])).unwrap();
+        assert_eq!(out.batch.value(2), b"CDE");
+        assert_eq!(out.batch.timestamps, input.timestamps);
+        assert!(out.origins.is_empty());
+    }
+
+    #[test]
+    fn the_input_offsets_over_a_shorter_buffer_are_a_contract_error_not_a_crash() {
+        let input = input();
+        assert!(!same_shape(&map(b"ABCD", &[2, 2, 5]).values, &input.values));
+        let err = from_wit_output(&input, map(b"ABCD", &[2, 2, 5])).unwrap_err();
+        assert!(err.contains("the last end offset is 5"), "{err}");
+    }
+
+    #[test]
+    fn a_map_that_changes_lengths_is_checked_and_kept() {
+        let input = input();
+        let out = from_wit_output(&input, map(b"xyz", &[1, 2, 3])).unwrap();
+        assert_eq!(out.batch.value(1), b"y");
+        let err = from_wit_output(&input, map(b"xyz", &[2, 1, 3])).unwrap_err();
+        assert!(err.contains("is below the one before"), "{err}");
+    }
 }

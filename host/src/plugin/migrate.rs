@@ -63,7 +63,7 @@ impl Migration<'_> {
         let site = self.site.clone();
         let wit_batch = to_wit(chunk);
         let (out, _) = stage.call_on(&mut self.inst, &site, &limits, |bound, store| {
-            let Bound::Transformer(_, raw) = bound else {
+            let Bound::Transformer(_, raw, _) = bound else {
                 unreachable!("a transform stage holds a transformer")
             };
             let m = v0_1::migrating::Migrating::new(&mut *store, raw)?;

@@ -6,7 +6,8 @@
 //! - [`state`]: what each instance's store holds (WASI with nothing granted, log, metrics);
 //! - [`bindings`]: the typed bindings, one module per contract version;
 //! - [`stages`]: the stages that call a plugin ([`TransformStage`], [`SinkStage`],
-//!   [`ReceiverStage`]); `convert`: the batch to and from the WIT types of a call;
+//!   [`ReceiverStage`]); `convert`: the batch to and from the WIT types of a call; `lift`:
+//!   `transform`'s output lifted with one copy per list;
 //! - this module: loaded [`Plugin`]s and the [`Stage`] every call goes through, with pooled
 //!   instances, limits on every call and classified errors.
 //!
@@ -20,6 +21,10 @@ pub mod cache;
 mod convert;
 pub mod error;
 pub mod limits;
+// The fast lift implements wasmtime's lifting traits (unsafe to implement) and calls a
+// type-checked `transform` without checking its type again.
+#[allow(unsafe_code)]
+mod lift;
 pub mod manifest;
 pub mod migrate;
 pub mod project;
@@ -316,8 +321,13 @@ pub struct CallContext {
 }
 
 enum Bound {
-    /// The bindings, and the instance itself for the optional `self-test` export.
-    Transformer(v0_1::transformer::Transformer, component::Instance),
+    /// The bindings, the instance itself for the optional `self-test` export, and its
+    /// `transform`, type-checked for the fast lift of [`lift`].
+    Transformer(
+        v0_1::transformer::Transformer,
+        component::Instance,
+        component::Func,
+    ),
     Sink(v0_1::sink::Sink),
     Receiver(v0_1::receiver::Receiver),
     Aggregator(v0_1::aggregator::Aggregator),
@@ -424,7 +434,8 @@ impl Stage {
             KindPre::Transformer(pre) => {
                 let raw = pre.instance_pre().instantiate(&mut *store)?;
                 let bound = v0_1::transformer::Transformer::new(&mut *store, &raw)?;
-                Ok(Bound::Transformer(bound, raw))
+                let transform = lift::lookup_transform(&raw, store)?;
+                Ok(Bound::Transformer(bound, raw, transform))
             }
             KindPre::Sink(pre) => pre.instantiate(store).map(Bound::Sink),
             KindPre::Receiver(pre) => pre.instantiate(store).map(Bound::Receiver),
@@ -470,7 +481,7 @@ impl Stage {
             .collect();
         let owned_params = &self.params;
         let result = self.call_on(&mut inst, &init_site, &limits, |bound, store| match bound {
-            Bound::Transformer(t, _) => t.sluice_plugin_transform().call_init(store, &params),
+            Bound::Transformer(t, _, _) => t.sluice_plugin_transform().call_init(store, &params),
             Bound::Sink(s) => s.sluice_plugin_deliver().call_init(store, &params),
             Bound::Receiver(r) => r.sluice_plugin_source().call_init(store, owned_params),
             Bound::Aggregator(a) => a.sluice_plugin_aggregate().call_init(store, &params),

@@ -33,7 +33,7 @@ impl Stage {
         }
         let site = self.site("self-test", None, None);
         let mut inst = self.instantiate(&site)?;
-        let Bound::Transformer(_, raw) = &inst.bound else {
+        let Bound::Transformer(_, raw, _) = &inst.bound else {
             return Ok(());
         };
         let raw = *raw;

@@ -101,13 +101,9 @@ impl TransformStage {
         let (out, elapsed, memory) =
             self.0
                 .call_within(site.clone(), limits, |bound, store| match bound {
-                    Bound::Transformer(t, _) => {
+                    Bound::Transformer(_, _, transform) => {
                         before(&mut *store);
-                        let out = t.sluice_plugin_transform().call_transform(
-                            &mut *store,
-                            wit_ctx,
-                            wit_batch,
-                        );
+                        let out = lift::call_transform(*transform, &mut *store, wit_ctx, wit_batch);
                         if matches!(out, Ok(Ok(_))) {
                             after(store);
                         } else {

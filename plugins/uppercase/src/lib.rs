@@ -48,6 +48,12 @@ impl Transform for Uppercase {
         uppercase(input, out);
         Ok(())
     }
+
+    /// Every value keeps its length, so the component rewrites the host's buffer in place.
+    fn map_in_place(&mut self, _ctx: &Context, values: &mut [u8]) -> Result<bool, Error> {
+        upper_in_place(values);
+        Ok(true)
+    }
 }
 
 export_transform!(Uppercase);
@@ -102,6 +108,25 @@ mod tests {
             );
             assert_eq!(out.value(1), b"X");
         }
+    }
+
+    #[test]
+    fn the_in_place_path_gives_the_same_values_as_transform() {
+        let text: Vec<u8> = (0..1000).map(|i| (i * 7 % 256) as u8).collect();
+        let input = Batch::from_values(text.chunks(13));
+        let mut out = Output::new();
+        let mut plugin = Uppercase;
+        plugin
+            .transform(&Context::default(), &input, &mut out)
+            .unwrap();
+        let mut values = input.values_data().to_vec();
+        assert!(
+            plugin
+                .map_in_place(&Context::default(), &mut values)
+                .unwrap()
+        );
+        let parts = out.finish(input).unwrap();
+        assert_eq!(values, parts.values.data);
     }
 
     #[test]
