@@ -295,9 +295,11 @@ class Sluice:
         if sc.workload == "upper":
             lines += ["", "[[transform]]", 'plugin = "uppercase"']
         else:
-            lines += ["", "[[transform]]", 'plugin = "split-words"',
+            # Combined map-side in the guest, as Spark's reduceByKey combines map-side:
+            # each distinct word of a block once with its count, added up by count-by-key.
+            lines += ["", "[[transform]]", 'plugin = "count-words"',
                       "", "[[transform]]", 'builtin = "repartition-by-key"',
-                      "", "[[transform]]", 'builtin = "count-by-key"']
+                      "", "[[transform]]", 'builtin = "count-by-key"', "sum-values = true"]
         lines += ["", "[[sink]]", 'kind = "count"',
                   "", "[dead-letter]", f'path = "{os.path.join(rundir, "dead-letters")}"', ""]
         return "\n".join(lines)

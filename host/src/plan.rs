@@ -36,8 +36,11 @@ pub enum StepPlan {
     Plugin(Arc<TransformStage>, PoisonPolicy),
     /// Repartition by key into this many partitions (`None`: as many as before).
     RepartitionByKey(Option<u32>),
-    /// Count records per key.
-    CountByKey,
+    /// Count records per key; with `sum_values`, add up their values (decimal counts).
+    CountByKey {
+        /// `sum-values`: a record adds its value rather than 1.
+        sum_values: bool,
+    },
     /// A window over batch time, and its state (shared by every batch that pins the steps,
     /// so it lives across hot swaps).
     Window(Arc<crate::ops::window::WindowOp>),
@@ -86,6 +89,9 @@ pub struct Plan {
     pub workers: usize,
     /// The worker pool: `workers` threads.
     pub pool: Arc<rayon::ThreadPool>,
+    /// `count-by-key`: the most keys one target partition counted in the last finished
+    /// batch, so that the next batch's count maps start that big instead of growing.
+    pub count_keys_hint: Arc<std::sync::atomic::AtomicUsize>,
     /// Every plugin used, by name, with its sha256: what each batch runs with.
     pub digests: BTreeMap<String, String>,
     /// Count sinks, so a benchmark can read them.
@@ -289,6 +295,7 @@ pub fn build_searching(
                 .build()
                 .map_err(|e| bad(format!("starting {workers} worker threads: {e}")))?,
         ),
+        count_keys_hint: Arc::default(),
         digests,
         counters,
         latency_marker: file
@@ -451,7 +458,7 @@ fn build_steps(
                 }
                 StepPlan::RepartitionByKey(partitions)
             }
-            Step::CountByKey => StepPlan::CountByKey,
+            Step::CountByKey { sum_values } => StepPlan::CountByKey { sum_values },
             Step::UpdateState(spec, memory) => {
                 use crate::state::spill;
                 let pipeline = file.name.clone().unwrap_or_else(|| {
@@ -593,7 +600,9 @@ impl std::fmt::Debug for StepPlan {
         match self {
             StepPlan::Plugin(s, _) => write!(f, "Plugin({})", s.plugin().name()),
             StepPlan::RepartitionByKey(n) => write!(f, "RepartitionByKey({n:?})"),
-            StepPlan::CountByKey => f.write_str("CountByKey"),
+            StepPlan::CountByKey { sum_values } => {
+                write!(f, "CountByKey(sum_values: {sum_values})")
+            }
             StepPlan::Window(w) => write!(f, "Window({})", w.kind.name()),
             StepPlan::UpdateState(_) => f.write_str("UpdateState"),
             StepPlan::EventWindow(w) => write!(f, "EventWindow({})", w.spec.shape.name()),

@@ -45,3 +45,4 @@ mod swap;
 mod ui;
 mod wal;
 mod window;
+mod wordcount;

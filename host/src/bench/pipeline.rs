@@ -3,7 +3,8 @@
 //!
 //! - `uppercase`: generator (100-byte lines, as fast as the budget lets it) → `uppercase`
 //!   → counting sink;
-//! - `wordcount`: generator → `split-words` → repartition by key → count by key → counting sink.
+//! - `wordcount`: generator → `count-words` (each distinct word of a block once, with its
+//!   count) → repartition by key → count by key (`sum-values`) → counting sink.
 //!
 //! Sustained throughput is the input of the steady batches (the first two and the last are
 //! dropped) over the time from the commit before them to the last one's commit: with the
@@ -55,33 +56,38 @@ pub fn native_uppercase(input: &RecordBatch) -> RecordBatch {
     out
 }
 
-/// Every whitespace-separated word as key and value: the native twin of `split-words`.
-pub fn native_split_words(input: &RecordBatch) -> RecordBatch {
-    let mut out = RecordBatch::with_capacity(input.len() * 10, input.values.data.len());
-    let mut keys = Keys::default();
-    for i in 0..input.len() {
-        let ts = input.timestamp(i);
-        for word in input
-            .value(i)
-            .split(u8::is_ascii_whitespace)
-            .filter(|w| !w.is_empty())
-        {
-            out.values.push(word);
+/// Each distinct word of the block once, keyed by itself, its count in decimal as the value:
+/// the native twin of `count-words`, the same code (its count map kept per worker thread
+/// across calls, as the plugin keeps it across calls).
+pub fn native_count_words(input: &RecordBatch) -> RecordBatch {
+    thread_local! {
+        static COUNTS: std::cell::RefCell<count_words::WordCounts> = Default::default();
+    }
+    COUNTS.with_borrow_mut(|counts| {
+        let counted = counts.count(&input.values.data, &input.values.ends, false);
+        let mut out = RecordBatch::with_capacity(counted.len(), counted.len() * 2);
+        let mut keys = Keys {
+            column: crate::batch::BytesColumn::with_capacity(counted.len(), counted.word_bytes()),
+            ..Keys::default()
+        };
+        let mut num = [0u8; 10];
+        for (word, count, origin) in counted.iter() {
+            out.values.push(count_words::decimal(count, &mut num));
             keys.push(Some(word));
-            if let Some(ts) = ts {
+            if let Some(ts) = input.timestamp(origin as usize) {
                 out.timestamps.push(ts);
             }
         }
-    }
-    out.keys = Some(keys);
-    out
+        out.keys = Some(keys);
+        out
+    })
 }
 
 /// The TOML of `workload`'s pipeline over `partitions` generator partitions under `budget`.
 pub fn pipeline_text(workload: &str, partitions: u32, budget: &str) -> String {
     let steps = match workload {
         "uppercase" => "[[transform]]\nplugin = \"uppercase\"\n".to_owned(),
-        _ => "[[transform]]\nplugin = \"split-words\"\n\n[[transform]]\nbuiltin = \"repartition-by-key\"\n\n[[transform]]\nbuiltin = \"count-by-key\"\n".to_owned(),
+        _ => "[[transform]]\nplugin = \"count-words\"\n\n[[transform]]\nbuiltin = \"repartition-by-key\"\n\n[[transform]]\nbuiltin = \"count-by-key\"\nsum-values = true\n".to_owned(),
     };
     // 14 words of the generator's vocabulary average about 100 bytes a line.
     format!(
@@ -135,8 +141,8 @@ pub fn measure(
                 f: native_uppercase,
             },
             _ => NativeStep {
-                name: "native-split-words",
-                f: native_split_words,
+                name: "native-count-words",
+                f: native_count_words,
             },
         };
         std::sync::Arc::make_mut(&mut plan.steps)[0] = StepPlan::Native(step);

@@ -131,6 +131,12 @@ pub struct StepConfig {
     /// (ties kept). Default: every key.
     #[serde(default)]
     pub top: Option<u32>,
+    /// `sum-values`: `count-by-key` only: each record's value is a count in decimal (as
+    /// `count-words` and `count-by-key` itself write them) that is added to its key's count,
+    /// instead of the record counting as 1. A value that is not one is dead-lettered.
+    /// Default false.
+    #[serde(default)]
+    pub sum_values: Option<bool>,
 }
 
 /// A step, once checked.
@@ -156,7 +162,10 @@ pub enum Step {
         partitions: Option<u32>,
     },
     /// One record per key: the key and its count.
-    CountByKey,
+    CountByKey {
+        /// `sum-values`: a record adds its value (a decimal count) rather than 1.
+        sum_values: bool,
+    },
     /// Each record enriched with the row of a table that has its key (a lookup join).
     Lookup(Box<crate::lookup::LookupConfig>),
     /// A running aggregate per key across batches (`update-state-by-key`), and where its
@@ -215,6 +224,11 @@ impl StepConfig {
         {
             return Err(format!(
                 "{here}: key `{key}` is only for `builtin = \"lookup\"`"
+            ));
+        }
+        if self.sum_values.is_some() && self.builtin.as_deref() != Some("count-by-key") {
+            return Err(format!(
+                "{here}: key `sum-values` is only for `builtin = \"count-by-key\"`"
             ));
         }
         if self.builtin.as_deref() == Some("event-window") {
@@ -295,7 +309,9 @@ impl StepConfig {
                 self.only_for_windows(here, name)?;
                 self.no_state_keys(here, name)?;
                 return match name {
-                    "count-by-key" => no_partitions().map(|()| Step::CountByKey),
+                    "count-by-key" => no_partitions().map(|()| Step::CountByKey {
+                        sum_values: self.sum_values.unwrap_or(false),
+                    }),
                     _ => Ok(Step::RepartitionByKey {
                         partitions: self.partitions,
                     }),
@@ -530,6 +546,45 @@ inverse = true"#,
         for (text, want) in cases {
             let e = step(text).unwrap_err();
             assert!(e.contains(want) && e.contains("number 2"), "{text}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod sum_values_tests {
+    use super::*;
+
+    fn step(text: &str) -> Result<Step, String> {
+        let config: StepConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.step(3, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn count_by_key_takes_sum_values_and_defaults_to_counting_records() {
+        let on = step("builtin = \"count-by-key\"\nsum-values = true").unwrap();
+        assert!(
+            matches!(on, Step::CountByKey { sum_values: true }),
+            "{on:?}"
+        );
+        let off = step("builtin = \"count-by-key\"").unwrap();
+        assert!(
+            matches!(off, Step::CountByKey { sum_values: false }),
+            "{off:?}"
+        );
+    }
+
+    #[test]
+    fn sum_values_is_refused_on_any_other_step() {
+        for other in [
+            "builtin = \"repartition-by-key\"",
+            "plugin = \"count-words\"",
+            "builtin = \"reduce-by-key-and-window\"\nlength = \"2s\"",
+        ] {
+            let err = step(&format!("{other}\nsum-values = true")).unwrap_err();
+            assert!(
+                err.contains("`[[transform]]` number 3") && err.contains("key `sum-values`"),
+                "{other}: {err}"
+            );
         }
     }
 }

@@ -120,7 +120,7 @@ fn step_names(plan: &Plan) -> Vec<String> {
         .map(|s| match s {
             StepPlan::Plugin(stage, _) => stage.plugin().name().to_owned(),
             StepPlan::RepartitionByKey(_) => "repartition-by-key".into(),
-            StepPlan::CountByKey => "count-by-key".into(),
+            StepPlan::CountByKey { .. } => "count-by-key".into(),
             StepPlan::Window(w) => w.kind.name().into(),
             StepPlan::UpdateState(_) => "update-state-by-key".into(),
             StepPlan::EventWindow(_) => "event-window".into(),

@@ -16,7 +16,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::call::{call_ranges, shadow_step, shadowed, transform_part};
-use super::combine::{combine_counts, count_by_key, counts_part, repartition};
+use super::combine::{
+    combine_counts, count_by_key, counts_part, dead_letter_bad_counts, repartition,
+};
 pub use super::open::{Combine, OpenBatch, Shape};
 use super::open::{Counts, Fast};
 pub use super::part::{JobError, Lineage, Part};
@@ -134,7 +136,7 @@ fn run_block(
             },
             StepPlan::Lookup(lookup) => lookup_part(batch, i, lookup, (partition, input, lineage)),
             StepPlan::RepartitionByKey(_)
-            | StepPlan::CountByKey
+            | StepPlan::CountByKey { .. }
             | StepPlan::Window(_)
             | StepPlan::UpdateState(_)
             | StepPlan::EventWindow(_) => {
@@ -159,8 +161,13 @@ fn run_block(
         };
         match shape.combine {
             Combine::Stream => write_sinks(plan, batch, &part),
-            Combine::Count { partitions, .. } => {
-                combine_counts(&part, partitions, &batch.counts);
+            Combine::Count {
+                partitions,
+                sum_values,
+                ..
+            } => {
+                let bad = combine_counts(&part, (partitions, sum_values), &batch.counts);
+                dead_letter_bad_counts(plan, batch, shape.narrow, &part, &bad);
                 Ok(())
             }
             Combine::Aggregate { .. } if plugin_window_at(batch, shape.narrow).is_some() => {
@@ -325,6 +332,7 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
     let parts_and_rest = match shape.combine {
         Combine::Stream => None,
         Combine::Count { rest, .. } => {
+            let mut most = 0;
             let parts = batch
                 .counts
                 .iter()
@@ -334,9 +342,11 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                         &mut *m.lock().unwrap_or_else(|e| e.into_inner()),
                         Counts::with_hasher(Fast::default()),
                     );
+                    most = most.max(counts.len());
                     counts_part(t as u32, counts, time_ms)
                 })
                 .collect();
+            plan.count_keys_hint.store(most, Ordering::Relaxed);
             Some((parts, rest))
         }
         Combine::Collect { from } => {
@@ -390,7 +400,11 @@ pub fn finish(plan: &Plan, shape: &Shape, batch: OpenBatch) -> Result<(Closed, u
                     let n = n.unwrap_or(parts.len() as u32).max(1);
                     repartition(parts, n)
                 }
-                StepPlan::CountByKey => pool_map(&plan.pool, parts, |p| count_by_key(p, time_ms)),
+                StepPlan::CountByKey { sum_values } => pool_map(&plan.pool, parts, |p| {
+                    let (out, bad) = count_by_key(&p, *sum_values, time_ms);
+                    dead_letter_bad_counts(plan, &batch, i, &p, &bad);
+                    out
+                }),
                 StepPlan::Window(op) if op.plugin().is_some() => {
                     let (out, write) = plugin_window(plan, &batch, op, &parts)?;
                     state.push(write);
@@ -707,7 +721,8 @@ mod tests {
                 start: 0,
             },
         };
-        let out = count_by_key(part, 5);
+        let (out, bad) = count_by_key(&part, false, 5);
+        assert!(bad.is_empty());
         assert_eq!(out.records.len(), 2);
         assert_eq!(out.records.key(0), Some(&b"x"[..]));
         assert_eq!(out.records.value(0), b"2");

@@ -38,6 +38,8 @@ pub enum Combine {
         partitions: Option<u32>,
         /// The first step after the count.
         rest: usize,
+        /// `sum-values`: each record adds its value (a decimal count) rather than 1.
+        sum_values: bool,
     },
     /// `update-state-by-key`, or a window step that aggregates: the block's records are
     /// combined into the batch's accumulators where they are (a map-side combine), the step
@@ -63,7 +65,7 @@ impl Shape {
                 matches!(
                     s,
                     StepPlan::RepartitionByKey(_)
-                        | StepPlan::CountByKey
+                        | StepPlan::CountByKey { .. }
                         | StepPlan::Window(_)
                         | StepPlan::UpdateState(_)
                         | StepPlan::EventWindow(_)
@@ -72,16 +74,22 @@ impl Shape {
             .unwrap_or(steps.len());
         let combine = match &steps[narrow..] {
             [] => Combine::Stream,
-            [StepPlan::CountByKey, ..] => Combine::Count {
+            [StepPlan::CountByKey { sum_values }, ..] => Combine::Count {
                 partitions: None,
                 rest: narrow + 1,
+                sum_values: *sum_values,
             },
             [StepPlan::UpdateState(_), ..] => Combine::Aggregate { rest: narrow + 1 },
             [StepPlan::EventWindow(_), ..] => Combine::Aggregate { rest: narrow + 1 },
             [StepPlan::Window(w), ..] if w.combines() => Combine::Aggregate { rest: narrow + 1 },
-            [StepPlan::RepartitionByKey(n), StepPlan::CountByKey, ..] => Combine::Count {
+            [
+                StepPlan::RepartitionByKey(n),
+                StepPlan::CountByKey { sum_values },
+                ..,
+            ] => Combine::Count {
                 partitions: Some(n.unwrap_or(partitions).max(1)),
                 rest: narrow + 2,
+                sum_values: *sum_values,
             },
             _ => Combine::Collect { from: narrow },
         };
@@ -163,12 +171,18 @@ impl OpenBatch {
             } => n,
             _ => plan.partitions,
         };
+        // Sized from the previous batch: a map that grows while blocks wait on its lock
+        // rehashes every key it holds each time.
+        let keys = match shape.combine {
+            Combine::Count { .. } => plan.count_keys_hint.load(Ordering::Relaxed),
+            _ => 0,
+        };
         OpenBatch {
             id,
             time_ms,
             calls: Calls::default(),
             counts: (0..targets)
-                .map(|_| Mutex::new(Counts::with_hasher(Fast::default())))
+                .map(|_| Mutex::new(Counts::with_capacity_and_hasher(keys, Fast::default())))
                 .collect(),
             kept: Mutex::default(),
             combined: Mutex::default(),
