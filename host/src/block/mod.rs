@@ -43,7 +43,7 @@ pub mod intake;
 
 use std::ops::Range;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
@@ -143,6 +143,8 @@ pub struct BlockManager {
     fenced: AtomicBool,
     intake: Vec<Intake>,
     first_record: std::sync::OnceLock<Instant>,
+    /// When the open batch closes, ms since the epoch (0: not known).
+    next_close: AtomicI64,
 }
 
 impl BlockManager {
@@ -171,6 +173,7 @@ impl BlockManager {
             fenced: AtomicBool::new(false),
             intake: (0..partitions).map(|_| Intake::default()).collect(),
             first_record: std::sync::OnceLock::new(),
+            next_close: AtomicI64::new(0),
         };
         (manager, rx)
     }
@@ -198,6 +201,19 @@ impl BlockManager {
     /// When the first record of the run came in (`None` before one did).
     pub fn first_record(&self) -> Option<Instant> {
         self.first_record.get().copied()
+    }
+
+    /// Called by the batch clock before it waits for a close: the open batch closes at
+    /// `at_ms` (ms since the epoch). Receivers that poll (the files source) list just before
+    /// it, so what arrived in time makes the batch.
+    pub fn set_next_close(&self, at_ms: i64) {
+        self.next_close.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// When the open batch closes, ms since the epoch, as the batch clock last said; `None`
+    /// before it has said (a replay waiting for its fence, or no clock).
+    pub fn next_close_ms(&self) -> Option<i64> {
+        Some(self.next_close.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
     /// What partition `p`'s receiver has handed in (`None` for a partition out of range).

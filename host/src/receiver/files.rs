@@ -11,6 +11,11 @@
 //! their name; each partition's receiver reads its own files, so the files of one batch are
 //! read in parallel across partitions.
 //!
+//! Besides every poll interval, each partition lists once more [`CLOSE_LEAD`] before each
+//! batch closes (the batch clock says when, [`crate::block::BlockManager::next_close_ms`]): a
+//! file waits for its batch at most about the batch interval and the lead, however long the
+//! poll interval.
+//!
 //! The source is replayable: each chunk is appended with its [`Position`] (the file and the
 //! byte range it came from), so the checkpoint log knows which byte ranges made up each batch.
 //! A restart gets a [`Resume`]: the files committed batches read to their end are never read
@@ -168,6 +173,25 @@ pub fn ignored(name: &str) -> bool {
             .any(|s| name.ends_with(s))
 }
 
+/// How long before a batch closes the source lists once more, so that a file dropped up to
+/// about this long before the close (less the time to read it) makes that batch.
+pub const CLOSE_LEAD: Duration = Duration::from_millis(50);
+
+/// How long to wait after a listing that ended at `now_ms` before the next: the poll
+/// interval, or less when the open batch closes (at `next_close_ms`) before then, so that a
+/// listing falls [`CLOSE_LEAD`] before the close. A file then waits for a batch at most the
+/// batch interval and the lead, rather than the batch interval and the poll interval, whatever
+/// the poll interval (issue #16: at 200 ms it was most of the files source's extra latency).
+pub fn next_listing(poll: Duration, now_ms: i64, next_close_ms: Option<i64>) -> Duration {
+    let lead = CLOSE_LEAD.as_millis() as i64;
+    match next_close_ms.map(|close| close - lead - now_ms) {
+        Some(until) if until > 0 && (until as u128) < poll.as_millis() => {
+            Duration::from_millis(until as u64)
+        }
+        _ => poll,
+    }
+}
+
 /// The partition a file belongs to (FNV-1a of its name).
 pub fn partition_of(name: &str, partitions: u32) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -308,8 +332,9 @@ impl FilesReceiver {
             if listed.is_some_and(|l| self.once_done(&l)) {
                 return Ok(Finished::End);
             }
+            let wait = next_listing(self.poll, now_ms(), out.blocks.next_close_ms());
             tokio::select! {
-                _ = tokio::time::sleep(self.poll) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
         }
@@ -562,6 +587,27 @@ mod tests {
             assert!(ignored(name), "{name}");
         }
         assert!(!ignored("events-001.txt"));
+    }
+
+    #[test]
+    fn a_listing_falls_just_before_each_batch_close() {
+        let poll = Duration::from_millis(200);
+        let lead = CLOSE_LEAD.as_millis() as i64;
+        // The close is far off: the poll interval.
+        assert_eq!(next_listing(poll, 10_000, Some(11_000)), poll);
+        // It comes within the poll interval: the next listing is the lead before it.
+        assert_eq!(
+            next_listing(poll, 10_900, Some(11_000)),
+            Duration::from_millis((100 - lead) as u64)
+        );
+        // That listing was the one before the close: the next comes a poll interval later.
+        assert_eq!(next_listing(poll, 11_000 - lead + 5, Some(11_000)), poll);
+        assert_eq!(next_listing(poll, 11_010, Some(11_000)), poll);
+        // No clock yet (a replay waiting for its fence): the poll interval.
+        assert_eq!(next_listing(poll, 10_900, None), poll);
+        // A poll interval shorter than the lead is left alone.
+        let short = Duration::from_millis(20);
+        assert_eq!(next_listing(short, 10_900, Some(11_000)), short);
     }
 
     #[test]
