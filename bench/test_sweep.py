@@ -40,8 +40,8 @@ class SweepSide(unittest.TestCase):
 
         best, rows = sweep.sweep_side(cfg, spark, sc, {"backlog": 8_000_000, "max_files": 100}, run)
         self.assertEqual(best, {"backlog": 8_000_000, "max_files": 800})
-        # Every setting tried once: 4 maxFilesPerTrigger values, then the other backlog.
-        self.assertEqual([r["max_files"] for r in seen], [100, 200, 400, 800, 800])
+        # Every setting tried once: 3 maxFilesPerTrigger values, then the other backlog.
+        self.assertEqual([r["max_files"] for r in seen], [100, 400, 800, 800])
         self.assertEqual(seen[-1]["backlog"], 2_000_000)
         self.assertEqual(len(rows), len(seen))
 
