@@ -13,6 +13,7 @@ average; the runs (pipelines, reports, logs) stay under --work.
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -55,13 +56,17 @@ kind = "count"
 
 
 def one_run(sluice, plugins, in_dir, work, expect):
-    """Seconds from launch to exit of a `once` run over `in_dir`; checks every line came."""
+    """Seconds from launch to exit of a `once` run over `in_dir`, and the CPU seconds it used
+    (user + system); checks every line came."""
     run_dir = tempfile.mkdtemp(dir=work)
     report = os.path.join(run_dir, "report.jsonl")
     cmd = [sluice, "run", pipeline(run_dir, in_dir, plugins), "--report", report]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     took = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if r.returncode != 0:
         sys.exit(f"file_overhead: sluice exited {r.returncode}: {r.stderr[-2000:]}")
     with open(report) as f:
@@ -69,7 +74,7 @@ def one_run(sluice, plugins, in_dir, work, expect):
     if got != expect:
         sys.exit(f"file_overhead: {got} records, not {expect} ({in_dir})")
     shutil.rmtree(run_dir, ignore_errors=True)
-    return took
+    return took, cpu
 
 
 def main():
@@ -96,17 +101,22 @@ def main():
         for c in cells:
             times[c].append(one_run(sluice, plugins, dirs[c], a.work, c[0] * c[1]))
     load_after = os.getloadavg()
-    best = {c: min(t) for c, t in times.items()}
+    best = {c: min(t[0] for t in ts) for c, ts in times.items()}
+    cpu = {c: min(t[1] for t in ts) for c, ts in times.items()}
     per_file = {lines: (best[(lines, a.many)] - best[(lines, a.few)]) / (a.many - a.few)
                 for lines in (1, 1000)}
-    out = ["| lines per file | run time, few files (s) | run time, many files (s) | per file, µs |",
-           "|---|---|---|---|"]
+    cpu_file = {lines: (cpu[(lines, a.many)] - cpu[(lines, a.few)]) / (a.many - a.few)
+                for lines in (1, 1000)}
+    out = ["| lines per file | run time (CPU), few files, s | run time (CPU), many files, s "
+           "| per file: wall µs | per file: CPU µs |",
+           "|---|---|---|---|---|"]
     for lines in (1, 1000):
-        out.append(f"| {lines:,} | {best[(lines, a.few)]:.3f} ({a.few:,} files) | "
-                   f"{best[(lines, a.many)]:.3f} ({a.many:,} files) | {per_file[lines] * 1e6:,.0f} |")
+        out.append(f"| {lines:,} | {best[(lines, a.few)]:.3f} ({cpu[(lines, a.few)]:.3f}), "
+                   f"{a.few:,} files | {best[(lines, a.many)]:.3f} ({cpu[(lines, a.many)]:.3f}), "
+                   f"{a.many:,} files | {per_file[lines] * 1e6:,.0f} | {cpu_file[lines] * 1e6:,.0f} |")
     lines_cost = (per_file[1000] - per_file[1]) / 999
-    out += ["", f"Per line (the 1,000-line files' cost less the one-line files', over 999 lines): "
-            f"{lines_cost * 1e9:,.0f} ns. Fastest of {a.repeat} alternating runs per cell; "
+    out += ["", f"Per line (the 1,000-line files' wall cost less the one-line files', over 999 "
+            f"lines): {lines_cost * 1e9:,.0f} ns. Fastest (and least CPU) of {a.repeat} alternating runs per cell; "
             f"load average (1/5/15 min) before {' / '.join(f'{x:.2f}' for x in load_before)}, "
             f"after {' / '.join(f'{x:.2f}' for x in load_after)}."]
     print("\n".join(out))
