@@ -143,8 +143,9 @@ pub struct BlockManager {
     fenced: AtomicBool,
     intake: Vec<Intake>,
     first_record: std::sync::OnceLock<Instant>,
-    /// When the open batch closes, ms since the epoch (0: not known).
+    /// When the open batch closes, ms since the epoch (0: not known), and the batch interval.
     next_close: AtomicI64,
+    close_interval: AtomicI64,
 }
 
 impl BlockManager {
@@ -174,6 +175,7 @@ impl BlockManager {
             intake: (0..partitions).map(|_| Intake::default()).collect(),
             first_record: std::sync::OnceLock::new(),
             next_close: AtomicI64::new(0),
+            close_interval: AtomicI64::new(0),
         };
         (manager, rx)
     }
@@ -204,16 +206,19 @@ impl BlockManager {
     }
 
     /// Called by the batch clock before it waits for a close: the open batch closes at
-    /// `at_ms` (ms since the epoch). Receivers that poll (the files source) list just before
-    /// it, so what arrived in time makes the batch.
-    pub fn set_next_close(&self, at_ms: i64) {
+    /// `at_ms` (ms since the epoch), and the ones after it every `interval_ms`. Receivers that
+    /// poll (the files source) list just before each close, so what arrived in time makes the
+    /// batch.
+    pub fn set_next_close(&self, at_ms: i64, interval_ms: i64) {
+        self.close_interval.store(interval_ms, Ordering::Relaxed);
         self.next_close.store(at_ms, Ordering::Relaxed);
     }
 
-    /// When the open batch closes, ms since the epoch, as the batch clock last said; `None`
-    /// before it has said (a replay waiting for its fence, or no clock).
-    pub fn next_close_ms(&self) -> Option<i64> {
-        Some(self.next_close.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    /// When the open batch closes (ms since the epoch) and the batch interval (ms), as the
+    /// batch clock last said; `None` before it has said (a replay waiting for its fence).
+    pub fn next_close(&self) -> Option<(i64, i64)> {
+        let at = self.next_close.load(Ordering::Relaxed);
+        (at > 0).then(|| (at, self.close_interval.load(Ordering::Relaxed)))
     }
 
     /// What partition `p`'s receiver has handed in (`None` for a partition out of range).

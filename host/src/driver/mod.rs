@@ -523,7 +523,8 @@ fn spawn_clock(
         }
         loop {
             let id = tracker.next();
-            blocks.set_next_close(batch_clock.time_ms(id));
+            let interval_ms = batch_clock.time_ms(id + 1) - batch_clock.time_ms(id);
+            blocks.set_next_close(batch_clock.time_ms(id), interval_ms);
             let wait = batch_clock.until(id, clock.now_ms());
             let stopped = tokio::select! {
                 _ = tokio::time::sleep(wait) => false,
