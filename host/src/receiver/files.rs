@@ -617,7 +617,10 @@ mod tests {
         // not said it yet), and so on while the clock is late to say.
         let long = Duration::from_secs(10);
         assert_eq!(next_listing(long, 11_000 - lead + 5, close), ms(995));
-        assert_eq!(next_listing(long, 12_500, close), ms(13_000 - lead - 12_500));
+        assert_eq!(
+            next_listing(long, 12_500, close),
+            ms(13_000 - lead - 12_500)
+        );
         // No clock yet (a replay waiting for its fence): the poll interval.
         assert_eq!(next_listing(poll, 10_900, None), poll);
         // A poll interval shorter than the time to the lead is left alone.
