@@ -80,6 +80,39 @@ SCENARIOS = [
 ]
 
 
+# Each side's settings on the files workloads, per workload: the feeder's backlog (lines written
+# and not yet taken, at full speed), sluice's partitions and Spark's maxFilesPerTrigger. The
+# defaults are the best a recorded sweep found (`bench/sweep`, bench/results/DATE-sweep.md),
+# kept in bench/settings.json; these are the fallback without it.
+SETTINGS_FILE = os.path.join(HERE, "settings.json")
+FALLBACK_FILES_SETTINGS = {
+    "sluice": {"upper": {"backlog": 2_000_000, "partitions": 2},
+               "wordcount": {"backlog": 2_000_000, "partitions": 2}},
+    "Spark": {"upper": {"backlog": 2_000_000, "max_files": 100},
+              "wordcount": {"backlog": 2_000_000, "max_files": 30}},
+}
+
+
+def load_files_settings(path=SETTINGS_FILE):
+    """The files workloads' settings per side and workload: the fallback, overlaid with the
+    `files` of bench/settings.json (the sweep's choice) when it exists."""
+    out = json.loads(json.dumps(FALLBACK_FILES_SETTINGS))
+    try:
+        with open(path) as f:
+            saved = json.load(f).get("files", {})
+    except FileNotFoundError:
+        saved = {}
+    for system, workloads in saved.items():
+        for workload, values in workloads.items():
+            out.setdefault(system, {}).setdefault(workload, {}).update(values)
+    return out
+
+
+def files_setting(cfg, system, sc, key):
+    """One setting of `system` ("sluice" or "Spark") on scenario `sc`'s workload."""
+    return cfg.files[system][sc.workload][key]
+
+
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -285,7 +318,8 @@ class Sluice:
         if sc.feeder == "tcp":
             lines += ['kind = "tcp"', f'address = "127.0.0.1:{port}"', "end-on-close = true"]
         else:
-            lines += ['kind = "files"', f'path = "{indir}"', "partitions = 2"]
+            parts = files_setting(self.cfg, "sluice", sc, "partitions")
+            lines += ['kind = "files"', f'path = "{indir}"', f"partitions = {parts}"]
         if marker:
             lines.append(f'latency-marker = "{corpus.MARKER_PREFIX.decode()}"')
         if wal:
@@ -409,7 +443,7 @@ class Spark:
         else:
             cls = "sluicebench.StructuredJob"
             args = ["--dir", indir, "--checkpoint", os.path.join(rundir, "checkpoint"),
-                    "--max-files", str(self.cfg.spark_max_files[sc.workload])]
+                    "--max-files", str(files_setting(self.cfg, "Spark", sc, "max_files"))]
         cmd = [os.path.join(self.cfg.venv, "bin", "spark-submit"), "--master", "local[2]",
                "--driver-memory", self.cfg.spark_memory,
                "--conf", "spark.ui.enabled=false",
@@ -432,7 +466,7 @@ class Spark:
 # One run
 
 
-def start_feeder(cfg, sc, mode, rate, rundir, report):
+def start_feeder(cfg, sc, mode, rate, rundir, report, backlog=0):
     cmd = [sys.executable, os.path.join(HERE, "feeder.py"), sc.feeder, "--corpus", cfg.corpus,
            "--rate", str(rate if mode == "latency" else 0), "--report", report]
     if cfg.passes:
@@ -445,7 +479,7 @@ def start_feeder(cfg, sc, mode, rate, rundir, report):
         os.makedirs(indir)
         cmd += ["--dir", indir, "--tmp-dir", os.path.join(rundir, "feed-tmp")]
         if mode == "throughput":
-            cmd += ["--backlog", str(cfg.backlog)]
+            cmd += ["--backlog", str(backlog)]
     feeder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(os.path.join(rundir, "feeder.log"), "w"),
                               text=True, start_new_session=True)
     port = None
@@ -465,8 +499,9 @@ def run_one(cfg, system, sc, mode, rate, rundir):
     load_before = os.getloadavg()
     delayed_feed = sc.feeder == "files" and mode == "latency"
     feeder = port = indir = None
+    backlog = files_setting(cfg, system.name, sc, "backlog") if sc.feeder == "files" else 0
     if not delayed_feed:
-        feeder, port, indir = start_feeder(cfg, sc, mode, rate, rundir, report)
+        feeder, port, indir = start_feeder(cfg, sc, mode, rate, rundir, report, backlog)
     else:
         indir = os.path.join(rundir, "in")
         os.makedirs(indir)
@@ -499,9 +534,11 @@ def run_one(cfg, system, sc, mode, rate, rundir):
         total = sum(b.get("records_in", 0) for b in read_report(report))
         if total != last_total:
             last_total, last_change = total, now
+        # The sweep's short runs stop with the feed: what is still queued is not waited for.
+        no_drain = getattr(cfg, "no_drain", False)
         if stop_sent is None and fed is not None and (
-                total >= fed or now - last_change > cfg.idle_timeout):
-            if total < fed:
+                total >= fed or now - last_change > cfg.idle_timeout or no_drain):
+            if total < fed and not no_drain:
                 outcome = f"idle with {fed - total} records missing"
             system.stop(proc, rundir)
             stop_sent = now
@@ -532,7 +569,7 @@ def run_one(cfg, system, sc, mode, rate, rundir):
     m.update(system=system.name, scenario=sc.key, rate=rate if mode == "latency" else None,
              exit=proc.returncode, outcome=outcome, load_before=load_before,
              load_after=os.getloadavg(), rundir=rundir)
-    if m["records_in"] != (fed or 0) and outcome == "ok":
+    if m["records_in"] != (fed or 0) and outcome == "ok" and not getattr(cfg, "no_drain", False):
         m["outcome"] = f"{m['records_in']:,} of {fed:,} records in finished batches"
     if proc.returncode not in (0, None):
         m["outcome"] += f"; exit {proc.returncode}"
@@ -591,12 +628,18 @@ def main():
                     help="latency runs: seconds fed (and not measured) before the --duration")
     ap.add_argument("--rate", type=float, default=0,
                     help="lines/s of the latency runs; 0: half the lower throughput of the two")
-    ap.add_argument("--backlog", type=int, default=2_000_000)
+    ap.add_argument("--backlog", type=int, default=None,
+                    help="files, full speed: lines the feeder keeps ahead of what the system "
+                    "has taken, for both sides (default: each side's in bench/settings.json)")
     ap.add_argument("--spark-memory", default="2g",
                     help="spark-submit --driver-memory (local mode: the whole of Spark); at 1g "
                     "a full-speed DStream run died of OutOfMemoryError")
-    ap.add_argument("--spark-max-files-upper", type=int, default=100)
-    ap.add_argument("--spark-max-files-wordcount", type=int, default=30)
+    ap.add_argument("--spark-max-files-upper", type=int, default=None,
+                    help="Spark's maxFilesPerTrigger on a-files (default: bench/settings.json)")
+    ap.add_argument("--spark-max-files-wordcount", type=int, default=None,
+                    help="Spark's maxFilesPerTrigger on b-files (default: bench/settings.json)")
+    ap.add_argument("--sluice-files-partitions", type=int, default=None,
+                    help="sluice's files source partitions (default: bench/settings.json)")
     ap.add_argument("--venv", default=os.path.expanduser("~/.cache/sluice/spark-venv"))
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/sluice/bench"))
     ap.add_argument("--out", default=None, help="the report file (default bench/results/DATE.md)")
@@ -619,8 +662,7 @@ def main():
         report_mod.check_tables(report_mod.write(out, meta, saved["results"], SCENARIOS, systems))
         log(f"report: {out}")
         return 0
-    cfg.spark_max_files = {"upper": cfg.spark_max_files_upper,
-                           "wordcount": cfg.spark_max_files_wordcount}
+    cfg.files = files_settings_from_args(cfg)
     if cfg.smoke:
         # A fixed amount rather than a time: a few seconds in all, whatever the start-up.
         cfg.lines = min(cfg.lines, 100_000)
@@ -628,7 +670,9 @@ def main():
         cfg.warmup = 0
         cfg.systems = cfg.systems or "sluice"
         cfg.scenarios = cfg.scenarios or "a-tcp,b-tcp,a-files,c-a-tcp"
-        cfg.backlog = min(cfg.backlog, 500_000)
+        for workloads in cfg.files.values():
+            for values in workloads.values():
+                values["backlog"] = min(values["backlog"], 500_000)
         cfg.rate = cfg.rate or 100_000
     else:
         cfg.passes = None
@@ -690,7 +734,8 @@ def main():
         "warmup_s": cfg.warmup,
         "passes": cfg.passes,
         "repeat": cfg.repeat,
-        "backlog": cfg.backlog,
+        "backlog": max(v["backlog"] for w in cfg.files.values() for v in w.values()),
+        "files_settings": cfg.files,
         "systems": {},
         "rundir": rundir_root,
         "git": git_describe(),
@@ -702,7 +747,8 @@ def main():
         else:
             meta["systems"]["Spark"] = {"version": s.version, "java": java_version(),
                                         "memory": cfg.spark_memory,
-                                        "max_files": cfg.spark_max_files}
+                                        "max_files": {w: v["max_files"] for w, v
+                                                      in cfg.files["Spark"].items()}}
     if "sluice" in cfg.systems:
         meta["plugin_bench"] = plugin_bench(cfg)
     out = cfg.out or unused_path(os.path.join(
@@ -718,6 +764,23 @@ def main():
     for f in failures:
         log(f"FAILED: {f}")
     return 1 if failures else 0
+
+
+def files_settings_from_args(cfg):
+    """bench/settings.json's files settings with the command line's overrides."""
+    files = load_files_settings()
+    for system in files.values():
+        for values in system.values():
+            if cfg.backlog is not None:
+                values["backlog"] = cfg.backlog
+    for workload, arg in (("upper", cfg.spark_max_files_upper),
+                          ("wordcount", cfg.spark_max_files_wordcount)):
+        if arg is not None:
+            files["Spark"][workload]["max_files"] = arg
+    if cfg.sluice_files_partitions is not None:
+        for values in files["sluice"].values():
+            values["partitions"] = cfg.sluice_files_partitions
+    return files
 
 
 def run_cell(cfg, system, sc, mode, rate, rundir_root, rep):

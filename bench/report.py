@@ -118,6 +118,28 @@ def esc(s):
     return str(s).replace("|", "\\|")
 
 
+def backlog_text(meta):
+    """The feeder's backlog as the conditions give it: one number, or each side's per workload
+    (upper / word count) when they differ."""
+    fs = meta.get("files_settings")
+    if not fs:
+        return f"{meta['backlog']:,}"
+    values = {v["backlog"] for w in fs.values() for v in w.values()}
+    if len(values) == 1:
+        return f"{values.pop():,}"
+    return "; ".join(f"{sys}: " + " / ".join(f"{w[k]['backlog']:,}" for k in ("upper", "wordcount"))
+                     for sys, w in fs.items()) + " (upper / word count)"
+
+
+def partitions_text(meta):
+    """sluice's files partitions: one number, or upper / word count when they differ."""
+    fs = meta.get("files_settings")
+    if not fs:
+        return "2"
+    a, b = fs["sluice"]["upper"]["partitions"], fs["sluice"]["wordcount"]["partitions"]
+    return str(a) if a == b else f"{a} (upper) / {b} (word count)"
+
+
 def write(path, meta, results, scenarios, systems):
     """Writes the Markdown report (and the chart beside it) and returns the Markdown. `results`
     are the runs, repeated ones included; the table shows each cell's median and range."""
@@ -223,7 +245,7 @@ def write(path, meta, results, scenarios, systems):
              f"Each run feeds for "
              f"{meta['duration_s']:.0f} s after the system's first batch with records (passing "
              f"over the corpus as often as needed): full speed for throughput (TCP: flow control "
-             f"paces the feeder; files: the feeder keeps {meta['backlog']:,} lines ahead of what "
+             f"paces the feeder; files: the feeder keeps {backlog_text(meta)} lines ahead of what "
              f"the system has taken), a fixed rate for latency, {meta['warmup_s']:.0f} s longer, "
              f"those first seconds not measured (start-up and the backlog it leaves)."))
     sl = meta["systems"].get("sluice")
@@ -234,7 +256,7 @@ def write(path, meta, results, scenarios, systems):
                  f"`latency-marker`: {'yes' if caps.get('latency-marker') else 'no'}; "
                  f"`wal`: {'yes' if caps.get('wal') else 'no'}. Pipeline: 1 s batches, default "
                  f"workers (cores) and memory budget; tcp source with `end-on-close`, files source "
-                 f"with 2 partitions and the default poll interval; `count` sink.")
+                 f"with {partitions_text(meta)} partitions and the default poll interval; `count` sink.")
     sp = meta["systems"].get("Spark")
     if sp:
         L.append(f"- Spark {sp['version']} (pyspark wheel), {sp['java']}; `local[2]`, driver memory "

@@ -11,6 +11,32 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+static PROCESS_START_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+
+/// Called first thing by the `sluice` binary's `main`: notes when the process started, so the
+/// first batch of a fresh run can close one batch interval after launch rather than after the
+/// set-up (see [`first_origin_ms`]).
+pub fn mark_process_start() {
+    let _ = PROCESS_START_MS.set(now_ms());
+}
+
+/// Where a fresh run's batch grid starts, given the time `now_ms` its clock starts and its
+/// batch `interval`: when the process started (so the first batch closes one interval after
+/// launch, the set-up counted in it, as a user who starts `sluice run` expects), unless the
+/// set-up took an interval or more, or the start was not noted (the library used in-process):
+/// then `now_ms`.
+pub fn first_origin_ms(now_ms: i64, interval: Duration) -> i64 {
+    first_origin(now_ms, interval, PROCESS_START_MS.get().copied())
+}
+
+fn first_origin(now_ms: i64, interval: Duration, started_ms: Option<i64>) -> i64 {
+    match started_ms {
+        Some(s) if s <= now_ms && ((now_ms - s) as u128) < interval.as_millis() => s,
+        _ => now_ms,
+    }
+}
+
 /// Wall-clock time in ms since the Unix epoch.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Now.
@@ -46,5 +72,20 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_grid_starts_at_launch_unless_the_set_up_took_an_interval() {
+        let second = Duration::from_secs(1);
+        assert_eq!(first_origin(10_300, second, Some(10_000)), 10_000);
+        assert_eq!(first_origin(11_000, second, Some(10_000)), 11_000);
+        assert_eq!(first_origin(10_300, second, None), 10_300);
+        // A clock that went back: now.
+        assert_eq!(first_origin(9_000, second, Some(10_000)), 9_000);
     }
 }

@@ -21,6 +21,7 @@ mod exposure;
 mod ha;
 mod keyed_state;
 mod kill;
+mod latency;
 mod lookup;
 mod memory;
 mod metrics;

@@ -43,7 +43,7 @@ pub mod intake;
 
 use std::ops::Range;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
@@ -145,6 +145,9 @@ pub struct BlockManager {
     first_record: std::sync::OnceLock<Instant>,
     /// One more than the id of the newest batch whose close has begun (0: none yet).
     closing: AtomicU64,
+    /// When the open batch closes, ms since the epoch (0: not known), and the batch interval.
+    next_close: AtomicI64,
+    close_interval: AtomicI64,
 }
 
 impl BlockManager {
@@ -174,6 +177,8 @@ impl BlockManager {
             intake: (0..partitions).map(|_| Intake::default()).collect(),
             first_record: std::sync::OnceLock::new(),
             closing: AtomicU64::new(0),
+            next_close: AtomicI64::new(0),
+            close_interval: AtomicI64::new(0),
         };
         (manager, rx)
     }
@@ -201,6 +206,22 @@ impl BlockManager {
     /// When the first record of the run came in (`None` before one did).
     pub fn first_record(&self) -> Option<Instant> {
         self.first_record.get().copied()
+    }
+
+    /// Called by the batch clock before it waits for a close: the open batch closes at
+    /// `at_ms` (ms since the epoch), and the ones after it every `interval_ms`. Receivers that
+    /// poll (the files source) list just before each close, so what arrived in time makes the
+    /// batch.
+    pub fn set_next_close(&self, at_ms: i64, interval_ms: i64) {
+        self.close_interval.store(interval_ms, Ordering::Relaxed);
+        self.next_close.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// When the open batch closes (ms since the epoch) and the batch interval (ms), as the
+    /// batch clock last said; `None` before it has said (a replay waiting for its fence).
+    pub fn next_close(&self) -> Option<(i64, i64)> {
+        let at = self.next_close.load(Ordering::Relaxed);
+        (at > 0).then(|| (at, self.close_interval.load(Ordering::Relaxed)))
     }
 
     /// What partition `p`'s receiver has handed in (`None` for a partition out of range).

@@ -327,15 +327,16 @@ fn start_tasks(
     // In reliable mode the recomputed batch's close comes from the log.
     let logged_replay = logged && start.replay.is_some();
     let tracker_first = start.first_batch + u64::from(logged_replay);
-    let batch_clock = BatchClock::new(
-        tracker_first,
-        clock.now_ms(),
-        file.batch_interval,
-        match (&start.replay, logged_replay) {
-            (Some(r), true) => Some(r.entry.batch_time_ms),
-            _ => start.last_time_ms,
-        },
-    );
+    let last_time_ms = match (&start.replay, logged_replay) {
+        (Some(r), true) => Some(r.entry.batch_time_ms),
+        _ => start.last_time_ms,
+    };
+    // A fresh run's first batch closes one interval after launch, its set-up counted in it.
+    let now_ms = match last_time_ms {
+        None => crate::clock::first_origin_ms(clock.now_ms(), file.batch_interval),
+        Some(_) => clock.now_ms(),
+    };
+    let batch_clock = BatchClock::new(tracker_first, now_ms, file.batch_interval, last_time_ms);
     let last_close = spawn_clock(rt, blocks, batch_clock, tracker_first, clock, shutdown);
     (batch_clock, last_close)
 }
@@ -522,6 +523,8 @@ fn spawn_clock(
         }
         loop {
             let id = tracker.next();
+            let interval_ms = batch_clock.time_ms(id + 1) - batch_clock.time_ms(id);
+            blocks.set_next_close(batch_clock.time_ms(id), interval_ms);
             let wait = batch_clock.until(id, clock.now_ms());
             let stopped = tokio::select! {
                 _ = tokio::time::sleep(wait) => false,

@@ -11,6 +11,12 @@
 //! their name; each partition's receiver reads its own files, so the files of one batch are
 //! read in parallel across partitions.
 //!
+//! Besides every poll interval, each partition lists once more [`CLOSE_LEAD`] before each
+//! batch closes (the batch clock says when, [`crate::block::BlockManager::next_close`]): a
+//! file waits for its batch at most about the batch interval and the lead, however long the
+//! poll interval. Not with `file-writes = "in-place"`, whose two listings must stay a poll
+//! interval apart.
+//!
 //! The source is replayable: each chunk is appended with its [`Position`] (the file and the
 //! byte range it came from), so the checkpoint log knows which byte ranges made up each batch.
 //! A restart gets a [`Resume`]: the files committed batches read to their end are never read
@@ -168,6 +174,31 @@ pub fn ignored(name: &str) -> bool {
             .any(|s| name.ends_with(s))
 }
 
+/// How long before a batch closes the source lists once more, so that a file dropped up to
+/// about this long before the close (less the time to read it) makes that batch.
+pub const CLOSE_LEAD: Duration = Duration::from_millis(50);
+
+/// How long to wait after a listing that ended at `now_ms` before the next: the poll
+/// interval, or less when a batch closes before then, so that a listing falls [`CLOSE_LEAD`]
+/// before each close. `close`: when the open batch closes and the batch interval (ms), from
+/// the batch clock; once the lead before that close has passed, the next close's counts. A
+/// file then waits for a batch at most the batch interval and the lead, rather than the batch
+/// interval and the poll interval, whatever the poll interval (issue #16: at 200 ms it was most
+/// of the files source's extra latency).
+pub fn next_listing(poll: Duration, now_ms: i64, close: Option<(i64, i64)>) -> Duration {
+    let Some((close_ms, interval_ms)) = close else {
+        return poll;
+    };
+    let interval_ms = interval_ms.max(1);
+    let mut at = close_ms - CLOSE_LEAD.as_millis() as i64;
+    if at <= now_ms {
+        // That close's listing is done: the next close's, on the clock's grid.
+        at += ((now_ms - at) / interval_ms + 1) * interval_ms;
+    }
+    let until = (at - now_ms) as u64;
+    poll.min(Duration::from_millis(until))
+}
+
 /// The partition a file belongs to (FNV-1a of its name).
 pub fn partition_of(name: &str, partitions: u32) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -312,8 +343,14 @@ impl FilesReceiver {
             if listed.is_some_and(|l| self.once_done(&l)) {
                 return Ok(Finished::End);
             }
+            // In place, two listings must stay a poll interval apart: no listing before closes.
+            let close = out
+                .blocks
+                .next_close()
+                .filter(|_| self.candidates.is_none());
+            let wait = next_listing(self.poll, now_ms(), close);
             tokio::select! {
-                _ = tokio::time::sleep(self.poll) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
         }
@@ -572,6 +609,33 @@ mod tests {
             assert!(ignored(name), "{name}");
         }
         assert!(!ignored("events-001.txt"));
+    }
+
+    #[test]
+    fn a_listing_falls_just_before_each_batch_close() {
+        let poll = Duration::from_millis(200);
+        let lead = CLOSE_LEAD.as_millis() as i64;
+        let close = Some((11_000, 1_000));
+        let ms = |m: i64| Duration::from_millis(m as u64);
+        // The close is far off: the poll interval.
+        assert_eq!(next_listing(poll, 10_000, close), poll);
+        // It comes within the poll interval: the next listing is the lead before it.
+        assert_eq!(next_listing(poll, 10_900, close), ms(100 - lead));
+        // That listing was the one before the close: a poll interval later ...
+        assert_eq!(next_listing(poll, 11_000 - lead + 5, close), poll);
+        // ... or, with a long poll interval, the lead before the next close (the clock has
+        // not said it yet), and so on while the clock is late to say.
+        let long = Duration::from_secs(10);
+        assert_eq!(next_listing(long, 11_000 - lead + 5, close), ms(995));
+        assert_eq!(
+            next_listing(long, 12_500, close),
+            ms(13_000 - lead - 12_500)
+        );
+        // No clock yet (a replay waiting for its fence): the poll interval.
+        assert_eq!(next_listing(poll, 10_900, None), poll);
+        // A poll interval shorter than the time to the lead is left alone.
+        let short = Duration::from_millis(20);
+        assert_eq!(next_listing(short, 10_800, close), short);
     }
 
     #[test]

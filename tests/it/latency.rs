@@ -1,0 +1,158 @@
+//! Latency a user relies on (issue #16): a file dropped into a watched directory is committed
+//! within about one batch interval, however long the poll interval (the files source lists
+//! once more just before each batch closes), and a fresh run's first batch closes one batch
+//! interval after launch, its set-up counted in it.
+//!
+//! Bounds are loose on purpose (the machine running the tests may be loaded): each separates
+//! the behaviour from its absence by seconds or by the order of two events, not by a few ms.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_tests::*;
+
+use crate::engine::{Running, WAIT_TIMEOUT, drop_file, sluice_run, write_pipeline};
+
+const INTERVAL_MS: f64 = 1_000.0;
+
+/// The batches of a `--report` file so far.
+fn report_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn epoch_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+/// Ms since the epoch of an RFC 3339 UTC timestamp as the JSON log writes it
+/// (`2026-12-05T08:32:44.725262Z`).
+fn log_time_ms(ts: &str) -> i64 {
+    let num = |r: std::ops::Range<usize>| -> i64 { ts[r].parse().unwrap() };
+    let (y, m, d) = (num(0..4), num(5..7), num(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + num(11..13) * 3_600 + num(14..16) * 60 + num(17..19);
+    let frac: f64 = format!("0{}", ts[19..].trim_end_matches('Z'))
+        .parse()
+        .unwrap_or(0.0);
+    secs * 1_000 + (frac * 1_000.0) as i64
+}
+
+#[test]
+fn a_dropped_file_is_committed_within_about_a_batch_interval_whatever_the_poll_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let input = dir.join("in");
+    std::fs::create_dir(&input).unwrap();
+    // A 10 s poll interval: without the listing before each close a file waits up to 10 s.
+    let pipeline = write_pipeline(
+        dir,
+        "version = 1\nbatch-interval = \"1s\"\nblock-interval = \"100ms\"\n\n[source]\nkind = \"files\"\npath = \"in\"\npartitions = 2\npoll-interval = \"10s\"\nlatency-marker = \"#MARK \"\n\n[[sink]]\nkind = \"count\"\n",
+    );
+    let report = dir.join("report.jsonl");
+    let mut cmd = sluice_run(dir, &pipeline, &plugins_dir());
+    cmd.arg("--report").arg(&report);
+    let mut sluice = Running::start(cmd);
+    sluice.wait_for("the first batch", WAIT_TIMEOUT, || {
+        !report_lines(&report).is_empty()
+    });
+    // Four files at different points of the batch interval, each a marker stamped as it is
+    // written (epoch µs, 16 digits) and a few lines.
+    let files = 4;
+    for i in 0..files {
+        let text = format!("#MARK {:016}\nline a\nline b\n", epoch_us());
+        drop_file(&input, &format!("f{i}.txt"), text.as_bytes());
+        std::thread::sleep(Duration::from_millis(730));
+    }
+    let latencies = || -> Vec<f64> {
+        report_lines(&report)
+            .iter()
+            .flat_map(|b| {
+                b["marker_latency_ms"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|v| v.as_f64())
+            .collect()
+    };
+    sluice.wait_for("every file's marker", Duration::from_secs(8), || {
+        latencies().len() == files
+    });
+    sluice.interrupt();
+    sluice.wait(WAIT_TIMEOUT).assert_success();
+    let got = latencies();
+    // A batch interval, the lead of the listing before the close (50 ms), and room for a
+    // loaded machine; the poll interval (10 s) is far above it.
+    let bound = INTERVAL_MS + 800.0;
+    assert!(
+        got.iter().all(|&l| l <= bound),
+        "marker latencies {got:?} ms: each at most {bound} ms"
+    );
+}
+
+#[test]
+fn a_fresh_runs_first_batch_closes_one_batch_interval_after_launch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("in")).unwrap();
+    let pipeline = write_pipeline(
+        dir,
+        "version = 1\nbatch-interval = \"1s\"\n\n[source]\nkind = \"files\"\npath = \"in\"\n\n[[sink]]\nkind = \"count\"\n",
+    );
+    let report = dir.join("report.jsonl");
+    let mut cmd = sluice_run(dir, &pipeline, &plugins_dir());
+    cmd.arg("--report").arg(&report);
+    let launched_ms = (epoch_us() / 1_000) as i64;
+    let launched = Instant::now();
+    let mut sluice = Running::start(cmd);
+    sluice.wait_for("the first batch", WAIT_TIMEOUT, || {
+        !report_lines(&report).is_empty()
+    });
+    let took = launched.elapsed();
+    sluice.interrupt();
+    let run = sluice.wait(WAIT_TIMEOUT);
+    run.assert_success();
+    let first = &report_lines(&report)[0];
+    let opened_ms = first["time_ms"].as_i64().unwrap() - INTERVAL_MS as i64;
+    // The first batch's interval began when the process started: before it logged anything
+    // (the old grid began after the set-up: the plan, the plugin's compilation, the admin
+    // endpoint).
+    let first_log = run
+        .stderr
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .expect("a JSON log line");
+    let logged_ms = log_time_ms(first_log["timestamp"].as_str().unwrap());
+    assert!(
+        launched_ms <= opened_ms && opened_ms <= logged_ms,
+        "the first batch opened at {opened_ms}, launched at {launched_ms}, first log at {logged_ms}"
+    );
+    // What a user sees: the first batch done about one interval after launch (room for a
+    // loaded machine; the set-up no longer adds to it).
+    assert!(
+        took < Duration::from_millis(1_000 + 900),
+        "first batch done {took:?} after launch"
+    );
+}
+
+#[test]
+fn log_times_are_read_as_ms_since_the_epoch() {
+    assert_eq!(log_time_ms("1970-01-01T00:00:01.5Z"), 1_500);
+    assert_eq!(
+        log_time_ms("2026-12-05T08:32:44.725262Z"),
+        1_796_459_564_725
+    );
+}
