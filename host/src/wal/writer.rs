@@ -174,29 +174,18 @@ async fn write_local(
     let (w, outcome) = match joined {
         Ok(done) => done,
         Err(e) => {
-            let e = WalError::Write {
-                path: path.to_string(),
-                message: format!("the write stopped: {e}"),
-            };
-            return (None, Err(e));
+            return (
+                None,
+                Err(write_failed(path, format!("the write stopped: {e}"))),
+            );
         }
     };
     shared.syncs.fetch_add(w.syncs - before, Ordering::Relaxed);
     let result = match outcome {
         Ok(Outcome::Written) => Ok(()),
         // Someone else writes under this epoch's names: two writers claimed it.
-        Ok(Outcome::Taken) => Err(fence(
-            shared,
-            WalError::Fenced {
-                prefix: shared.prefix.to_string(),
-                epoch: shared.epoch,
-                newer: shared.epoch,
-            },
-        )),
-        Err(e) => Err(WalError::Write {
-            path: path.to_string(),
-            message: e.to_string(),
-        }),
+        Ok(Outcome::Taken) => Err(taken(shared)),
+        Err(e) => Err(write_failed(path, e)),
     };
     (Some(w), result)
 }
@@ -217,18 +206,28 @@ async fn put_segment(shared: &Shared, path: &Path, parts: Vec<Bytes>) -> Result<
             Ok(())
         }
         // Someone else writes under this epoch's names: two writers claimed it.
-        Err(object_store::Error::AlreadyExists { .. }) => Err(fence(
-            shared,
-            WalError::Fenced {
-                prefix: shared.prefix.to_string(),
-                epoch: shared.epoch,
-                newer: shared.epoch,
-            },
-        )),
-        Err(e) => Err(WalError::Write {
-            path: path.to_string(),
-            message: e.to_string(),
-        }),
+        Err(object_store::Error::AlreadyExists { .. }) => Err(taken(shared)),
+        Err(e) => Err(write_failed(path, e)),
+    }
+}
+
+/// Someone else writes under this epoch's names: two writers claimed it (remembered as a fence).
+fn taken(shared: &Shared) -> WalError {
+    fence(
+        shared,
+        WalError::Fenced {
+            prefix: shared.prefix.to_string(),
+            epoch: shared.epoch,
+            newer: shared.epoch,
+        },
+    )
+}
+
+/// Writing segment `path` failed.
+fn write_failed(path: &Path, e: impl std::fmt::Display) -> WalError {
+    WalError::Write {
+        path: path.to_string(),
+        message: e.to_string(),
     }
 }
 
