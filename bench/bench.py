@@ -569,7 +569,31 @@ def main():
                     rate = rates.setdefault(sc.key, cfg.rate or latency_rate(results, sc))
                 for system in order:
                     results.append(run_cell(cfg, system, sc, mode, rate, rundir_root, rep))
+                    # A long run stopped early still leaves its cells: `--from-json` reads it.
+                    with open(os.path.join(rundir_root, "results-so-far.json"), "w") as f:
+                        json.dump({"meta": run_meta(cfg, systems, started, load_start,
+                                                    rundir_root), "results": results}, f)
 
+    meta = run_meta(cfg, systems, started, load_start, rundir_root)
+    if "sluice" in cfg.systems:
+        meta["plugin_bench"] = plugin_bench(cfg)
+    out = cfg.out or unused_path(os.path.join(
+        HERE, "results", datetime.date.today().isoformat() + ("-smoke" if cfg.smoke else "") + ".md"))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(os.path.join(rundir_root, "results.json"), "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=1)
+    md = report_mod.write(out, meta, results, SCENARIOS, [s.name for s in systems])
+    print(md)
+    log(f"report: {out} (raw runs in {rundir_root})")
+    report_mod.check_tables(md)
+    failures = sluice_failures(meta, results)
+    for f in failures:
+        log(f"FAILED: {f}")
+    return 1 if failures else 0
+
+
+def run_meta(cfg, systems, started, load_start, rundir_root):
+    """The conditions of a run (so far), for the report."""
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "smoke": cfg.smoke,
@@ -601,21 +625,7 @@ def main():
                                         "memory": cfg.spark_memory,
                                         "max_files": {w: v["max_files"] for w, v
                                                       in cfg.files["Spark"].items()}}
-    if "sluice" in cfg.systems:
-        meta["plugin_bench"] = plugin_bench(cfg)
-    out = cfg.out or unused_path(os.path.join(
-        HERE, "results", datetime.date.today().isoformat() + ("-smoke" if cfg.smoke else "") + ".md"))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(os.path.join(rundir_root, "results.json"), "w") as f:
-        json.dump({"meta": meta, "results": results}, f, indent=1)
-    md = report_mod.write(out, meta, results, SCENARIOS, [s.name for s in systems])
-    print(md)
-    log(f"report: {out} (raw runs in {rundir_root})")
-    report_mod.check_tables(md)
-    failures = sluice_failures(meta, results)
-    for f in failures:
-        log(f"FAILED: {f}")
-    return 1 if failures else 0
+    return meta
 
 
 def files_settings_from_args(cfg):
