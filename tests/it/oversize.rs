@@ -365,7 +365,23 @@ fn a_50_mb_line_under_a_raised_limit_that_the_plugins_memory_cap_cannot_hold_is_
             .sum::<usize>()
     };
 
-    let mut sluice = Running::start(sluice_run(dir, &pipeline, &plugins_dir()));
+    // `uppercase` maps in place, so at its own 64 MiB cap a 50 MB value now fits (the input
+    // lowered once, no copy out): the same component under a 40 MiB cap cannot hold it.
+    let plugins = dir.join("plugins-40mib");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        plugins_dir().join("uppercase.wasm"),
+        plugins.join("uppercase.wasm"),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(plugins_dir().join("uppercase.toml")).unwrap();
+    assert!(manifest.contains("memory = \"64MiB\""), "{manifest}");
+    std::fs::write(
+        plugins.join("uppercase.toml"),
+        manifest.replace("memory = \"64MiB\"", "memory = \"40MiB\""),
+    )
+    .unwrap();
+    let mut sluice = Running::start(sluice_run(dir, &pipeline, &plugins));
     sluice.wait_for("the other lines out", Duration::from_secs(50), || {
         count() >= expected.len() && !dead_letters(dir).is_empty()
     });
