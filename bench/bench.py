@@ -164,6 +164,7 @@ class Sluice:
             f'name = "bench-{sc.key}"',
             f'plugins = "{self.cfg.plugins}"',
             'batch-interval = "1s"',
+        ] + list(getattr(self.cfg, "sluice_set", None) or []) + [
             "",
             "[source]",
         ]
@@ -359,6 +360,8 @@ def run_one(cfg, system, sc, mode, rate, rundir):
         os.makedirs(indir)
     launch_ms = time.time() * 1e3
     proc = system.launch(sc, rundir, report, port=port, indir=indir)
+    if getattr(cfg, "on_launch", None):
+        cfg.on_launch(proc, rundir, report)  # bench/profile.py attaches perf
     mon = TreeMonitor(proc.pid)
     mon.start()
     deadline = time.time() + cfg.run_timeout
@@ -492,6 +495,9 @@ def main():
                     help="Spark's maxFilesPerTrigger on b-files (default: bench/settings.json)")
     ap.add_argument("--sluice-files-partitions", type=int, default=None,
                     help="sluice's files source partitions (default: bench/settings.json)")
+    ap.add_argument("--sluice-set", action="append", metavar="KEY=VALUE",
+                    help="a top-level line of sluice's pipeline file, as TOML (e.g. "
+                    "'queue-target = \"0s\"'); repeatable, for comparisons")
     ap.add_argument("--venv", default=os.path.expanduser("~/.cache/sluice/spark-venv"))
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/sluice/bench"))
     ap.add_argument("--out", default=None, help="the report file (default bench/results/DATE.md)")
@@ -540,8 +546,7 @@ def main():
     cfg.plugins = os.environ.get("SLUICE_PLUGINS") or os.path.join(target, "sluice-plugins", "plugins")
 
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
-    rundir_root = os.path.join(cfg.work, "runs", stamp + ("-smoke" if cfg.smoke else ""))
-    os.makedirs(rundir_root, exist_ok=True)
+    rundir_root = unique_dir(os.path.join(cfg.work, "runs", stamp + ("-smoke" if cfg.smoke else "")))
     cfg.corpus = corpus.ensure(os.path.join(cfg.work, "corpus"), cfg.lines, cfg.seed)
 
     systems = []
@@ -658,6 +663,35 @@ def run_cell(cfg, system, sc, mode, rate, rundir_root, rep):
         r = {"system": system.name, "scenario": sc.key, "mode": mode, "na": f"failed: {e}"}
     r["repeat"] = rep
     return r
+
+
+def short_runs(cfg, run_timeout):
+    """Sets what `run_one` reads from `cfg` for the full-speed runs of the sweep and the
+    profiles: no warm-up, a run stops with its feed (no drain), sluice from the target dir."""
+    cfg.passes = None
+    cfg.warmup = 0
+    cfg.idle_timeout = 10
+    cfg.ready_timeout = 120
+    cfg.run_timeout = run_timeout
+    cfg.sluice_log_report = False
+    cfg.no_drain = True
+    cfg.files = load_files_settings()
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.expanduser("~/.cache/sluice/target")
+    cfg.sluice_bin = os.path.join(target, "release", "sluice")
+    cfg.plugins = os.environ.get("SLUICE_PLUGINS") or os.path.join(target, "sluice-plugins", "plugins")
+
+
+def unique_dir(path):
+    """Makes and returns `path`, or `path-2`, `path-3`, ... when it exists: two runs started
+    in the same second never share a run directory (nor sluice's checkpoint directory)."""
+    n, candidate = 2, path
+    while True:
+        try:
+            os.makedirs(candidate)
+            return candidate
+        except FileExistsError:
+            candidate = f"{path}-{n}"
+            n += 1
 
 
 def unused_path(path):

@@ -124,21 +124,10 @@ def main():
     ap.add_argument("--no-write-settings", action="store_true",
                     help="leave bench/settings.json as it is")
     cfg = ap.parse_args()
-    # What bench.py's runs read from their configuration.
-    cfg.passes = None
-    cfg.warmup = 0
-    cfg.idle_timeout = 10
-    cfg.ready_timeout = 120
-    cfg.run_timeout = 120
-    cfg.sluice_log_report = False
-    cfg.no_drain = True
-    cfg.files = bench.load_files_settings()
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.expanduser("~/.cache/sluice/target")
-    cfg.sluice_bin = os.path.join(target, "release", "sluice")
-    cfg.plugins = os.environ.get("SLUICE_PLUGINS") or os.path.join(target, "sluice-plugins", "plugins")
+    bench.short_runs(cfg, run_timeout=120)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
     root = os.path.join(cfg.work, "runs", stamp + "-sweep")
-    os.makedirs(root, exist_ok=True)
+    root = bench.unique_dir(root)
     cfg.corpus = corpus.ensure(os.path.join(cfg.work, "corpus"), cfg.lines, cfg.seed)
 
     systems = []

@@ -244,6 +244,14 @@ class Honesty(unittest.TestCase):
             open(os.path.join(d, "2026-12-05-3.png"), "w").close()
             self.assertEqual(bench.unused_path(first), os.path.join(d, "2026-12-05-4.md"))
 
+    def test_two_runs_started_in_the_same_second_get_their_own_directories(self):
+        with tempfile.TemporaryDirectory() as d:
+            stamp = os.path.join(d, "2026-12-05-123000")
+            first, second = bench.unique_dir(stamp), bench.unique_dir(stamp)
+            self.assertEqual(first, stamp)
+            self.assertEqual(second, stamp + "-2")
+            self.assertTrue(os.path.isdir(first) and os.path.isdir(second))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -156,3 +156,65 @@ fn log_times_are_read_as_ms_since_the_epoch() {
         1_796_459_564_725
     );
 }
+
+/// The scheduling delays (close to the start of the closing work, ms) of a full-speed word
+/// count on the generator, with `queue_target` (`None`: the default), run for about 5 s; and
+/// the run's peak buffered MiB from its summary.
+fn full_speed_word_count(queue_target: Option<&str>) -> (Vec<f64>, f64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let target = queue_target.map_or(String::new(), |t| format!("queue-target = \"{t}\"\n"));
+    let pipeline = write_pipeline(
+        dir,
+        &format!(
+            "version = 1\nbatch-interval = \"1s\"\n{target}\n[source]\nkind = \"generator\"\npartitions = 1\nrate = 0\nwords-per-line = 10\n\n[[transform]]\nplugin = \"count-words\"\n\n[[transform]]\nbuiltin = \"repartition-by-key\"\n\n[[transform]]\nbuiltin = \"count-by-key\"\nsum-values = true\n\n[[sink]]\nkind = \"count\"\n\n[checkpoint]\nenabled = false\n"
+        ),
+    );
+    let report = dir.join("report.jsonl");
+    let mut cmd = sluice_run(dir, &pipeline, &plugins_dir());
+    cmd.arg("--report").arg(&report);
+    let mut sluice = Running::start(cmd);
+    sluice.wait_for("six batches", WAIT_TIMEOUT, || {
+        report_lines(&report).len() >= 6
+    });
+    sluice.interrupt();
+    let run = sluice.wait(WAIT_TIMEOUT);
+    run.assert_success();
+    // The batches closed at full speed (the last ones drain after the interrupt).
+    let delays = report_lines(&report)[..6]
+        .iter()
+        .map(|b| b["scheduling_delay_ms"].as_f64().unwrap())
+        .collect();
+    let peak = run.summary()["peak_buffered_mib"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    (delays, peak)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+#[test]
+fn a_source_faster_than_its_pipeline_leaves_each_batch_only_about_the_queue_target_to_finish() {
+    // A full-speed generator feeds a word count several times slower than it: the 64 MiB
+    // budget alone lets every batch close with about half a second of records still to
+    // process; the default `queue-target` (50 ms) holds each partition's queue to about 50 ms
+    // of its measured processing time. The two run side by side, so a loaded machine slows
+    // both alike.
+    let (paced, paced_peak) = full_speed_word_count(None);
+    let (budget_only, budget_peak) = full_speed_word_count(Some("0s"));
+    let (p, b) = (median(paced.clone()), median(budget_only.clone()));
+    eprintln!(
+        "scheduling delay, ms: paced {paced:?} (median {p}, peak {paced_peak} MiB); budget only {budget_only:?} (median {b}, peak {budget_peak} MiB)"
+    );
+    assert!(
+        p < 250.0 && p < b / 2.0,
+        "paced: a median scheduling delay of {p} ms ({paced:?}); with the budget alone {b} ms ({budget_only:?})"
+    );
+    assert!(
+        paced_peak < budget_peak,
+        "the pace held less in memory: {paced_peak} MiB against {budget_peak} MiB"
+    );
+}

@@ -40,10 +40,11 @@
 //! time, whatever the chunking of the source this time.
 
 pub mod intake;
+pub mod pace;
 
 use std::ops::Range;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
@@ -52,6 +53,7 @@ use crate::batch::RecordBatch;
 use crate::batch::aside::SetAside;
 use crate::batch::position::Position;
 pub use intake::Intake;
+pub use pace::Pace;
 
 /// A block's identity: its partition and its number there, counted from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +81,9 @@ pub struct Block {
     pub positions: Vec<Position>,
     /// The records set aside among its records (too long for a block), for the dead letters.
     pub aside: Vec<SetAside>,
+    /// Its share of its partition's queue for the pace, given back when the block is dropped
+    /// (`None`: a copy, counted nowhere).
+    pub queued: Option<pace::Queued>,
 }
 
 /// What the block manager sends the scheduler, in order.
@@ -136,7 +141,8 @@ pub struct BlockManager {
     partitions: Vec<Mutex<PartitionBuffer>>,
     durable: Vec<watch::Sender<u64>>,
     ended: Vec<AtomicBool>,
-    room: Notify,
+    room: Arc<Notify>,
+    pace: Pace,
     out: mpsc::UnboundedSender<Cut>,
     spare: Mutex<Vec<RecordBatch>>,
     reliable: AtomicBool,
@@ -160,16 +166,24 @@ impl BlockManager {
         max_block_bytes: u64,
     ) -> (Self, mpsc::UnboundedReceiver<Cut>) {
         let (out, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Notify::new());
+        let max_block_bytes = max_block_bytes.max(1);
         let manager = BlockManager {
             budget,
-            max_block_bytes: max_block_bytes.max(1),
+            max_block_bytes,
             used: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             partitions: (0..partitions).map(|_| Mutex::default()).collect(),
             durable: (0..partitions).map(|_| watch::Sender::new(0)).collect(),
             ended: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
-            room: Notify::new(),
+            pace: Pace::new(
+                partitions,
+                Duration::ZERO,
+                2 * max_block_bytes,
+                room.clone(),
+            ),
+            room,
             out,
             spare: Mutex::default(),
             reliable: AtomicBool::new(false),
@@ -181,6 +195,19 @@ impl BlockManager {
             close_interval: AtomicI64::new(0),
         };
         (manager, rx)
+    }
+
+    /// Holds each partition's queue of unprocessed records to about `target` of its measured
+    /// processing time (see [`pace`]; `Duration::ZERO`: the budget alone), from now on.
+    pub fn paced(mut self, target: Duration) -> Self {
+        let floor = 2 * self.max_block_bytes;
+        self.pace = Pace::new(self.partitions(), target, floor, self.room.clone());
+        self
+    }
+
+    /// The pace (a processed block's time is noted there).
+    pub fn pace(&self) -> &Pace {
+        &self.pace
     }
 
     /// How many partitions.
@@ -269,7 +296,10 @@ impl BlockManager {
                 let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
                 continue;
             }
-            if used + size <= self.budget || used == 0 {
+            if (used + size <= self.budget || used == 0)
+                && !(self.pace.holds(partition, size)
+                    && waited.is_none_or(|t: Instant| t.elapsed() < pace::MAX_HOLD))
+            {
                 break;
             }
             if waited.is_none() {
@@ -399,7 +429,7 @@ impl BlockManager {
             p.records = RecordBatch::with_capacity(records, wanted);
         }
         // The budget counts what the buffer holds allocated, not just its records' bytes.
-        let (count, before) = (p.records.len(), p.bytes);
+        let (count, before, data) = (p.records.len(), p.bytes, p.records.byte_size());
         fill(&mut p.records);
         let start = p.first_offset + count as u64;
         let end = p.next_offset();
@@ -407,6 +437,8 @@ impl BlockManager {
         let added = p.bytes.saturating_sub(before);
         let now = self.used.fetch_add(added, Ordering::AcqRel) + added;
         self.peak.fetch_max(now, Ordering::Relaxed);
+        self.pace
+            .queue(partition, p.records.byte_size().saturating_sub(data) as u64);
         if let Some(pos) = position {
             p.positions.push(pos);
         }
@@ -459,6 +491,8 @@ impl BlockManager {
         let bytes = records.allocated() as u64;
         let now = self.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
         self.peak.fetch_max(now, Ordering::Relaxed);
+        let data = records.byte_size() as u64;
+        self.pace.queue(partition, data);
         let seq = self.partitions.get(partition as usize).map_or(0, |slot| {
             let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
             p.next_block += 1;
@@ -472,6 +506,7 @@ impl BlockManager {
             cut_ms: crate::clock::now_ms(),
             positions: Vec::new(),
             aside: Vec::new(),
+            queued: self.pace.token(partition, data),
         }
     }
 
@@ -586,6 +621,8 @@ impl BlockManager {
         p.bytes = p.records.allocated() as u64;
         let added = p.bytes.saturating_sub(before);
         self.used.fetch_add(added, Ordering::AcqRel);
+        // The rest stays queued for the pace since it came in: the cut block's token covers
+        // only its own part.
     }
 
     fn cut(&self, p: &mut PartitionBuffer, partition: u32, now_ms: i64) {
@@ -601,17 +638,20 @@ impl BlockManager {
             p.last_block = (records.len(), records.values.data.len());
             records
         };
+        let bytes = if records.is_empty() {
+            0
+        } else {
+            std::mem::take(&mut p.bytes)
+        };
+        let data = records.byte_size() as u64;
         let block = Block {
             id: BlockId {
                 partition,
                 seq: p.next_block,
             },
             first_offset: p.first_offset,
-            bytes: if records.is_empty() {
-                0
-            } else {
-                std::mem::take(&mut p.bytes)
-            },
+            bytes,
+            queued: self.pace.token(partition, data),
             cut_ms: now_ms,
             records,
             positions: std::mem::take(&mut p.positions),

@@ -87,6 +87,11 @@ pub struct PipelineFile {
     /// Default `"64MiB"`.
     #[serde(default = "default_budget", deserialize_with = "de_bytes")]
     pub memory_budget: u64,
+    /// `queue-target`: about how much processing time of received records each partition
+    /// may have queued, from its measured rate, before its receiver is held (within the memory
+    /// budget; `"0s"`: the budget alone). Default `"50ms"`.
+    #[serde(default = "default_queue_target", with = "humantime_serde")]
+    pub queue_target: Duration,
     /// `[source]`: where records come from. Required.
     #[serde(rename = "source")]
     pub raw_source: RawSource,
@@ -141,6 +146,10 @@ fn default_block_interval() -> Duration {
 }
 fn default_budget() -> u64 {
     64 << 20
+}
+
+fn default_queue_target() -> Duration {
+    Duration::from_millis(50)
 }
 
 /// `[checkpoint]`.
@@ -268,6 +277,13 @@ impl PipelineFile {
         if self.memory_budget < 1 << 20 {
             return Err("key `memory-budget`: must be at least 1MiB".to_owned());
         }
+        if self.queue_target > self.batch_interval {
+            return Err(format!(
+                "key `queue-target`: {} is longer than `batch-interval` ({}); a batch would close with more queued than it could process in its interval (use \"0s\" to turn pacing off)",
+                humantime::format_duration(self.queue_target),
+                humantime::format_duration(self.batch_interval)
+            ));
+        }
         for (i, step) in self.transform.iter().enumerate() {
             step.step(i + 1, self.batch_interval)?;
         }
@@ -314,7 +330,23 @@ kind = "stdout"
         assert_eq!(f.block_interval, Duration::from_millis(200));
         assert_eq!(f.source.partitions(), 1);
         assert_eq!(f.memory_budget, 64 << 20);
+        assert_eq!(f.queue_target, Duration::from_millis(50));
         assert!(matches!(f.source, SourceConfig::Generator(ref g) if g.seed == 42));
+    }
+
+    #[test]
+    fn a_queue_target_past_the_batch_interval_is_refused_naming_both_keys() {
+        let text = format!("queue-target = \"2s\"\n{MINIMAL}");
+        let msg = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("queue-target") && msg.contains("batch-interval"),
+            "{msg}"
+        );
+        let off = format!("queue-target = \"0s\"\n{MINIMAL}");
+        let f = PipelineFile::parse(&off, Path::new("p.toml")).unwrap();
+        assert_eq!(f.queue_target, Duration::ZERO);
     }
 
     #[test]

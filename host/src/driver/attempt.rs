@@ -204,5 +204,6 @@ fn copy(b: &Block) -> Block {
         cut_ms: b.cut_ms,
         positions: Vec::new(),
         aside: b.aside.clone(),
+        queued: None,
     }
 }

@@ -188,6 +188,7 @@ impl Backpressure {
 /// Logs `w`.
 fn warn(plan: &Plan, w: &Warning) {
     let budget_mib = plan.file.memory_budget >> 20;
+    let queue_ms = plan.file.queue_target.as_millis();
     let (slowest, slowest_ms) = match &w.slowest {
         Some((label, ms)) => (label.clone(), *ms),
         None => ("none timed (no plugin step or sink)".to_owned(), 0.0),
@@ -198,6 +199,7 @@ fn warn(plan: &Plan, w: &Warning) {
     };
     tracing::warn!(
         memory_budget_mib = budget_mib,
+        queue_target_ms = queue_ms as u64,
         held_s = round1(w.held_s),
         over_s = w.over_s.round(),
         batches = w.batches,
@@ -206,7 +208,7 @@ fn warn(plan: &Plan, w: &Warning) {
         slowest_step_ms_per_batch = round1(slowest_ms),
         processing_ms = round1(w.processing_ms),
         workers = plan.workers,
-        "Backpressure: the memory budget (`memory-budget` = {budget_mib} MiB) was full, so the source was held back for {:.1} s {} (partitions {:?}, summed); the slowest step over the last {} batch(es) is {slowest} ({slowest_ms:.0} ms of calls per batch, summed over the workers; a batch takes {:.0} ms). The pipeline processes more slowly than its source delivers: raise `memory-budget` (for bursts), add `workers` (now {}), or {lighten}. This warning repeats at most once every {} s.",
+        "Backpressure: the source was held back for {:.1} s {} (partitions {:?}, summed) by the memory budget (`memory-budget` = {budget_mib} MiB) or the queue target (`queue-target` = {queue_ms} ms of processing queued per partition); the slowest step over the last {} batch(es) is {slowest} ({slowest_ms:.0} ms of calls per batch, summed over the workers; a batch takes {:.0} ms). The pipeline processes more slowly than its source delivers: raise `memory-budget` (for bursts), add `workers` (now {}), or {lighten}. This warning repeats at most once every {} s.",
         w.held_s,
         match w.first {
             true => format!("in the first {:.0} s", w.over_s),

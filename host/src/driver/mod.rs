@@ -125,7 +125,7 @@ pub fn run(
         file.memory_budget,
         max_block_bytes(file.memory_budget, plan.partitions),
     );
-    let blocks = Arc::new(manager);
+    let blocks = Arc::new(manager.paced(file.queue_target));
     let mut start = recover::start(plan, rt, &blocks, opts.from_scratch)?;
     restore_state(plan, rt, &start)?;
     let (cuts, wal) = match start.wal.take() {

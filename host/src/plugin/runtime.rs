@@ -426,6 +426,10 @@ fn build_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
     cfg.epoch_interruption(true);
     cfg.consume_fuel(config.fuel);
     cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if std::env::var_os("SLUICE_WASM_PERFMAP").is_some_and(|v| v == "1") {
+        // For `perf`: the JIT'd plugin code gets names in /tmp/perf-PID.map (bench/profile).
+        cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let mut pool = PoolingAllocationConfig::default();
     let instances = config.instances.max(4);
     pool.total_component_instances(instances);

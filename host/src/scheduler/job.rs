@@ -70,8 +70,11 @@ pub fn run_blocks(
     }
     let results = pool_map(&plan.pool, by_partition, |group: Vec<Block>| {
         for block in group {
-            let bytes = block.bytes;
+            let (bytes, partition) = (block.bytes, block.id.partition);
+            let data = block.records.byte_size() as u64;
+            let started = std::time::Instant::now();
             run_block(plan, shape, batch, block, manager)?;
+            manager.pace().processed(partition, data, started.elapsed());
             if matches!(shape.combine, Combine::Collect { .. }) {
                 batch.kept_bytes.fetch_add(bytes, Ordering::Relaxed);
             } else {
