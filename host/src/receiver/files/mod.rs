@@ -627,6 +627,155 @@ mod tests {
         assert_eq!(next_listing(short, 10_800, close), short);
     }
 
+    /// Reads `dir` once with one partition (`direct`: the local reads, else object_store's
+    /// path for remote stores), resuming at `resume`; the records, how many lines were set
+    /// aside, and the positions, in order.
+    async fn read_once(
+        dir: &std::path::Path,
+        direct: bool,
+        resume: Resume,
+    ) -> (Vec<Vec<u8>>, usize, Vec<Position>) {
+        use crate::block::{BlockManager, Cut};
+        let location = Location::resolve(dir.to_str().unwrap(), "source.path", dir, false).unwrap();
+        let limit = RecordLimit {
+            max: 100,
+            dead_letters: Location::resolve("../dl", "dead-letter.path", dir, true).unwrap(),
+            stream: "s".into(),
+        };
+        let poll = Duration::from_millis(10);
+        let mut r = FilesReceiver::new(location, (0, 1), poll, limit, resume).once(true);
+        if !direct {
+            r.local = None;
+        }
+        let (m, mut rx) = BlockManager::new(1, u64::MAX, 1 << 30);
+        let out = PartitionWriter {
+            blocks: Arc::new(m),
+            partition: 0,
+        };
+        let (_tx, mut stop) = tokio::sync::watch::channel(false);
+        assert_eq!(r.run(&out, &mut stop).await.unwrap(), Finished::End);
+        out.blocks.cut_blocks(now_ms());
+        let (mut records, mut aside, mut positions) = (Vec::new(), 0, Vec::new());
+        while let Ok(cut) = rx.try_recv() {
+            if let Cut::Block(b) = cut {
+                records.extend((0..b.records.len()).map(|i| b.records.value(i).to_vec()));
+                aside += b.aside.len();
+                positions.extend(b.positions);
+            }
+        }
+        (records, aside, positions)
+    }
+
+    /// Whatever the reads' boundaries (files larger than a read, lines cut by them, a long
+    /// line across one), each file's records come whole and in order, lines past the limit
+    /// are set aside, and the positions cover each file's bytes exactly, in order, the last
+    /// one done: through the local reads and through object_store alike; a restart reads the
+    /// recorded ranges again exactly, then goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_line_of_every_file_comes_once_with_byte_ranges_that_cover_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("in");
+        std::fs::create_dir(&dir).unwrap();
+        let mut want = Vec::new();
+        let mut sizes = Vec::new();
+        for (f, lines) in [(0u32, 3u32), (1, 30_000), (2, 1)] {
+            let mut text = Vec::new();
+            for i in 0..lines {
+                let line = format!("f{f}-l{i}-{}", "z".repeat((i % 37) as usize));
+                text.extend_from_slice(line.as_bytes());
+                text.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+                want.push(line.into_bytes());
+                if f == 1
+                    && (i == 100 || (text.len() > fetch::PIECE - 300 && text.len() < fetch::PIECE))
+                {
+                    text.extend_from_slice(&[b'L'; 700]);
+                    text.push(b'\n');
+                }
+            }
+            if f == 1 {
+                text.extend_from_slice(b"tail");
+                want.push(b"tail".to_vec());
+            }
+            assert!(f != 1 || text.len() > 2 * fetch::PIECE);
+            sizes.push(text.len() as u64);
+            std::fs::write(dir.join(format!("f{f}.txt")), text).unwrap();
+        }
+        for direct in [true, false] {
+            let (got, aside, positions) = read_once(&dir, direct, Resume::default()).await;
+            assert_eq!(aside, 2, "direct {direct}: the long lines set aside");
+            assert_eq!(got.len(), want.len(), "direct {direct}: record count");
+            assert!(got == want, "direct {direct}: the records, in order");
+            let mut next: HashMap<String, u64> = HashMap::new();
+            for p in &positions {
+                let Position::File {
+                    file,
+                    from,
+                    to,
+                    done,
+                } = p
+                else {
+                    panic!("{p:?}");
+                };
+                let at = next.entry(file.clone()).or_default();
+                assert_eq!(
+                    *from, *at,
+                    "direct {direct}: {file} read on from where it was"
+                );
+                assert!(to > from);
+                *at = *to;
+                let size = sizes[file[1..2].parse::<usize>().unwrap()];
+                assert_eq!(*done, *to == size, "direct {direct}: {p:?}");
+            }
+            for (f, size) in sizes.iter().enumerate() {
+                assert_eq!(
+                    next[&format!("f{f}.txt")],
+                    *size,
+                    "direct {direct}: f{f} whole"
+                );
+            }
+            // A restart recomputing the batch of the middle ranges of f1: exactly those bytes,
+            // then the rest of f1 (read part way), and the other files as new.
+            let ranges: Vec<Position> = positions
+                .iter()
+                .filter(|p| matches!(p, Position::File { file, .. } if file == "f1.txt"))
+                .cloned()
+                .collect();
+            let (replay, last) = (ranges[1..3].to_vec(), ranges[2].clone());
+            let Position::File { from: a, .. } = replay[0].clone() else {
+                unreachable!()
+            };
+            let Position::File { to: b, .. } = last else {
+                unreachable!()
+            };
+            let resume = Resume {
+                replay,
+                ..Resume::default()
+            };
+            let (again, _, _) = read_once(&dir, direct, resume).await;
+            let text = std::fs::read(dir.join("f1.txt")).unwrap();
+            let tail = &text[a as usize..];
+            let expect: Vec<Vec<u8>> = tail
+                .split(|&c| c == b'\n')
+                .filter(|l| !l.is_empty() && l.len() <= 101)
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+                .collect();
+            let f1 = again
+                .iter()
+                .filter(|r| r.starts_with(b"f1-") || r == &b"tail")
+                .count();
+            assert_eq!(
+                f1,
+                expect.len(),
+                "direct {direct}: f1 from byte {a} (replayed to {b})"
+            );
+            assert_eq!(
+                again.len() - f1,
+                4,
+                "direct {direct}: f0 and f2 read as new"
+            );
+        }
+    }
+
     #[test]
     fn files_spread_over_partitions_stably() {
         let p = partition_of("a.txt", 4);
