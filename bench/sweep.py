@@ -28,7 +28,10 @@ import corpus  # noqa: E402
 # Per side, the settings in the order they are swept, and their values per workload.
 GRID = {
     "sluice": [
-        ("backlog", {"upper": [2_000_000, 8_000_000], "wordcount": [2_000_000, 8_000_000]}),
+        # 32 M: after the files source's rework (2026-12-05) 8 M lines capped sluice at 8 M
+        # lines per 1 s batch.
+        ("backlog", {"upper": [2_000_000, 8_000_000, 32_000_000],
+                     "wordcount": [2_000_000, 8_000_000, 32_000_000]}),
         ("partitions", {"upper": [1, 2, 4], "wordcount": [1, 2, 4]}),
     ],
     "Spark": [

@@ -285,6 +285,22 @@ impl BlockManager {
         position: Option<Position>,
         fill: impl FnOnce(&mut RecordBatch),
     ) -> Range<u64> {
+        self.append_filled(partition, size, |buf| {
+            fill(buf);
+            position
+        })
+        .await
+    }
+
+    /// Like [`BlockManager::append_with`], but `fill` says where the source stands after the
+    /// records it appended (`None`: no position), for a source that learns it only by
+    /// splitting them (the files source splits a read's lines straight into the buffer).
+    pub async fn append_filled(
+        &self,
+        partition: u32,
+        size: u64,
+        fill: impl FnOnce(&mut RecordBatch) -> Option<Position>,
+    ) -> Range<u64> {
         let mut waited = None;
         loop {
             let notified = self.room.notified();
@@ -316,7 +332,7 @@ impl BlockManager {
         if let (Some(since), Some(i)) = (waited, intake) {
             i.released(since.elapsed());
         }
-        let range = self.insert(partition, size, position, fill);
+        let range = self.insert(partition, size, fill);
         if let Some(i) = intake {
             i.appended(range.end - range.start, size);
         }
@@ -405,8 +421,7 @@ impl BlockManager {
         &self,
         partition: u32,
         size: u64,
-        position: Option<Position>,
-        fill: impl FnOnce(&mut RecordBatch),
+        fill: impl FnOnce(&mut RecordBatch) -> Option<Position>,
     ) -> Range<u64> {
         let Some(slot) = self.partitions.get(partition as usize) else {
             return 0..0;
@@ -430,7 +445,7 @@ impl BlockManager {
         }
         // The budget counts what the buffer holds allocated, not just its records' bytes.
         let (count, before, data) = (p.records.len(), p.bytes, p.records.byte_size());
-        fill(&mut p.records);
+        let position = fill(&mut p.records);
         let start = p.first_offset + count as u64;
         let end = p.next_offset();
         p.bytes = p.records.allocated() as u64;

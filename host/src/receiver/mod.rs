@@ -101,6 +101,18 @@ impl PartitionWriter {
             .await
     }
 
+    /// Like [`PartitionWriter::append_with`] for a replayable source: `fill` returns where
+    /// the source stands after the records it appended (`None` when it appended none).
+    pub async fn append_filled(
+        &self,
+        size: usize,
+        fill: impl FnOnce(&mut RecordBatch) -> Option<Position>,
+    ) -> std::ops::Range<u64> {
+        self.blocks
+            .append_filled(self.partition, size as u64, fill)
+            .await
+    }
+
     /// Sets aside a record too long for a block (its bytes already in their side object):
     /// its note goes to the batch's dead letters with the next block. `position` is where a
     /// replayable source stands after it; `replay`: it was read again for the batch being

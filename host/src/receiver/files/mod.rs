@@ -34,9 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
-use object_store::{GetOptions, GetRange, ObjectMeta};
+use object_store::local::LocalFileSystem;
 
 use super::lines::LineReader;
 use super::oversize::RecordLimit;
@@ -47,11 +45,11 @@ use crate::batch::aside::Origin;
 use crate::clock::now_ms;
 use crate::store::Location;
 
-/// Files at most this big are fetched whole, ahead of their turn.
-const SMALL_FILE: u64 = 256 * 1024;
+pub mod fetch;
+pub mod list;
 
-/// How many small files a partition fetches at once.
-const PREFETCH: usize = 8;
+use fetch::{Fetch, Piece, Want};
+use list::{Filter, Listed, list};
 
 /// `kind = "files"`.
 #[derive(Debug, Clone)]
@@ -158,7 +156,9 @@ pub struct FilesReceiver {
     candidates: Option<HashMap<String, (u64, i64)>>,
     /// What a restart must read first: byte ranges (`from..to`, or to the end when `to` is
     /// `None`) of named files, in order.
-    first: Vec<(String, u64, Option<u64>)>,
+    first: Vec<Want>,
+    /// The location as a local directory, read directly (`None`: a remote store).
+    local: Option<Arc<LocalFileSystem>>,
     /// `once`: the files of this partition the first listing found and that are still to
     /// read (`None` until that listing, or without `once`); boxed, as every partition's
     /// receiver carries it and few use it.
@@ -223,7 +223,12 @@ impl FilesReceiver {
         let mut seen = resume.seen;
         for r in &resume.replay {
             if let Position::File { file, from, to, .. } = r {
-                first.push((file.clone(), *from, Some(*to)));
+                first.push(Want {
+                    name: file.clone(),
+                    from: *from,
+                    to: Some(*to),
+                    size: None,
+                });
             }
         }
         // The file read part way (by the replayed batch, or the last committed one) goes on.
@@ -232,12 +237,22 @@ impl FilesReceiver {
             if *done {
                 seen.insert(file.clone());
             } else {
-                first.push((file.clone(), *to, None));
+                first.push(Want {
+                    name: file.clone(),
+                    from: *to,
+                    to: None,
+                    size: None,
+                });
             }
         }
-        for (file, ..) in &first {
-            seen.insert(file.clone());
+        for want in &first {
+            seen.insert(want.name.clone());
         }
+        let local = location.local.as_ref().and_then(|dir| {
+            LocalFileSystem::new_with_prefix(dir)
+                .inspect_err(|e| tracing::warn!(path = %dir.display(), error = %e, "The files source reads this directory through object_store: it cannot open it directly."))
+                .ok()
+        });
         FilesReceiver {
             location,
             partition,
@@ -247,6 +262,7 @@ impl FilesReceiver {
             seen,
             candidates: None,
             first,
+            local: local.map(Arc::new),
             once: None,
         }
     }
@@ -283,54 +299,36 @@ impl FilesReceiver {
         out: &PartitionWriter,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Finished, ReceiverError> {
-        while let Some((name, from, to)) = self.first.first().cloned() {
-            if *stop.borrow() {
-                return Ok(Finished::Stopped);
-            }
-            let path = self.location.child(&name);
-            self.read(&path, &name, (from, to), None, out).await?;
-            self.first.remove(0);
+        // What a restart must read first, each file dropped from the list once read.
+        let first = self.first.clone();
+        if self
+            .read_all(first, out, stop, |me, _, _| {
+                me.first.remove(0);
+            })
+            .await?
+        {
+            return Ok(Finished::Stopped);
         }
         loop {
             if *stop.borrow() {
                 return Ok(Finished::Stopped);
             }
-            let listing = self
-                .location
-                .store
-                .list_with_delimiter(Some(&self.location.prefix))
-                .await
-                .map_err(|e| {
-                    ReceiverError::Transient(format!(
-                        "files {}: listing failed: {e}",
-                        self.location
-                    ))
-                })?;
-            let mut objects = listing.objects;
-            objects.sort_by(|a, b| a.location.cmp(&b.location));
+            let filter = Filter {
+                partition: self.partition,
+                partitions: self.partitions,
+                seen: &self.seen,
+                names: self.once.is_some(),
+            };
+            let local = self.local.as_ref().and(self.location.local.as_ref());
+            let listing = list(&self.location, local, filter).await.map_err(|e| {
+                ReceiverError::Transient(format!("files {}: listing failed: {e}", self.location))
+            })?;
             // `once` only: this partition's files in the listing.
-            let listed: Option<HashSet<String>> = self.once.is_some().then(|| {
-                objects
-                    .iter()
-                    .filter_map(|m| m.location.filename())
-                    .filter(|n| !ignored(n) && partition_of(n, self.partitions) == self.partition)
-                    .map(str::to_owned)
-                    .collect()
-            });
-            let mut waiting: u64 = objects
-                .iter()
-                .filter(|m| {
-                    m.location.filename().is_some_and(|n| {
-                        !ignored(n)
-                            && !self.seen.contains(n)
-                            && partition_of(n, self.partitions) == self.partition
-                    })
-                })
-                .map(|m| m.size)
-                .sum();
+            let listed = listing.names;
+            let mut waiting: u64 = listing.new.iter().map(|l| l.size).sum();
             let intake = out.blocks.intake(out.partition);
             intake.inspect(|i| i.set_lag(waiting));
-            let todo = self.ready(objects);
+            let todo = self.ready(listing.new);
             let stopped = self
                 .read_listed(todo, out, stop, |read| {
                     waiting = waiting.saturating_sub(read);
@@ -356,167 +354,109 @@ impl FilesReceiver {
         }
     }
 
-    /// The files of a listing this partition reads now, in the listing's order: its own, not
-    /// read before, and (with `in_place`) shown unchanged by the listing before.
-    fn ready(&mut self, objects: Vec<ObjectMeta>) -> Vec<(String, ObjectMeta)> {
+    /// The files of a listing this partition reads now, in the listing's order (its own, not
+    /// read before): with `in_place`, those shown unchanged by the listing before.
+    fn ready(&mut self, new: Vec<Listed>) -> Vec<Listed> {
+        let Some(candidates) = &mut self.candidates else {
+            return new;
+        };
         let mut todo = Vec::new();
-        for meta in objects {
-            let Some(name) = meta.location.filename().map(str::to_owned) else {
-                continue;
-            };
-            if ignored(&name)
-                || self.seen.contains(&name)
-                || partition_of(&name, self.partitions) != self.partition
-            {
+        for file in new {
+            let stamp = (file.size, file.modified_ms);
+            if candidates.get(&file.name) != Some(&stamp) {
+                candidates.insert(file.name, stamp);
                 continue;
             }
-            if let Some(candidates) = &mut self.candidates {
-                let stamp = (meta.size, meta.last_modified.timestamp_millis());
-                if candidates.get(&name) != Some(&stamp) {
-                    candidates.insert(name, stamp);
-                    continue;
-                }
-                candidates.remove(&name);
-            }
-            todo.push((name, meta));
+            candidates.remove(&file.name);
+            todo.push(file);
         }
         todo
     }
 
     /// Reads listed files in order, each whole, calling `done` with each one's size, until
     /// `stop` is set (checked between files; returns whether it was: a partition that changed
-    /// hands stops within a file, not after a whole listing). The
-    /// bodies of small files are fetched [`PREFETCH`] at a time ahead of the one being read,
-    /// so many small files do not cost a round trip each; a larger file is streamed. The
-    /// listing's size is the file's (a whole object), so no request asks it again.
+    /// hands stops within a file, not after a whole listing). The listing's size is the
+    /// file's (a whole object), so no request asks it again.
     async fn read_listed(
         &mut self,
-        todo: Vec<(String, ObjectMeta)>,
+        todo: Vec<Listed>,
         out: &PartitionWriter,
         stop: &tokio::sync::watch::Receiver<bool>,
         mut done: impl FnMut(u64),
     ) -> Result<bool, ReceiverError> {
-        let store = self.location.store.clone();
-        let mut bodies = futures::stream::iter(todo)
-            .map(|(name, meta)| {
-                let store = store.clone();
-                async move {
-                    let body = if meta.size <= SMALL_FILE {
-                        let got = store.get(&meta.location).await;
-                        Some(async { got?.bytes().await }.await)
-                    } else {
-                        None
-                    };
-                    (name, meta, body)
-                }
+        let wants = todo
+            .into_iter()
+            .map(|file| Want {
+                name: file.name,
+                from: 0,
+                to: None,
+                size: Some(file.size),
             })
-            .buffered(PREFETCH);
-        while let Some((name, meta, body)) = bodies.next().await {
+            .collect();
+        self.read_all(wants, out, stop, |me, want, size| {
+            done(size);
+            me.seen.insert(want.name);
+        })
+        .await
+    }
+
+    /// Reads `wants` in order, their bytes fetched ahead ([`fetch`]), calling `done` after
+    /// each; stops between files once `stop` is set (returns whether it was).
+    async fn read_all(
+        &mut self,
+        wants: Vec<Want>,
+        out: &PartitionWriter,
+        stop: &tokio::sync::watch::Receiver<bool>,
+        mut done: impl FnMut(&mut Self, Want, u64),
+    ) -> Result<bool, ReceiverError> {
+        if wants.is_empty() {
+            return Ok(false);
+        }
+        let mut fetch = Fetch::start(
+            &self.location,
+            self.local.as_ref(),
+            wants.clone(),
+            self.partition,
+        );
+        for want in wants {
             if *stop.borrow() {
                 return Ok(true);
             }
-            let body = body
-                .transpose()
-                .map_err(|e| {
-                    ReceiverError::Transient(format!(
-                        "files {}: reading {name} (partition {}): {e}",
-                        self.location, self.partition
-                    ))
-                })?
-                .filter(|b| b.len() as u64 == meta.size);
-            match body {
-                Some(bytes) => self.take(&name, bytes, out).await?,
-                None => {
-                    let size = Some(meta.size);
-                    self.read(&meta.location, &name, (0, None), size, out)
-                        .await?
-                }
+            let Piece::Open { size, stop_at } = fetch.next().await? else {
+                return Err(ReceiverError::Transient(format!(
+                    "files {}: the fetcher lost its place before {} (partition {})",
+                    self.location, want.name, self.partition
+                )));
+            };
+            if want.to.is_some_and(|t| t > size) {
+                tracing::error!(
+                    file = want.name,
+                    recorded_end = want.to,
+                    size,
+                    "A file the checkpoint log names is shorter than it was: the records past its end cannot be read again."
+                );
             }
-            done(meta.size);
-            self.seen.insert(name);
+            let range = (want.from.min(stop_at), stop_at);
+            self.split(&mut fetch, &want.name, range, size, want.to.is_some(), out)
+                .await?;
+            done(self, want, size);
         }
         Ok(false)
     }
 
-    /// Reads a whole file already fetched.
-    async fn take(
+    /// Splits the bytes `from..stop_at` of file `name` (`size` bytes long), as `fetch` brings
+    /// them, into records appended with their byte ranges (straight into the partition's
+    /// buffer while no line is cut by a read's end), setting aside lines past the limit;
+    /// `replay`: they are read again for the batch being recomputed.
+    async fn split(
         &self,
-        name: &str,
-        bytes: bytes::Bytes,
-        out: &PartitionWriter,
-    ) -> Result<(), ReceiverError> {
-        let size = bytes.len() as u64;
-        let body = futures::stream::once(async move { Ok(bytes) }).boxed();
-        self.consume(body, name, (0, size), size, false, out).await
-    }
-
-    /// Reads bytes `from..to` (to the end without `to`: a `to` marks a range of a batch being
-    /// recomputed) of a file as a stream, appending its lines in chunks of about 1 MiB, each
-    /// with the byte range it came from, and setting aside lines past the limit. `size`: the
-    /// file's size as just listed (else it is asked of the store).
-    async fn read(
-        &self,
-        path: &object_store::path::Path,
-        name: &str,
-        (from, to): (u64, Option<u64>),
-        size: Option<u64>,
-        out: &PartitionWriter,
-    ) -> Result<(), ReceiverError> {
-        let failed = |e: object_store::Error| {
-            ReceiverError::Transient(format!(
-                "files {}: reading {name} (partition {}): {e}",
-                self.location, self.partition
-            ))
-        };
-        let store = &self.location.store;
-        let size = match size {
-            Some(size) => size,
-            None => store.head(path).await.map_err(failed)?.size,
-        };
-        let stop_at = to.map_or(size, |t| t.min(size));
-        if to.is_some_and(|t| t > size) {
-            tracing::error!(
-                file = name,
-                recorded_end = to,
-                size,
-                "A file the checkpoint log names is shorter than it was: the records past its end cannot be read again."
-            );
-        }
-        if from >= stop_at {
-            return Ok(());
-        }
-        let range = GetRange::Bounded(from..stop_at);
-        let opts = GetOptions {
-            range: Some(range),
-            ..GetOptions::default()
-        };
-        let stream = store
-            .get_opts(path, opts)
-            .await
-            .map_err(failed)?
-            .into_stream();
-        self.consume(stream, name, (from, stop_at), size, to.is_some(), out)
-            .await
-    }
-
-    /// Splits the bytes `from..stop_at` of file `name` (`size` bytes long), as `stream`
-    /// brings them, into records appended in chunks with their byte ranges; `replay`: they
-    /// are read again for the batch being recomputed.
-    async fn consume(
-        &self,
-        mut stream: BoxStream<'static, object_store::Result<bytes::Bytes>>,
+        fetch: &mut Fetch,
         name: &str,
         (from, stop_at): (u64, u64),
         size: u64,
         replay: bool,
         out: &PartitionWriter,
     ) -> Result<(), ReceiverError> {
-        let failed = |e: object_store::Error| {
-            ReceiverError::Transient(format!(
-                "files {}: reading {name} (partition {}): {e}",
-                self.location, self.partition
-            ))
-        };
         let file = name.to_owned();
         let origin = move |offset| Origin::File {
             file: file.clone(),
@@ -531,19 +471,19 @@ impl FilesReceiver {
             replay,
         };
         let ts = now_ms();
-        while let Some(piece) = stream.try_next().await.map_err(failed)? {
-            let mut rest = &piece[..];
-            while !rest.is_empty() {
-                let fed = lines.feed(rest, &mut chunk.records, ts).await?;
-                rest = &rest[fed.used..];
-                if let Some(long) = fed.long {
-                    chunk.flush(out, long.range.start).await;
-                    chunk.set_aside(out, long).await;
+        loop {
+            match fetch.next().await? {
+                Piece::Bytes(buf) => {
+                    chunk.take(&mut lines, &buf, ts, out).await?;
+                    fetch.recycle(buf);
                 }
-            }
-            // Append in slices of about 1 MiB so a big file still meets the budget's backpressure.
-            if chunk.records.byte_size() >= 1 << 20 {
-                chunk.flush(out, lines.line_start()).await;
+                Piece::End => break,
+                Piece::Open { .. } => {
+                    return Err(ReceiverError::Transient(format!(
+                        "files {}: the fetcher lost its place in {name} (partition {})",
+                        self.location, self.partition
+                    )));
+                }
             }
         }
         if let Some(long) = lines.finish(&mut chunk.records, ts).await? {
@@ -572,12 +512,51 @@ struct Chunk<'a> {
 
 impl Chunk<'_> {
     fn position(&self, from: u64, to: u64) -> Position {
-        Position::File {
-            file: self.file.to_owned(),
-            from,
-            to,
-            done: to == self.size,
+        position(self.file, self.size, from, to)
+    }
+
+    /// Hands the lines of `bytes` (a read's, following the ones before) to the partition.
+    /// While the reader holds no part of a line, the complete lines are split straight into
+    /// the partition's buffer (one copy, from the read's buffer), with the byte range they
+    /// took; a line begun in an earlier read, a line past the limit and a last line without
+    /// its newline go through the reader, one line at a time. Each append is at most a
+    /// read's bytes, so a big file meets the budget's backpressure as it goes.
+    async fn take(
+        &mut self,
+        lines: &mut LineReader,
+        bytes: &[u8],
+        ts: i64,
+        out: &PartitionWriter,
+    ) -> Result<(), ReceiverError> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if lines.idle()
+                && let Some(last) = memchr::memrchr(b'\n', rest)
+            {
+                let whole = &rest[..last + 1];
+                let (file, size, from) = (self.file, self.size, self.from);
+                let mut used = 0;
+                out.append_filled(whole.len(), |b| {
+                    used = lines.split_complete(whole, b, ts);
+                    (used > 0).then(|| position(file, size, from, from + used as u64))
+                })
+                .await;
+                self.from += used as u64;
+                rest = &rest[used..];
+                if rest.is_empty() {
+                    break;
+                }
+            }
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            let fed = lines.feed(&rest[..end], &mut self.records, ts).await?;
+            rest = &rest[fed.used..];
+            if let Some(long) = fed.long {
+                self.flush(out, long.range.start).await;
+                self.set_aside(out, long).await;
+            }
+            self.flush(out, lines.line_start()).await;
         }
+        Ok(())
     }
 
     /// Appends the records, which end at byte `to`.
@@ -596,6 +575,16 @@ impl Chunk<'_> {
         let position = self.position(long.range.start, long.range.end);
         out.set_aside(long.note, Some(position), self.replay).await;
         self.from = long.range.end;
+    }
+}
+
+/// The position of bytes `from..to` of `file` (`size` bytes long).
+fn position(file: &str, size: u64, from: u64, to: u64) -> Position {
+    Position::File {
+        file: file.to_owned(),
+        from,
+        to,
+        done: to == size,
     }
 }
 
@@ -636,6 +625,155 @@ mod tests {
         // A poll interval shorter than the time to the lead is left alone.
         let short = Duration::from_millis(20);
         assert_eq!(next_listing(short, 10_800, close), short);
+    }
+
+    /// Reads `dir` once with one partition (`direct`: the local reads, else object_store's
+    /// path for remote stores), resuming at `resume`; the records, how many lines were set
+    /// aside, and the positions, in order.
+    async fn read_once(
+        dir: &std::path::Path,
+        direct: bool,
+        resume: Resume,
+    ) -> (Vec<Vec<u8>>, usize, Vec<Position>) {
+        use crate::block::{BlockManager, Cut};
+        let location = Location::resolve(dir.to_str().unwrap(), "source.path", dir, false).unwrap();
+        let limit = RecordLimit {
+            max: 100,
+            dead_letters: Location::resolve("../dl", "dead-letter.path", dir, true).unwrap(),
+            stream: "s".into(),
+        };
+        let poll = Duration::from_millis(10);
+        let mut r = FilesReceiver::new(location, (0, 1), poll, limit, resume).once(true);
+        if !direct {
+            r.local = None;
+        }
+        let (m, mut rx) = BlockManager::new(1, u64::MAX, 1 << 30);
+        let out = PartitionWriter {
+            blocks: Arc::new(m),
+            partition: 0,
+        };
+        let (_tx, mut stop) = tokio::sync::watch::channel(false);
+        assert_eq!(r.run(&out, &mut stop).await.unwrap(), Finished::End);
+        out.blocks.cut_blocks(now_ms());
+        let (mut records, mut aside, mut positions) = (Vec::new(), 0, Vec::new());
+        while let Ok(cut) = rx.try_recv() {
+            if let Cut::Block(b) = cut {
+                records.extend((0..b.records.len()).map(|i| b.records.value(i).to_vec()));
+                aside += b.aside.len();
+                positions.extend(b.positions);
+            }
+        }
+        (records, aside, positions)
+    }
+
+    /// Whatever the reads' boundaries (files larger than a read, lines cut by them, a long
+    /// line across one), each file's records come whole and in order, lines past the limit
+    /// are set aside, and the positions cover each file's bytes exactly, in order, the last
+    /// one done: through the local reads and through object_store alike; a restart reads the
+    /// recorded ranges again exactly, then goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_line_of_every_file_comes_once_with_byte_ranges_that_cover_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("in");
+        std::fs::create_dir(&dir).unwrap();
+        let mut want = Vec::new();
+        let mut sizes = Vec::new();
+        for (f, lines) in [(0u32, 3u32), (1, 30_000), (2, 1)] {
+            let mut text = Vec::new();
+            for i in 0..lines {
+                let line = format!("f{f}-l{i}-{}", "z".repeat((i % 37) as usize));
+                text.extend_from_slice(line.as_bytes());
+                text.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+                want.push(line.into_bytes());
+                if f == 1
+                    && (i == 100 || (text.len() > fetch::PIECE - 300 && text.len() < fetch::PIECE))
+                {
+                    text.extend_from_slice(&[b'L'; 700]);
+                    text.push(b'\n');
+                }
+            }
+            if f == 1 {
+                text.extend_from_slice(b"tail");
+                want.push(b"tail".to_vec());
+            }
+            assert!(f != 1 || text.len() > 2 * fetch::PIECE);
+            sizes.push(text.len() as u64);
+            std::fs::write(dir.join(format!("f{f}.txt")), text).unwrap();
+        }
+        for direct in [true, false] {
+            let (got, aside, positions) = read_once(&dir, direct, Resume::default()).await;
+            assert_eq!(aside, 2, "direct {direct}: the long lines set aside");
+            assert_eq!(got.len(), want.len(), "direct {direct}: record count");
+            assert!(got == want, "direct {direct}: the records, in order");
+            let mut next: HashMap<String, u64> = HashMap::new();
+            for p in &positions {
+                let Position::File {
+                    file,
+                    from,
+                    to,
+                    done,
+                } = p
+                else {
+                    panic!("{p:?}");
+                };
+                let at = next.entry(file.clone()).or_default();
+                assert_eq!(
+                    *from, *at,
+                    "direct {direct}: {file} read on from where it was"
+                );
+                assert!(to > from);
+                *at = *to;
+                let size = sizes[file[1..2].parse::<usize>().unwrap()];
+                assert_eq!(*done, *to == size, "direct {direct}: {p:?}");
+            }
+            for (f, size) in sizes.iter().enumerate() {
+                assert_eq!(
+                    next[&format!("f{f}.txt")],
+                    *size,
+                    "direct {direct}: f{f} whole"
+                );
+            }
+            // A restart recomputing the batch of the middle ranges of f1: exactly those bytes,
+            // then the rest of f1 (read part way), and the other files as new.
+            let ranges: Vec<Position> = positions
+                .iter()
+                .filter(|p| matches!(p, Position::File { file, .. } if file == "f1.txt"))
+                .cloned()
+                .collect();
+            let (replay, last) = (ranges[1..3].to_vec(), ranges[2].clone());
+            let Position::File { from: a, .. } = replay[0].clone() else {
+                unreachable!()
+            };
+            let Position::File { to: b, .. } = last else {
+                unreachable!()
+            };
+            let resume = Resume {
+                replay,
+                ..Resume::default()
+            };
+            let (again, _, _) = read_once(&dir, direct, resume).await;
+            let text = std::fs::read(dir.join("f1.txt")).unwrap();
+            let tail = &text[a as usize..];
+            let expect: Vec<Vec<u8>> = tail
+                .split(|&c| c == b'\n')
+                .filter(|l| !l.is_empty() && l.len() <= 101)
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+                .collect();
+            let f1 = again
+                .iter()
+                .filter(|r| r.starts_with(b"f1-") || r == &b"tail")
+                .count();
+            assert_eq!(
+                f1,
+                expect.len(),
+                "direct {direct}: f1 from byte {a} (replayed to {b})"
+            );
+            assert_eq!(
+                again.len() - f1,
+                4,
+                "direct {direct}: f0 and f2 read as new"
+            );
+        }
     }
 
     #[test]
