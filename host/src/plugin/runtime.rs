@@ -426,6 +426,11 @@ fn build_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
     cfg.epoch_interruption(true);
     cfg.consume_fuel(config.fuel);
     cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // SLUICE_WASM_PERFMAP=1: name the JIT-compiled plugin functions in /tmp/perf-<pid>.map so
+    // that `perf report` shows them instead of bare addresses (profiling only).
+    if std::env::var_os("SLUICE_WASM_PERFMAP").is_some_and(|v| v == "1") {
+        cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let mut pool = PoolingAllocationConfig::default();
     let instances = config.instances.max(4);
     pool.total_component_instances(instances);

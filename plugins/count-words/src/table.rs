@@ -1,0 +1,254 @@
+//! The count map: an open-addressing table (linear probing) whose entries hold a word of up to
+//! 16 bytes as two integers, so that finding a word is one hash of two loads and, mostly, one
+//! entry compared as integers, without reading the text of the word it matches. Longer words
+//! are hashed whole and compared byte by byte.
+
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
+
+/// One distinct word of a call: its first 16 bytes (zero past its end) as two little-endian
+/// integers, its length (0: the entry is free), its count, where it first occurs in the text
+/// and in which record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Entry {
+    a: u64,
+    b: u64,
+    len: u32,
+    /// How many times the word occurred.
+    pub count: u32,
+    /// Offset of its first occurrence in the call's text.
+    pub start: u32,
+    /// The record where it first occurred.
+    pub origin: u32,
+}
+
+impl Entry {
+    /// The word's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+}
+
+/// The table: entries and, in order of first appearance, where each distinct word's entry
+/// is. Kept across calls: [`Table::clear`] frees only the entries used, keeping the memory.
+#[derive(Debug, Default)]
+pub struct Table {
+    entries: Vec<Entry>,
+    order: Vec<u32>,
+    hasher: FixedState,
+}
+
+/// Entries of the first table: room for 1,024 distinct words at half load.
+const FIRST_CAPACITY: usize = 2048;
+
+impl Table {
+    /// Forgets every word, keeping the memory.
+    pub fn clear(&mut self) {
+        for &p in &self.order {
+            self.entries[p as usize].len = 0;
+        }
+        self.order.clear();
+    }
+
+    /// The distinct words' entries, in order of first appearance.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.order.iter().map(|&p| &self.entries[p as usize])
+    }
+
+    /// How many distinct words.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Adds one to the count of the word `text[s..e]` (not empty), first seen in record
+    /// `origin`. Offsets fit in `u32` (a call's text is a WebAssembly buffer).
+    #[inline]
+    pub fn add(&mut self, text: &[u8], s: usize, e: usize, origin: u32) {
+        let len = e - s;
+        let (a, b) = key(text, s, len);
+        let hash = self.hash(text, (a, b), s, len);
+        if self.entries.is_empty() {
+            self.entries = vec![Entry::default(); FIRST_CAPACITY];
+        }
+        let mask = self.entries.len() - 1;
+        let mut p = slot(hash, self.entries.len());
+        loop {
+            let en = &mut self.entries[p & mask];
+            if en.len == 0 {
+                break;
+            }
+            if en.a == a && en.b == b && en.len as usize == len {
+                let at = en.start as usize;
+                if len <= 16 || same_bytes(&text[at..at + len], &text[s..e]) {
+                    en.count += 1;
+                    return;
+                }
+            }
+            p += 1;
+        }
+        let p = p & mask;
+        self.entries[p] = Entry {
+            a,
+            b,
+            len: len as u32,
+            count: 1,
+            start: s as u32,
+            origin,
+        };
+        self.order.push(p as u32);
+        if self.order.len() * 2 > self.entries.len() {
+            self.grow(text);
+        }
+    }
+
+    /// The hash of the word `text[s..s + len]` whose key is `(a, b)`.
+    #[inline]
+    fn hash(&self, text: &[u8], (a, b): (u64, u64), s: usize, len: usize) -> u64 {
+        if len > 16 {
+            return self.hasher.hash_one(&text[s..s + len]);
+        }
+        // Two 64-bit multiplies (WebAssembly has them; no 128-bit one): the top bits of each
+        // product depend on every bit of its operand, and the slot is taken from the top.
+        let h = (a ^ (len as u64) << 59).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b;
+        h.wrapping_mul(0xff51_afd7_ed55_8ccd)
+    }
+
+    /// Doubles the table, putting every word back in place (in order of first appearance:
+    /// the order list stays valid).
+    fn grow(&mut self, text: &[u8]) {
+        let size = self.entries.len() * 2;
+        let mut entries = vec![Entry::default(); size];
+        let mut order = std::mem::take(&mut self.order);
+        for p in &mut order {
+            let en = self.entries[*p as usize];
+            let hash = self.hash(text, (en.a, en.b), en.start as usize, en.len as usize);
+            let mut q = slot(hash, size);
+            while entries[q].len != 0 {
+                q = (q + 1) & (size - 1);
+            }
+            entries[q] = en;
+            *p = q as u32;
+        }
+        self.order = order;
+        self.entries = entries;
+    }
+}
+
+/// The slot of `hash` in a table of `size` entries (a power of two): its top bits.
+#[inline]
+fn slot(hash: u64, size: usize) -> usize {
+    (hash >> (64 - size.trailing_zeros())) as usize
+}
+
+/// The first 16 bytes of the word `text[s..s + len]` as two little-endian integers, the
+/// bytes past its end zero.
+#[inline]
+fn key(text: &[u8], s: usize, len: usize) -> (u64, u64) {
+    if s + 16 <= text.len() {
+        let a = load8(text, s) & low_bytes(len.min(8));
+        let b = load8(text, s + 8) & low_bytes(len.saturating_sub(8).min(8));
+        (a, b)
+    } else {
+        // Near the end of the text: a copy, so as not to read past it.
+        let mut buf = [0u8; 16];
+        let n = len.min(16);
+        buf[..n].copy_from_slice(&text[s..s + n]);
+        (load8(&buf, 0), load8(&buf, 8))
+    }
+}
+
+/// A mask of the low `n` bytes of a `u64` (`n` at most 8).
+#[inline]
+fn low_bytes(n: usize) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    }
+}
+
+#[inline]
+fn load8(w: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&w[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Whether two words of more than 16 bytes are equal: 8 bytes at a time, inline (a slice
+/// `==` calls `memcmp`, which in a WebAssembly guest is a loop over single bytes).
+#[inline]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a == b;
+    }
+    let mut i = 0;
+    while i + 8 < n {
+        if load8(a, i) != load8(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    load8(a, n - 8) == load8(b, n - 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_words_bytes_zero_padded_wherever_the_word_lies() {
+        // The same word keyed in the middle of a text and at its very end must agree.
+        for len in 1..=16 {
+            let word: Vec<u8> = (0..len as u8).map(|i| b'a' + i).collect();
+            let inside = [word.as_slice(), b" and more text after it"].concat();
+            let at_end = [b"x ".as_slice(), &word].concat();
+            let k = key(&inside, 0, len);
+            assert_eq!(k, key(&at_end, 2, len), "len {len}");
+            let mut padded = [0u8; 16];
+            padded[..len].copy_from_slice(&word);
+            assert_eq!(k, (load8(&padded, 0), load8(&padded, 8)));
+        }
+    }
+
+    #[test]
+    fn long_words_sharing_16_bytes_are_told_apart() {
+        let text = b"abcdefghijklmnopqr abcdefghijklmnopqs abcdefghijklmnopqr";
+        let mut t = Table::default();
+        t.add(text, 0, 18, 0);
+        t.add(text, 19, 37, 0);
+        t.add(text, 38, 56, 1);
+        let got: Vec<(u32, u32)> = t.iter().map(|e| (e.start, e.count)).collect();
+        assert_eq!(got, [(0, 2), (19, 1)]);
+    }
+
+    #[test]
+    fn growing_keeps_every_count_and_the_order() {
+        let text: Vec<u8> = (0..5000u32)
+            .flat_map(|i| format!("w{i:05} ").into_bytes())
+            .collect();
+        let mut t = Table::default();
+        for round in 0..2 {
+            for i in 0..5000 {
+                t.add(&text, i * 7, i * 7 + 6, round);
+            }
+        }
+        assert_eq!(t.len(), 5000);
+        assert!(
+            t.iter()
+                .enumerate()
+                .all(|(i, e)| e.start as usize == i * 7 && e.count == 2 && e.origin == 0)
+        );
+        t.clear();
+        assert_eq!(t.len(), 0);
+        t.add(&text, 0, 6, 3);
+        assert_eq!(
+            t.iter().map(|e| (e.count, e.origin)).collect::<Vec<_>>(),
+            [(1, 3)]
+        );
+    }
+}
