@@ -16,7 +16,7 @@ mod table;
 
 use sluice_sdk::{Batch, Context, Error, Output, Params, Transform, export_transform};
 
-use crate::table::{Entry, Table};
+use crate::table::{Table, Word};
 
 /// The count map, kept across calls (see [`table`]): each word named by its offset into the
 /// call's text, so that counting a word allocates nothing and no word is copied. Clearing
@@ -50,15 +50,15 @@ impl<'a> Counted<'a> {
     /// appeared, in order of first appearance.
     pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], u32, u32)> + '_ {
         let text = self.text;
-        self.table.iter().map(move |e: &Entry| {
-            let start = e.start as usize;
-            (&text[start..start + e.len()], e.count, e.origin)
+        self.table.iter().map(move |w: Word| {
+            let start = w.start as usize;
+            (&text[start..start + w.len as usize], w.count, w.origin)
         })
     }
 
     /// The bytes of all distinct words together.
     pub fn word_bytes(&self) -> usize {
-        self.table.iter().map(Entry::len).sum()
+        self.table.iter().map(|w| w.len as usize).sum()
     }
 }
 

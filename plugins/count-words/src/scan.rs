@@ -85,18 +85,27 @@ pub fn for_each_run(text: &[u8], mut word: impl FnMut(usize, usize)) {
     let mut base = 0usize;
     let mut step = |mask: u64, base: usize, carry: &mut u64, start: &mut usize| {
         let inword = !mask;
-        // A bit per transition: a word starts or ends at that byte.
-        let mut edges = inword ^ (inword << 1 | *carry);
+        let before = inword << 1 | *carry;
+        // A word starts where a word byte follows a space, and ends at the first space after
+        // it: starts and ends alternate, so the k-th end closes the k-th start (the first end
+        // closes the word left open by the chunk before when it ran into this one).
+        let mut starts = inword & !before;
+        let mut ends = !inword & before;
+        if *carry == 1 && ends != 0 {
+            word(*start, base + ends.trailing_zeros() as usize);
+            ends &= ends - 1;
+        }
         *carry = inword >> 63;
-        while edges != 0 {
-            let at = base + edges.trailing_zeros() as usize;
-            // Starts and ends alternate: a start when the byte at `at` is in a word.
-            if inword >> (at - base) & 1 == 1 {
-                *start = at;
-            } else {
-                word(*start, at);
+        while starts != 0 {
+            let s = base + starts.trailing_zeros() as usize;
+            starts &= starts - 1;
+            if ends == 0 {
+                // Runs into the next chunk.
+                *start = s;
+                break;
             }
-            edges &= edges - 1;
+            word(s, base + ends.trailing_zeros() as usize);
+            ends &= ends - 1;
         }
     };
     for chunk in chunks.by_ref() {
