@@ -97,11 +97,13 @@ impl Table {
             if en.len == 0 {
                 break;
             }
-            if en.a == a && en.b == b && en.len as usize == len {
-                if len <= 16 || same_as_first(text, firsts[rank[p & mask] as usize].0, s, e) {
-                    en.count += 1;
-                    return;
-                }
+            if en.a == a
+                && en.b == b
+                && en.len as usize == len
+                && (len <= 16 || same_as_first(text, firsts[rank[p & mask] as usize].0, s, e))
+            {
+                en.count += 1;
+                return;
             }
             p += 1;
         }
