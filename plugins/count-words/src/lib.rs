@@ -82,26 +82,59 @@ impl WordCounts {
         // Bytes after the last value's end are no value's.
         let len = ends.last().map_or(0, |&e| (e as usize).min(text.len()));
         let text = &text[..len];
-        let end_at = |i: usize| ends.get(i).map_or(len, |&e| (e as usize).min(len));
-        let table = &mut self.table;
-        let (mut record, mut end) = (0usize, end_at(0));
-        scan::for_each_run(text, |mut s, e| {
-            // The record holding `s`: empty records and ones holding no word are passed over.
-            while s >= end {
-                record += 1;
-                end = end_at(record);
-            }
-            while e > end {
-                table.add(text, s, end, record as u32);
-                s = end;
-                while s >= end {
-                    record += 1;
-                    end = end_at(record);
-                }
-            }
-            table.add(text, s, e, record as u32);
-        });
+        let mut cut = Cut {
+            table: &mut self.table,
+            text,
+            ends,
+            record: 0,
+            end: ends.first().map_or(len, |&e| (e as usize).min(len)),
+        };
+        scan::for_each_run(text, &mut cut);
+        let table = &self.table;
         Counted { text, table }
+    }
+}
+
+/// Counts the runs of non-whitespace of a call's text, cutting a run where a record ends (a
+/// line's last word against the next line's first, records having no separator between
+/// them).
+struct Cut<'a> {
+    table: &'a mut Table,
+    text: &'a [u8],
+    ends: &'a [u32],
+    /// The record holding the last run counted, and where it ends.
+    record: usize,
+    end: usize,
+}
+
+impl Cut<'_> {
+    /// Moves on to the next record.
+    #[inline(always)]
+    fn next_record(&mut self) {
+        self.record += 1;
+        let len = self.text.len();
+        self.end = self
+            .ends
+            .get(self.record)
+            .map_or(len, |&e| (e as usize).min(len));
+    }
+}
+
+impl scan::Runs for Cut<'_> {
+    #[inline(always)]
+    fn run(&mut self, mut s: usize, e: usize) {
+        loop {
+            // The record holding `s`: empty records and ones holding no word are passed over.
+            while s >= self.end {
+                self.next_record();
+            }
+            let to = e.min(self.end);
+            self.table.add(self.text, s, to, self.record as u32);
+            if to == e {
+                return;
+            }
+            s = to;
+        }
     }
 }
 

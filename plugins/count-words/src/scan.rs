@@ -74,43 +74,32 @@ fn space_mask64(chunk: &[u8; 64]) -> u64 {
     part(0) | part(1) | part(2) | part(3)
 }
 
-/// Calls `word(start, end)` for every maximal run of non-whitespace bytes `text[start..end]`,
-/// in order. Runs are found in 64-byte chunks; a run may cross chunks.
+/// What [`for_each_run`] calls for each run of non-whitespace bytes.
+pub trait Runs {
+    /// The run `text[start..end]` (not empty), the runs in order.
+    fn run(&mut self, start: usize, end: usize);
+}
+
+impl<F: FnMut(usize, usize)> Runs for F {
+    #[inline(always)]
+    fn run(&mut self, start: usize, end: usize) {
+        self(start, end)
+    }
+}
+
+/// Calls `runs.run(start, end)` for every maximal run of non-whitespace bytes
+/// `text[start..end]`, in order. Runs are found in 64-byte chunks; a run may cross chunks.
 #[inline]
-pub fn for_each_run(text: &[u8], mut word: impl FnMut(usize, usize)) {
+pub fn for_each_run(text: &[u8], runs: &mut impl Runs) {
+    // Where the word left open by the chunks before starts, and (bit 0 of `carry`) whether
+    // the byte before the chunk was part of a word.
     let mut start = 0usize;
-    // Bit 0 of `carry`: whether the byte before the chunk was part of a word.
     let mut carry = 0u64;
     let mut chunks = text.chunks_exact(64);
     let mut base = 0usize;
-    let mut step = |mask: u64, base: usize, carry: &mut u64, start: &mut usize| {
-        let inword = !mask;
-        let before = inword << 1 | *carry;
-        // A word starts where a word byte follows a space, and ends at the first space after
-        // it: starts and ends alternate, so the k-th end closes the k-th start (the first end
-        // closes the word left open by the chunk before when it ran into this one).
-        let mut starts = inword & !before;
-        let mut ends = !inword & before;
-        if *carry == 1 && ends != 0 {
-            word(*start, base + ends.trailing_zeros() as usize);
-            ends &= ends - 1;
-        }
-        *carry = inword >> 63;
-        while starts != 0 {
-            let s = base + starts.trailing_zeros() as usize;
-            starts &= starts - 1;
-            if ends == 0 {
-                // Runs into the next chunk.
-                *start = s;
-                break;
-            }
-            word(s, base + ends.trailing_zeros() as usize);
-            ends &= ends - 1;
-        }
-    };
     for chunk in chunks.by_ref() {
         let chunk: &[u8; 64] = chunk.try_into().expect("64 bytes");
-        step(space_mask64(chunk), base, &mut carry, &mut start);
+        chunk_runs(runs, space_mask64(chunk), base, &mut carry, &mut start);
         base += 64;
     }
     // The tail padded with spaces (all spaces when there is none): a word running to the end
@@ -118,7 +107,35 @@ pub fn for_each_run(text: &[u8], mut word: impl FnMut(usize, usize)) {
     let rest = chunks.remainder();
     let mut last = [b' '; 64];
     last[..rest.len()].copy_from_slice(rest);
-    step(space_mask64(&last), base, &mut carry, &mut start);
+    chunk_runs(runs, space_mask64(&last), base, &mut carry, &mut start);
+}
+
+/// The runs that end in the 64-byte chunk at `base` whose whitespace mask is `mask`.
+#[inline(always)]
+fn chunk_runs(runs: &mut impl Runs, mask: u64, base: usize, carry: &mut u64, start: &mut usize) {
+    let inword = !mask;
+    let before = inword << 1 | *carry;
+    // A word starts where a word byte follows a space, and ends at the first space after it:
+    // starts and ends alternate, so the k-th end closes the k-th start (the first end closes
+    // the word left open by the chunk before when it ran into this one).
+    let mut starts = inword & !before;
+    let mut ends = !inword & before;
+    if *carry == 1 && ends != 0 {
+        runs.run(*start, base + ends.trailing_zeros() as usize);
+        ends &= ends - 1;
+    }
+    *carry = inword >> 63;
+    while starts != 0 {
+        let s = base + starts.trailing_zeros() as usize;
+        starts &= starts - 1;
+        if ends == 0 {
+            // Runs into the next chunk.
+            *start = s;
+            break;
+        }
+        runs.run(s, base + ends.trailing_zeros() as usize);
+        ends &= ends - 1;
+    }
 }
 
 #[cfg(test)]
@@ -146,7 +163,7 @@ mod tests {
 
     fn runs(text: &[u8]) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
-        for_each_run(text, |s, e| out.push((s, e)));
+        for_each_run(text, &mut |s, e| out.push((s, e)));
         out
     }
 
