@@ -44,8 +44,8 @@ pub struct Table {
     hasher: FixedState,
 }
 
-/// Entries of the first table: room for 1,024 distinct words at a quarter load.
-const FIRST_CAPACITY: usize = 4096;
+/// Entries of the first table: room for 1,024 distinct words at an eighth load.
+const FIRST_CAPACITY: usize = 8192;
 
 impl Table {
     /// Forgets every word, keeping the memory.
@@ -128,7 +128,7 @@ impl Table {
         self.rank[p] = self.order.len() as u32;
         self.order.push(p as u32);
         self.firsts.push((s as u32, origin));
-        if self.order.len() * 4 > self.entries.len() {
+        if self.order.len() * 8 > self.entries.len() {
             self.grow(text);
         }
     }
