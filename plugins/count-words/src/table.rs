@@ -139,9 +139,13 @@ impl Table {
         if len > 16 {
             return self.hasher.hash_one(&text[s..s + len]);
         }
-        // Two 64-bit multiplies (WebAssembly has them; no 128-bit one): the top bits of each
-        // product depend on every bit of its operand, and the slot is taken from the top.
-        let h = (a ^ (len as u64) << 59).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b;
+        // Two 64-bit multiplies (WebAssembly has them; no 128-bit one), the slot taken from
+        // the top bits. The fold between them brings the first product's top bits (where
+        // every byte of a short word has a say) down to where the second multiply spreads
+        // them over its own top bits (without it, a word of up to 8 bytes is hashed by a
+        // single multiply).
+        let mut h = (a ^ (len as u64) << 59).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b;
+        h ^= h >> 32;
         h.wrapping_mul(0xff51_afd7_ed55_8ccd)
     }
 
