@@ -18,7 +18,7 @@ use sluice_sdk::{Batch, Context, Error, Output, Params, Transform, export_transf
 
 use crate::table::{Table, Word};
 
-/// The count map, kept across calls (see [`table`]): each word named by its offset into the
+/// The count map, kept across calls (the `table` module): each word named by its offset into the
 /// call's text, so that counting a word allocates nothing and no word is copied. Clearing
 /// keeps the capacity, so the next call starts with a table sized for the previous call's
 /// distinct words.
