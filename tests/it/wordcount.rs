@@ -59,8 +59,8 @@ builtin = "count-by-key"
 "#;
 
 /// Writes 8 files of 1,500 lines of words drawn from a skewed vocabulary (a few words very
-/// common, most rare), with runs of mixed whitespace, empty lines and lines of only
-/// whitespace, and returns every word's count, counted one by one.
+/// common, most rare; short, long, non-ASCII), with runs of mixed whitespace, empty lines and
+/// lines of only whitespace, and returns every word's count, counted one by one.
 fn corpus(dir: &Path) -> BTreeMap<String, u64> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
@@ -69,7 +69,8 @@ fn corpus(dir: &Path) -> BTreeMap<String, u64> {
         state ^= state << 17;
         state
     };
-    let seps = [" ", "  ", "\t", " \t ", "\r"];
+    // Form feed separates words; vertical tab does not (ASCII whitespace as Rust defines it).
+    let seps = [" ", "  ", "\t", " \t ", "\r", "\x0C"];
     let mut expected = BTreeMap::new();
     for f in 0..8 {
         let mut text = String::new();
@@ -78,9 +79,17 @@ fn corpus(dir: &Path) -> BTreeMap<String, u64> {
             for w in 0..words {
                 let r = next();
                 // Squaring skews: word 0 is drawn far more often than word 899.
-                let word = match r % 3 {
+                let word = match r % 5 {
                     0 => format!("w{}", (r >> 8) % 30 * ((r >> 20) % 30) % 900),
                     1 => format!("Word{}", (r >> 8) % 7),
+                    // Longer than the 16 bytes count-words keys inline, and than its 64-byte
+                    // scan chunks; some share their first 16 bytes.
+                    2 => format!(
+                        "long-{}-{}",
+                        "o".repeat(10 + (r >> 8) as usize % 70),
+                        (r >> 16) % 3
+                    ),
+                    3 => format!("\u{e9}t\u{e9}{}\x0Bv", (r >> 8) % 40),
                     _ => format!("x{}y", (r >> 8) % 2000),
                 };
                 *expected.entry(word.clone()).or_default() += 1;

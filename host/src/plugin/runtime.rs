@@ -426,8 +426,9 @@ fn build_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
     cfg.epoch_interruption(true);
     cfg.consume_fuel(config.fuel);
     cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // SLUICE_WASM_PERFMAP=1: name the JIT-compiled plugin functions in /tmp/perf-<pid>.map so
+    // that `perf report` shows them instead of bare addresses (bench/profile sets it).
     if std::env::var_os("SLUICE_WASM_PERFMAP").is_some_and(|v| v == "1") {
-        // For `perf`: the JIT'd plugin code gets names in /tmp/perf-PID.map (bench/profile).
         cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
     let mut pool = PoolingAllocationConfig::default();

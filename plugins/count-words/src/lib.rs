@@ -11,64 +11,54 @@
 //! Parameters: `lowercase` (`"true"` or `"false"`, default `"false"`): lower-case the ASCII
 //! letters of each word first.
 
-use std::hash::BuildHasher;
+mod scan;
+mod table;
 
-use foldhash::fast::FixedState;
-use hashbrown::HashTable;
 use sluice_sdk::{Batch, Context, Error, Output, Params, Transform, export_transform};
 
-/// One distinct word of a call: where its first occurrence is in the text, and its count.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    hash: u64,
-    start: u32,
-    len: u32,
-    count: u32,
-    origin: u32,
-}
+use crate::table::{Table, Word};
 
-/// The count map, kept across calls: a hash table of indices into `slots`, each naming its
-/// word by offset into the call's text, so that counting a word allocates nothing and no word
-/// is copied. Clearing keeps the capacity, so the next call starts with a table sized for the
-/// previous call's distinct words.
+/// The count map, kept across calls (the `table` module): each word named by its offset into the
+/// call's text, so that counting a word allocates nothing and no word is copied. Clearing
+/// keeps the capacity, so the next call starts with a table sized for the previous call's
+/// distinct words.
 #[derive(Debug, Default)]
 pub struct WordCounts {
-    table: HashTable<u32>,
-    slots: Vec<Slot>,
+    table: Table,
     lower: Vec<u8>,
-    hasher: FixedState,
 }
 
 /// The words one [`WordCounts::count`] found: each distinct word, its count and its origin.
 #[derive(Debug)]
 pub struct Counted<'a> {
     text: &'a [u8],
-    slots: &'a [Slot],
+    table: &'a Table,
 }
 
 impl<'a> Counted<'a> {
     /// How many distinct words.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.table.len()
     }
 
     /// Whether there were no words.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.table.len() == 0
     }
 
     /// Every distinct word with its count and the index of the record where it first
     /// appeared, in order of first appearance.
     pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], u32, u32)> + '_ {
-        self.slots.iter().map(|s| {
-            let start = s.start as usize;
-            (&self.text[start..start + s.len as usize], s.count, s.origin)
+        let text = self.text;
+        self.table.iter().map(move |w: Word| {
+            let start = w.start as usize;
+            (&text[start..start + w.len as usize], w.count, w.origin)
         })
     }
 
     /// The bytes of all distinct words together.
     pub fn word_bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.len as usize).sum()
+        self.table.iter().map(|w| w.len as usize).sum()
     }
 }
 
@@ -76,9 +66,12 @@ impl WordCounts {
     /// Counts the words of the values laid out as `data` with value `i` ending at `ends[i]`
     /// (a batch's values buffer), lower-cased first with `lowercase`. A word never spans two
     /// values. Forgets the previous call's counts, keeping its memory.
+    ///
+    /// The whole buffer is scanned for runs of non-whitespace at once (64 bytes at a time),
+    /// and a run that crosses the end of a value (a line's last word against the next line's
+    /// first, values having no separator between them) is cut there.
     pub fn count<'a>(&'a mut self, data: &'a [u8], ends: &[u32], lowercase: bool) -> Counted<'a> {
         self.table.clear();
-        self.slots.clear();
         let text: &[u8] = if lowercase {
             self.lower.clear();
             self.lower.extend(data.iter().map(u8::to_ascii_lowercase));
@@ -86,126 +79,61 @@ impl WordCounts {
         } else {
             data
         };
-        let (table, slots, hasher) = (&mut self.table, &mut self.slots, &self.hasher);
-        let mut start = 0usize;
-        for (origin, &end) in ends.iter().enumerate() {
-            let end = (end as usize).min(text.len());
-            let mut j = start;
-            while j < end {
-                while j < end && text[j].is_ascii_whitespace() {
-                    j += 1;
-                }
-                let w = j;
-                while j < end && !text[j].is_ascii_whitespace() {
-                    j += 1;
-                }
-                if j > w {
-                    add(table, slots, hasher, text, (w, j), origin as u32);
-                }
+        // Bytes after the last value's end are no value's.
+        let len = ends.last().map_or(0, |&e| (e as usize).min(text.len()));
+        let text = &text[..len];
+        let mut cut = Cut {
+            table: &mut self.table,
+            text,
+            ends,
+            record: 0,
+            end: ends.first().map_or(len, |&e| (e as usize).min(len)),
+        };
+        scan::for_each_run(text, &mut cut);
+        let table = &self.table;
+        Counted { text, table }
+    }
+}
+
+/// Counts the runs of non-whitespace of a call's text, cutting a run where a record ends (a
+/// line's last word against the next line's first, records having no separator between
+/// them).
+struct Cut<'a> {
+    table: &'a mut Table,
+    text: &'a [u8],
+    ends: &'a [u32],
+    /// The record holding the last run counted, and where it ends.
+    record: usize,
+    end: usize,
+}
+
+impl Cut<'_> {
+    /// Moves on to the next record.
+    #[inline(always)]
+    fn next_record(&mut self) {
+        self.record += 1;
+        let len = self.text.len();
+        self.end = self
+            .ends
+            .get(self.record)
+            .map_or(len, |&e| (e as usize).min(len));
+    }
+}
+
+impl scan::Runs for Cut<'_> {
+    #[inline(always)]
+    fn run(&mut self, mut s: usize, e: usize) {
+        loop {
+            // The record holding `s`: empty records and ones holding no word are passed over.
+            while s >= self.end {
+                self.next_record();
             }
-            start = end;
-        }
-        Counted { text, slots }
-    }
-}
-
-/// Adds one to the count of the word `text[w..j]` (first seen in record `origin`).
-#[inline]
-fn add(
-    table: &mut HashTable<u32>,
-    slots: &mut Vec<Slot>,
-    hasher: &FixedState,
-    text: &[u8],
-    (w, j): (usize, usize),
-    origin: u32,
-) {
-    let word = &text[w..j];
-    let hash = word_hash(hasher, word);
-    let same = |&i: &u32| {
-        let s = &slots[i as usize];
-        s.hash == hash
-            && s.len as usize == word.len()
-            && same_bytes(&text[s.start as usize..(s.start + s.len) as usize], word)
-    };
-    if let Some(&i) = table.find(hash, same) {
-        slots[i as usize].count += 1;
-        return;
-    }
-    let i = slots.len() as u32;
-    slots.push(Slot {
-        hash,
-        start: w as u32,
-        len: (j - w) as u32,
-        count: 1,
-        origin,
-    });
-    table.insert_unique(hash, i, |&i| slots[i as usize].hash);
-}
-
-/// A word's hash: for a word of at most 16 bytes (nearly all), two overlapping 8-byte loads
-/// and their length mixed with 64-bit multiplies only. foldhash's `hash_one` writes the length
-/// and the bytes as two rounds of a 128-bit multiply, which WebAssembly has no instruction for
-/// (a call to `__multi3` per round); longer words take that path.
-#[inline]
-fn word_hash(hasher: &FixedState, w: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let n = w.len();
-    let (a, b) = match n {
-        0 => (0, 0),
-        1..=3 => (
-            u64::from(w[0]) | u64::from(w[n / 2]) << 8 | u64::from(w[n - 1]) << 16,
-            0,
-        ),
-        4..=7 => (u64::from(load4(w, 0)), u64::from(load4(w, n - 4))),
-        8..=16 => (load8(w, 0), load8(w, n - 8)),
-        _ => return hasher.hash_one(w),
-    };
-    // (a, b, n) names a word of up to 16 bytes; murmur3's finaliser spreads it over all bits
-    // (hashbrown takes the top 7 for its control bytes and the low ones for the bucket).
-    let mut h = (a ^ K).wrapping_mul(0xff51_afd7_ed55_8ccd) ^ b.rotate_left(29) ^ (n as u64) << 56;
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 29;
-    h = h.wrapping_mul(K);
-    h ^ h >> 32
-}
-
-#[inline]
-fn load8(w: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&w[at..at + 8]);
-    u64::from_le_bytes(b)
-}
-
-#[inline]
-fn load4(w: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&w[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-/// Whether two words of the same length are equal: 8 bytes at a time, inline (a slice `==`
-/// calls `memcmp`, which in a WebAssembly guest is a loop over single bytes).
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    match n {
-        0 => true,
-        // Positions 0, n/2 and n-1 cover every byte of 1 to 3.
-        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
-        4..=7 => load4(a, 0) == load4(b, 0) && load4(a, n - 4) == load4(b, n - 4),
-        _ => {
-            let mut i = 0;
-            while i + 8 < n {
-                if load8(a, i) != load8(b, i) {
-                    return false;
-                }
-                i += 8;
+            let to = e.min(self.end);
+            self.table.add(self.text, s, to, self.record as u32);
+            if to == e {
+                return;
             }
-            load8(a, n - 8) == load8(b, n - 8)
+            s = to;
         }
     }
 }
@@ -268,6 +196,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::table::same_bytes;
 
     fn counted(
         counts: &mut WordCounts,
@@ -387,6 +316,60 @@ mod tests {
                 .iter()
                 .all(|(w, n, _)| n == 2 && distinct.contains(w))
         );
+    }
+
+    #[test]
+    fn counts_and_origins_equal_a_record_by_record_count_wherever_records_are_cut() {
+        // Records cut anywhere (inside words, empty, only separators, across the 64-byte
+        // chunks the scan reads): each word counted in its own record, the origin the first
+        // record holding it, the order that of first appearance.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let pieces = [
+            "ab",
+            "a",
+            "abcdefghijklmnopq",
+            "é",
+            " ",
+            "\t",
+            "\r\n",
+            "\x0B",
+            "zz",
+        ];
+        let mut counts = WordCounts::default();
+        for _ in 0..300 {
+            let text: String = (0..next(120)).map(|_| pieces[next(9) as usize]).collect();
+            let mut cuts: Vec<usize> = (0..next(8))
+                .map(|_| next(text.len() as u64 + 1) as usize)
+                .filter(|&c| text.is_char_boundary(c))
+                .collect();
+            cuts.push(text.len());
+            cuts.sort_unstable();
+            let mut records = Vec::new();
+            let mut from = 0;
+            for c in cuts {
+                records.push(&text[from..c]);
+                from = c;
+            }
+            let mut want: Vec<(String, u32, u32)> = Vec::new();
+            for (r, v) in records.iter().enumerate() {
+                for w in v
+                    .split(|c: char| c.is_ascii_whitespace())
+                    .filter(|w| !w.is_empty())
+                {
+                    match want.iter_mut().find(|(x, _, _)| x == w) {
+                        Some(e) => e.1 += 1,
+                        None => want.push((w.to_string(), 1, r as u32)),
+                    }
+                }
+            }
+            assert_eq!(counted(&mut counts, &records, false), want, "{records:?}");
+        }
     }
 
     #[test]

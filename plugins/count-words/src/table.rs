@@ -1,0 +1,308 @@
+//! The count map: an open-addressing table (linear probing) whose entries hold a word of up to
+//! 16 bytes as two integers, so that finding a word is one hash of two loads and, mostly, one
+//! entry compared as integers, without reading the text of the word it matches. Longer words
+//! are hashed whole and compared byte by byte.
+
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
+
+/// One distinct word of a call: its first 16 bytes (zero past its end) as two little-endian
+/// integers, its length (0: the entry is free) and its count. 24 bytes, so that the table of a
+/// thousand words fits in a core's first-level cache.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    a: u64,
+    b: u64,
+    len: u32,
+    count: u32,
+}
+
+/// A distinct word as [`Table::iter`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Word {
+    /// Offset of its first occurrence in the call's text.
+    pub start: u32,
+    /// Its length in bytes.
+    pub len: u32,
+    /// How many times it occurred.
+    pub count: u32,
+    /// The record where it first occurred.
+    pub origin: u32,
+}
+
+/// The table: entries and, in order of first appearance, where each distinct word's entry
+/// is and where it first occurred (offset and record). Kept across calls: [`Table::clear`]
+/// frees only the entries used, keeping the memory.
+#[derive(Debug, Default)]
+pub struct Table {
+    entries: Vec<Entry>,
+    /// For each entry in use, its word's index in `order` and `firsts`.
+    rank: Vec<u32>,
+    order: Vec<u32>,
+    firsts: Vec<(u32, u32)>,
+    hasher: FixedState,
+}
+
+/// Entries of the first table: room for 1,024 distinct words at an eighth load.
+const FIRST_CAPACITY: usize = 8192;
+
+impl Table {
+    /// Forgets every word, keeping the memory.
+    pub fn clear(&mut self) {
+        for &p in &self.order {
+            self.entries[p as usize].len = 0;
+        }
+        self.order.clear();
+        self.firsts.clear();
+    }
+
+    /// The distinct words, in order of first appearance.
+    pub fn iter(&self) -> impl Iterator<Item = Word> + '_ {
+        self.order
+            .iter()
+            .zip(&self.firsts)
+            .map(|(&p, &(start, origin))| {
+                let e = &self.entries[p as usize];
+                Word {
+                    start,
+                    len: e.len,
+                    count: e.count,
+                    origin,
+                }
+            })
+    }
+
+    /// How many distinct words.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Adds one to the count of the word `text[s..e]` (not empty), first seen in record
+    /// `origin`. Offsets fit in `u32` (a call's text is a WebAssembly buffer).
+    #[inline(always)]
+    pub fn add(&mut self, text: &[u8], s: usize, e: usize, origin: u32) {
+        let len = e - s;
+        let (a, b) = key(text, s, len);
+        let hash = self.hash(text, (a, b), s, len);
+        if self.entries.is_empty() {
+            self.entries = vec![Entry::default(); FIRST_CAPACITY];
+            self.rank = vec![0; FIRST_CAPACITY];
+        }
+        let (entries, rank, firsts) = (&mut self.entries[..], &self.rank, &self.firsts);
+        let mask = entries.len() - 1;
+        let mut p = slot(hash, entries.len());
+        loop {
+            let en = &mut entries[p & mask];
+            if en.len == 0 {
+                break;
+            }
+            if en.a == a
+                && en.b == b
+                && en.len as usize == len
+                && (len <= 16 || same_as_first(text, firsts[rank[p & mask] as usize].0, s, e))
+            {
+                en.count += 1;
+                return;
+            }
+            p += 1;
+        }
+        self.insert(
+            text,
+            p & mask,
+            Entry {
+                a,
+                b,
+                len: len as u32,
+                count: 1,
+            },
+            (s, origin),
+        );
+    }
+
+    /// Puts a new word in the free entry `p`.
+    #[cold]
+    #[inline(never)]
+    fn insert(&mut self, text: &[u8], p: usize, entry: Entry, (s, origin): (usize, u32)) {
+        self.entries[p] = entry;
+        self.rank[p] = self.order.len() as u32;
+        self.order.push(p as u32);
+        self.firsts.push((s as u32, origin));
+        if self.order.len() * 8 > self.entries.len() {
+            self.grow(text);
+        }
+    }
+
+    /// The hash of the word `text[s..s + len]` whose key is `(a, b)`.
+    #[inline]
+    fn hash(&self, text: &[u8], (a, b): (u64, u64), s: usize, len: usize) -> u64 {
+        if len > 16 {
+            return self.hasher.hash_one(&text[s..s + len]);
+        }
+        // Two 64-bit multiplies (WebAssembly has them; no 128-bit one), the slot taken from
+        // the top bits. The fold between them brings the first product's top bits (where
+        // every byte of a short word has a say) down to where the second multiply spreads
+        // them over its own top bits (without it, a word of up to 8 bytes is hashed by a
+        // single multiply).
+        let mut h = (a ^ (len as u64) << 59).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b;
+        h ^= h >> 32;
+        h.wrapping_mul(0xff51_afd7_ed55_8ccd)
+    }
+
+    /// Doubles the table, putting every word back in place (in order of first appearance:
+    /// the order list stays valid).
+    fn grow(&mut self, text: &[u8]) {
+        let size = self.entries.len() * 2;
+        let mut entries = vec![Entry::default(); size];
+        let mut rank = vec![0; size];
+        let mut order = std::mem::take(&mut self.order);
+        for (p, &(start, _)) in order.iter_mut().zip(&self.firsts) {
+            let en = self.entries[*p as usize];
+            let hash = self.hash(text, (en.a, en.b), start as usize, en.len as usize);
+            let mut q = slot(hash, size);
+            while entries[q].len != 0 {
+                q = (q + 1) & (size - 1);
+            }
+            entries[q] = en;
+            rank[q] = self.rank[*p as usize];
+            *p = q as u32;
+        }
+        self.order = order;
+        self.entries = entries;
+        self.rank = rank;
+    }
+}
+
+/// Whether the word of more than 16 bytes first seen at `at` is `text[s..e]`.
+#[cold]
+fn same_as_first(text: &[u8], at: u32, s: usize, e: usize) -> bool {
+    let at = at as usize;
+    same_bytes(&text[at..at + (e - s)], &text[s..e])
+}
+
+/// The slot of `hash` in a table of `size` entries (a power of two): its top bits.
+#[inline]
+fn slot(hash: u64, size: usize) -> usize {
+    (hash >> (64 - size.trailing_zeros())) as usize
+}
+
+/// The first 16 bytes of the word `text[s..s + len]` as two little-endian integers, the
+/// bytes past its end zero.
+#[inline]
+fn key(text: &[u8], s: usize, len: usize) -> (u64, u64) {
+    if s + 16 <= text.len() {
+        // Masks by shifts and selects, no branch on the length (the corpus's words are 3 to
+        // 9 bytes: a branch on 8 would be mispredicted often).
+        let a = load8(text, s) & low_bytes(len);
+        let b = load8(text, s + 8) & low_bytes(len.saturating_sub(8));
+        (a, b)
+    } else {
+        // Near the end of the text: a copy, so as not to read past it.
+        let mut buf = [0u8; 16];
+        let n = len.min(16);
+        buf[..n].copy_from_slice(&text[s..s + n]);
+        (load8(&buf, 0), load8(&buf, 8))
+    }
+}
+
+/// A mask of the low `n` bytes of a `u64` (all of them from 8 on).
+#[inline]
+fn low_bytes(n: usize) -> u64 {
+    let n = n.min(8) as u32;
+    u64::MAX.checked_shr(64 - 8 * n).unwrap_or(0)
+}
+
+#[inline]
+fn load8(w: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&w[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Whether two words of more than 16 bytes are equal: 8 bytes at a time, inline (a slice
+/// `==` calls `memcmp`, which in a WebAssembly guest is a loop over single bytes).
+#[inline]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a == b;
+    }
+    let mut i = 0;
+    while i + 8 < n {
+        if load8(a, i) != load8(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    load8(a, n - 8) == load8(b, n - 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_words_bytes_zero_padded_wherever_the_word_lies() {
+        // The same word keyed in the middle of a text and at its very end must agree.
+        for len in 1..=16 {
+            let word: Vec<u8> = (0..len as u8).map(|i| b'a' + i).collect();
+            let inside = [word.as_slice(), b" and more text after it"].concat();
+            let at_end = [b"x ".as_slice(), &word].concat();
+            let k = key(&inside, 0, len);
+            assert_eq!(k, key(&at_end, 2, len), "len {len}");
+            let mut padded = [0u8; 16];
+            padded[..len].copy_from_slice(&word);
+            assert_eq!(k, (load8(&padded, 0), load8(&padded, 8)));
+        }
+    }
+
+    #[test]
+    fn low_bytes_masks_exactly_the_first_n_bytes() {
+        for n in 0..20usize {
+            let want = (0..8)
+                .filter(|&i| i < n)
+                .fold(0u64, |m, i| m | 0xff << (8 * i));
+            assert_eq!(low_bytes(n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn long_words_sharing_16_bytes_are_told_apart() {
+        let text = b"abcdefghijklmnopqr abcdefghijklmnopqs abcdefghijklmnopqr";
+        let mut t = Table::default();
+        t.add(text, 0, 18, 0);
+        t.add(text, 19, 37, 0);
+        t.add(text, 38, 56, 1);
+        let got: Vec<(u32, u32)> = t.iter().map(|w| (w.start, w.count)).collect();
+        assert_eq!(got, [(0, 2), (19, 1)]);
+    }
+
+    #[test]
+    fn growing_keeps_every_count_and_the_order() {
+        let text: Vec<u8> = (0..5000u32)
+            .flat_map(|i| format!("w{i:05} ").into_bytes())
+            .collect();
+        let mut t = Table::default();
+        for round in 0..2 {
+            for i in 0..5000 {
+                t.add(&text, i * 7, i * 7 + 6, round);
+            }
+        }
+        assert_eq!(t.len(), 5000);
+        assert!(
+            t.iter()
+                .enumerate()
+                .all(|(i, e)| e.start as usize == i * 7 && e.count == 2 && e.origin == 0)
+        );
+        t.clear();
+        assert_eq!(t.len(), 0);
+        t.add(&text, 0, 6, 3);
+        assert_eq!(
+            t.iter().map(|e| (e.count, e.origin)).collect::<Vec<_>>(),
+            [(1, 3)]
+        );
+    }
+}
