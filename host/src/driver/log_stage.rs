@@ -185,7 +185,8 @@ mod tests {
     use crate::wal::WalOptions;
 
     fn records(n: usize) -> RecordBatch {
-        RecordBatch::from_values((0..n).map(|i| format!("line {i}").into_bytes()))
+        let lines: Vec<Vec<u8>> = (0..n).map(|i| format!("line {i}").into_bytes()).collect();
+        RecordBatch::from_values(lines.iter().map(|l| l.as_slice()))
     }
 
     async fn open(dir: &std::path::Path, sync_delay: Duration) -> Wal {
@@ -210,6 +211,8 @@ mod tests {
     ) {
         let (m, cuts) = BlockManager::new(1, 1 << 20, 1 << 20);
         let blocks = Arc::new(m);
+        // Reliable mode: records are durable once logged, not once appended.
+        blocks.set_reliable();
         blocks.append(0, &records(n)).await;
         blocks.cut_blocks(1);
         blocks.close_batch(0, 2);
