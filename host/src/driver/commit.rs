@@ -17,7 +17,7 @@ use super::recover::{Progress, Start};
 use super::report::BatchReport;
 use super::{RunError, Shutdown};
 use crate::batch::position::Position;
-use crate::block::{Block, BlockManager, Cut};
+use crate::block::{Block, BlockManager};
 use crate::checkpoint::{CheckpointLog, Entry, PartitionEntry, SNAPSHOT_EVERY, VERSION};
 use crate::clock::now_ms;
 use crate::dedup::{Filter, Recorder};
@@ -64,6 +64,10 @@ pub(crate) struct Committer<'a> {
     before: Option<BTreeMap<String, String>>,
     /// Several hosts: this member (commits go through the partitions' chains).
     pub(crate) ha: Option<super::ha::Member>,
+    /// The write-ahead log's truncation running in the background, if any.
+    truncating: Option<tokio::task::JoinHandle<()>>,
+    /// The newest truncation left to a later one (one was running).
+    skipped: Option<(Wal, Vec<u64>)>,
 }
 
 impl<'a> Committer<'a> {
@@ -94,6 +98,8 @@ impl<'a> Committer<'a> {
             recorder: start.recorder.take(),
             recomputing: start.replay.is_some(),
             ha: None,
+            truncating: None,
+            skipped: None,
         }
     }
 
@@ -263,6 +269,24 @@ impl<'a> Committer<'a> {
         entry
     }
 
+    /// Deletes the log's segments below `keep` off the batch loop: a second of segments is
+    /// hundreds of files, and deleting them (without fsync, evicting their pages) held the next
+    /// batch back. One truncation at a time; one still running when the next commit comes
+    /// leaves that commit's segments to the one after (truncation deletes everything below
+    /// its offsets, so nothing is left behind for good).
+    fn truncate(&mut self, wal: Wal, keep: Vec<u64>) {
+        if self.truncating.as_ref().is_some_and(|t| !t.is_finished()) {
+            self.skipped = Some((wal, keep));
+            return;
+        }
+        self.skipped = None;
+        self.truncating = Some(self.rt.spawn(async move {
+            if let Err(e) = wal.truncate(&keep).await {
+                tracing::warn!(error = %e, "Segments of the write-ahead log that committed batches cover could not be deleted; the next commit tries again.");
+            }
+        }));
+    }
+
     /// After batch `entry.batch` committed: acknowledge the source, trim the write-ahead log
     /// and the checkpoint log.
     fn after_commit(&mut self, entry: &Entry, blocks: &BlockManager) {
@@ -274,15 +298,13 @@ impl<'a> Committer<'a> {
                 blocks.mark_durable(p as u32, pe.end);
             }
         }
+        if let Some(wal) = &self.wal {
+            // The batch just committed stays in the log until the next one commits: a
+            // restart that cannot tell whether it committed recomputes it from there.
+            let keep = entry.wal_keep_from.clone().unwrap_or_default();
+            self.truncate(wal.clone(), keep);
+        }
         self.rt.block_on(async {
-            if let Some(wal) = &self.wal {
-                // The batch just committed stays in the log until the next one commits: a
-                // restart that cannot tell whether it committed recomputes it from there.
-                let keep = entry.wal_keep_from.clone().unwrap_or_default();
-                if let Err(e) = wal.truncate(&keep).await {
-                    tracing::warn!(error = %e, "Segments of the write-ahead log that committed batches cover could not be deleted; the next commit tries again.");
-                }
-            }
             if let Some(log) = &self.log {
                 crate::state::forget(self.plan, log.location(), entry.batch).await;
             }
@@ -296,6 +318,27 @@ impl<'a> Committer<'a> {
                 }
             }
         });
+    }
+}
+
+impl Drop for Committer<'_> {
+    /// The run is over: lets the last truncation of the log finish, and makes the one it
+    /// skipped (a segment left is read again, and skipped, by the next start).
+    fn drop(&mut self) {
+        let (running, skipped) = (self.truncating.take(), self.skipped.take());
+        let wait = std::time::Duration::from_secs(10);
+        let last = async move {
+            if let Some(t) = running {
+                let _ = t.await;
+            }
+            if let Some((wal, keep)) = skipped {
+                let _ = wal.truncate(&keep).await;
+            }
+        };
+        // The timer is made inside the runtime (a timeout made outside it panics).
+        let _ = self
+            .rt
+            .block_on(async move { tokio::time::timeout(wait, last).await });
     }
 }
 
@@ -318,57 +361,6 @@ fn merge_range(ranges: &mut Vec<Position>, next: Position) {
         return;
     }
     ranges.push(next);
-}
-
-/// The write-ahead log stage: writes each block (concurrently, so the log can group them) and
-/// passes blocks and closes on in their order once written, marking each block's records
-/// durable, so that sources acknowledge only logged records. A failed write stops the run.
-pub(crate) async fn log_blocks(
-    wal: Wal,
-    mut cuts: tokio::sync::mpsc::UnboundedReceiver<Cut>,
-    out: tokio::sync::mpsc::UnboundedSender<Cut>,
-    blocks: Arc<BlockManager>,
-    shutdown: Shutdown,
-) {
-    use futures::StreamExt;
-    use futures::future::BoxFuture;
-    let mut writing: futures::stream::FuturesOrdered<
-        BoxFuture<'static, (Cut, Result<(), crate::wal::WalError>)>,
-    > = futures::stream::FuturesOrdered::new();
-    let mut open = true;
-    loop {
-        tokio::select! {
-            cut = cuts.recv(), if open => match cut {
-                Some(Cut::Block(b)) if b.records.is_empty() => {
-                    // Only records set aside (their bytes are in side objects): nothing to log.
-                    writing.push_back(Box::pin(async move { (Cut::Block(b), Ok(())) }));
-                }
-                Some(Cut::Block(b)) => {
-                    let wal = wal.clone();
-                    writing.push_back(Box::pin(async move {
-                        let r = wal.append(b.id.partition, b.first_offset, &b.records).await;
-                        (Cut::Block(b), r)
-                    }));
-                }
-                Some(close) => writing.push_back(Box::pin(async move { (close, Ok(())) })),
-                None => open = false,
-            },
-            Some((cut, result)) = writing.next() => {
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "A block could not be written to the write-ahead log; the pipeline stops (its records were not acknowledged, so the source keeps them).");
-                    shutdown.fail(RunError::Wal(e));
-                    return;
-                }
-                if let Cut::Block(b) = &cut {
-                    blocks.mark_durable(b.id.partition, b.first_offset + b.records.len() as u64);
-                }
-                if out.send(cut).is_err() {
-                    return;
-                }
-            },
-            else => return,
-        }
-    }
 }
 
 /// The parameters of each plugin step of `ran` that differ from the plan's own.

@@ -17,6 +17,7 @@ pub mod attempt;
 mod backpressure;
 pub mod commit;
 pub mod ha;
+mod log_stage;
 pub mod recover;
 pub mod report;
 pub mod shutdown;
@@ -587,7 +588,7 @@ fn log_stage(
     for cut in replay {
         let _ = tx.send(cut);
     }
-    rt.spawn(commit::log_blocks(
+    rt.spawn(log_stage::log_blocks(
         wal.clone(),
         cuts,
         tx,

@@ -378,6 +378,26 @@ struct Pending {
     done: oneshot::Sender<Result<()>>,
 }
 
+/// A block handed to the log by [`Wal::submit`], on its way to being durable.
+#[derive(Debug)]
+pub struct Durable {
+    wait: oneshot::Receiver<Result<()>>,
+    bytes: usize,
+}
+
+impl Durable {
+    /// The bytes the log holds for the block (its encoded frame) until it is written.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Resolves once the segment holding the block is written (and synced, with fsync): the
+    /// block's records may then be acknowledged. An error means they are not durable.
+    pub async fn wait(self) -> Result<()> {
+        self.wait.await.map_err(|_| WalError::Closed)?
+    }
+}
+
 /// The write-ahead log of one pipeline: a cheap, cloneable handle.
 ///
 /// One writer task owns the writing; [`Wal::append`] from any number of tasks hands it a block
@@ -677,6 +697,26 @@ impl Wal {
         first_offset: u64,
         records: &RecordBatch,
     ) -> Result<()> {
+        self.submit(partition, first_offset, records)
+            .await?
+            .wait()
+            .await
+    }
+
+    /// Hands one block to the writer without waiting for it to be written: encodes it (the
+    /// log's own copy of the records, so the caller may go on using or dropping them) and
+    /// queues it, waiting only while the writer's queue is full. The [`Durable`] returned
+    /// resolves when the segment holding the block is written (and synced), exactly when
+    /// [`Wal::append`] would have returned; blocks submitted in order are written in order.
+    ///
+    /// Fails at once when the log is fenced, the block cannot be encoded, or the writer is
+    /// gone; otherwise the write's own error comes from [`Durable::wait`].
+    pub async fn submit(
+        &self,
+        partition: u32,
+        first_offset: u64,
+        records: &RecordBatch,
+    ) -> Result<Durable> {
         if let Some(e) = self.fenced() {
             return Err(e);
         }
@@ -687,6 +727,7 @@ impl Wal {
                 message: e.0,
             }
         })?;
+        let bytes = frame.len();
         let (done, wait) = oneshot::channel();
         let pending = Pending {
             frame: Bytes::from(frame),
@@ -699,7 +740,7 @@ impl Wal {
         let guard = writer::Coming::new(&self.shared.coming);
         self.tx.send(pending).await.map_err(|_| WalError::Closed)?;
         guard.sent();
-        wait.await.map_err(|_| WalError::Closed)?
+        Ok(Durable { wait, bytes })
     }
 
     /// Deletes the segments whose every block is checkpointed: everything below
