@@ -332,7 +332,8 @@ def start_feeder(cfg, sc, mode, rate, rundir, report, backlog=0):
         os.makedirs(indir)
         cmd += ["--dir", indir, "--tmp-dir", os.path.join(rundir, "feed-tmp")]
         if mode == "throughput":
-            cmd += ["--backlog", str(backlog)]
+            # Links to files written once: the feeder's own writes were the ceiling (bench/README).
+            cmd += ["--backlog", str(backlog), "--link"]
     feeder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(os.path.join(rundir, "feeder.log"), "w"),
                               text=True, start_new_session=True)
     port = None

@@ -118,6 +118,30 @@ class CorpusAndFeeder(unittest.TestCase):
             f.kill()
             f.wait()
 
+    def test_linked_files_hold_the_corpus_once_per_pass_and_appear_whole(self):
+        import subprocess
+        out = os.path.join(self.dir.name, "in")
+        r = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "feeder.py"),
+                            "files", "--corpus", self.path, "--passes", "2", "--link",
+                            "--dir", out, "--tmp-dir", os.path.join(self.dir.name, "tmp")],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        names = sorted(os.listdir(out))
+        self.assertEqual(len(names), 6, names)  # 25,000 lines: 3 segments, 2 passes
+        with open(self.path, "rb") as f:
+            corpus_lines = f.read().count(b"\n")
+        lines = 0
+        for n in names:
+            with open(os.path.join(out, n), "rb") as f:
+                body = f.read()
+            self.assertTrue(body.startswith(b"#MARK ") and body.endswith(b"\n"), n)
+            lines += body.count(b"\n")
+        self.assertEqual(lines, 2 * corpus_lines)
+        # A pass's files are links to the files of the first: one write per segment.
+        self.assertEqual(os.stat(os.path.join(out, names[0])).st_ino,
+                         os.stat(os.path.join(out, names[3])).st_ino)
+        self.assertEqual(json.loads(r.stdout.splitlines()[-1])["lines"], 2 * corpus_lines)
+
 
 class Measures(unittest.TestCase):
     def test_throughput_drops_the_first_two_and_the_last_non_empty_batch(self):
