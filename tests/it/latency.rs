@@ -167,7 +167,7 @@ fn full_speed_word_count(queue_target: Option<&str>) -> (Vec<f64>, f64) {
     let pipeline = write_pipeline(
         dir,
         &format!(
-            "version = 1\nbatch-interval = \"1s\"\n{target}\n[source]\nkind = \"generator\"\npartitions = 1\nrate = 0\nwords-per-line = 10\n\n[[transform]]\nplugin = \"count-words\"\n\n[[transform]]\nbuiltin = \"repartition-by-key\"\n\n[[transform]]\nbuiltin = \"count-by-key\"\nsum-values = true\n\n[[sink]]\nkind = \"count\"\n\n[checkpoint]\nenabled = false\n"
+            "version = 1\nbatch-interval = \"1s\"\nmemory-budget = \"256MiB\"\n{target}\n[source]\nkind = \"generator\"\npartitions = 1\nrate = 0\nwords-per-line = 10\n\n[[transform]]\nplugin = \"count-words\"\n\n[[transform]]\nbuiltin = \"repartition-by-key\"\n\n[[transform]]\nbuiltin = \"count-by-key\"\nsum-values = true\n\n[[sink]]\nkind = \"count\"\n\n[checkpoint]\nenabled = false\n"
         ),
     );
     let report = dir.join("report.jsonl");
@@ -198,11 +198,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 #[test]
 fn a_source_faster_than_its_pipeline_leaves_each_batch_only_about_the_queue_target_to_finish() {
-    // A full-speed generator feeds a word count several times slower than it: the 64 MiB
-    // budget alone lets every batch close with about half a second of records still to
-    // process; the default `queue-target` (50 ms) holds each partition's queue to about 50 ms
-    // of its measured processing time. The two run side by side, so a loaded machine slows
-    // both alike.
+    // A full-speed generator feeds a word count several times slower than it: a 256 MiB
+    // budget alone lets every batch close with the budget's worth of records still to
+    // process (a few hundred ms); the default `queue-target` (50 ms) holds each partition's
+    // queue to about 50 ms of its measured processing time, whatever the budget. The two run
+    // side by side, so a loaded machine slows both alike.
     let (paced, paced_peak) = full_speed_word_count(None);
     let (budget_only, budget_peak) = full_speed_word_count(Some("0s"));
     let (p, b) = (median(paced.clone()), median(budget_only.clone()));

@@ -239,9 +239,11 @@ fn a_replay_while_the_pipeline_runs_leaves_it_running_and_its_output_as_it_was()
     live.interrupt();
     live.wait(TIMEOUT).assert_success();
     let after = committed(&s.root.join("out"), "input", "txt");
+    // Batches 0..=10 only: batch 11's entry is in the log before its sink commits (the order
+    // of a commit), so `first`, taken when that entry appeared, may lack some of its parts.
     assert_eq!(
-        batches(&after, 0, 11),
-        batches(&first, 0, 11),
+        batches(&after, 0, 10),
+        batches(&first, 0, 10),
         "the live output of the batches before the replay is unchanged"
     );
     let ids: Vec<u64> = s.entries_ids();
