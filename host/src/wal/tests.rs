@@ -680,8 +680,10 @@ async fn appends_of_many_partitions_in_one_interval_share_their_syncs() {
     assert_eq!(stats.blocks_written, appends);
     // Each segment costs two syncs (its data, its directory), whatever it holds.
     assert_eq!(stats.syncs, 2 * stats.segments_written, "{stats:?}");
+    // Without grouping each append is a segment of its own (16); a loaded machine may split
+    // a round over a few segments (CI once saw 4), never near one per append.
     assert!(
-        stats.syncs < appends / 2,
+        stats.segments_written < appends / 2,
         "{appends} appends took {} syncs ({} segments)",
         stats.syncs,
         stats.segments_written
