@@ -101,20 +101,17 @@ def write_profile(path, sc, m, attach, cfg):
     if attach.error or not os.path.exists(attach.data or ""):
         body = [f"No profile: {attach.error or 'perf wrote nothing'}."]
     else:
-        body = [
-            "## CPU samples by thread name", "",
-            perf_report(attach.data, "--no-children", "--sort", "comm", "-g", "none",
-                        "--percent-limit", "0.5"), "",
-            "## By binary (perf-PID.map: the JIT'd WebAssembly)", "",
-            perf_report(attach.data, "--no-children", "--sort", "dso", "-g", "none",
-                        "--percent-limit", "0.5"), "",
-            "## By function, self time", "",
-            perf_report(attach.data, "--no-children", "--sort", "dso,symbol", "-g", "none",
-                        "--percent-limit", "0.4"), "",
-            "## By function, with callees (inclusive)", "",
-            perf_report(attach.data, "--children", "--sort", "symbol", "-g", "none",
-                        "--percent-limit", "4"), "",
+        views = [
+            ("CPU samples by thread name", ["--no-children", "--sort", "comm"], "0.5"),
+            ("By binary (perf-PID.map: the JIT'd WebAssembly)",
+             ["--no-children", "--sort", "dso"], "0.5"),
+            ("By function, self time", ["--no-children", "--sort", "dso,symbol"], "0.4"),
+            ("By function, with callees (inclusive)", ["--children", "--sort", "symbol"], "4"),
         ]
+        body = []
+        for title, args, limit in views:
+            body += [f"## {title}", "",
+                     perf_report(attach.data, *args, "-g", "none", "--percent-limit", limit), ""]
     with open(path, "w") as f:
         f.write("\n".join(head + body) + "\n")
 
