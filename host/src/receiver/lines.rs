@@ -85,16 +85,7 @@ impl LineReader {
     /// last line without its newline: the caller feeds those to [`LineReader::feed`].
     pub fn split_complete(&mut self, bytes: &[u8], out: &mut RecordBatch, ts: i64) -> usize {
         debug_assert!(self.idle(), "split_complete on a reader holding a line");
-        let mut used = 0;
-        for i in memchr::memchr_iter(b'\n', bytes) {
-            let line = &bytes[used..i];
-            let record = line.strip_suffix(b"\r").unwrap_or(line);
-            if self.limit.over(record.len()) {
-                break;
-            }
-            out.push(None, record, Some(ts));
-            used = i + 1;
-        }
+        let used = out.push_lines(bytes, ts, self.limit.max_len());
         self.line_start += used as u64;
         used
     }

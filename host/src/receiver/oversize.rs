@@ -44,6 +44,11 @@ pub struct RecordLimit {
 }
 
 impl RecordLimit {
+    /// The longest record within the limit.
+    pub fn max_len(&self) -> usize {
+        usize::try_from(self.max).unwrap_or(usize::MAX)
+    }
+
     /// Whether a record of `len` bytes is over the limit.
     pub fn over(&self, len: usize) -> bool {
         len as u64 > self.max
