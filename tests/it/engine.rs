@@ -831,6 +831,9 @@ fn a_partition_bigger_than_a_sink_plugins_memory_cap_does_not_stop_the_pipeline(
         tmp.path(),
         r#"version = 1
 memory-budget = "64MiB"
+# The budget is what fills the batch: the pace (`queue-target`), which holds a queue to a few
+# blocks, is off.
+queue-target = "0s"
 
 [source]
 kind = "generator"

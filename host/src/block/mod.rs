@@ -182,7 +182,8 @@ impl BlockManager {
                 Duration::ZERO,
                 2 * max_block_bytes,
                 room.clone(),
-            ),
+            )
+            .ceiling(pace::CEILING_BLOCKS * max_block_bytes),
             room,
             out,
             spare: Mutex::default(),
@@ -201,7 +202,8 @@ impl BlockManager {
     /// processing time (see [`pace`]; `Duration::ZERO`: the budget alone), from now on.
     pub fn paced(mut self, target: Duration) -> Self {
         let floor = 2 * self.max_block_bytes;
-        self.pace = Pace::new(self.partitions(), target, floor, self.room.clone());
+        self.pace = Pace::new(self.partitions(), target, floor, self.room.clone())
+            .ceiling(pace::CEILING_BLOCKS * self.max_block_bytes);
         self
     }
 

@@ -13,6 +13,9 @@
 //! Queued bytes are counted by a [`Queued`] token each block carries: it gives its bytes back
 //! when the block is dropped, processed or discarded, so no path that forgets a block can
 //! hold a receiver for good. A hold also lasts at most [`MAX_HOLD`] per append.
+//!
+//! However fast a partition's blocks are processed, its queue is held to at most
+//! [`CEILING_BLOCKS`] full blocks: past a few blocks a queue only waits, and takes memory.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +25,15 @@ use tokio::sync::Notify;
 
 /// The longest a receiver is held by the pace for one append (the budget may hold it longer).
 pub const MAX_HOLD: Duration = Duration::from_secs(1);
+
+/// A queue is held to at most this many full blocks ([`Pace::ceiling`]), however fast its
+/// blocks are processed. The rate is a block's own processing time, as if its partition had
+/// a worker to itself; a fast pipeline (upper-case on files: about 1 GB/s a block) then had a
+/// limit past the whole memory budget at 50 ms, so the budget was always full, and the process
+/// held about two more bytes outside it for each byte in it (issue #16: 256 MiB of RSS at a
+/// 64 MiB budget, 137 MiB at 32 MiB). A worker takes one block of a partition at a time, so a
+/// few blocks queued keep it busy; more only wait.
+pub const CEILING_BLOCKS: u64 = 4;
 
 /// One partition's queue and processing rate.
 #[derive(Debug, Default)]
@@ -40,6 +52,7 @@ struct Lane {
 pub struct Pace {
     target: Duration,
     floor: u64,
+    ceiling: u64,
     lanes: Vec<Arc<Lane>>,
     room: Arc<Notify>,
 }
@@ -72,9 +85,17 @@ impl Pace {
         Pace {
             target,
             floor: floor.max(1),
+            ceiling: u64::MAX,
             lanes: (0..partitions).map(|_| Arc::default()).collect(),
             room,
         }
+    }
+
+    /// Holds each queue to at most `bytes` (at least the floor), however fast its blocks are
+    /// processed (without: no ceiling).
+    pub fn ceiling(mut self, bytes: u64) -> Self {
+        self.ceiling = bytes;
+        self
     }
 
     /// Whether pacing is on.
@@ -95,7 +116,8 @@ impl Pace {
         queued > 0 && queued + size > self.limit(lane)
     }
 
-    /// The most bytes `lane` may have queued: its rate over the target, at least the floor.
+    /// The most bytes `lane` may have queued: its rate over the target, at least the floor
+    /// and at most the ceiling.
     fn limit(&self, lane: &Lane) -> u64 {
         let (bytes, nanos) = (
             lane.bytes.load(Ordering::Relaxed),
@@ -105,7 +127,7 @@ impl Pace {
             return self.floor;
         }
         let by_time = bytes as u128 * self.target.as_nanos() / nanos as u128;
-        (by_time.min(u64::MAX as u128) as u64).max(self.floor)
+        (by_time.min(self.ceiling as u128) as u64).max(self.floor)
     }
 
     /// The limit of `partition`'s queue now, bytes (for tests and logs).
@@ -182,6 +204,23 @@ mod tests {
             !p.holds(1, 5_000_000),
             "an empty queue always takes a chunk"
         );
+    }
+
+    #[test]
+    fn a_fast_queue_is_held_to_a_few_blocks_whatever_its_rate() {
+        let p = pace(100).ceiling(4000);
+        // 1 GB/s over 100 ms would be 100 MB: held to the ceiling.
+        p.processed(0, 1_000_000_000, Duration::from_secs(1));
+        assert_eq!(p.limit_of(0), 4000);
+        p.queue(0, 3900);
+        assert!(!p.holds(0, 100));
+        assert!(p.holds(0, 101));
+        // A slow one is held to its rate, under the ceiling; never below the floor.
+        p.processed(1, 30_000, Duration::from_secs(1));
+        assert_eq!(p.limit_of(1), 3000);
+        let p = pace(100).ceiling(10);
+        p.processed(0, 1_000_000_000, Duration::from_secs(1));
+        assert_eq!(p.limit_of(0), 1000, "the floor, over a ceiling below it");
     }
 
     #[test]
