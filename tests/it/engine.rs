@@ -673,10 +673,12 @@ kind = "count"
         .collect();
     assert_eq!(latencies.len(), 10, "every marker is measured once");
     // From send to commit: at least the socket and at most a batch interval plus a generous
-    // allowance for a loaded machine.
+    // allowance for a loaded machine (the suite runs tests side by side on two cores; what
+    // this catches is a latency in the wrong unit or from the wrong clock, which is off by
+    // orders of magnitude; the latency goals have tests of their own in `latency`).
     for l in &latencies {
         assert!(
-            *l > 0.0 && *l < 200.0 + 1000.0,
+            *l > 0.0 && *l < 200.0 + 2000.0,
             "latency {l} ms: {latencies:?}"
         );
     }

@@ -5,7 +5,7 @@
 //! Set `SLUICE_KILL_MEASURE=1` to turn the per-trial checks into printed warnings: the trials
 //! then all run and the final report shows the whole damage (useful against a broken driver).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -527,6 +527,8 @@ pub(crate) struct Harness<'a> {
     pub(crate) ledger: Ledger,
     /// Environment variables of every run.
     env: Vec<(String, String)>,
+    /// A directory whose new files kill every fourth trial ([`Harness::kill_on_new_file_in`]).
+    watch: Option<PathBuf>,
 }
 
 impl<'a> Harness<'a> {
@@ -544,6 +546,7 @@ impl<'a> Harness<'a> {
             plugins: plugins_dir(),
             ledger: Ledger::new(out),
             env: Vec::new(),
+            watch: None,
         }
     }
 
@@ -560,6 +563,14 @@ impl<'a> Harness<'a> {
         self
     }
 
+    /// Kills the 2nd, 6th, 10th... trial as soon as a file appears in `dir` that was not there
+    /// at its start (a write-ahead-log segment, say), rather than at a seeded point: a kill
+    /// between that write and what follows it (the batch's commit), however fast the run is.
+    pub(crate) fn kill_on_new_file_in(mut self, dir: PathBuf) -> Self {
+        self.watch = Some(dir);
+        self
+    }
+
     /// Runs `kills` trials: start, SIGKILL at the seeded point (unless it ended by itself, which
     /// must be a success), snapshot the ledger, print one line, then `after` (the test's
     /// per-trial checks).
@@ -572,13 +583,29 @@ impl<'a> Harness<'a> {
         let mut points = KillPoints::new(seed);
         let mut trials = Vec::new();
         for i in 0..kills {
-            let kill_ms = points.next(i);
+            let mut kill_ms = points.next(i);
+            let watch = self.watch.as_deref().filter(|_| i % 4 == 1);
+            // Whole files only: a name with `#` is staged, not written yet.
+            let names = |d: &Path| -> HashSet<String> {
+                let entries = std::fs::read_dir(d).into_iter().flatten().flatten();
+                let names = entries.filter_map(|e| e.file_name().into_string().ok());
+                names.filter(|n| !n.contains('#')).collect()
+            };
+            let before = watch.map(names).unwrap_or_default();
+            if watch.is_some() {
+                // The new file, not the seeded point, ends it (unless none comes in 10 s).
+                kill_ms = 10_000;
+            }
             let mut sluice = self.start();
             let exited = loop {
                 if let Some(status) = sluice.try_status() {
                     break Some(status);
                 }
                 if sluice.age() >= Duration::from_millis(kill_ms) {
+                    break None;
+                }
+                if watch.is_some_and(|d| !names(d).is_subset(&before)) {
+                    kill_ms = sluice.age().as_millis() as u64;
                     break None;
                 }
                 std::thread::sleep(Duration::from_millis(5));
