@@ -111,12 +111,17 @@ fn files_pipeline(dir: &Path) -> PathBuf {
 
 /// Drops input file `i` the way the files source requires: `NAME.tmp`, renamed to `NAME.txt`.
 fn drop_input(dir: &Path, i: usize) {
-    let text: String = (0..LINES)
-        .map(|j| format!("file {i:03} line {j:04} the quick brown fox\n"))
-        .collect();
+    let text = input_text(i);
     let tmp = dir.join(format!("f-{i:03}.tmp"));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, dir.join(format!("f-{i:03}.txt"))).unwrap();
+}
+
+/// The text of input file `i`.
+fn input_text(i: usize) -> String {
+    (0..LINES)
+        .map(|j| format!("file {i:03} line {j:04} the quick brown fox\n"))
+        .collect()
 }
 
 /// The output of input files `range`, uppercased.
@@ -155,26 +160,33 @@ fn files_to_uppercase_to_files_is_exactly_once_across_thirty_sigkills_with_files
         h.kill_trials(30, 0x5eed_f11e, nothing_twice(TAG, &expected));
         dropper.join().unwrap();
     });
-    let mut sluice = h.start();
-    let all = h.wait_until(&mut sluice, "every expected line", FINAL_WAIT, || {
-        holds_all(&out, &expected)
-    });
-    let ended = h.terminate(sluice);
-    h.ledger.snapshot();
-    let report = h.ledger.report(&expected);
-    eprintln!("[{TAG}] final: {report}");
-    assert_stopped(TAG, &ended);
+    final_run_is_exact(TAG, "line", &mut h, &out, &expected);
     assert_eq!(
         files_under(&out.join("_staging")),
         Vec::<PathBuf>::new(),
         "[{TAG}] nothing stays staged after a graceful stop"
     );
+}
+
+/// The run after the kill trials, until `out` holds every expected `what` (or [`FINAL_WAIT`]
+/// passes), stopped with SIGTERM: it must stop cleanly and leave every expected record
+/// exactly once.
+fn final_run_is_exact(tag: &str, what: &str, h: &mut Harness, out: &Path, expected: &[String]) {
+    let mut sluice = h.start();
+    let all = h.wait_until(&mut sluice, &format!("every {what}"), FINAL_WAIT, || {
+        holds_all(out, expected)
+    });
+    let ended = h.terminate(sluice);
+    h.ledger.snapshot();
+    let report = h.ledger.report(expected);
+    eprintln!("[{tag}] final: {report}");
+    assert_stopped(tag, &ended);
     assert!(
         all,
-        "[{TAG}] the final run did not output every line: {report}\n{}",
+        "[{tag}] the final run did not output every {what}: {report}\n{}",
         tail(&ended.stderr, 20)
     );
-    assert_exact(TAG, &report, &h.ledger, &expected);
+    assert_exact(tag, &report, &h.ledger, expected);
 }
 
 /// Files on Azure Blob (Azurite): the files source reads remote stores through
@@ -212,11 +224,8 @@ fn files_on_azurite_to_uppercase_to_files_is_exactly_once_across_twelve_sigkills
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let text: String = (0..LINES)
-                    .map(|j| format!("file {i:03} line {j:04} the quick brown fox\n"))
-                    .collect();
                 let path = prefix.child("in").child(format!("f-{i:03}.txt"));
-                rt.block_on(store.put(&path, text.into_bytes().into()))
+                rt.block_on(store.put(&path, input_text(i).into_bytes().into()))
                     .unwrap();
                 std::thread::sleep(Duration::from_millis(250));
             }
@@ -224,21 +233,7 @@ fn files_on_azurite_to_uppercase_to_files_is_exactly_once_across_twelve_sigkills
         h.kill_trials(12, 0x5eed_a2f1, nothing_twice(TAG, &expected));
         uploader.join().unwrap();
     });
-    let mut sluice = h.start();
-    let all = h.wait_until(&mut sluice, "every expected line", FINAL_WAIT, || {
-        holds_all(&out, &expected)
-    });
-    let ended = h.terminate(sluice);
-    h.ledger.snapshot();
-    let report = h.ledger.report(&expected);
-    eprintln!("[{TAG}] final: {report}");
-    assert_stopped(TAG, &ended);
-    assert!(
-        all,
-        "[{TAG}] the final run did not output every line: {report}\n{}",
-        tail(&ended.stderr, 20)
-    );
-    assert_exact(TAG, &report, &h.ledger, &expected);
+    final_run_is_exact(TAG, "line", &mut h, &out, &expected);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,21 +401,7 @@ fn the_event_hubs_pipeline_is_exactly_once_across_fifteen_sigkills_with_events_a
         h.kill_trials(15, 0x5eed_e4e4, nothing_twice(TAG, &expected));
         adder.join().unwrap();
     });
-    let mut sluice = h.start();
-    let all = h.wait_until(&mut sluice, "every event", FINAL_WAIT, || {
-        holds_all(&out, &expected)
-    });
-    let ended = h.terminate(sluice);
-    h.ledger.snapshot();
-    let report = h.ledger.report(&expected);
-    eprintln!("[{TAG}] final: {report}");
-    assert_stopped(TAG, &ended);
-    assert!(
-        all,
-        "[{TAG}] the final run did not output every event: {report}\n{}",
-        tail(&ended.stderr, 20)
-    );
-    assert_exact(TAG, &report, &h.ledger, &expected);
+    final_run_is_exact(TAG, "event", &mut h, &out, &expected);
     for (p, lines) in h.ledger.by_partition("input") {
         assert!(
             lines == want[p as usize],
