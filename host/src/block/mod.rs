@@ -177,13 +177,7 @@ impl BlockManager {
             partitions: (0..partitions).map(|_| Mutex::default()).collect(),
             durable: (0..partitions).map(|_| watch::Sender::new(0)).collect(),
             ended: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
-            pace: Pace::new(
-                partitions,
-                Duration::ZERO,
-                2 * max_block_bytes,
-                room.clone(),
-            )
-            .ceiling(pace::CEILING_BLOCKS * max_block_bytes),
+            pace: Pace::for_blocks(partitions, Duration::ZERO, max_block_bytes, room.clone()),
             room,
             out,
             spare: Mutex::default(),
@@ -201,9 +195,8 @@ impl BlockManager {
     /// Holds each partition's queue of unprocessed records to about `target` of its measured
     /// processing time (see [`pace`]; `Duration::ZERO`: the budget alone), from now on.
     pub fn paced(mut self, target: Duration) -> Self {
-        let floor = 2 * self.max_block_bytes;
-        self.pace = Pace::new(self.partitions(), target, floor, self.room.clone())
-            .ceiling(pace::CEILING_BLOCKS * self.max_block_bytes);
+        let room = self.room.clone();
+        self.pace = Pace::for_blocks(self.partitions(), target, self.max_block_bytes, room);
         self
     }
 

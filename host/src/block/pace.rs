@@ -91,6 +91,17 @@ impl Pace {
         }
     }
 
+    /// The pace of a block manager whose blocks hold up to `block_bytes`: each queue held to
+    /// at least two full blocks (the floor) and at most [`CEILING_BLOCKS`].
+    pub fn for_blocks(
+        partitions: u32,
+        target: Duration,
+        block_bytes: u64,
+        room: Arc<Notify>,
+    ) -> Self {
+        Pace::new(partitions, target, 2 * block_bytes, room).ceiling(CEILING_BLOCKS * block_bytes)
+    }
+
     /// Holds each queue to at most `bytes` (at least the floor), however fast its blocks are
     /// processed (without: no ceiling).
     pub fn ceiling(mut self, bytes: u64) -> Self {
