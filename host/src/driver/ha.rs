@@ -5,8 +5,8 @@
 //! so a commit the fence refuses drops that partition's output and the partition.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 
@@ -16,7 +16,7 @@ use crate::block::BlockManager;
 use crate::checkpoint::{CheckpointError, Entry};
 use crate::ha::HaConfig;
 use crate::ha::chain::{Chains, Link, Part, SNAPSHOT_EVERY};
-use crate::ha::claim::{Change, ClaimLoop};
+use crate::ha::claim::{Change, ClaimLoop, Owned};
 use crate::ha::lease::Leases;
 use crate::plan::{Plan, StepPlan};
 use crate::receiver::{self, PartitionWriter, Resume};
@@ -121,7 +121,7 @@ struct Running {
 pub(crate) struct Member {
     setup: Setup,
     chains: Chains,
-    owned: Arc<Mutex<BTreeMap<u32, u64>>>,
+    owned: Owned,
     changes: mpsc::UnboundedReceiver<Change>,
     /// Changes that wait for a partition's old receiver to stop.
     waiting: Vec<Change>,
@@ -144,7 +144,7 @@ impl Member {
         monitor: Arc<crate::monitor::Monitor>,
     ) -> Member {
         let (tx, rx) = mpsc::unbounded_channel();
-        let owned = Arc::new(Mutex::new(BTreeMap::new()));
+        let owned = Owned::default();
         let chains = Chains::new(setup.base.clone());
         let claims = ClaimLoop {
             member: setup.member.clone(),
@@ -270,13 +270,10 @@ impl Member {
 
     /// Stops `partition`'s receiver and forgets it (its records in later batches are dropped).
     fn drop_partition(&mut self, partition: u32, reason: &str, batch: u64) {
-        self.owned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&partition);
-        if self.held.remove(&partition).is_none() {
+        let Some(held) = self.held.remove(&partition) else {
             return;
-        }
+        };
+        self.owned.release(partition, held.generation);
         if let Some(r) = self.running.get(&partition) {
             let _ = r.stop.send(true);
         }
@@ -423,10 +420,7 @@ impl Member {
     /// so the other hosts take the partitions at their next claim instead of after the expiry.
     pub fn stop(&mut self, rt: &tokio::runtime::Runtime, partitions: u32) {
         let _ = self.stop_claims.send(true);
-        let owned: Vec<(u32, u64)> =
-            std::mem::take(&mut *self.owned.lock().unwrap_or_else(|e| e.into_inner()))
-                .into_iter()
-                .collect();
+        let owned = self.owned.take_all();
         let leases = Leases::new(self.setup.base.clone(), partitions);
         rt.block_on(async {
             for (p, g) in &owned {
