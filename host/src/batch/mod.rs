@@ -9,6 +9,7 @@
 pub mod aside;
 mod newlines;
 pub mod position;
+mod prefix;
 
 /// Variable-length byte strings back to back, with the end offset of each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -219,17 +219,16 @@ fn lookup_part(
 /// Records the send stamps (epoch µs) of the values that start with `prefix`.
 fn find_markers(records: &RecordBatch, prefix: &[u8], out: &Mutex<Vec<i64>>) {
     let mut found = Vec::new();
-    for i in 0..records.len() {
-        if let Some(rest) = records.value(i).strip_prefix(prefix) {
-            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            if let Some(us) = std::str::from_utf8(&rest[..digits])
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-            {
-                found.push(us);
-            }
+    records.values.for_each_starting_with(prefix, |i| {
+        let rest = &records.value(i)[prefix.len()..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if let Some(us) = std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            found.push(us);
         }
-    }
+    });
     if !found.is_empty() {
         out.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
     }
