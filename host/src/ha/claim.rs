@@ -42,7 +42,7 @@ pub enum Change {
 
 /// A partition whose lease this member holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Held {
+pub struct Lease {
     /// The lease's generation now (each renewal creates the next).
     pub generation: u64,
     /// The generation at which the member last took the partition over (its
@@ -53,10 +53,10 @@ pub struct Held {
 /// The partitions whose leases this member holds; shared by the claim loop, which claims,
 /// renews and loses them, and the batch loop, which lets one go when its commit is refused.
 #[derive(Debug, Clone, Default)]
-pub struct Owned(Arc<Mutex<BTreeMap<u32, Held>>>);
+pub struct Owned(Arc<Mutex<BTreeMap<u32, Lease>>>);
 
 impl Owned {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Lease>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -208,7 +208,7 @@ impl ClaimLoop {
             .await
         {
             Ok((head, next)) => {
-                let taken = Held {
+                let taken = Lease {
                     generation,
                     taken: generation,
                 };
