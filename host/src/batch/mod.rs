@@ -526,6 +526,16 @@ impl RecordBatch {
 mod tests {
     use super::*;
 
+    /// A xorshift generator from `seed` (not zero): the random cases of this module's tests.
+    pub(super) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     #[test]
     fn an_absent_key_differs_from_an_empty_one() {
         let mut b = RecordBatch::default();
@@ -617,13 +627,7 @@ mod tests {
 
     #[test]
     fn pushed_lines_equal_a_byte_by_byte_split_whatever_the_room_around_them() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for round in 0..400 {
             // Lines of 0 to 200 bytes (across every multiple of the 32-byte move), some with
             // `\r`, the text sometimes ending inside a line.
@@ -631,7 +635,7 @@ mod tests {
             for _ in 0..next() % 20 {
                 let len = (next() % 201) as usize;
                 text.extend((0..len).map(|_| b'a' + (next() % 26) as u8));
-                if next() % 4 == 0 {
+                if next().is_multiple_of(4) {
                     text.push(b'\r');
                 }
                 text.push(b'\n');

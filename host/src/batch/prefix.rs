@@ -45,13 +45,7 @@ mod tests {
 
     #[test]
     fn the_values_found_are_those_that_start_with_the_prefix_whatever_surrounds_them() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = super::super::tests::xorshift(0x2545_f491_4f6c_dd1d);
         // A two-letter alphabet makes prefixes inside values, across values' boundaries, cut
         // short by a value's end and overlapping one another common; empty values too.
         let prefixes: [&[u8]; 5] = [b"ab", b"aa", b"aba", b"b", b""];
