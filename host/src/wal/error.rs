@@ -22,7 +22,7 @@ pub enum WalError {
     },
     /// A segment has a format version this host does not read.
     #[error(
-        "WAL segment {path}: format version {found}, but this sluice reads version {supported}; \
+        "WAL segment {path}: format version {found}, but this sluice reads versions 1 to {supported}; \
          it was written by a newer sluice (run that one), or its header is damaged"
     )]
     UnknownVersion {
@@ -30,7 +30,7 @@ pub enum WalError {
         path: String,
         /// The version it says.
         found: u32,
-        /// The version this host reads.
+        /// The newest version this host reads.
         supported: u32,
     },
     /// A block cannot be encoded (its columns do not line up, or it is over 4 GiB).

@@ -6,7 +6,7 @@
 //! ```text
 //! header (32 bytes)
 //!   0  magic        8 bytes  "SLUICWAL"
-//!   8  version      u32      1 (bytes 0..12 stay the same in every version)
+//!   8  version      u32      2 (bytes 0..12 stay the same in every version; 1 is read too)
 //!  12  frames       u32      how many frames follow
 //!  16  body_len     u64      bytes after the header (the frames, end to end)
 //!  24  reserved     u32      0
@@ -15,11 +15,14 @@
 //!   0  payload_len  u32
 //!   4  payload_crc  u32      CRC-32 of the payload
 //!   8  payload      payload_len bytes:
-//!        kind u8 (1 = block), flags u8 (1 keys, 2 timestamps, 4 headers), reserved u16,
+//!        kind u8 (1 = block), flags u8 (1 keys, 2 timestamps, 4 headers, 8 timestamp runs),
+//!        reserved u16,
 //!        partition u32, first_offset u64, records u32 (n),
 //!        values: n ends u32, data_len u32, data
 //!        keys (flag 1): presence bitmap ceil(n/8) bytes, n ends u32, data_len u32, data
 //!        timestamps (flag 2): n i64
+//!        timestamp runs (flag 8, version 2, instead of flag 2): m u32, then m times
+//!          (count u32, timestamp i64), the counts adding up to n
 //!        headers (flag 4): n record ends u32, m u32 entries, m name ends u32, names_len u32,
 //!          names, m value ends u32, values_len u32, values
 //! ```
@@ -32,8 +35,12 @@ use crate::batch::{BytesColumn, Headers, Keys, RecordBatch};
 
 /// The eight bytes every segment starts with.
 pub const MAGIC: [u8; 8] = *b"SLUICWAL";
-/// The format version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this code writes. Version 2 added timestamp runs (flag 8): a receiver
+/// stamps every record of one read alike, so a block's timestamps are a few runs, and their
+/// 8 bytes a record were about 10% of the log's bytes (upper-case over TCP).
+pub const VERSION: u32 = 2;
+/// The oldest format version this code reads (a segment of 1 is one of 2 with no runs).
+pub const OLDEST_VERSION: u32 = 1;
 /// The header's size.
 pub const HEADER_LEN: usize = 32;
 /// A frame's size before its payload.
@@ -43,6 +50,7 @@ const KIND_BLOCK: u8 = 1;
 const FLAG_KEYS: u8 = 1;
 const FLAG_TIMESTAMPS: u8 = 2;
 const FLAG_HEADERS: u8 = 4;
+const FLAG_TIMESTAMP_RUNS: u8 = 8;
 const PAYLOAD_FIXED: usize = 1 + 1 + 2 + 4 + 8 + 4;
 
 /// Encodes the header of a segment of `frames` frames and `body_len` bytes after it.
@@ -59,22 +67,48 @@ pub fn encode_header(frames: u32, body_len: u64) -> [u8; HEADER_LEN] {
 
 /// The exact size of the frame [`encode_block`] makes for `records`.
 pub fn frame_len(records: &RecordBatch) -> usize {
-    FRAME_HEADER_LEN + payload_len(records)
+    FRAME_HEADER_LEN + payload_len(records, stamps(records))
+}
+
+/// How a block's timestamps are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamps {
+    /// The records have none.
+    None,
+    /// One per record (flag 2).
+    Each,
+    /// This many runs of equal timestamps (flag 8), when that is smaller.
+    Runs(usize),
+}
+
+fn stamps(b: &RecordBatch) -> Stamps {
+    let n = b.len();
+    if b.timestamps.len() != n || n == 0 {
+        return Stamps::None;
+    }
+    let runs = 1 + b.timestamps.windows(2).filter(|w| w[0] != w[1]).count();
+    if 4 + runs * 12 < n * 8 {
+        Stamps::Runs(runs)
+    } else {
+        Stamps::Each
+    }
 }
 
 fn column_len(c: &BytesColumn) -> usize {
     c.ends.len() * 4 + 4 + c.data.len()
 }
 
-fn payload_len(b: &RecordBatch) -> usize {
+fn payload_len(b: &RecordBatch, stamps: Stamps) -> usize {
     let n = b.len();
     let mut len = PAYLOAD_FIXED + column_len(&b.values);
     if let Some(k) = &b.keys {
         len += n.div_ceil(8) + column_len(&k.column);
     }
-    if b.timestamps.len() == n && n > 0 {
-        len += n * 8;
-    }
+    len += match stamps {
+        Stamps::None => 0,
+        Stamps::Each => n * 8,
+        Stamps::Runs(m) => 4 + m * 12,
+    };
     if let Some(h) = &b.headers {
         len += n * 4 + 4 + column_len(&h.names) + column_len(&h.values);
     }
@@ -92,25 +126,45 @@ pub fn encode_block(
     first_offset: u64,
     b: &RecordBatch,
 ) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::new();
+    encode_block_into(&mut out, partition, first_offset, b)?;
+    Ok(out)
+}
+
+/// [`encode_block`] into `out` (cleared first), which keeps its allocation when it is large
+/// enough: the log reuses its frames' buffers, so that encoding at full speed writes into
+/// memory already mapped instead of faulting in fresh pages for every block.
+pub fn encode_block_into(
+    out: &mut Vec<u8>,
+    partition: u32,
+    first_offset: u64,
+    b: &RecordBatch,
+) -> Result<(), EncodeError> {
     b.validate().map_err(EncodeError)?;
     let n = b.len();
-    let plen = payload_len(b);
+    let stamps = stamps(b);
+    let plen = payload_len(b, stamps);
     if plen > u32::MAX as usize {
         return Err(EncodeError(format!(
             "a block of {plen} bytes is larger than a frame can hold (4 GiB)"
         )));
     }
-    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + plen);
+    out.clear();
+    if out.capacity() < FRAME_HEADER_LEN + plen {
+        // A fresh buffer rather than `reserve`: growing would copy the old contents.
+        *out = Vec::with_capacity(FRAME_HEADER_LEN + plen);
+    }
     out.extend_from_slice(&(plen as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]); // the checksum, below
     let mut flags = 0;
     if b.keys.is_some() {
         flags |= FLAG_KEYS;
     }
-    let with_ts = b.timestamps.len() == n && n > 0;
-    if with_ts {
-        flags |= FLAG_TIMESTAMPS;
-    }
+    flags |= match stamps {
+        Stamps::None => 0,
+        Stamps::Each => FLAG_TIMESTAMPS,
+        Stamps::Runs(_) => FLAG_TIMESTAMP_RUNS,
+    };
     if b.headers.is_some() {
         flags |= FLAG_HEADERS;
     }
@@ -118,27 +172,43 @@ pub fn encode_block(
     out.extend_from_slice(&partition.to_le_bytes());
     out.extend_from_slice(&first_offset.to_le_bytes());
     out.extend_from_slice(&(n as u32).to_le_bytes());
-    put_column(&mut out, &b.values);
+    put_column(out, &b.values);
     if let Some(k) = &b.keys {
         let bitmap = n.div_ceil(8);
         out.extend_from_slice(&k.present[..bitmap]);
-        put_column(&mut out, &k.column);
+        put_column(out, &k.column);
     }
-    if with_ts {
-        for t in &b.timestamps {
-            out.extend_from_slice(&t.to_le_bytes());
+    match stamps {
+        Stamps::None => {}
+        Stamps::Each => {
+            for t in &b.timestamps {
+                out.extend_from_slice(&t.to_le_bytes());
+            }
         }
+        Stamps::Runs(m) => put_runs(out, &b.timestamps, m),
     }
     if let Some(h) = &b.headers {
-        put_u32s(&mut out, &h.record_ends);
+        put_u32s(out, &h.record_ends);
         out.extend_from_slice(&(h.names.len() as u32).to_le_bytes());
-        put_column(&mut out, &h.names);
-        put_column(&mut out, &h.values);
+        put_column(out, &h.names);
+        put_column(out, &h.values);
     }
     debug_assert_eq!(out.len(), FRAME_HEADER_LEN + plen);
     let crc = crc32fast::hash(&out[FRAME_HEADER_LEN..]);
     out[4..8].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    Ok(())
+}
+
+/// Writes `ts` as its `m` runs of equal values: (count u32, value i64) each.
+fn put_runs(out: &mut Vec<u8>, ts: &[i64], m: usize) {
+    out.extend_from_slice(&(m as u32).to_le_bytes());
+    let mut rest = ts;
+    while let Some(&t) = rest.first() {
+        let count = rest.iter().position(|&x| x != t).unwrap_or(rest.len());
+        out.extend_from_slice(&(count as u32).to_le_bytes());
+        out.extend_from_slice(&t.to_le_bytes());
+        rest = &rest[count..];
+    }
 }
 
 fn put_u32s(out: &mut Vec<u8>, v: &[u32]) {
@@ -291,7 +361,7 @@ pub fn decode_segment(bytes: &[u8]) -> Result<DecodedSegment, UnknownVersion> {
         return Ok(damaged(0, Damage::NotASegment, None, Vec::new()));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(UnknownVersion(version));
     }
     if bytes.len() < HEADER_LEN {
@@ -335,7 +405,7 @@ pub fn decode_segment(bytes: &[u8]) -> Result<DecodedSegment, UnknownVersion> {
             let d = Damage::FrameChecksum { stored, computed };
             return Ok(damaged(pos as u64, d, lost, blocks));
         }
-        match decode_payload(payload) {
+        match decode_payload(payload, version) {
             Ok(block) => blocks.push(block),
             Err(why) => return Ok(damaged(pos as u64, Damage::Malformed(why), lost, blocks)),
         }
@@ -394,6 +464,32 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
+    /// Timestamp runs, expanded to the block's `n` timestamps.
+    fn runs(&mut self, n: usize) -> Result<Vec<i64>, String> {
+        let m = self.u32("timestamp run count")? as usize;
+        if m > n {
+            return Err(format!("{m} timestamp runs for {n} records"));
+        }
+        let runs = self.take(m * 12, "timestamp runs")?;
+        let mut ts = Vec::with_capacity(n);
+        for run in runs.chunks_exact(12) {
+            let count = u32::from_le_bytes([run[0], run[1], run[2], run[3]]) as usize;
+            let mut t = [0; 8];
+            t.copy_from_slice(&run[4..12]);
+            if count == 0 || count > n - ts.len() {
+                return Err(format!(
+                    "a timestamp run of {count} records, with {} of {n} left",
+                    n - ts.len()
+                ));
+            }
+            ts.resize(ts.len() + count, i64::from_le_bytes(t));
+        }
+        if ts.len() != n {
+            return Err(format!("timestamp runs of {} records for {n}", ts.len()));
+        }
+        Ok(ts)
+    }
+
     fn u32s(&mut self, n: usize, what: &str) -> Result<Vec<u32>, String> {
         let s = self.take(
             n.checked_mul(4)
@@ -415,7 +511,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn decode_payload(payload: &[u8]) -> Result<DecodedBlock, String> {
+fn decode_payload(payload: &[u8], version: u32) -> Result<DecodedBlock, String> {
     let mut c = Cursor {
         bytes: payload,
         pos: 0,
@@ -425,8 +521,15 @@ fn decode_payload(payload: &[u8]) -> Result<DecodedBlock, String> {
     if kind != KIND_BLOCK {
         return Err(format!("unknown frame kind {kind}"));
     }
-    if flags & !(FLAG_KEYS | FLAG_TIMESTAMPS | FLAG_HEADERS) != 0 {
+    let known = match version {
+        1 => FLAG_KEYS | FLAG_TIMESTAMPS | FLAG_HEADERS,
+        _ => FLAG_KEYS | FLAG_TIMESTAMPS | FLAG_HEADERS | FLAG_TIMESTAMP_RUNS,
+    };
+    if flags & !known != 0 {
         return Err(format!("unknown flags {flags:#04x}"));
+    }
+    if flags & FLAG_TIMESTAMPS != 0 && flags & FLAG_TIMESTAMP_RUNS != 0 {
+        return Err("both timestamps and timestamp runs".to_owned());
     }
     let partition = c.u32("partition")?;
     let first_offset = c.u64("first offset")?;
@@ -452,6 +555,8 @@ fn decode_payload(payload: &[u8]) -> Result<DecodedBlock, String> {
         s.chunks_exact(8)
             .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
             .collect()
+    } else if flags & FLAG_TIMESTAMP_RUNS != 0 {
+        c.runs(n)?
     } else {
         Vec::new()
     };

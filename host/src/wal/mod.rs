@@ -56,6 +56,7 @@ pub mod bench;
 pub mod epoch;
 mod error;
 pub mod format;
+mod frames;
 mod local;
 #[cfg(test)]
 mod tests;
@@ -256,6 +257,8 @@ struct Shared {
     bytes_written: AtomicU64,
     segments_deleted: AtomicU64,
     syncs: AtomicU64,
+    /// Written frames' buffers, for the next blocks (`frames.rs`).
+    frames: frames::FramePool,
 }
 
 /// A block on its way to the writer.
@@ -528,6 +531,7 @@ impl Wal {
             store,
             prefix,
             epoch: mine,
+            frames: frames::FramePool::new(opts.max_group_bytes.saturating_mul(3)),
             opts,
             segments: Mutex::new(segments),
             coming: AtomicUsize::new(0),
@@ -608,13 +612,15 @@ impl Wal {
         if let Some(e) = self.fenced() {
             return Err(e);
         }
-        let frame = format::encode_block(partition, first_offset, records).map_err(|e| {
-            WalError::Block {
+        let mut frame = self.shared.frames.take(format::frame_len(records));
+        if let Err(e) = format::encode_block_into(&mut frame, partition, first_offset, records) {
+            self.shared.frames.give(frame);
+            return Err(WalError::Block {
                 partition,
                 first_offset,
                 message: e.0,
-            }
-        })?;
+            });
+        }
         let bytes = frame.len();
         let (done, wait) = oneshot::channel();
         let pending = Pending {

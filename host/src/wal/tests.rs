@@ -12,6 +12,7 @@ use super::*;
 use crate::batch::{BytesColumn, Headers, RecordBatch};
 
 mod fence;
+mod stamps;
 
 /// A block of `n` records with keys (some absent), timestamps and, when `headers`, headers.
 fn block(seed: u64, n: usize, headers: bool) -> RecordBatch {
@@ -294,15 +295,15 @@ async fn a_segment_of_an_unknown_version_is_refused_clearly() {
     three_block_segment(tmp.path()).await;
     let file = segment_file(tmp.path(), 1, 0);
     let mut bytes = std::fs::read(&file).unwrap();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     std::fs::write(&file, &bytes).unwrap();
     let (store, opts) = local(tmp.path());
     let err = Wal::open(store, prefix(), opts).await.unwrap_err();
     assert!(matches!(
         err,
         WalError::UnknownVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             ..
         }
     ));
@@ -310,7 +311,8 @@ async fn a_segment_of_an_unknown_version_is_refused_clearly() {
     let msg = err.to_string();
     assert!(
         msg.contains("wal/00000000000000000001-00000000000000000000.seg")
-            && msg.contains("version 2")
+            && msg.contains("version 3")
+            && msg.contains("versions 1 to 2")
             && msg.contains("newer"),
         "{msg}"
     );

@@ -86,6 +86,7 @@ pub(super) async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>,
         seq += 1;
         for p in group {
             let _ = p.done.send(result.clone());
+            shared.frames.give_frame(p.frame);
         }
     }
 }
