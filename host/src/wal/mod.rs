@@ -612,7 +612,9 @@ impl Wal {
         if let Some(e) = self.fenced() {
             return Err(e);
         }
-        let mut frame = self.shared.frames.take(format::frame_len(records));
+        // About the frame's size, without a pass over the records (`frame_len` counts the
+        // timestamp runs); the encoder replaces a buffer too small.
+        let mut frame = self.shared.frames.take(records.byte_size() + 64);
         if let Err(e) = format::encode_block_into(&mut frame, partition, first_offset, records) {
             self.shared.frames.give(frame);
             return Err(WalError::Block {
