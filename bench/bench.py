@@ -370,6 +370,7 @@ def run_one(cfg, system, sc, mode, rate, rundir):
     feed = {}
     stop_sent = None
     last_total, last_change = -1, time.time()
+    longest_gap = 0.0
     outcome = "ok"
     while proc.poll() is None:
         time.sleep(0.2)
@@ -389,11 +390,15 @@ def run_one(cfg, system, sc, mode, rate, rundir):
                 outcome = "feeder failed"
         total = sum(b.get("records_in", 0) for b in read_report(report))
         if total != last_total:
+            if last_total > 0:
+                longest_gap = max(longest_gap, now - last_change)
             last_total, last_change = total, now
         # The sweep's short runs stop with the feed: what is still queued is not waited for.
         no_drain = getattr(cfg, "no_drain", False)
-        if stop_sent is None and fed is not None and (
-                total >= fed or now - last_change > cfg.idle_timeout or no_drain):
+        # Idle: no batch for the idle timeout, or for twice the longest wait between batches
+        # seen (Spark at 800 files per trigger takes 13 s and more a batch on 2 cores).
+        idle = now - last_change > max(cfg.idle_timeout, 2 * longest_gap)
+        if stop_sent is None and fed is not None and (total >= fed or idle or no_drain):
             if total < fed and not no_drain:
                 outcome = f"idle with {fed - total} records missing"
             system.stop(proc, rundir)
