@@ -12,6 +12,16 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the Unix epoch, from the system clock (what a latency marker's stamp
+/// is measured against: a commit within a millisecond of a marker's send must not come out
+/// negative, as one from [`now_ms`] times 1,000 could).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 static PROCESS_START_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
 
 /// Called first thing by the `sluice` binary's `main`: notes when the process started, so the

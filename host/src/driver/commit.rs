@@ -199,8 +199,8 @@ impl<'a> Committer<'a> {
             None => job::commit(plan, id)?,
         }
         self.after_commit(&entry, blocks);
-        let done_ms = now_ms();
-        let done_us = done_ms * 1000;
+        let done_us = crate::clock::now_us();
+        let done_ms = done_us.div_euclid(1000);
         Ok(Committed {
             report: BatchReport {
                 id,
