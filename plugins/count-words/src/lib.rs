@@ -67,9 +67,9 @@ impl WordCounts {
     /// (a batch's values buffer), lower-cased first with `lowercase`. A word never spans two
     /// values. Forgets the previous call's counts, keeping its memory.
     ///
-    /// The whole buffer is scanned for runs of non-whitespace at once (64 bytes at a time),
-    /// and a run that crosses the end of a value (a line's last word against the next line's
-    /// first, values having no separator between them) is cut there.
+    /// The whole buffer is scanned for words at once (64 bytes at a time), the values' ends
+    /// cutting words as whitespace does (a line's last word against the next line's first,
+    /// values having no separator between them).
     pub fn count<'a>(&'a mut self, data: &'a [u8], ends: &[u32], lowercase: bool) -> Counted<'a> {
         self.table.clear();
         let text: &[u8] = if lowercase {
@@ -82,60 +82,40 @@ impl WordCounts {
         // Bytes after the last value's end are no value's.
         let len = ends.last().map_or(0, |&e| (e as usize).min(text.len()));
         let text = &text[..len];
-        let mut cut = Cut {
+        let mut add = Add {
             table: &mut self.table,
             text,
             ends,
-            record: 0,
-            end: ends.first().map_or(len, |&e| (e as usize).min(len)),
         };
-        scan::for_each_run(text, &mut cut);
+        scan::for_each_word(text, ends, &mut add);
         let table = &self.table;
         Counted { text, table }
     }
 }
 
-/// Counts the runs of non-whitespace of a call's text, cutting a run where a record ends (a
-/// line's last word against the next line's first, records having no separator between
-/// them).
-struct Cut<'a> {
+/// Adds each word the scan finds to the table.
+struct Add<'a> {
     table: &'a mut Table,
     text: &'a [u8],
     ends: &'a [u32],
-    /// The record holding the last run counted, and where it ends.
-    record: usize,
-    end: usize,
 }
 
-impl Cut<'_> {
-    /// Moves on to the next record.
+impl scan::Runs for Add<'_> {
+    // Inlined into the scan: a call per word (a closure here was not inlined) cost as much
+    // as the scan itself.
     #[inline(always)]
-    fn next_record(&mut self) {
-        self.record += 1;
-        let len = self.text.len();
-        self.end = self
-            .ends
-            .get(self.record)
-            .map_or(len, |&e| (e as usize).min(len));
+    fn run(&mut self, s: usize, e: usize) {
+        // The record holding the word, asked only of a word not seen before.
+        let ends = self.ends;
+        self.table.add(self.text, s, e, || origin(ends, s));
     }
 }
 
-impl scan::Runs for Cut<'_> {
-    #[inline(always)]
-    fn run(&mut self, mut s: usize, e: usize) {
-        loop {
-            // The record holding `s`: empty records and ones holding no word are passed over.
-            while s >= self.end {
-                self.next_record();
-            }
-            let to = e.min(self.end);
-            self.table.add(self.text, s, to, self.record as u32);
-            if to == e {
-                return;
-            }
-            s = to;
-        }
-    }
+/// The index of the record holding the byte at `at`: the number of records ending at or
+/// before it.
+#[cold]
+fn origin(ends: &[u32], at: usize) -> u32 {
+    ends.partition_point(|&e| e as usize <= at) as u32
 }
 
 /// `n` in decimal, written at the end of `buf`.

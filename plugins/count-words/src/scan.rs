@@ -76,9 +76,9 @@ fn space_mask64(chunk: &[u8; 64]) -> u64 {
     part(0) | part(1) | part(2) | part(3)
 }
 
-/// What [`for_each_run`] calls for each run of non-whitespace bytes.
+/// What [`for_each_word`] calls for each word.
 pub trait Runs {
-    /// The run `text[start..end]` (not empty), the runs in order.
+    /// The word `text[start..end]` (not empty), the words in order.
     fn run(&mut self, start: usize, end: usize);
 }
 
@@ -91,17 +91,34 @@ impl<F: FnMut(usize, usize)> Runs for F {
 
 /// Calls `runs.run(start, end)` for every maximal run of non-whitespace bytes
 /// `text[start..end]`, in order. Runs are found in 64-byte chunks; a run may cross chunks.
-#[inline]
+#[cfg(test)]
 pub fn for_each_run(text: &[u8], runs: &mut impl Runs) {
+    for_each_word(text, &[], runs);
+}
+
+/// Calls `runs.run(start, end)` for every word of `text` in order: every maximal run of
+/// non-whitespace bytes, cut wherever a record ends (`ends`, ascending: the records of a
+/// batch's values buffer have no separator between them, so a line's last word runs into the
+/// next line's first).
+///
+/// A record's end is a boundary bit in its chunk's mask, so the words come out of the same
+/// bit arithmetic whether they end at a space or at a record's end: nothing per word asks
+/// which record it is in.
+#[inline]
+pub fn for_each_word(text: &[u8], ends: &[u32], runs: &mut impl Runs) {
     // Where the word left open by the chunks before starts, and (bit 0 of `carry`) whether
     // the byte before the chunk was part of a word.
-    let mut start = 0usize;
-    let mut carry = 0u64;
+    let mut scan = Scan {
+        start: 0,
+        carry: 0,
+        next_end: 0,
+    };
     let mut chunks = text.chunks_exact(64);
     let mut base = 0usize;
     for chunk in chunks.by_ref() {
         let chunk: &[u8; 64] = chunk.try_into().expect("64 bytes");
-        chunk_runs(runs, space_mask64(chunk), base, &mut carry, &mut start);
+        let cuts = scan.cuts(ends, base);
+        scan.chunk(runs, space_mask64(chunk), cuts, base);
         base += 64;
     }
     // The tail padded with spaces (all spaces when there is none): a word running to the end
@@ -109,34 +126,69 @@ pub fn for_each_run(text: &[u8], runs: &mut impl Runs) {
     let rest = chunks.remainder();
     let mut last = [b' '; 64];
     last[..rest.len()].copy_from_slice(rest);
-    chunk_runs(runs, space_mask64(&last), base, &mut carry, &mut start);
+    let cuts = scan.cuts(ends, base);
+    scan.chunk(runs, space_mask64(&last), cuts, base);
 }
 
-/// The runs that end in the 64-byte chunk at `base` whose whitespace mask is `mask`.
-#[inline(always)]
-fn chunk_runs(runs: &mut impl Runs, mask: u64, base: usize, carry: &mut u64, start: &mut usize) {
-    let inword = !mask;
-    let before = inword << 1 | *carry;
-    // A word starts where a word byte follows a space, and ends at the first space after it:
-    // starts and ends alternate, so the k-th end closes the k-th start (the first end closes
-    // the word left open by the chunk before when it ran into this one).
-    let mut starts = inword & !before;
-    let mut ends = !inword & before;
-    if *carry == 1 && ends != 0 {
-        runs.run(*start, base + ends.trailing_zeros() as usize);
-        ends &= ends - 1;
-    }
-    *carry = inword >> 63;
-    while starts != 0 {
-        let s = base + starts.trailing_zeros() as usize;
-        starts &= starts - 1;
-        if ends == 0 {
-            // Runs into the next chunk.
-            *start = s;
-            break;
+/// What the scan carries from one 64-byte chunk to the next.
+struct Scan {
+    /// Where the word left open by the chunks before starts.
+    start: usize,
+    /// 1 when the last byte of the chunk before was part of a word.
+    carry: u64,
+    /// The first record end not yet past.
+    next_end: usize,
+}
+
+impl Scan {
+    /// Bit `i` set when a record ends at `base + i` (between the bytes `base + i - 1` and
+    /// `base + i`). Ends before `base` (out of order) are passed over.
+    #[inline(always)]
+    fn cuts(&mut self, ends: &[u32], base: usize) -> u64 {
+        let mut cuts = 0u64;
+        while let Some(&e) = ends.get(self.next_end) {
+            let e = e as usize;
+            if e >= base + 64 {
+                break;
+            }
+            if e >= base {
+                cuts |= 1 << (e - base);
+            }
+            self.next_end += 1;
         }
-        runs.run(s, base + ends.trailing_zeros() as usize);
-        ends &= ends - 1;
+        cuts
+    }
+
+    /// The words that end in the 64-byte chunk at `base`, whose whitespace mask is `mask`
+    /// and whose record ends are `cuts`.
+    #[inline(always)]
+    fn chunk(&mut self, runs: &mut impl Runs, mask: u64, cuts: u64, base: usize) {
+        let inword = !mask;
+        // Bit i: byte i - 1 is part of a word.
+        let before = inword << 1 | self.carry;
+        // A word starts at a word byte that follows a space or a record's end, and ends at
+        // the first space or record end after it: starts and ends alternate (where one word
+        // ends at a record's end and the next starts, the end comes first), so the k-th end
+        // closes the k-th start (the first end closes the word left open by the chunk before
+        // when it ran into this one).
+        let mut starts = inword & !(before & !cuts);
+        let mut ends = before & (mask | cuts);
+        if self.carry == 1 && ends != 0 {
+            runs.run(self.start, base + ends.trailing_zeros() as usize);
+            ends &= ends - 1;
+        }
+        self.carry = inword >> 63;
+        while starts != 0 {
+            let s = base + starts.trailing_zeros() as usize;
+            starts &= starts - 1;
+            if ends == 0 {
+                // Runs into the next chunk.
+                self.start = s;
+                break;
+            }
+            runs.run(s, base + ends.trailing_zeros() as usize);
+            ends &= ends - 1;
+        }
     }
 }
 
@@ -198,6 +250,39 @@ mod tests {
                     text.extend(std::iter::repeat_n(b'w', len));
                     text.extend(std::iter::repeat_n(b'\t', tail));
                     assert_eq!(runs(&text), vec![(at, at + len)], "len {len} at {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn record_ends_cut_words_at_every_offset_around_the_chunk_edges() {
+        // One long word cut by one or two record ends anywhere (bit 0 and bit 63 of a chunk
+        // included), and ends falling on a space or repeated (empty records) cut nothing more.
+        let text = [vec![b'w'; 140], vec![b' '], vec![b'v'; 60]].concat();
+        let words = |ends: &[u32]| {
+            let mut out = Vec::new();
+            for_each_word(&text, ends, &mut |s, e| out.push((s, e)));
+            out
+        };
+        let naive = |ends: &[u32]| {
+            let mut out = Vec::new();
+            let mut from = 0;
+            for &e in ends.iter().chain([text.len() as u32].iter()) {
+                let e = e as usize;
+                out.extend(
+                    runs_naive(&text[from..e])
+                        .into_iter()
+                        .map(|(s, t)| (s + from, t + from)),
+                );
+                from = e;
+            }
+            out
+        };
+        for a in 0..=text.len() as u32 {
+            for b in [a, a + 1, 63, 64, 65, 127, 128, 140, 141, 200] {
+                if b >= a && b <= text.len() as u32 {
+                    assert_eq!(words(&[a, b]), naive(&[a, b]), "ends {a} {b}");
                 }
             }
         }

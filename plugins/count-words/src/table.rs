@@ -80,10 +80,11 @@ impl Table {
         self.order.len()
     }
 
-    /// Adds one to the count of the word `text[s..e]` (not empty), first seen in record
-    /// `origin`. Offsets fit in `u32` (a call's text is a WebAssembly buffer).
+    /// Adds one to the count of the word `text[s..e]` (not empty); when the word is new,
+    /// `origin()` is the record it was first seen in. Offsets fit in `u32` (a call's text is
+    /// a WebAssembly buffer).
     #[inline(always)]
-    pub fn add(&mut self, text: &[u8], s: usize, e: usize, origin: u32) {
+    pub fn add(&mut self, text: &[u8], s: usize, e: usize, origin: impl FnOnce() -> u32) {
         let len = e - s;
         let (a, b) = key(text, s, len);
         let hash = self.hash(text, (a, b), s, len);
@@ -118,7 +119,7 @@ impl Table {
                 len: len as u32,
                 count: 1,
             },
-            (s, origin),
+            (s, origin()),
         );
     }
 
@@ -299,9 +300,9 @@ mod tests {
     fn long_words_sharing_16_bytes_are_told_apart() {
         let text = b"abcdefghijklmnopqr abcdefghijklmnopqs abcdefghijklmnopqr";
         let mut t = Table::default();
-        t.add(text, 0, 18, 0);
-        t.add(text, 19, 37, 0);
-        t.add(text, 38, 56, 1);
+        t.add(text, 0, 18, || 0);
+        t.add(text, 19, 37, || 0);
+        t.add(text, 38, 56, || 1);
         let got: Vec<(u32, u32)> = t.iter().map(|w| (w.start, w.count)).collect();
         assert_eq!(got, [(0, 2), (19, 1)]);
     }
@@ -314,7 +315,7 @@ mod tests {
         let mut t = Table::default();
         for round in 0..2 {
             for i in 0..5000 {
-                t.add(&text, i * 7, i * 7 + 6, round);
+                t.add(&text, i * 7, i * 7 + 6, || round);
             }
         }
         assert_eq!(t.len(), 5000);
@@ -325,7 +326,7 @@ mod tests {
         );
         t.clear();
         assert_eq!(t.len(), 0);
-        t.add(&text, 0, 6, 3);
+        t.add(&text, 0, 6, || 3);
         assert_eq!(
             t.iter().map(|e| (e.count, e.origin)).collect::<Vec<_>>(),
             [(1, 3)]
