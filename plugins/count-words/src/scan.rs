@@ -106,8 +106,6 @@ pub fn for_each_run(text: &[u8], runs: &mut impl Runs) {
 /// which record it is in.
 #[inline]
 pub fn for_each_word(text: &[u8], ends: &[u32], runs: &mut impl Runs) {
-    // Where the word left open by the chunks before starts, and (bit 0 of `carry`) whether
-    // the byte before the chunk was part of a word.
     let mut scan = Scan {
         start: 0,
         carry: 0,
