@@ -176,16 +176,16 @@ impl Scan {
             ends &= ends - 1;
         }
         self.carry = inword >> 63;
-        while starts != 0 {
+        // As many ends as starts, or one fewer: one branch per word, on the ends.
+        while ends != 0 {
             let s = base + starts.trailing_zeros() as usize;
-            starts &= starts - 1;
-            if ends == 0 {
-                // Runs into the next chunk.
-                self.start = s;
-                break;
-            }
             runs.run(s, base + ends.trailing_zeros() as usize);
+            starts &= starts - 1;
             ends &= ends - 1;
+        }
+        if starts != 0 {
+            // Runs into the next chunk.
+            self.start = base + starts.trailing_zeros() as usize;
         }
     }
 }

@@ -1,22 +1,19 @@
-//! The count map: an open-addressing table (linear probing) whose entries hold a word of up to
-//! 16 bytes as two integers, so that finding a word is one hash of two loads and, mostly, one
-//! entry compared as integers, without reading the text of the word it matches. Longer words
-//! are hashed whole and compared byte by byte.
+//! The count map: an open-addressing table (linear probing) whose entries hold a word's key
+//! (see [`key`]): a word of up to 15 bytes is its key, so finding it is one hash of two loads
+//! and, mostly, one entry compared as two integers, without reading the text of the word it
+//! matches. Longer words are hashed whole and compared byte by byte.
 
 use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
 
-/// One distinct word of a call: its first 16 bytes (zero past its end) as two little-endian
-/// integers, its length (0: the entry is free) and its count. 24 bytes: the table of a
-/// thousand words at an eighth load is 192 KiB, in a core's second-level cache (the load of
-/// a word's entry is where the guest waits most, a fifth of its time in the 2026-12-05
-/// profile of word count).
+/// One distinct word of a call: its key ([`key`]; `b` is 0 in a free entry, never in a key)
+/// and its count. 24 bytes: the table of a thousand words at an eighth load is 192 KiB, in a
+/// core's second-level cache.
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     a: u64,
     b: u64,
-    len: u32,
     count: u32,
 }
 
@@ -33,27 +30,51 @@ pub struct Word {
     pub origin: u32,
 }
 
+/// Where a distinct word first occurred: offset, length and record.
+#[derive(Debug, Clone, Copy)]
+struct First {
+    start: u32,
+    len: u32,
+    origin: u32,
+}
+
 /// The table: entries and, in order of first appearance, where each distinct word's entry
-/// is and where it first occurred (offset and record). Kept across calls: [`Table::clear`]
-/// frees only the entries used, keeping the memory.
-#[derive(Debug, Default)]
+/// is and where it first occurred. Kept across calls: [`Table::clear`] frees only the entries
+/// used, keeping the memory.
+#[derive(Debug)]
 pub struct Table {
+    /// A power of two of them, never empty.
     entries: Vec<Entry>,
+    /// 64 − log2(`entries.len()`): a hash shifted right by it is a slot.
+    shift: u32,
     /// For each entry in use, its word's index in `order` and `firsts`.
     rank: Vec<u32>,
     order: Vec<u32>,
-    firsts: Vec<(u32, u32)>,
+    firsts: Vec<First>,
     hasher: FixedState,
 }
 
 /// Entries of the first table: room for 1,024 distinct words at an eighth load.
 const FIRST_CAPACITY: usize = 8192;
 
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            entries: vec![Entry::default(); FIRST_CAPACITY],
+            shift: 64 - FIRST_CAPACITY.trailing_zeros(),
+            rank: vec![0; FIRST_CAPACITY],
+            order: Vec::new(),
+            firsts: Vec::new(),
+            hasher: FixedState::default(),
+        }
+    }
+}
+
 impl Table {
     /// Forgets every word, keeping the memory.
     pub fn clear(&mut self) {
         for &p in &self.order {
-            self.entries[p as usize].len = 0;
+            self.entries[p as usize].b = 0;
         }
         self.order.clear();
         self.firsts.clear();
@@ -61,18 +82,12 @@ impl Table {
 
     /// The distinct words, in order of first appearance.
     pub fn iter(&self) -> impl Iterator<Item = Word> + '_ {
-        self.order
-            .iter()
-            .zip(&self.firsts)
-            .map(|(&p, &(start, origin))| {
-                let e = &self.entries[p as usize];
-                Word {
-                    start,
-                    len: e.len,
-                    count: e.count,
-                    origin,
-                }
-            })
+        self.order.iter().zip(&self.firsts).map(|(&p, f)| Word {
+            start: f.start,
+            len: f.len,
+            count: self.entries[p as usize].count,
+            origin: f.origin,
+        })
     }
 
     /// How many distinct words.
@@ -83,75 +98,70 @@ impl Table {
     /// Adds one to the count of the word `text[s..e]` (not empty); when the word is new,
     /// `origin()` is the record it was first seen in. Offsets fit in `u32` (a call's text is
     /// a WebAssembly buffer).
+    ///
+    /// A word of up to 15 bytes is found by one branch on its key, the entry's two integers
+    /// compared at once.
     #[inline(always)]
     pub fn add(&mut self, text: &[u8], s: usize, e: usize, origin: impl FnOnce() -> u32) {
         let len = e - s;
-        let (a, b) = key(text, s, len);
-        let hash = self.hash(text, (a, b), s, len);
-        if self.entries.is_empty() {
-            self.entries = vec![Entry::default(); FIRST_CAPACITY];
-            self.rank = vec![0; FIRST_CAPACITY];
-        }
-        let (entries, rank, firsts) = (&mut self.entries[..], &self.rank, &self.firsts);
-        let mask = entries.len() - 1;
-        let mut p = slot(hash, entries.len());
+        let k = key(text, s, len);
+        let mask = self.entries.len() - 1;
+        let mut p = (self.hash(text, k, s, len) >> self.shift) as usize;
+        debug_assert!(p < self.entries.len());
         loop {
-            // SAFETY: `entries.len()` is a power of two, so `p & mask` is below it. (The
-            // bounds check here, in the guest's innermost loop, is a compare and a branch the
-            // JIT keeps.)
+            // SAFETY: `entries.len()` is 2^(64 − shift), so a 64-bit hash shifted right by
+            // `shift` is below it, and so is `p & mask` below. (The bounds check here, in the
+            // guest's innermost loop, is a compare and a branch the JIT keeps.)
             #[allow(unsafe_code)]
-            let en = unsafe { entries.get_unchecked_mut(p & mask) };
-            if en.len == 0 {
-                break;
-            }
-            if en.a == a
-                && en.b == b
-                && en.len as usize == len
-                && (len <= 16 || same_as_first(text, firsts[rank[p & mask] as usize].0, s, e))
+            let en = unsafe { self.entries.get_unchecked_mut(p) };
+            if (en.a ^ k.0) | (en.b ^ k.1) == 0
+                && (len < 16 || same_as_first(text, self.firsts[self.rank[p] as usize], s, e))
             {
                 en.count += 1;
                 return;
             }
-            p += 1;
+            if en.b == 0 {
+                break;
+            }
+            p = (p + 1) & mask;
         }
-        self.insert(
-            text,
-            p & mask,
-            Entry {
-                a,
-                b,
-                len: len as u32,
-                count: 1,
-            },
-            (s, origin()),
-        );
+        self.insert(text, p, k, (s, e, origin()));
     }
 
     /// Puts a new word in the free entry `p`.
     #[cold]
     #[inline(never)]
-    fn insert(&mut self, text: &[u8], p: usize, entry: Entry, (s, origin): (usize, u32)) {
-        self.entries[p] = entry;
+    fn insert(
+        &mut self,
+        text: &[u8],
+        p: usize,
+        (a, b): (u64, u64),
+        (s, e, origin): (usize, usize, u32),
+    ) {
+        self.entries[p] = Entry { a, b, count: 1 };
         self.rank[p] = self.order.len() as u32;
         self.order.push(p as u32);
-        self.firsts.push((s as u32, origin));
+        self.firsts.push(First {
+            start: s as u32,
+            len: (e - s) as u32,
+            origin,
+        });
         if self.order.len() * 8 > self.entries.len() {
             self.grow(text);
         }
     }
 
-    /// The hash of the word `text[s..s + len]` whose key is `(a, b)`.
+    /// The hash of the word `text[s..s + len]` whose key is `k`.
     #[inline]
     fn hash(&self, text: &[u8], (a, b): (u64, u64), s: usize, len: usize) -> u64 {
-        if len > 16 {
+        if len >= 16 {
             return self.hasher.hash_one(&text[s..s + len]);
         }
         // Two independent multiplies (WebAssembly has 64-bit ones, no 128-bit one), the
         // slot taken from the top bits of their xor: the top bits of a product depend on
         // every bit of its factor, and the two multiplies run side by side, so the slot is
         // known one multiply after the key (a chain of two multiplies and a fold took twice
-        // as long, on the path from a word's bytes to its entry). The length needs no say:
-        // entries are compared on it.
+        // as long, on the path from a word's bytes to its entry).
         a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b.wrapping_mul(0xff51_afd7_ed55_8ccd)
     }
 
@@ -159,14 +169,15 @@ impl Table {
     /// the order list stays valid).
     fn grow(&mut self, text: &[u8]) {
         let size = self.entries.len() * 2;
+        let shift = self.shift - 1;
         let mut entries = vec![Entry::default(); size];
         let mut rank = vec![0; size];
         let mut order = std::mem::take(&mut self.order);
-        for (p, &(start, _)) in order.iter_mut().zip(&self.firsts) {
+        for (p, f) in order.iter_mut().zip(&self.firsts) {
             let en = self.entries[*p as usize];
-            let hash = self.hash(text, (en.a, en.b), start as usize, en.len as usize);
-            let mut q = slot(hash, size);
-            while entries[q].len != 0 {
+            let hash = self.hash(text, (en.a, en.b), f.start as usize, f.len as usize);
+            let mut q = (hash >> shift) as usize;
+            while entries[q].b != 0 {
                 q = (q + 1) & (size - 1);
             }
             entries[q] = en;
@@ -176,56 +187,59 @@ impl Table {
         self.order = order;
         self.entries = entries;
         self.rank = rank;
+        self.shift = shift;
     }
 }
 
-/// Whether the word of more than 16 bytes first seen at `at` is `text[s..e]`.
+/// Whether the word of 16 bytes or more first seen as `first` is `text[s..e]`.
 #[cold]
-fn same_as_first(text: &[u8], at: u32, s: usize, e: usize) -> bool {
-    let at = at as usize;
-    same_bytes(&text[at..at + (e - s)], &text[s..e])
+fn same_as_first(text: &[u8], first: First, s: usize, e: usize) -> bool {
+    let at = first.start as usize;
+    first.len as usize == e - s && same_bytes(&text[at..at + (e - s)], &text[s..e])
 }
 
-/// The slot of `hash` in a table of `size` entries (a power of two): its top bits.
-#[inline]
-fn slot(hash: u64, size: usize) -> usize {
-    (hash >> (64 - size.trailing_zeros())) as usize
-}
-
-/// The first 16 bytes of the word `text[s..s + len]` as two little-endian integers, the
-/// bytes past its end zero.
+/// A word's key: its first 15 bytes (zero past its end) as two little-endian integers, and
+/// in the top byte its length when below 16, 0xff from 16 on. A word of up to 15 bytes is
+/// its key (the length tells apart words that differ only in trailing zero bytes), so it
+/// is found by comparing one key; a longer one is compared byte by byte too.
 #[inline]
 fn key(text: &[u8], s: usize, len: usize) -> (u64, u64) {
-    if s + 16 <= text.len() {
-        // Masks looked up by length, no branch on it (the corpus's words are 3 to 9 bytes: a
-        // branch on 8 would be mispredicted often) and no shifts and selects to make them.
-        let (ma, mb) = KEY_MASKS[len.min(16)];
+    // Masks and tag looked up by length, no branch on it (the corpus's words are 3 to 9
+    // bytes: a branch on 8 would be mispredicted often) and no shifts and selects to make them.
+    let (ma, mb, tag) = KEY_MASKS[len.min(16)];
+    let (a, b) = if s + 16 <= text.len() {
         // SAFETY: `s + 16 <= text.len()`: both 8-byte reads are inside `text`.
         #[allow(unsafe_code)]
-        let (a, b) = unsafe {
+        unsafe {
             let p = text.as_ptr().add(s);
             (
                 p.cast::<u64>().read_unaligned(),
                 p.add(8).cast::<u64>().read_unaligned(),
             )
-        };
-        (u64::from_le(a) & ma, u64::from_le(b) & mb)
+        }
     } else {
         // Near the end of the text: a copy, so as not to read past it.
         let mut buf = [0u8; 16];
         let n = len.min(16);
         buf[..n].copy_from_slice(&text[s..s + n]);
         (load8(&buf, 0), load8(&buf, 8))
-    }
+    };
+    (u64::from_le(a) & ma, (u64::from_le(b) & mb) | tag)
 }
 
-/// For each length up to 16, the masks of a key's two integers that keep a word of that
-/// many bytes.
-const KEY_MASKS: [(u64, u64); 17] = {
-    let mut m = [(0, 0); 17];
+/// For each length up to 16 (16: 16 and more), the masks of a key's two integers that keep
+/// a word of that many bytes (15 at most), and the tag ORed into the second's top byte.
+const KEY_MASKS: [(u64, u64, u64); 17] = {
+    let mut m = [(0, 0, 0); 17];
     let mut n = 0;
     while n <= 16 {
-        m[n] = (low_bytes(n), low_bytes(n.saturating_sub(8)));
+        let keep = if n < 16 { n } else { 15 };
+        let tag = if n < 16 { n as u64 } else { 0xff };
+        m[n] = (
+            low_bytes(keep),
+            low_bytes(keep.saturating_sub(8)),
+            tag << 56,
+        );
         n += 1;
     }
     m
@@ -273,17 +287,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_the_words_bytes_zero_padded_wherever_the_word_lies() {
+    fn keys_are_the_words_bytes_zero_padded_and_tagged_wherever_the_word_lies() {
         // The same word keyed in the middle of a text and at its very end must agree.
-        for len in 1..=16 {
+        for len in 1..=20 {
             let word: Vec<u8> = (0..len as u8).map(|i| b'a' + i).collect();
             let inside = [word.as_slice(), b" and more text after it"].concat();
             let at_end = [b"x ".as_slice(), &word].concat();
             let k = key(&inside, 0, len);
             assert_eq!(k, key(&at_end, 2, len), "len {len}");
             let mut padded = [0u8; 16];
-            padded[..len].copy_from_slice(&word);
-            assert_eq!(k, (load8(&padded, 0), load8(&padded, 8)));
+            let kept = len.min(15);
+            padded[..kept].copy_from_slice(&word[..kept]);
+            padded[15] = if len < 16 { len as u8 } else { 0xff };
+            assert_eq!(k, (load8(&padded, 0), load8(&padded, 8)), "len {len}");
         }
     }
 
@@ -299,14 +315,37 @@ mod tests {
 
     #[test]
     fn key_masks_keep_exactly_a_words_bytes_of_each_length() {
-        for (n, &(ma, mb)) in KEY_MASKS.iter().enumerate() {
+        for (n, &(ma, mb, tag)) in KEY_MASKS.iter().enumerate() {
             let keep = |from: usize| {
                 (0..8)
-                    .filter(|&i| from + i < n)
+                    .filter(|&i| from + i < n.min(15))
                     .fold(0u64, |m, i| m | 0xff << (8 * i))
             };
             assert_eq!((ma, mb), (keep(0), keep(8)), "{n}");
+            assert_eq!(tag >> 56, if n < 16 { n as u64 } else { 0xff }, "{n}");
+            assert_eq!(tag << 8, 0, "{n}");
         }
+    }
+
+    #[test]
+    fn a_long_word_is_not_the_same_as_a_longer_one_it_begins() {
+        // Keys hold 15 bytes of a long word: two long words, one the other's beginning, share
+        // a key, and probing can pass the longer one's entry on the way to the shorter's.
+        let text = b"abcdefghijklmnopq abcdefghijklmnop abcdefghijklmnopq";
+        let longer = First {
+            start: 0,
+            len: 17,
+            origin: 0,
+        };
+        assert_eq!(key(text, 0, 17), key(text, 18, 16));
+        assert!(!same_as_first(text, longer, 18, 34));
+        assert!(same_as_first(text, longer, 35, 52));
+        let shorter = First {
+            start: 18,
+            len: 16,
+            origin: 0,
+        };
+        assert!(!same_as_first(text, shorter, 0, 17));
     }
 
     #[test]
