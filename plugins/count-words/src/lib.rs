@@ -16,7 +16,7 @@ mod table;
 
 use sluice_sdk::{Batch, Context, Error, Output, Params, Transform, export_transform};
 
-use crate::table::{Table, Word};
+use crate::table::{Counter, Table, Word};
 
 /// The count map, kept across calls (the `table` module): each word named by its offset into the
 /// call's text, so that counting a word allocates nothing and no word is copied. Clearing
@@ -83,11 +83,12 @@ impl WordCounts {
         let len = ends.last().map_or(0, |&e| (e as usize).min(text.len()));
         let text = &text[..len];
         let mut add = Add {
-            table: &mut self.table,
+            table: self.table.counter(),
             text,
             ends,
         };
         scan::for_each_word(text, ends, &mut add);
+        drop(add);
         let table = &self.table;
         Counted { text, table }
     }
@@ -95,7 +96,7 @@ impl WordCounts {
 
 /// Adds each word the scan finds to the table.
 struct Add<'a> {
-    table: &'a mut Table,
+    table: Counter<'a>,
     text: &'a [u8],
     ends: &'a [u32],
 }
