@@ -207,9 +207,6 @@ impl Counter<'_> {
     /// Adds one to the count of the word `text[s..e]` (not empty); when the word is new,
     /// `origin()` is the record it was first seen in. Offsets fit in `u32` (a call's text is
     /// a WebAssembly buffer).
-    ///
-    /// A word of up to 15 bytes is found by one branch on its key, the entry's two integers
-    /// compared at once.
     #[inline(always)]
     pub fn add(&mut self, text: &[u8], s: usize, e: usize, origin: impl FnOnce() -> u32) {
         let len = e - s;
@@ -217,30 +214,52 @@ impl Counter<'_> {
         let mask = self.entries.len() - 1;
         let mut p = (self.table.hash(text, k, s, len) >> self.shift) as usize;
         debug_assert!(p < self.entries.len());
-        loop {
-            // SAFETY: `entries.len()` is 2^(64 − shift) (as in the table, and both are taken
-            // back from it after an insert), so a 64-bit hash shifted right by `shift` is
-            // below it, and so is `p & mask` below. (The bounds check here, in the
-            // guest's innermost loop, is a compare and a branch the JIT keeps.)
-            #[allow(unsafe_code)]
-            let en = unsafe { self.entries.get_unchecked_mut(p) };
-            if (en.a ^ k.0) | (en.b ^ k.1) == 0
-                && (len < 16
-                    || same_as_first(text, self.table.firsts[self.table.rank[p] as usize], s, e))
-            {
-                en.count += 1;
-                return;
+        // The word's own slot first, outside the loop over the slots after it: in the guest
+        // every turn of a loop checks the time budget, and nearly every word is in its own
+        // slot.
+        if self.found(text, p, k, (s, e)) {
+            return;
+        }
+        // SAFETY: as in `found`.
+        #[allow(unsafe_code)]
+        if unsafe { self.entries.get_unchecked(p) }.b != 0 {
+            loop {
+                p = (p + 1) & mask;
+                if self.found(text, p, k, (s, e)) {
+                    return;
+                }
+                // SAFETY: as in `found`.
+                #[allow(unsafe_code)]
+                if unsafe { self.entries.get_unchecked(p) }.b == 0 {
+                    break;
+                }
             }
-            if en.b == 0 {
-                break;
-            }
-            p = (p + 1) & mask;
         }
         let entries = std::mem::take(&mut self.entries);
         self.entries = self
             .table
             .insert_held(entries, text, p, k, (s, e, origin()));
         self.shift = self.table.shift;
+    }
+
+    /// Whether the word `text[s..e]` with key `k` is in slot `p` (below `entries.len()`); if
+    /// so, adds one to its count. A word of up to 15 bytes is found by one branch on its key,
+    /// the entry's two integers compared at once.
+    #[inline(always)]
+    fn found(&mut self, text: &[u8], p: usize, k: (u64, u64), (s, e): (usize, usize)) -> bool {
+        // SAFETY: `entries.len()` is 2^(64 − shift) (as in the table, and both are taken back
+        // from it after an insert), so a 64-bit hash shifted right by `shift` is below it,
+        // and so is a slot masked by `entries.len() - 1`. (The bounds check here, in the
+        // guest's innermost loop, is a compare and a branch the JIT keeps.)
+        #[allow(unsafe_code)]
+        let en = unsafe { self.entries.get_unchecked_mut(p) };
+        let found = (en.a ^ k.0) | (en.b ^ k.1) == 0
+            && (e - s < 16
+                || same_as_first(text, self.table.firsts[self.table.rank[p] as usize], s, e));
+        if found {
+            en.count += 1;
+        }
+        found
     }
 }
 
