@@ -176,8 +176,16 @@ impl Scan {
             ends &= ends - 1;
         }
         self.carry = inword >> 63;
-        // As many ends as starts, or one fewer: one branch per word, on the ends.
+        // As many ends as starts, or one fewer: one branch per word, on the ends. Two words
+        // a turn: in the guest every turn of a loop checks the time budget.
         while ends != 0 {
+            let s = base + starts.trailing_zeros() as usize;
+            runs.run(s, base + ends.trailing_zeros() as usize);
+            starts &= starts - 1;
+            ends &= ends - 1;
+            if ends == 0 {
+                break;
+            }
             let s = base + starts.trailing_zeros() as usize;
             runs.run(s, base + ends.trailing_zeros() as usize);
             starts &= starts - 1;
