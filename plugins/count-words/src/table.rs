@@ -111,7 +111,8 @@ impl Table {
         self.counter().add(text, s, e, origin);
     }
 
-    /// [`Table::insert`] on entries held by a [`Counter`], which it gives back (moved, grown).
+    /// Puts a new word in the free entry `p` of `entries`, held by a [`Counter`], which it
+    /// gives back (moved, and grown when the table passes an eighth full).
     #[cold]
     #[inline(never)]
     fn insert_held(
@@ -119,24 +120,10 @@ impl Table {
         entries: Vec<Entry>,
         text: &[u8],
         p: usize,
-        k: (u64, u64),
-        word: (usize, usize, u32),
-    ) -> Vec<Entry> {
-        self.entries = entries;
-        self.insert(text, p, k, word);
-        std::mem::take(&mut self.entries)
-    }
-
-    /// Puts a new word in the free entry `p`.
-    #[cold]
-    #[inline(never)]
-    fn insert(
-        &mut self,
-        text: &[u8],
-        p: usize,
         (a, b): (u64, u64),
         (s, e, origin): (usize, usize, u32),
-    ) {
+    ) -> Vec<Entry> {
+        self.entries = entries;
         self.entries[p] = Entry { a, b, count: 1 };
         self.rank[p] = self.order.len() as u32;
         self.order.push(p as u32);
@@ -148,6 +135,7 @@ impl Table {
         if self.order.len() * 8 > self.entries.len() {
             self.grow(text);
         }
+        std::mem::take(&mut self.entries)
     }
 
     /// The hash of the word `text[s..s + len]` whose key is `k`.
