@@ -825,6 +825,8 @@ fn a_partition_bigger_than_a_sink_plugins_memory_cap_does_not_stop_the_pipeline(
     // The memory budget, not the sink, decides how big a partition's batch gets: at full speed
     // one partition under a 64 MiB budget brings about 64 MiB a batch to a sink whose cap is
     // 32 MiB. Transformations get such a batch in calls of at most 8 MiB; a sink must too.
+    // Batches of 2 s and a sink that takes 500 ms a call give the generator time to fill the
+    // budget on a loaded machine too (it needs about 10 MiB/s, not 32).
     let tmp = tempfile::tempdir().unwrap();
     let plugins = plugin_dir_with(&fixtures_dir(), &["slow-sink"], &tmp.path().join("plugins"));
     let manifest = std::fs::read_to_string(plugins.join("slow-sink.toml")).unwrap();
@@ -833,6 +835,7 @@ fn a_partition_bigger_than_a_sink_plugins_memory_cap_does_not_stop_the_pipeline(
         tmp.path(),
         r#"version = 1
 memory-budget = "64MiB"
+batch-interval = "2s"
 # The budget is what fills the batch: the pace (`queue-target`), which holds a queue to a few
 # blocks, is off.
 queue-target = "0s"
@@ -844,7 +847,7 @@ rate = 0
 [[sink]]
 kind = "plugin"
 plugin = "slow-sink"
-params = { delay-ms = "0" }
+params = { delay-ms = "500" }
 "#,
     );
     let mut cmd = sluice_run(tmp.path(), &pipeline, &plugins);

@@ -116,16 +116,21 @@ impl ClaimLoop {
             .member
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        // Rounds start every claim interval, however long a round takes (reading the records,
+        // taking partitions over), so that "within two claim intervals" holds on a busy host
+        // too; a round that overruns a whole interval delays the next rather than bunching.
+        let mut ticks = tokio::time::interval(self.claim_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for round in 0u64.. {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = stop.changed() => return,
+            }
             if *stop.borrow() {
                 return;
             }
             if let Err(e) = self.cycle(seed.wrapping_add(round)).await {
                 tracing::warn!(member = %self.member, error = %e, "The ownership records could not be read or written; trying again at the next claim interval.");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.claim_interval) => {}
-                _ = stop.changed() => return,
             }
         }
     }
