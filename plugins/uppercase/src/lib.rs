@@ -28,9 +28,12 @@ fn upper_in_place(bytes: &mut [u8]) {
 #[inline(always)]
 fn upper_bytes(bytes: &mut [u8]) {
     for b in bytes {
-        // `b'a'..=b'z'` is the only range where `b - b'a' < 26`; clearing bit 5 upper-cases it.
-        let is_lower = b.wrapping_sub(b'a') < 26;
-        *b &= !((is_lower as u8) << 5);
+        // Adding `0x80 - b'a'` moves `b'a'..=b'z'` to the 26 smallest signed bytes, so one
+        // signed compare finds them (SIMD has a signed byte compare, not an unsigned one);
+        // flipping bit 5, which every lower-case letter has set, upper-cases it.
+        let shifted = b.wrapping_add(0x80 - b'a') as i8;
+        let is_lower = shifted < i8::MIN + 26;
+        *b ^= (is_lower as u8) << 5;
     }
 }
 
