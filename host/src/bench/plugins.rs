@@ -94,6 +94,7 @@ pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<Strin
     );
     let mut ratios = Vec::new();
     let mut instantiation = None;
+    let mut empty_call = None;
     for w in &workloads {
         let file = plugins.join(format!("{}.wasm", w.name));
         let plugin = runtime.load_file(&file, &Grants::default())?;
@@ -145,12 +146,22 @@ pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<Strin
             native.as_secs_f64() * 1e6
         );
         ratios.push((w.name, wasm.as_secs_f64() / native.as_secs_f64()));
+        if w.name == "identity" {
+            empty_call = Some(time_empty_call(&stage, &ctx, rounds, per_round)?);
+        }
         if instantiation.is_none() {
             instantiation = Some(plugin.time_instantiation(if quick { 200 } else { 2_000 })?);
         }
     }
     for (name, ratio) in ratios {
         let _ = writeln!(report, "{name} ratio wasm/native: {ratio:.2}");
+    }
+    if let Some(d) = empty_call {
+        let _ = writeln!(
+            report,
+            "identity on an empty batch: {:.2} us a call (the boundary with nothing to copy; median)",
+            d.as_secs_f64() * 1e6
+        );
     }
     if let Some(d) = instantiation {
         let _ = writeln!(
@@ -160,6 +171,27 @@ pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<Strin
         );
     }
     Ok(report)
+}
+
+/// The median time of a `transform` call on a batch of no records: what the boundary costs
+/// before any record crosses it (the floor under identity's ratio).
+fn time_empty_call(
+    stage: &crate::plugin::TransformStage,
+    ctx: &CallContext,
+    rounds: u32,
+    per_round: u32,
+) -> Result<Duration> {
+    let empty = RecordBatch::with_capacity(0, 0);
+    let calls = per_round * 10;
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..calls {
+            std::hint::black_box(stage.transform(ctx, std::hint::black_box(&empty))?);
+        }
+        times.push(t.elapsed() / calls);
+    }
+    Ok(median(&mut times))
 }
 
 /// The median of `v` (sorted in place).
