@@ -1,7 +1,7 @@
-//! Latency a user relies on (issue #16): a file dropped into a watched directory is committed
-//! within about one batch interval, however long the poll interval (the files source lists
-//! once more just before each batch closes), and a fresh run's first batch closes one batch
-//! interval after launch, its set-up counted in it.
+//! Latency a user relies on (issue #16): a file dropped into a watched directory makes the
+//! batch that closes next and is committed within about one batch interval, however long the
+//! poll interval (the files source lists once more just before each batch closes), and a
+//! fresh run's first batch closes one batch interval after launch, its set-up counted in it.
 //!
 //! Bounds are loose on purpose (the machine running the tests may be loaded): each separates
 //! the behaviour from its absence by seconds or by the order of two events, not by a few ms.
@@ -50,8 +50,58 @@ fn log_time_ms(ts: &str) -> i64 {
     secs * 1_000 + (frac * 1_000.0) as i64
 }
 
+/// One latency marker of a `--report` file: how long its file waited for its batch (from
+/// its stamp to the close the batch is timed at, the files source's part) and how long from
+/// its stamp to its batch's commit (that, plus running and checkpointing the batch).
+struct Marker {
+    to_close_ms: f64,
+    to_commit_ms: f64,
+    batch: u64,
+    total_delay_ms: f64,
+    checkpoint_ms: f64,
+}
+
+impl std::fmt::Display for Marker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "batch {}: {:.0} ms to its close, {:.0} ms to its commit (the batch's delay {:.0} ms, \
+             its checkpoint {:.0} ms)",
+            self.batch,
+            self.to_close_ms,
+            self.to_commit_ms,
+            self.total_delay_ms,
+            self.checkpoint_ms
+        )
+    }
+}
+
+fn markers(report: &[Value]) -> Vec<Marker> {
+    let mut out = Vec::new();
+    for b in report {
+        let (Some(time), Some(done)) = (b["time_ms"].as_f64(), b["done_ms"].as_f64()) else {
+            continue;
+        };
+        for l in b["marker_latency_ms"].as_array().into_iter().flatten() {
+            let Some(to_commit_ms) = l.as_f64() else {
+                continue;
+            };
+            // The report gives the commit time (done_ms) and the marker's time to it.
+            let stamp = done - to_commit_ms;
+            out.push(Marker {
+                to_close_ms: time - stamp,
+                to_commit_ms,
+                batch: b["batch"].as_u64().unwrap_or(u64::MAX),
+                total_delay_ms: b["total_delay_ms"].as_f64().unwrap_or(f64::NAN),
+                checkpoint_ms: b["checkpoint_ms"].as_f64().unwrap_or(f64::NAN),
+            });
+        }
+    }
+    out
+}
+
 #[test]
-fn a_dropped_file_is_committed_within_about_a_batch_interval_whatever_the_poll_interval() {
+fn a_dropped_file_makes_the_batch_that_closes_next_and_is_committed_whatever_the_poll_interval() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let input = dir.join("in");
@@ -76,31 +126,28 @@ fn a_dropped_file_is_committed_within_about_a_batch_interval_whatever_the_poll_i
         drop_file(&input, &format!("f{i}.txt"), text.as_bytes());
         std::thread::sleep(Duration::from_millis(730));
     }
-    let latencies = || -> Vec<f64> {
-        report_lines(&report)
-            .iter()
-            .flat_map(|b| {
-                b["marker_latency_ms"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter_map(|v| v.as_f64())
-            .collect()
-    };
-    sluice.wait_for("every file's marker", Duration::from_secs(8), || {
-        latencies().len() == files
+    sluice.wait_for("every file's marker", Duration::from_secs(15), || {
+        markers(&report_lines(&report)).len() == files
     });
     sluice.interrupt();
     sluice.wait(WAIT_TIMEOUT).assert_success();
-    let got = latencies();
-    // A batch interval, the lead of the listing before the close (50 ms), and room for a
-    // loaded machine; the poll interval (10 s) is far above it.
+    let got = markers(&report_lines(&report));
+    // A file is in the first batch that closes after it (less the lead of the listing before
+    // the close, 50 ms), so it waits at most a batch interval for its close, and is committed
+    // soon after; both with room for a loaded machine. The poll interval (10 s) is far above.
+    // (CI, 2026-12-06: one partition's files took 7.8 s and 9.2 s, its receiver having listed
+    // before the batch clock said its first close; both figures show which part was late.)
     let bound = INTERVAL_MS + 800.0;
+    let shown: Vec<String> = got.iter().map(|m| m.to_string()).collect();
     assert!(
-        got.iter().all(|&l| l <= bound),
-        "marker latencies {got:?} ms: each at most {bound} ms"
+        got.iter().all(|m| m.to_close_ms <= bound),
+        "each file at most {bound} ms before its batch's close: {shown:#?}"
     );
+    assert!(
+        got.iter().all(|m| m.to_commit_ms <= bound),
+        "each file committed within {bound} ms: {shown:#?}"
+    );
+    eprintln!("markers: {shown:?}");
 }
 
 #[test]

@@ -199,6 +199,37 @@ pub fn next_listing(poll: Duration, now_ms: i64, close: Option<(i64, i64)>) -> D
     poll.min(Duration::from_millis(until))
 }
 
+/// Waits until the next listing is due ([`next_listing`]; `before_closes`: also the one
+/// before each close that `next_close` says) or `stop` changes. Until the batch clock has
+/// said its first close (its task starts after the receivers', or waits for a replay's
+/// fence), it looks again every [`CLOSE_LEAD`], so a partition whose first listing came first
+/// does not wait a whole poll interval for its listings before closes (a 10 s poll interval
+/// left one partition's files 8 to 9 s late in CI).
+async fn until_next_listing(
+    poll: Duration,
+    next_close: impl Fn() -> Option<(i64, i64)>,
+    before_closes: bool,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let close = next_close().filter(|_| before_closes);
+        let left = poll.saturating_sub(started.elapsed());
+        let wait = next_listing(left, now_ms(), close);
+        let nap = match close {
+            None if before_closes => wait.min(CLOSE_LEAD),
+            _ => wait,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => {}
+            _ = stop.changed() => return,
+        }
+        if nap == wait {
+            return;
+        }
+    }
+}
+
 /// The partition a file belongs to (FNV-1a of its name).
 pub fn partition_of(name: &str, partitions: u32) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -342,15 +373,9 @@ impl FilesReceiver {
                 return Ok(Finished::End);
             }
             // In place, two listings must stay a poll interval apart: no listing before closes.
-            let close = out
-                .blocks
-                .next_close()
-                .filter(|_| self.candidates.is_none());
-            let wait = next_listing(self.poll, now_ms(), close);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
-            }
+            let blocks = &out.blocks;
+            let before_closes = self.candidates.is_none();
+            until_next_listing(self.poll, || blocks.next_close(), before_closes, stop).await;
         }
     }
 
@@ -625,6 +650,39 @@ mod tests {
         // A poll interval shorter than the time to the lead is left alone.
         let short = Duration::from_millis(20);
         assert_eq!(next_listing(short, 10_800, close), short);
+    }
+
+    /// The race CI met: a receiver's first listing before the batch clock's first close is
+    /// known. Its next listing must come before the first close, not a poll interval later.
+    #[tokio::test]
+    async fn a_listing_before_the_clock_has_started_still_falls_before_its_first_close() {
+        let close = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let (_tx, mut stop) = tokio::sync::watch::channel(false);
+        let c = close.clone();
+        let read = move || {
+            let at = c.load(std::sync::atomic::Ordering::Relaxed);
+            (at > 0).then_some((at, 1_000))
+        };
+        let poll = Duration::from_secs(10);
+        let started = std::time::Instant::now();
+        let set = close.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            set.store(now_ms() + 400, std::sync::atomic::Ordering::Relaxed);
+        });
+        until_next_listing(poll, read.clone(), true, &mut stop).await;
+        let took = started.elapsed();
+        // The clock said its close 100 ms in, for 400 ms later: the listing the lead before.
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_millis(1_000),
+            "listed after {took:?}"
+        );
+        // Without listings before closes (in place), the poll interval, the clock or not.
+        let (_tx, mut stop) = tokio::sync::watch::channel(false);
+        let started = std::time::Instant::now();
+        let short = Duration::from_millis(300);
+        until_next_listing(short, read, false, &mut stop).await;
+        assert!(started.elapsed() >= short, "{:?}", started.elapsed());
     }
 
     /// Reads `dir` once with one partition (`direct`: the local reads, else object_store's
