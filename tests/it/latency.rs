@@ -147,7 +147,6 @@ fn a_dropped_file_makes_the_batch_that_closes_next_and_is_committed_whatever_the
         got.iter().all(|m| m.to_commit_ms <= bound),
         "each file committed within {bound} ms: {shown:#?}"
     );
-    eprintln!("markers: {shown:?}");
 }
 
 #[test]
