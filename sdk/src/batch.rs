@@ -85,15 +85,13 @@ impl Column {
     /// Checks the invariants the WIT states: `ends` never decreases and its last entry is the
     /// length of `data`.
     fn validate(&self, what: &str) -> Result<(), InvalidBatch> {
-        let mut previous = 0;
-        for (i, &end) in self.ends.iter().enumerate() {
-            if end < previous {
-                return Err(InvalidBatch::new(format!(
-                    "{what}: end offset {i} ({end}) is smaller than the one before ({previous})"
-                )));
-            }
-            previous = end;
+        if let Some(i) = first_decrease(&self.ends) {
+            let (end, previous) = (self.ends[i], self.ends[i - 1]);
+            return Err(InvalidBatch::new(format!(
+                "{what}: end offset {i} ({end}) is smaller than the one before ({previous})"
+            )));
         }
+        let previous = self.ends.last().copied().unwrap_or(0);
         if previous as usize != self.data.len() {
             return Err(InvalidBatch::new(format!(
                 "{what}: the last end offset is {previous} but the data holds {} bytes",
@@ -102,6 +100,34 @@ impl Column {
         }
         Ok(())
     }
+}
+
+/// The index of the first entry of `ends` that is smaller than the one before it, if any
+/// (offsets are unsigned, so the first entry never is).
+///
+/// The check runs 64 entries at a time with no early exit inside a block, so that it
+/// vectorises, and keeps no value a message borrows: a loop that formatted its message in place
+/// kept its counters in the guest's stack memory, which made it about a sixth of a
+/// pass-through plugin's call on 10,000 records (`sluice bench plugins`, identity).
+fn first_decrease(ends: &[u32]) -> Option<usize> {
+    const BLOCK: usize = 64;
+    let mut start = 0;
+    while start + 1 < ends.len() {
+        let end = (start + BLOCK + 1).min(ends.len());
+        let block = &ends[start..end];
+        let mut bad = false;
+        for (a, b) in block.iter().zip(&block[1..]) {
+            bad |= b < a;
+        }
+        if bad {
+            return block
+                .windows(2)
+                .position(|w| w[1] < w[0])
+                .map(|i| start + i + 1);
+        }
+        start = end - 1;
+    }
+    None
 }
 
 /// The keys of a batch, as the WIT `keys`: a column plus a presence bitmap.
@@ -232,15 +258,17 @@ impl HeaderColumns {
                 self.values.len()
             )));
         }
-        let mut previous = 0;
-        for &end in &self.record_ends {
-            if end < previous || end as usize > self.names.len() {
-                return Err(InvalidBatch::new(format!(
-                    "headers: record end {end} is out of order or beyond the {} entries",
-                    self.names.len()
-                )));
-            }
-            previous = end;
+        // Never decreasing, so only the last can pass the entries' count.
+        let last = self.record_ends.last().copied().unwrap_or(0);
+        let bad = match first_decrease(&self.record_ends) {
+            Some(i) => Some(self.record_ends[i]),
+            None => (last as usize > self.names.len()).then_some(last),
+        };
+        if let Some(end) = bad {
+            return Err(InvalidBatch::new(format!(
+                "headers: record end {end} is out of order or beyond the {} entries",
+                self.names.len()
+            )));
         }
         self.names.validate("header names")?;
         self.values.validate("header values")
@@ -601,6 +629,44 @@ impl ExactSizeIterator for Headers<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_decrease_is_found_wherever_it_falls_against_blocks() {
+        let naive = |e: &[u32]| e.windows(2).position(|w| w[1] < w[0]).map(|i| i + 1);
+        for len in [0, 1, 2, 63, 64, 65, 66, 127, 128, 129, 200] {
+            let sorted: Vec<u32> = (0..len as u32).map(|i| i * 3).collect();
+            assert_eq!(first_decrease(&sorted), None, "len {len}");
+            for at in 1..len {
+                let mut ends = sorted.clone();
+                ends[at] = ends[at - 1].saturating_sub(1);
+                if ends[at] < ends[at - 1] {
+                    assert_eq!(first_decrease(&ends), naive(&ends), "len {len}, at {at}");
+                    assert_eq!(first_decrease(&ends), Some(at), "len {len}, at {at}");
+                }
+            }
+        }
+        // Equal neighbours are allowed (empty values); a later decrease is still the first.
+        assert_eq!(first_decrease(&[0, 0, 5, 5, 4, 1]), Some(4));
+    }
+
+    #[test]
+    fn a_decreasing_end_offset_is_refused_with_its_place() {
+        let err = Batch::from_parts(BatchParts {
+            values: Column {
+                data: b"abcdef".to_vec(),
+                ends: (0..100)
+                    .map(|i| if i == 70 { 1 } else { (i / 20).min(6) })
+                    .collect(),
+            },
+            ..BatchParts::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("end offset 70 (1) is smaller than the one before (3)"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_batch_with_headers_yields_each_records_own_headers() {

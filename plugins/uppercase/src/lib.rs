@@ -113,8 +113,13 @@ mod tests {
     #[test]
     fn values_of_every_length_around_the_block_size_are_upper_cased() {
         let text: Vec<u8> = (0..1200).map(|i| b"aZ{`z@ q"[i % 8]).collect();
-        let lengths = [0, 1, 15, 16, 127, 128, 129, 255, 256, 257, 400, 511, 512, 513];
-        for len in lengths.into_iter().chain([639, 640, 641, 1023, 1024, 1025, 1200]) {
+        let lengths = [
+            0, 1, 15, 16, 127, 128, 129, 255, 256, 257, 400, 511, 512, 513,
+        ];
+        for len in lengths
+            .into_iter()
+            .chain([639, 640, 641, 1023, 1024, 1025, 1200])
+        {
             let input = Batch::from_values([&text[..len], b"x"]);
             let mut out = Output::new();
             uppercase(&input, &mut out);
