@@ -421,9 +421,13 @@ fn paused_host(commit_delay_ms: Option<u64>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let p = pipeline(dir);
+    let ui = free_address();
     let start = |name: &str| {
         let mut cmd = sluice_run(dir, &p, &plugins_dir());
         cmd.args(["--owner", name]);
+        if name == "hc" {
+            cmd.args(["--ui", &ui]);
+        }
         if let Some(ms) = commit_delay_ms {
             cmd.env("SLUICE_FAULT_COMMIT_DELAY_MS", ms.to_string());
         }
@@ -499,6 +503,74 @@ fn paused_host(commit_delay_ms: Option<u64>) {
     assert!(
         log.contains("refused by the fence"),
         "the woken host committed nothing late for its lost partitions (it had nothing in flight?); its log:\n{log}"
+    );
+    woken_hosts_metrics(&mut c, &ui, commit_delay_ms.is_some());
+}
+
+/// The woken host's `/metrics`, read by the Prometheus project's own parser: its refused
+/// commits and lost partitions counted as its log tells them (each bracketed by the log read
+/// before and after the scrape, as either may move meanwhile).
+fn woken_hosts_metrics(c: &mut Running, ui: &str, lagging: bool) {
+    let test = if lagging {
+        "a_paused_host_whose_batches_lag_behind_the_clock_still_gives_exact_output"
+    } else {
+        "a_host_paused_past_its_lease_has_its_late_commits_refused_and_the_output_stays_exact"
+    };
+    let Some(python) = crate::metrics::judge(test) else {
+        return;
+    };
+    let count = |log: &str| {
+        (
+            log.matches("refused by the fence").count() as f64,
+            log.matches(" lost: ").count() as f64,
+        )
+    };
+    let before = count(&c.stderr_so_far());
+    let (status, _, text) = crate::metrics::request(ui, "GET", "/metrics", None, "");
+    assert_eq!(status, 200, "{text}");
+    let after = count(&c.stderr_so_far());
+    let families = crate::metrics::Families::of(&crate::metrics::parse(&python, &text));
+    let value = |family: &str, kind: &str, sample: &str| {
+        let hits: Vec<_> = families
+            .family(family, kind)
+            .iter()
+            .filter(|s| s.name == sample)
+            .collect();
+        assert_eq!(hits.len(), 1, "{sample}: {}", hits.len());
+        let member = &hits[0].labels["member"];
+        assert!(member.starts_with("hc"), "{sample} of member {member}");
+        hits[0].value
+    };
+    let refused = value(
+        "sluice_ha_commits_refused",
+        "counter",
+        "sluice_ha_commits_refused_total",
+    );
+    let lost = value(
+        "sluice_ha_partitions_lost",
+        "counter",
+        "sluice_ha_partitions_lost_total",
+    );
+    assert!(
+        (before.0..=after.0).contains(&refused) && refused >= 1.0,
+        "sluice_ha_commits_refused_total {refused}, the log's refusals {} then {}",
+        before.0,
+        after.0
+    );
+    assert!(
+        (before.1..=after.1).contains(&lost) && lost >= 1.0,
+        "sluice_ha_partitions_lost_total {lost}, the log's losses {} then {}",
+        before.1,
+        after.1
+    );
+    let owned = value(
+        "sluice_ha_partitions_owned",
+        "gauge",
+        "sluice_ha_partitions_owned",
+    );
+    assert!(
+        (0.0..=8.0).contains(&owned),
+        "sluice_ha_partitions_owned {owned}"
     );
 }
 

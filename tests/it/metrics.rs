@@ -87,7 +87,7 @@ pub(crate) fn admin_of(run: &mut Running, root: &Path) -> (String, String) {
 
 /// The parser's python: `$SLUICE_PROM_PYTHON`, else the venv `scripts/services start` makes;
 /// `None` when it cannot import the parser and the test is to be skipped (see `skip_or_fail`).
-fn judge(test: &str) -> Option<PathBuf> {
+pub(crate) fn judge(test: &str) -> Option<PathBuf> {
     let python = std::env::var_os("SLUICE_PROM_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -113,7 +113,7 @@ fn judge(test: &str) -> Option<PathBuf> {
 }
 
 /// The exposition as the parser read it (see metrics.py): families and declared types.
-fn parse(python: &Path, exposition: &str) -> Value {
+pub(crate) fn parse(python: &Path, exposition: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("it/metrics.py");
     let mut child = Command::new(python)
         .arg(&script)
@@ -139,17 +139,17 @@ fn parse(python: &Path, exposition: &str) -> Value {
 
 /// One parsed sample.
 #[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub(crate) struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
 }
 
 /// The parsed exposition: family name (as the parser names it) → (type, samples).
-struct Families(BTreeMap<String, (String, Vec<Sample>)>);
+pub(crate) struct Families(BTreeMap<String, (String, Vec<Sample>)>);
 
 impl Families {
-    fn of(parsed: &Value) -> Families {
+    pub(crate) fn of(parsed: &Value) -> Families {
         let mut map = BTreeMap::new();
         for f in parsed["families"].as_array().unwrap() {
             let samples = f["samples"]
@@ -172,7 +172,7 @@ impl Families {
 
     /// The samples of family `name` (the parser's name: a counter's without `_total`), which
     /// must exist with type `kind`.
-    fn family(&self, name: &str, kind: &str) -> &[Sample] {
+    pub(crate) fn family(&self, name: &str, kind: &str) -> &[Sample] {
         let (t, samples) = self
             .0
             .get(name)

@@ -128,11 +128,23 @@ pub(crate) struct Member {
     held: BTreeMap<u32, Held>,
     running: BTreeMap<u32, Running>,
     stop_claims: watch::Sender<bool>,
-    /// Shows the held partitions (`/api/v1/overview` → `ownership`).
+    /// Shows the held partitions (`/api/v1/overview` → `ownership`, `/metrics`).
     monitor: Arc<crate::monitor::Monitor>,
-    /// The partitions last shown.
-    shown: Option<Vec<u32>>,
+    /// What was last shown.
+    shown: Option<crate::monitor::Ownership>,
+    /// The last batch committed here (what the waits are counted against).
+    batch: u64,
+    /// Claimed partitions still waiting to be taken.
+    waits: Waits,
+    /// Partition commits the fence refused, and partitions lost, since the start.
+    refused: u64,
+    lost: u64,
 }
+
+/// A claimed partition that waits this many batches to be taken is logged as a warning. A
+/// hand-over normally waits one or two (the old receiver stops at a boundary, then the batch
+/// with its last records commits); a partition that waits much longer is read by nobody.
+const LONG_WAIT_BATCHES: u64 = 20;
 
 impl Member {
     /// Starts the claim loop on `rt`; `monitor` is told the partitions held whenever they
@@ -169,20 +181,50 @@ impl Member {
             stop_claims,
             monitor,
             shown: None,
+            batch: 0,
+            waits: Waits::default(),
+            refused: 0,
+            lost: 0,
         };
         member.show_ownership();
         member
     }
 
-    /// Tells the monitor the partitions held now, when they changed since it was last told.
+    /// Tells the monitor the partitions held now, those waiting to be taken and the counts,
+    /// when they changed since it was last told.
     fn show_ownership(&mut self) {
-        let owned: Vec<u32> = self.held.keys().copied().collect();
-        if self.shown.as_ref() != Some(&owned) {
-            self.monitor.set_ownership(crate::monitor::Ownership {
-                member: self.setup.member.clone(),
-                owned: owned.clone(),
-            });
-            self.shown = Some(owned);
+        let ownership = crate::monitor::Ownership {
+            member: self.setup.member.clone(),
+            owned: self.held.keys().copied().collect(),
+            waiting: self.waits.shown(self.batch),
+            commits_refused: self.refused,
+            partitions_lost: self.lost,
+        };
+        if self.shown.as_ref() != Some(&ownership) {
+            self.monitor.set_ownership(ownership.clone());
+            self.shown = Some(ownership);
+        }
+    }
+
+    /// Counts the waits of the partitions claimed and not taken now, and logs one that has
+    /// waited [`LONG_WAIT_BATCHES`] (once per wait).
+    fn note_waits(&mut self) {
+        let waiting: BTreeSet<u32> = self
+            .waiting
+            .iter()
+            .filter_map(|c| match c {
+                Change::Gained { partition, .. } => Some(*partition),
+                Change::Lost { .. } => None,
+            })
+            .collect();
+        for (p, waited) in self.waits.update(&waiting, self.batch) {
+            let why = match self.running.get(&p).and_then(|r| r.drained_by) {
+                Some(b) => format!(
+                    "batch {b}, which holds the last records of its previous receiver here, has not committed"
+                ),
+                None => "its previous receiver here has not stopped".to_owned(),
+            };
+            tracing::warn!(member = %self.setup.member, partition = p, waited_batches = waited, "Partition {p} was claimed by this host {waited} batches ago and is still not taken: {why}. Nobody reads the partition meanwhile; `sluice_ha_partition_waiting_batches` shows the wait.");
         }
     }
 
@@ -198,6 +240,7 @@ impl Member {
         last: &mut [Option<Position>],
         batch: u64,
     ) {
+        self.batch = batch;
         let mut todo = std::mem::take(&mut self.waiting);
         while let Ok(c) = self.changes.try_recv() {
             todo.push(c);
@@ -265,6 +308,7 @@ impl Member {
                 }
             }
         }
+        self.note_waits();
         self.show_ownership();
     }
 
@@ -274,6 +318,7 @@ impl Member {
             return;
         };
         self.owned.release(partition, held.generation);
+        self.lost += 1;
         if let Some(r) = self.running.get(&partition) {
             let _ = r.stop.send(true);
         }
@@ -405,6 +450,7 @@ impl Member {
                 refused.push((p, seq));
             }
         }
+        self.refused += refused.len() as u64;
         for (p, seq) in refused {
             tracing::warn!(member = %self.setup.member, partition = p, batch = id, link = seq, "The commit of partition {p} in batch {id} was refused by the fence: another host took the partition over (it created link {seq} first). This host's output for it is dropped, never written.");
             self.drop_partition(p, "another host took it over (fence)", id);
@@ -439,6 +485,41 @@ impl Member {
     }
 }
 
+/// Claimed partitions not taken yet: the batch from which each has waited, and whether its
+/// long wait was logged.
+#[derive(Debug, Default)]
+struct Waits(BTreeMap<u32, (u64, bool)>);
+
+impl Waits {
+    /// After batch `batch`: keeps the partitions of `waiting` (one not waiting before starts
+    /// its wait here; one no longer waiting is forgotten, so a later wait starts over), and
+    /// returns those whose wait reached [`LONG_WAIT_BATCHES`] now, with its length.
+    fn update(&mut self, waiting: &BTreeSet<u32>, batch: u64) -> Vec<(u32, u64)> {
+        self.0.retain(|p, _| waiting.contains(p));
+        let mut long = Vec::new();
+        for &p in waiting {
+            let (since, logged) = self.0.entry(p).or_insert((batch, false));
+            let waited = batch.saturating_sub(*since);
+            if waited >= LONG_WAIT_BATCHES && !*logged {
+                *logged = true;
+                long.push((p, waited));
+            }
+        }
+        long
+    }
+
+    /// The waits as the monitor shows them, counted to batch `batch`.
+    fn shown(&self, batch: u64) -> Vec<crate::monitor::Waiting> {
+        self.0
+            .iter()
+            .map(|(&partition, &(since, _))| crate::monitor::Waiting {
+                partition,
+                batches: batch.saturating_sub(since),
+            })
+            .collect()
+    }
+}
+
 /// Fault injection for the tests: `SLUICE_FAULT_COMMIT_DELAY_MS` delays every batch's commit
 /// of its partitions, so the batch loop lags behind the clock and closes queue up (what a slow
 /// store or a host woken from a pause does). Never set in production.
@@ -464,4 +545,33 @@ fn entry_files_done(pe: &crate::checkpoint::PartitionEntry) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_wait_is_reported_once_and_a_new_wait_starts_over() {
+        let mut waits = Waits::default();
+        let set = |ps: &[u32]| ps.iter().copied().collect::<BTreeSet<u32>>();
+        assert!(waits.update(&set(&[3]), 5).is_empty());
+        assert!(waits.update(&set(&[3, 4]), 24).is_empty());
+        let shown = waits.shown(24);
+        assert_eq!(
+            shown
+                .iter()
+                .map(|w| (w.partition, w.batches))
+                .collect::<Vec<_>>(),
+            [(3, 19), (4, 0)]
+        );
+        assert_eq!(waits.update(&set(&[3, 4]), 25), [(3, 20)]);
+        assert!(waits.update(&set(&[3, 4]), 26).is_empty(), "reported once");
+        // Partition 3 is taken; when it is claimed again, its wait starts over.
+        assert!(waits.update(&set(&[4]), 27).is_empty());
+        assert_eq!(waits.update(&set(&[3, 4]), 44), [(4, 20)]);
+        assert_eq!(waits.shown(44)[0].batches, 0);
+        assert_eq!(waits.update(&set(&[3]), 64), [(3, 20)]);
+        assert_eq!(waits.shown(64).len(), 1);
+    }
 }

@@ -61,13 +61,31 @@ pub struct Info {
     pub pid: u32,
 }
 
-/// Several hosts (`[ha]`): this member and the partitions it owns now.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// Several hosts (`[ha]`): this member, the partitions it owns now, and what would show a
+/// partition stuck between hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Ownership {
     /// This member's id.
     pub member: String,
     /// The partitions it owns, ascending.
     pub owned: Vec<u32>,
+    /// Partitions it has claimed but not taken yet: each waits for its previous receiver here
+    /// to stop and for the batch holding that receiver's last records to commit.
+    pub waiting: Vec<Waiting>,
+    /// Partition commits the fence refused since the start (another host had taken the
+    /// partition over first; the output was dropped, never written).
+    pub commits_refused: u64,
+    /// Partitions it lost since the start (taken over, or given up by the balance).
+    pub partitions_lost: u64,
+}
+
+/// A partition claimed by this member and not taken yet (see [`Ownership::waiting`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Waiting {
+    /// The partition.
+    pub partition: u32,
+    /// Batches committed here since it was claimed.
+    pub batches: u64,
 }
 
 /// A running pipeline's view of itself; shared by the driver (which feeds it) and the HTTP

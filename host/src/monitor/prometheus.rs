@@ -109,6 +109,7 @@ impl Monitor {
         };
         self.run_families(&mut t);
         self.partition_families(&mut t);
+        self.ha_families(&mut t);
         self.plugin_families(&mut t);
         t.out
     }
@@ -253,6 +254,50 @@ impl Monitor {
             if let Some(lag) = s.lag {
                 t.sample(name, &format!("partition=\"{p}\""), lag as f64);
             }
+        }
+    }
+
+    /// Several hosts (`[ha]`) only: what this member holds, and what shows a partition stuck
+    /// between hosts (a claimed partition not taken, commits the fence refused).
+    fn ha_families(&self, t: &mut Text) {
+        let Some(o) = self
+            .ownership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let member = format!("member=\"{}\"", escape(&o.member));
+        let singles = [
+            (
+                "sluice_ha_partitions_owned",
+                "gauge",
+                "Partitions this host owns now.",
+                o.owned.len() as f64,
+            ),
+            (
+                "sluice_ha_commits_refused_total",
+                "counter",
+                "Partition commits the fence refused (another host had taken the partition over; this host's output for it was dropped, never written).",
+                o.commits_refused as f64,
+            ),
+            (
+                "sluice_ha_partitions_lost_total",
+                "counter",
+                "Partitions this host lost (taken over by another host, or given up to balance).",
+                o.partitions_lost as f64,
+            ),
+        ];
+        for (name, kind, help, value) in singles {
+            t.family(name, kind, help);
+            t.sample(name, &member, value);
+        }
+        let name = "sluice_ha_partition_waiting_batches";
+        t.family(name, "gauge", "Batches committed here since this host claimed the partition, while it waits to take it (its previous receiver here stopping, the batch with that receiver's last records committing); nobody reads the partition meanwhile. Absent when no partition waits.");
+        for w in &o.waiting {
+            let labels = format!("{member},partition=\"{}\"", w.partition);
+            t.sample(name, &labels, w.batches as f64);
         }
     }
 
