@@ -440,7 +440,7 @@ mod tests {
         PluginError {
             site: CallSite {
                 plugin: "uppercase".into(),
-                digest: "ab".repeat(32),
+                digest: "ab".repeat(32).into(),
                 call: "transform",
                 partition: Some(1),
                 batch: Some(7),

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::error::Fault;
@@ -137,9 +138,9 @@ pub enum LoadError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallSite {
     /// The plugin's name.
-    pub plugin: String,
+    pub plugin: Arc<str>,
     /// The plugin's sha256, in full.
-    pub digest: String,
+    pub digest: Arc<str>,
     /// The WIT function called (`init`, `transform`, `write`, …).
     pub call: &'static str,
     /// The partition, when the call had one.

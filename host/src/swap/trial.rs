@@ -56,8 +56,8 @@ pub fn blame(error: &JobError) -> Option<Blame> {
         return None;
     }
     Some(Blame {
-        plugin: source.site.plugin.clone(),
-        digest: source.site.digest.clone(),
+        plugin: source.site.plugin.to_string(),
+        digest: source.site.digest.to_string(),
         error: error.to_string(),
     })
 }
