@@ -107,8 +107,8 @@ impl Column {
 ///
 /// The check runs 64 entries at a time with no early exit inside a block, so that it
 /// vectorises, and keeps no value a message borrows: a loop that formatted its message in place
-/// kept its counters in the guest's stack memory, which made it about a sixth of a
-/// pass-through plugin's call on 10,000 records (`sluice bench plugins`, identity).
+/// kept its counters in the guest's stack memory (6% of the samples of `sluice bench plugins`
+/// before, under 2% after).
 fn first_decrease(ends: &[u32]) -> Option<usize> {
     const BLOCK: usize = 64;
     let mut start = 0;

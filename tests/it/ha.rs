@@ -172,6 +172,34 @@ fn owners(dir: &Path) -> Vec<Option<String>> {
         .collect()
 }
 
+/// The newest link of partition `p`'s chain, if it has one: the host that made it and the
+/// batch it commits (none for a takeover link).
+fn last_link(dir: &Path, p: usize) -> Option<(String, Option<u64>)> {
+    let d = dir.join(format!("checkpoints/partitions/{p}"));
+    let mut links: Vec<PathBuf> = std::fs::read_dir(&d)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    links.retain(|l| l.extension().is_some_and(|e| e == "json"));
+    links.sort();
+    let link: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(links.last()?).ok()?).ok()?;
+    let member = link["member"].as_str()?;
+    let host = member
+        .rsplit_once('-')
+        .map_or(member, |(h, _)| h)
+        .to_owned();
+    Some((host, link["batch"].as_u64()))
+}
+
+/// The batch and partition of a files sink's staged part (`batch-<b>-part-<p>.<ext>`).
+fn staged_batch_part(path: &Path) -> Option<(u64, usize)> {
+    let name = path.file_name()?.to_str()?;
+    let rest = name.strip_prefix("batch-")?;
+    let (batch, rest) = rest.split_once("-part-")?;
+    let part = rest.split('.').next()?;
+    Some((batch.parse().ok()?, part.parse().ok()?))
+}
+
 /// How many partitions each host owns, largest first, and whether every partition is owned.
 fn counts(owners: &[Option<String>]) -> (Vec<usize>, HashMap<String, usize>) {
     let mut by: HashMap<String, usize> = HashMap::new();
@@ -451,13 +479,21 @@ fn paused_host(commit_delay_ms: Option<u64>) {
         .filter(|(_, o)| o.as_deref() == Some("hc"))
         .map(|(p, _)| p)
         .collect();
-    // Pause it while it has a batch in flight (a staged part being written), so that it wakes
-    // up with a commit to make for partitions that moved meanwhile.
+    // Pause it while it has a batch in flight for a partition it holds: a staged part whose
+    // batch has no link of its yet, so that it wakes up with a commit to make for partitions
+    // that moved meanwhile. (A staged part alone was not enough: it stays until the commit
+    // has made its links and moved the parts, and a pause in that last moment left nothing
+    // to refuse.)
     let staging = dir.join("out/_staging");
     let in_flight = || {
-        crate::engine::files_under(&staging)
-            .iter()
-            .any(|f| f.to_string_lossy().contains("/hc-"))
+        crate::engine::files_under(&staging).iter().any(|f| {
+            let Some((batch, p)) = staged_batch_part(f) else {
+                return false;
+            };
+            f.to_string_lossy().contains("/hc-")
+                && held.contains(&p)
+                && !matches!(last_link(dir, p), Some((h, Some(b))) if h == "hc" && b >= batch)
+        })
     };
     let t = Instant::now();
     while !in_flight() {
@@ -478,11 +514,24 @@ fn paused_host(commit_delay_ms: Option<u64>) {
                 .all(|&p| matches!(o[p].as_deref(), Some("ha") | Some("hb")))
         },
     );
-    // Let the others commit the moved partitions before the paused host wakes up.
-    std::thread::sleep(Duration::from_secs(1));
+    // Let the others commit the moved partitions before the paused host wakes up: each has a
+    // newer link by its new owner, so the woken host's late commit of it collides (a fixed
+    // second was not always enough on a loaded machine, and the late commit then went through
+    // before the new owner's first link).
+    wait_until(
+        "a link by the new owner of each moved partition",
+        Duration::from_secs(20),
+        &mut [&mut a, &mut b],
+        || {
+            held.iter()
+                .all(|&p| last_link(dir, p).is_some_and(|(h, _)| h == "ha" || h == "hb"))
+        },
+    );
+    // Losses logged before the pause (the start's balancing) do not count.
+    let lost_before = c.stderr_so_far().matches(" lost: ").count();
     signal(&c, libc::SIGCONT);
     let woke = Instant::now();
-    while !c.stderr_so_far().contains("lost: ") {
+    while c.stderr_so_far().matches(" lost: ").count() == lost_before {
         c.assert_alive("while the test waited for the woken host to drop what it lost");
         assert!(
             woke.elapsed() < Duration::from_secs(20),
