@@ -38,8 +38,8 @@ fn pointer_pair(bytes: &[u8]) -> (u32, u32) {
 }
 
 /// The little-endian `u32`s of `bytes` (a whole number of them), copied in one go where the
-/// host is little-endian too (x86-64, aarch64): the element-by-element loop it replaces cost
-/// about as much as copying the values buffer 25 times its size.
+/// host is little-endian too (x86-64, aarch64): the element-by-element loop it replaces was
+/// about 3% of `sluice bench plugins`' samples, for lists a 25th of the values' size.
 fn u32s_from(bytes: &[u8]) -> Vec<u32> {
     let n = bytes.len() / 4;
     debug_assert_eq!(bytes.len(), n * 4);
