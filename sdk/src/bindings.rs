@@ -204,12 +204,14 @@ pub fn transform<T: Transform>(
     {
         // The host's batch is valid, so its offsets describe the rewritten buffer too; the
         // lowered buffers go back without a copy, and the host sees its own offsets again.
-        return Ok(wit::Output {
+        let out = wit::Output {
             values: input.values,
             origins: Vec::new(),
             keys: None,
             rejected: Vec::new(),
-        });
+        };
+        crate::lend::output_out();
+        return Ok(out);
     }
     let input = batch_in(input)?;
     let mut out = Output::for_input(&input);
@@ -217,12 +219,14 @@ pub fn transform<T: Transform>(
         .transform(&ctx, &input, &mut out)
         .map_err(error_out)?;
     let parts = out.finish(input).map_err(error_out)?;
-    Ok(wit::Output {
+    let out = wit::Output {
         values: column_out(parts.values),
         origins: parts.origins,
         keys: parts.keys.map(keys_out),
         rejected: parts.rejected.into_iter().map(bad_record_out).collect(),
-    })
+    };
+    crate::lend::output_out();
+    Ok(out)
 }
 
 /// `migrate.migrate`, on the instance `init` made.

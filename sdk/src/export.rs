@@ -104,6 +104,7 @@ macro_rules! export_transform {
         );
     };
     (@guest $plugin:ty) => {
+        $crate::__lend_output!();
         ::std::thread_local! {
             static __SLUICE_STATE: $crate::__private::State<$plugin> =
                 const { $crate::__private::State::<$plugin>::new(::core::option::Option::None) };

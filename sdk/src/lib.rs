@@ -67,6 +67,8 @@ mod builder;
 mod context;
 mod error;
 mod export;
+#[doc(hidden)]
+pub mod lend;
 pub mod log;
 pub mod metrics;
 mod output;
