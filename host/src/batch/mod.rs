@@ -7,15 +7,18 @@
 //! record, and optional headers.
 
 pub mod aside;
+mod data;
 mod newlines;
 pub mod position;
 mod prefix;
+
+pub use data::Data;
 
 /// Variable-length byte strings back to back, with the end offset of each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BytesColumn {
     /// Every value, back to back.
-    pub data: Vec<u8>,
+    pub data: Data,
     /// Where each value ends in `data`.
     pub ends: Vec<u32>,
 }
@@ -24,7 +27,7 @@ impl BytesColumn {
     /// An empty column with room for `items` values of `bytes` bytes in all.
     pub fn with_capacity(items: usize, bytes: usize) -> Self {
         BytesColumn {
-            data: Vec::with_capacity(bytes),
+            data: Data::with_capacity(bytes),
             ends: Vec::with_capacity(items),
         }
     }
@@ -62,9 +65,10 @@ impl BytesColumn {
     pub fn push_from(&mut self, src: &[u8], len: usize) {
         const STEP: usize = 32;
         let wide = len.next_multiple_of(STEP);
-        let at = self.data.len();
-        if src.len() >= wide && self.data.capacity() - at >= wide {
-            let (from, to) = (src.as_ptr(), self.data.as_mut_ptr());
+        let data = self.data.to_mut();
+        let at = data.len();
+        if src.len() >= wide && data.capacity() - at >= wide {
+            let (from, to) = (src.as_ptr(), data.as_mut_ptr());
             let mut done = 0;
             while done < wide {
                 // SAFETY: `done + STEP <= wide`, and `src` holds `wide` readable bytes while
@@ -76,11 +80,11 @@ impl BytesColumn {
                 done += STEP;
             }
             // SAFETY: the first `len` bytes after `at` were written just above.
-            unsafe { self.data.set_len(at + len) };
+            unsafe { data.set_len(at + len) };
         } else {
-            self.data.extend_from_slice(&src[..len]);
+            data.extend_from_slice(&src[..len]);
         }
-        self.ends.push(self.data.len() as u32);
+        self.ends.push(data.len() as u32);
     }
 
     /// Appends values `range` of `other`, in one copy.
@@ -602,7 +606,7 @@ mod tests {
     #[test]
     fn validation_catches_offsets_that_run_backwards() {
         let col = BytesColumn {
-            data: b"abc".to_vec(),
+            data: b"abc".to_vec().into(),
             ends: vec![2, 1, 3],
         };
         assert!(col.validate("values").unwrap_err().contains("below"));

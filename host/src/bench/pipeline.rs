@@ -50,7 +50,7 @@ pub fn native_uppercase(input: &RecordBatch) -> RecordBatch {
         timestamps: input.timestamps.clone(),
         headers: input.headers.clone(),
     };
-    for b in out.values.data.iter_mut() {
+    for b in out.values.data.to_mut().iter_mut() {
         *b = b.to_ascii_uppercase();
     }
     out

@@ -43,7 +43,7 @@ pub fn corpus(records: usize, value_bytes: usize) -> RecordBatch {
 pub(crate) fn sdk_batch(b: &RecordBatch) -> sluice_sdk::Batch {
     sluice_sdk::Batch::from_parts(sluice_sdk::BatchParts {
         values: sluice_sdk::Column {
-            data: b.values.data.clone(),
+            data: b.values.data.to_vec(),
             ends: b.values.ends.clone(),
         },
         keys: None,

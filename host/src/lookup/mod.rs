@@ -149,11 +149,11 @@ impl Lookup {
         let mut kept: Vec<u32> = Vec::new();
         for i in 0..n {
             let start = values.data.len();
-            if self.enrich(table, input.key(i), input.value(i), &mut values.data) {
+            if self.enrich(table, input.key(i), input.value(i), values.data.to_mut()) {
                 values.ends.push(values.data.len() as u32);
                 kept.push(i as u32);
             } else {
-                values.data.truncate(start);
+                values.data.to_mut().truncate(start);
             }
         }
         if kept.len() == n {

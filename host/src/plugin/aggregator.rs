@@ -69,7 +69,7 @@ fn returned(
     n: usize,
 ) -> Result<BytesColumn, Failure> {
     let c = BytesColumn {
-        data: c.data,
+        data: c.data.into(),
         ends: c.ends,
     };
     c.validate(what).map_err(Failure::Contract)?;
@@ -119,7 +119,7 @@ impl AggregatorStage {
         };
         let p = r.map_err(|e| fail(guest_failure(e)))?;
         let keys = BytesColumn {
-            data: p.keys.data,
+            data: p.keys.data.into(),
             ends: p.keys.ends,
         };
         keys.validate("keys")

@@ -75,7 +75,7 @@ pub(crate) struct GuestOutput {
 fn keys_in(k: v0_1::types::KeysResult) -> Keys {
     Keys {
         column: BytesColumn {
-            data: k.column.data,
+            data: k.column.data.into(),
             ends: k.column.ends,
         },
         present: k.present,
@@ -86,7 +86,7 @@ impl From<v0_1::types::Output> for GuestOutput {
     fn from(out: v0_1::types::Output) -> Self {
         GuestOutput {
             values: BytesColumn {
-                data: out.values.data,
+                data: out.values.data.into(),
                 ends: out.values.ends,
             },
             origins: out.origins,
@@ -100,11 +100,20 @@ impl From<v0_1::types::Output> for GuestOutput {
     }
 }
 
-impl From<super::lift::Output> for GuestOutput {
-    fn from(out: super::lift::Output) -> Self {
+impl GuestOutput {
+    /// `transform`'s output lifted fast ([`super::lift`]); `lend` makes the values' bytes
+    /// when the lift left them in place (at a host address, with a length).
+    pub(crate) fn lifted(
+        out: super::lift::Output,
+        lend: impl FnOnce(usize, usize) -> Data,
+    ) -> Self {
+        let data = match out.values.data {
+            super::lift::Bytes::Copied(v) => v.into(),
+            super::lift::Bytes::InPlace { addr, len } => lend(addr, len),
+        };
         GuestOutput {
             values: BytesColumn {
-                data: out.values.data.0,
+                data,
                 ends: out.values.ends.0,
             },
             origins: out.origins.0,
@@ -246,7 +255,7 @@ mod tests {
     fn map(data: &[u8], ends: &[u32]) -> GuestOutput {
         GuestOutput {
             values: BytesColumn {
-                data: data.to_vec(),
+                data: data.to_vec().into(),
                 ends: ends.to_vec(),
             },
             origins: Vec::new(),

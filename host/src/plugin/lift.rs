@@ -18,9 +18,47 @@ use wasmtime::component::{ComponentType, Func, Lift, TypedFunc, WasmList};
 
 use super::bindings::v0_1::types;
 
-/// A `list<u8>` lifted with one copy.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct Bytes(pub Vec<u8>);
+/// A `list<u8>` lifted with one copy, or, while the call lends ([`lending`]) and the list is
+/// big enough, left where it is in the guest's memory (see [`super::lend`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Bytes {
+    /// Copied out.
+    Copied(Vec<u8>),
+    /// Left in place: `len` bytes at host address `addr`, inside the instance's memory.
+    InPlace { addr: usize, len: usize },
+}
+
+impl Bytes {
+    fn lift(bytes: &[u8]) -> Self {
+        if bytes.len() >= super::lend::LEND_MIN && LENDING.get() {
+            return Bytes::InPlace {
+                addr: bytes.as_ptr() as usize,
+                len: bytes.len(),
+            };
+        }
+        Bytes::Copied(bytes.to_vec())
+    }
+}
+
+thread_local! {
+    /// Set while a call whose output may be lent is lifted.
+    static LENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Lets the next lifts on this thread leave big `list<u8>`s in place, until dropped.
+pub(crate) struct Lending(());
+
+/// See [`Lending`].
+pub(crate) fn lending() -> Lending {
+    LENDING.set(true);
+    Lending(())
+}
+
+impl Drop for Lending {
+    fn drop(&mut self) {
+        LENDING.set(false);
+    }
+}
 
 /// A `list<u32>` lifted with one copy (the canonical ABI's little-endian layout is the host's).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -35,6 +73,12 @@ fn range<'a>(cx: &LiftContext<'a>, ptr: u32, len: u32, size: usize) -> &'a [u8] 
 fn pointer_pair(bytes: &[u8]) -> (u32, u32) {
     let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     (word(0), word(4))
+}
+
+impl U32s {
+    fn lift(bytes: &[u8]) -> Self {
+        U32s(u32s_from(bytes))
+    }
 }
 
 /// The little-endian `u32`s of `bytes` (a whole number of them), copied in one go where the
@@ -84,7 +128,7 @@ macro_rules! fast_list {
                 let list = WasmList::<$elem>::linear_lift_from_flat(cx, ty, src)?;
                 let (ptr, len) = (src[0].get_u32(), src[1].get_u32());
                 debug_assert_eq!(list.len(), len as usize);
-                Ok($ty($copy(range(cx, ptr, len, $size))))
+                Ok($copy(range(cx, ptr, len, $size)))
             }
 
             fn linear_lift_from_memory(
@@ -95,14 +139,14 @@ macro_rules! fast_list {
                 let list = WasmList::<$elem>::linear_lift_from_memory(cx, ty, bytes)?;
                 let (ptr, len) = pointer_pair(bytes);
                 debug_assert_eq!(list.len(), len as usize);
-                Ok($ty($copy(range(cx, ptr, len, $size))))
+                Ok($copy(range(cx, ptr, len, $size)))
             }
         }
     };
 }
 
-fast_list!(Bytes, u8, 1, <[u8]>::to_vec);
-fast_list!(U32s, u32, 4, u32s_from);
+fast_list!(Bytes, u8, 1, Bytes::lift);
+fast_list!(U32s, u32, 4, U32s::lift);
 
 /// The WIT `bytes-column`, lifted fast.
 #[derive(wasmtime::component::ComponentType, wasmtime::component::Lift, Debug)]

@@ -20,6 +20,7 @@ pub mod bindings;
 pub mod cache;
 mod convert;
 pub mod error;
+mod lend;
 pub mod limits;
 // The fast lift implements wasmtime's lifting traits (unsafe to implement) and calls a
 // type-checked `transform` without checking its type again.
@@ -39,15 +40,15 @@ pub mod trial;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 use wasmtime::component::{self, Component};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use crate::batch::{BytesColumn, Headers, Keys, RecordBatch};
+use crate::batch::{BytesColumn, Data, Headers, Keys, RecordBatch};
 use bindings::v0_1;
 pub(crate) use convert::{col, from_wit_output, guest_failure, to_wit, wit_context};
 pub use error::{CallResult, CallSite, Failure, Fault, LoadError, PluginError};
@@ -149,6 +150,9 @@ pub struct PluginInfo {
     pub compile_time: Duration,
     /// Its manifest (or the implicit one).
     pub manifest: Manifest,
+    /// Whether its transformations' output values are read where the guest left them instead
+    /// of copied out (the component says it keeps them valid; see `plugin::lend`).
+    pub lends_output: bool,
 }
 
 pub(crate) enum KindPre {
@@ -243,7 +247,7 @@ impl Plugin {
         let stage = Stage {
             plugin: self.clone(),
             params: merged.into_iter().collect(),
-            idle: Mutex::new(Vec::new()),
+            home: Arc::default(),
             instances_made: AtomicU64::new(0),
             cost: CallCost::default(),
         };
@@ -281,7 +285,7 @@ impl Plugin {
         let stage = Stage {
             plugin: self.clone(),
             params: Vec::new(),
-            idle: Mutex::new(Vec::new()),
+            home: Arc::default(),
             instances_made: AtomicU64::new(0),
             cost: CallCost::default(),
         };
@@ -352,10 +356,15 @@ struct Instance {
 pub struct Stage {
     plugin: Plugin,
     params: Vec<(String, String)>,
-    idle: Mutex<Vec<Instance>>,
+    /// The idle instances, and how many are lent out with their output.
+    home: Arc<lend::Home>,
     instances_made: AtomicU64,
     cost: CallCost,
 }
+
+/// An instance a call's caller kept out of the pool (its output is lent), and whether it may be
+/// reused once given back.
+type Kept = (Instance, bool);
 
 impl Stage {
     /// The parameters its instances were given (the manifest's defaults, overridden by the
@@ -505,7 +514,7 @@ impl Stage {
     }
 
     fn give_back(&self, inst: Instance) {
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Ok(mut idle) = self.home.idle.lock() {
             idle.push(inst);
         }
     }
@@ -529,7 +538,21 @@ impl Stage {
         limits: &Limits,
         f: impl FnOnce(&Bound, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> CallResult<(R, Duration, u64)> {
-        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        self.call_keeping(site, limits, f, |_| false)
+            .map(|(r, elapsed, memory, _)| (r, elapsed, memory))
+    }
+
+    /// [`call_within`](Self::call_within), where the caller keeps the instance (instead of
+    /// the pool) when `keep` says so of the result: a lent output's. The kept instance comes
+    /// with whether it may be reused afterwards.
+    fn call_keeping<R>(
+        &self,
+        site: CallSite,
+        limits: &Limits,
+        f: impl FnOnce(&Bound, &mut Store<HostState>) -> wasmtime::Result<R>,
+        keep: impl FnOnce(&R) -> bool,
+    ) -> CallResult<(R, Duration, u64, Option<Kept>)> {
+        let pooled = self.home.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut inst = match pooled {
             Some(inst) => inst,
             None => self.instantiate(&site)?,
@@ -540,12 +563,18 @@ impl Stage {
         // reused: a guest whose heap only grows (a leak, or a runtime such as SpiderMonkey's
         // that keeps what each call's copies took) would otherwise reach its cap on a later,
         // healthy call. The next call starts from a fresh instance, as after a trap.
-        if result.is_ok() && memory <= limits.memory / 2 {
-            self.give_back(inst);
-        } else if result.is_ok() {
+        let reuse = memory <= limits.memory / 2;
+        if result.is_ok() && !reuse {
             tracing::debug!(plugin = %self.plugin.inner.tag.name, memory_mib = memory >> 20, cap_mib = limits.memory >> 20, "A plugin instance holds more than half its memory cap after a call; it is retired and the next call gets a fresh one.");
         }
-        result.map(|(r, elapsed)| (r, elapsed, memory))
+        let (r, elapsed) = result?;
+        if keep(&r) {
+            return Ok((r, elapsed, memory, Some((inst, reuse))));
+        }
+        if reuse {
+            self.give_back(inst);
+        }
+        Ok((r, elapsed, memory, None))
     }
 
     fn call_on<R>(

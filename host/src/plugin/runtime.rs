@@ -44,6 +44,9 @@ pub(crate) struct RuntimeInner {
     pub(crate) linker: Linker<HostState>,
     pub(crate) cache: ArtifactCache,
     pub(crate) config: RuntimeConfig,
+    /// Whether instances come from the pooling allocator, whose memories never move (a lent
+    /// output needs that).
+    pub(crate) pooled: bool,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -56,7 +59,7 @@ impl Drop for RuntimeInner {
 impl PluginRuntime {
     /// Starts a runtime: builds the engine and linker and starts the epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let engine = build_engine(&config)?;
+        let (engine, pooled) = build_engine(&config)?;
         let mut linker = Linker::<HostState>::new(&engine);
         // WASI is linked so that components built with Rust's std (which import wasi:cli,
         // wasi:io, wasi:filesystem, …) instantiate; what it grants is decided per instance by
@@ -83,6 +86,7 @@ impl PluginRuntime {
                 linker,
                 cache,
                 config,
+                pooled,
                 ticker_stop,
             }),
         })
@@ -286,6 +290,9 @@ impl PluginRuntime {
             cached: outcome == CacheOutcome::Hit,
             compile_time,
             manifest,
+            lends_output: kind == PluginKind::Transformer
+                && self.inner.pooled
+                && super::lend::lends_output(&bytes),
         };
         tracing::info!(
             plugin = %info.name,
@@ -420,7 +427,8 @@ fn invalid_message(e: &wasmtime::Error) -> String {
 /// plugin's heap after a call on a block.
 const KEEP_RESIDENT: usize = 2 << 20;
 
-fn build_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+/// The engine, and whether it uses the pooling allocator.
+fn build_engine(config: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
     cfg.epoch_interruption(true);
@@ -446,13 +454,15 @@ fn build_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
     pool.linear_memory_keep_resident(KEEP_RESIDENT);
     cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.clone()));
     match Engine::new(&cfg) {
-        Ok(engine) => Ok(engine),
+        Ok(engine) => Ok((engine, true)),
         Err(e) => {
             // Some machines cap virtual memory (ulimit -v); the pooling allocator reserves a lot
             // of it up front. Fall back to allocating on demand, and say so.
             tracing::warn!(error = %e, "The pooling allocator is not available here; instances are allocated on demand.");
             cfg.allocation_strategy(InstanceAllocationStrategy::OnDemand);
-            Engine::new(&cfg).map_err(|e| RuntimeError(format!("{e:#}")))
+            Engine::new(&cfg)
+                .map(|engine| (engine, false))
+                .map_err(|e| RuntimeError(format!("{e:#}")))
         }
     }
 }

@@ -20,7 +20,7 @@ pub fn describe(plugin: &Plugin) -> String {
         format!("directories {}", m.capabilities.dirs.join(", "))
     };
     format!(
-        "plugin    {} {}\nabout     {}\nfile      {} ({} bytes)\nsha256    {}\nworld     {} (exports {})\nimports   {}\nparams    {}\nlimits    {}\nasks for  {asks}\ncompiled  in {:.1} ms ({})\n",
+        "plugin    {} {}\nabout     {}\nfile      {} ({} bytes)\nsha256    {}\nworld     {} (exports {})\nimports   {}\nparams    {}\nlimits    {}\nasks for  {asks}\ncompiled  in {:.1} ms ({})\n{}",
         i.name,
         m.plugin_version,
         if m.description.is_empty() {
@@ -45,6 +45,11 @@ pub fn describe(plugin: &Plugin) -> String {
             "from the cache"
         } else {
             "compiled now, cached"
+        },
+        if i.lends_output {
+            "output    read in place (it keeps its output valid after the call)\n"
+        } else {
+            ""
         },
     )
 }

@@ -98,21 +98,31 @@ impl TransformStage {
             .site("transform", Some(ctx.partition), Some(ctx.batch_id));
         let wit_ctx = wit_context(ctx);
         let wit_batch = to_wit(input);
-        let (out, elapsed, memory) =
-            self.0
-                .call_within(site.clone(), limits, |bound, store| match bound {
-                    Bound::Transformer(_, _, transform) => {
-                        before(&mut *store);
-                        let out = lift::call_transform(*transform, &mut *store, wit_ctx, wit_batch);
-                        if matches!(out, Ok(Ok(_))) {
-                            after(store);
-                        } else {
-                            store.data_mut().keyed = None;
-                        }
-                        out
-                    }
-                    _ => unreachable!("a transform stage holds a transformer"),
-                })?;
+        // A place among the stage's lent instances, when its plugin lends and one is free.
+        let slot = if self.0.plugin.inner.info.lends_output {
+            self.0.home.slot()
+        } else {
+            None
+        };
+        let lend = slot.is_some();
+        let in_place = |out: &Result<lift::Output, _>| matches!(out, Ok(o) if matches!(o.values.data, lift::Bytes::InPlace { .. }));
+        let call = |bound: &Bound, store: &mut Store<HostState>| match bound {
+            Bound::Transformer(_, _, transform) => {
+                before(&mut *store);
+                let lending = lend.then(lift::lending);
+                let out = lift::call_transform(*transform, &mut *store, wit_ctx, wit_batch);
+                drop(lending);
+                if matches!(out, Ok(Ok(_))) {
+                    after(store);
+                } else {
+                    store.data_mut().keyed = None;
+                }
+                out
+            }
+            _ => unreachable!("a transform stage holds a transformer"),
+        };
+        let (out, elapsed, memory, kept) =
+            self.0.call_keeping(site.clone(), limits, call, in_place)?;
         if out.is_ok() {
             self.0.cost.record(input.len(), elapsed, memory);
             self.0
@@ -126,6 +136,11 @@ impl TransformStage {
             failure,
         };
         let out = out.map_err(|e| fail(guest_failure(e)))?;
+        let out = GuestOutput::lifted(out, |addr, len| {
+            // Left in place only while lending (a slot taken), and then the instance is kept.
+            let ((inst, reuse), slot) = kept.zip(slot).expect("a lending call keeps both");
+            Data::Lent(slot.lend(inst, reuse, addr, len))
+        });
         from_wit_output(input, out).map_err(|m| fail(Failure::Contract(m)))
     }
 }
@@ -243,12 +258,12 @@ impl ReceiverStage {
         let b = p.records;
         let records = RecordBatch {
             values: BytesColumn {
-                data: b.values.data,
+                data: b.values.data.into(),
                 ends: b.values.ends,
             },
             keys: b.keys.map(|k| Keys {
                 column: BytesColumn {
-                    data: k.column.data,
+                    data: k.column.data.into(),
                     ends: k.column.ends,
                 },
                 present: k.present,
@@ -257,11 +272,11 @@ impl ReceiverStage {
             headers: b.headers.map(|h| Headers {
                 record_ends: h.record_ends,
                 names: BytesColumn {
-                    data: h.names.data,
+                    data: h.names.data.into(),
                     ends: h.names.ends,
                 },
                 values: BytesColumn {
-                    data: h.values.data,
+                    data: h.values.data.into(),
                     ends: h.values.ends,
                 },
             }),

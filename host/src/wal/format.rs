@@ -504,7 +504,7 @@ impl<'a> Cursor<'a> {
     fn column(&mut self, n: usize, what: &str) -> Result<BytesColumn, String> {
         let ends = self.u32s(n, what)?;
         let len = self.u32(what)? as usize;
-        let data = self.take(len, what)?.to_vec();
+        let data = self.take(len, what)?.to_vec().into();
         let c = BytesColumn { data, ends };
         c.validate(what)?;
         Ok(c)

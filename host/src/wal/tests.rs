@@ -101,7 +101,7 @@ fn a_block_whose_columns_do_not_line_up_is_refused_before_writing() {
     assert!(format::encode_block(0, 0, &b).is_err());
     let bad = RecordBatch {
         values: BytesColumn {
-            data: b"ab".to_vec(),
+            data: b"ab".to_vec().into(),
             ends: vec![2, 1],
         },
         ..Default::default()

@@ -122,7 +122,7 @@ impl EventGenerator {
         let mut digits = [0u8; 20];
         for _ in 0..n {
             let event = self.next_event();
-            let head = model::write_event(&mut out.values.data, self.seed, self.rate, event);
+            let head = model::write_event(out.values.data.to_mut(), self.seed, self.rate, event);
             out.values.ends.push(out.values.data.len() as u32);
             if let Some(keys) = &mut out.keys {
                 keys.push(Some(crate::scheduler::combine::fmt_u64(
