@@ -105,7 +105,11 @@ impl TransformStage {
             None
         };
         let lend = slot.is_some();
-        let in_place = |out: &Result<lift::Output, _>| matches!(out, Ok(o) if matches!(o.values.data, lift::Bytes::InPlace { .. }));
+        // Keep the instance when its output was left in place (lent).
+        let in_place = |out: &Result<lift::Output, _>| {
+            out.as_ref()
+                .is_ok_and(|o| matches!(o.values.data, lift::Bytes::InPlace { .. }))
+        };
         let call = |bound: &Bound, store: &mut Store<HostState>| match bound {
             Bound::Transformer(_, _, transform) => {
                 before(&mut *store);
