@@ -55,8 +55,11 @@ pub const LEND_MIN: usize = 64 << 10;
 /// The custom section that says a component keeps its output valid until its next call.
 pub const SECTION: &str = "sluice:lends-output";
 
-/// How many buffers can be held back at once; an output has at most seven lists big enough.
-const HELD: usize = 16;
+/// How many buffers can be held back at once. Before the output's values are freed (the first
+/// list `post-return` frees, fields in order), at most the input's other columns are (nine
+/// lists, when the glue hands the input's own values back); beyond this many, a buffer is
+/// freed at once, which is safe for any after the values.
+const HELD: usize = 32;
 
 /// The global allocator `export_transform!` installs in a WebAssembly build: the system
 /// allocator, holding back the freeing of big buffers while an output is out.

@@ -1,5 +1,6 @@
 //! The fast way back from a `transform` call: the guest's `output` lifted with one `memcpy` per
-//! list, instead of the element-by-element copy that `bindgen!`'s generated types get.
+//! list, instead of the element-by-element copy that `bindgen!`'s generated types get; or, when
+//! the call lends ([`super::lend`]), its values left where they are, lifted as their place.
 //!
 //! `transform` is called through a [`TypedFunc`] whose result type is [`Output`] here: the
 //! same WIT `output` record (the type check at bind time proves it), with `values.data`,

@@ -7,7 +7,8 @@
 //! - [`bindings`]: the typed bindings, one module per contract version;
 //! - [`stages`]: the stages that call a plugin ([`TransformStage`], [`SinkStage`],
 //!   [`ReceiverStage`]); `convert`: the batch to and from the WIT types of a call; `lift`:
-//!   `transform`'s output lifted with one copy per list;
+//!   `transform`'s output lifted with one copy per list, or its values left in place
+//!   (`lend`: read where the guest left them);
 //! - this module: loaded [`Plugin`]s and the [`Stage`] every call goes through, with pooled
 //!   instances, limits on every call and classified errors.
 //!
