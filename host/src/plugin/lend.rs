@@ -65,6 +65,13 @@ impl Home {
             })
     }
 
+    /// Puts an idle instance back in the pool.
+    pub(crate) fn give_back(&self, inst: Instance) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(inst);
+        }
+    }
+
     fn unlend(&self) {
         self.lent.fetch_sub(1, Ordering::AcqRel);
     }
@@ -134,9 +141,8 @@ impl Drop for Lent {
     fn drop(&mut self) {
         if let Some(inst) = self.inst.take()
             && self.reuse
-            && let Ok(mut idle) = self.home.idle.lock()
         {
-            idle.push(inst);
+            self.home.give_back(inst);
         }
         self.home.unlend();
     }

@@ -515,9 +515,7 @@ impl Stage {
     }
 
     fn give_back(&self, inst: Instance) {
-        if let Ok(mut idle) = self.home.idle.lock() {
-            idle.push(inst);
-        }
+        self.home.give_back(inst);
     }
 
     /// Runs `f` on an instance under the plugin's limits. A trap drops the instance; anything
