@@ -22,6 +22,7 @@ mod ha;
 mod keyed_state;
 mod kill;
 mod latency;
+mod lending;
 mod lookup;
 mod memory;
 mod metrics;
