@@ -116,6 +116,76 @@ def write_profile(path, sc, m, attach, cfg):
         f.write("\n".join(head + body) + "\n")
 
 
+def merge_runs(text):
+    """perf's rows with each run's JIT map (`[JIT] tid N`) summed into one row per name."""
+    rows, order = {}, []
+    for ln in text.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(.*)$", ln)
+        if not m:
+            continue
+        key = re.sub(r"\[JIT\] tid \d+", "[JIT]", m.group(2))
+        key = re.sub(r"\s{2,}", "  ", key)
+        if key not in rows:
+            order.append(key)
+        rows[key] = rows.get(key, 0.0) + float(m.group(1))
+    ranked = sorted(order, key=lambda k: -rows[k])
+    return "\n".join(f"    {rows[k]:6.2f}%  {k}" for k in ranked if rows[k] >= 0.3)
+
+
+def profile_plugins(cfg, out):
+    """The plugin boundary's profiles (issue #16's identity and upper-case goals): `sluice
+    bench plugins --only W` run `cfg.boundary_runs` times under one `perf record`, per workload.
+    Writes plugins-<W>.txt in `out`; returns the failures."""
+    failed = []
+    for w in ("identity", "uppercase"):
+        data = os.path.join(cfg.work, "runs", f"plugins-{w}.perf.data")
+        os.makedirs(os.path.dirname(data), exist_ok=True)
+        one = f"{cfg.sluice_bin} bench plugins --only {w} --plugins {cfg.plugins} >/dev/null"
+        loop = f"for i in $(seq {cfg.boundary_runs}); do {one} || exit 1; done"
+        cmd = ["perf", "record", "-q", "-F", str(cfg.freq), "-g", "-o", data, "--",
+               "sh", "-c", loop]
+        load = os.getloadavg()
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        report = subprocess.run([cfg.sluice_bin, "bench", "plugins", "--only", w,
+                                 "--plugins", cfg.plugins], capture_output=True, text=True)
+        head = [
+            f"# sluice profile: the plugin boundary, {w}",
+            "",
+            f"Command: bench/profile --boundary --boundary-runs {cfg.boundary_runs} --freq {cfg.freq} "
+            f"(perf record -F {cfg.freq} -g over {cfg.boundary_runs} runs of "
+            f"`sluice bench plugins --only {w}`: 10,000 records of 100 bytes a batch, the WASM "
+            "call path and the native function alternating, so both are in the samples).",
+            f"Date: {datetime.datetime.now().isoformat(timespec='seconds')}; load average "
+            f"(1/5/15 min) before {' / '.join(f'{x:.2f}' for x in load)}.",
+            f"Binary: {cfg.sluice_bin}.",
+            "One more run without perf, for its figures:",
+            "",
+            *["    " + ln for ln in report.stdout.splitlines()],
+            "",
+        ]
+        if done.returncode != 0 or not os.path.exists(data):
+            body = [f"No profile: perf exited {done.returncode}: {done.stderr.strip()[-400:]}"]
+            failed.append(f"plugins-{w}: perf exited {done.returncode}")
+        else:
+            body = []
+            for title, args, limit in [
+                ("By binary ([JIT]: the JIT'd WebAssembly, every run's perf map summed)",
+                 ["--no-children", "--sort", "dso"], None),
+                ("By function, self time (rows of 0.3% and more)",
+                 ["--no-children", "--sort", "dso,symbol"], None),
+                ("By function, with callees (inclusive)", ["--children", "--sort", "symbol"],
+                 "2"),
+            ]:
+                # Self-time rows are merged across the runs' JIT maps, so perf cuts none.
+                text = perf_report(data, *args, "-g", "none", "--percent-limit", limit or "0")
+                body += [f"## {title}", "", text if limit else merge_runs(text), ""]
+        path = os.path.join(out, f"plugins-{w}.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(head + body) + "\n")
+        bench.log(f"profile: {path}")
+    return failed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,6 +198,10 @@ def main():
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/sluice/bench"))
     ap.add_argument("--out", default=None,
                     help="directory (default bench/results/profiles/DATE, never an existing one)")
+    ap.add_argument("--boundary", action="store_true",
+                    help="profile the plugin boundary (sluice bench plugins) instead")
+    ap.add_argument("--boundary-runs", type=int, default=30,
+                    help="with --boundary: runs of `sluice bench plugins` per workload")
     cfg = ap.parse_args()
     bench.short_runs(cfg, run_timeout=180)
     os.environ["SLUICE_WASM_PERFMAP"] = "1"  # names for the JIT'd plugin code in perf's view
@@ -137,6 +211,11 @@ def main():
     out = cfg.out or bench.unused_path(os.path.join(
         HERE, "results", "profiles", datetime.date.today().isoformat()))
     os.makedirs(out, exist_ok=True)
+    if cfg.boundary:
+        failed = profile_plugins(cfg, out)
+        for f in failed:
+            bench.log(f"FAILED: {f}")
+        return 1 if failed else 0
     cfg.corpus = corpus.ensure(os.path.join(cfg.work, "corpus"), cfg.lines, cfg.seed)
     sluice = bench.Sluice(cfg)
     sluice.probe(os.path.join(root, "probe"))

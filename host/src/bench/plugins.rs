@@ -60,8 +60,13 @@ struct Workload {
     native: NativeFn,
 }
 
-/// Runs the benchmark and returns the report.
-pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<String> {
+/// Runs the benchmark (every workload, or the one named `only`) and returns the report.
+pub fn run(
+    runtime: &PluginRuntime,
+    plugins: &Path,
+    quick: bool,
+    only: Option<&str>,
+) -> Result<String> {
     let (rounds, per_round) = if quick { (3, 30) } else { (10, 200) };
     let input = corpus(RECORDS, VALUE_BYTES);
     let native_input = sdk_batch(&input);
@@ -82,6 +87,13 @@ pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<Strin
             native: |b, o| identity::identity(b, o),
         },
     ];
+    if let Some(name) = only
+        && !workloads.iter().any(|w| w.name == name)
+    {
+        return Err(Error::Usage(format!(
+            "bench plugins: --only takes uppercase or identity, not {name:?}"
+        )));
+    }
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -95,7 +107,10 @@ pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<Strin
     let mut ratios = Vec::new();
     let mut instantiation = None;
     let mut empty_call = None;
-    for w in &workloads {
+    for w in workloads
+        .iter()
+        .filter(|w| only.is_none_or(|n| n == w.name))
+    {
         let file = plugins.join(format!("{}.wasm", w.name));
         let plugin = runtime.load_file(&file, &Grants::default())?;
         let stage = plugin.transformer(&BTreeMap::new()).map_err(Error::Usage)?;
@@ -149,7 +164,8 @@ pub fn run(runtime: &PluginRuntime, plugins: &Path, quick: bool) -> Result<Strin
         if w.name == "identity" {
             empty_call = Some(time_empty_call(&stage, &ctx, rounds, per_round)?);
         }
-        if instantiation.is_none() {
+        // One workload alone is for a profile of its calls: no instantiation in the samples.
+        if instantiation.is_none() && only.is_none() {
             instantiation = Some(plugin.time_instantiation(if quick { 200 } else { 2_000 })?);
         }
     }

@@ -288,6 +288,10 @@ pub enum BenchCommand {
         /// The directory holding uppercase.wasm and identity.wasm (without `--lang`).
         #[arg(long, env = "SLUICE_PLUGINS")]
         plugins: Option<PathBuf>,
+        /// Run one workload only, `uppercase` or `identity` (without `--lang`), and time no
+        /// instantiation: for a profile of its calls (`bench/profile --boundary`).
+        #[arg(long)]
+        only: Option<String>,
         /// Compare languages: `all`, or a comma-separated list of rust, python, js, c. Builds
         /// examples/identity and examples/json-upper in each with `plugin build`.
         #[arg(long)]

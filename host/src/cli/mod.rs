@@ -609,14 +609,19 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::bench::languages::run(&options)?);
             Ok(())
         }
-        Command::Bench(BenchCommand::Plugins { quick, plugins, .. }) => {
+        Command::Bench(BenchCommand::Plugins {
+            quick,
+            plugins,
+            only,
+            ..
+        }) => {
             let plugins = plugins.ok_or_else(|| {
                 Error::Usage(
                     "bench plugins: give --plugins DIR (or $SLUICE_PLUGINS), or --lang".into(),
                 )
             })?;
             let rt = runtime(cli.cache_dir)?;
-            let report = crate::bench::plugins::run(&rt, &plugins, quick)?;
+            let report = crate::bench::plugins::run(&rt, &plugins, quick, only.as_deref())?;
             print!("{report}");
             Ok(())
         }
