@@ -290,7 +290,7 @@ pub enum BenchCommand {
         plugins: Option<PathBuf>,
         /// Run one workload only, `uppercase` or `identity` (without `--lang`), and time no
         /// instantiation: for a profile of its calls (`bench/profile --boundary`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lang")]
         only: Option<String>,
         /// Compare languages: `all`, or a comma-separated list of rust, python, js, c. Builds
         /// examples/identity and examples/json-upper in each with `plugin build`.
