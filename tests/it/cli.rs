@@ -227,18 +227,14 @@ fn a_log_redirected_to_a_file_holds_no_escape_codes_and_its_level_follows_the_fl
 #[test]
 fn bench_plugins_only_runs_the_one_workload_named_and_refuses_an_unknown_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = sluice(tmp.path())
-        .args([
-            "bench",
-            "plugins",
-            "--quick",
-            "--only",
-            "identity",
-            "--plugins",
-        ])
-        .arg(plugins_dir())
-        .output()
-        .unwrap();
+    let only = |name: &str| {
+        sluice(tmp.path())
+            .args(["bench", "plugins", "--quick", "--only", name, "--plugins"])
+            .arg(plugins_dir())
+            .output()
+            .unwrap()
+    };
+    let out = only("identity");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("identity ratio wasm/native:"), "{text}");
@@ -248,18 +244,7 @@ fn bench_plugins_only_runs_the_one_workload_named_and_refuses_an_unknown_one() {
         "no instantiation timed:\n{text}"
     );
 
-    let out = sluice(tmp.path())
-        .args([
-            "bench",
-            "plugins",
-            "--quick",
-            "--only",
-            "lowercase",
-            "--plugins",
-        ])
-        .arg(plugins_dir())
-        .output()
-        .unwrap();
+    let out = only("lowercase");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
     assert!(
