@@ -136,10 +136,8 @@ fn a_lent_output_stays_exact_when_the_guest_keeps_allocations_on_both_sides_of_i
     assert!(p.info().lends_output);
     let stage = p.transformer(&BTreeMap::new()).unwrap();
     let mut lent = 0;
-    for (call, n) in (0..40)
-        .map(|c| (c, 700 + c * 337 + (c % 7) * 13))
-        .collect::<Vec<_>>()
-    {
+    for call in 0..40usize {
+        let n = 700 + call * 337 + (call % 7) * 13;
         let input = text_batch(n, call as u8);
         let out = stage.transform(&ctx(0, call as u64), &input).unwrap();
         lent += usize::from(out.batch.values.data.is_lent());

@@ -90,8 +90,10 @@ pub fn run(
     if let Some(name) = only
         && !workloads.iter().any(|w| w.name == name)
     {
+        let names: Vec<&str> = workloads.iter().map(|w| w.name).collect();
         return Err(Error::Usage(format!(
-            "bench plugins: --only takes uppercase or identity, not {name:?}"
+            "bench plugins: --only takes {}, not {name:?}",
+            names.join(" or ")
         )));
     }
     let mut report = String::new();
